@@ -1,0 +1,173 @@
+using GpuLlama.Formats;
+using GpuLlama.Model;
+
+namespace GpuLlama.Devices;
+
+public enum DeviceKind
+{
+    Cpu,
+    Cuda,
+    OpenCL,
+
+    /// <summary>ILGPU's CPU accelerator: runs the GPU kernels on the host (how CI tests the GPU code).</summary>
+    Emulated,
+}
+
+/// <summary>Shape of one attention block, passed to the ops that need it.</summary>
+public readonly record struct AttentionShape(int Heads, int KvHeads, int HeadDim, RopeStyle Style)
+{
+    public int QDim => Heads * HeadDim;
+
+    public int KvDim => KvHeads * HeadDim;
+
+    public static AttentionShape Of(ModelConfig c) => new(c.Heads, c.KvHeads, c.HeadDim, c.RopeStyle);
+}
+
+/// <summary>
+/// The compute seam. The forward pass (Model/Transformer.cs) is written once against this op set; the CPU
+/// backend and the ILGPU backend implement it. The set is the size of the forward pass, not a tensor algebra.
+/// All activations are float32, row-major: a buffer holding <c>rows</c> vectors of width <c>n</c> stores row r
+/// at [r*n, (r+1)*n). Ops are enqueued in order on the device; only <see cref="Read"/>, <see cref="Argmax"/>
+/// and <see cref="Synchronize"/> wait for the device.
+/// </summary>
+public interface IDevice : IDisposable
+{
+    /// <summary>"cpu", "cuda:0", "opencl:0", "emulated:0".</summary>
+    string Name { get; }
+
+    DeviceKind Kind { get; }
+
+    /// <summary>Human-readable hardware name ("NVIDIA H100 80GB HBM3", "AMD EPYC …").</summary>
+    string Description { get; }
+
+    /// <summary>Total device memory in bytes (host RAM for the CPU).</summary>
+    long TotalMemory { get; }
+
+    /// <summary>Free device memory in bytes, as well as the driver can tell.</summary>
+    long FreeMemory { get; }
+
+    /// <summary>Bytes this device object has allocated so far (weights, caches, buffers): compared with the plan.</summary>
+    long AllocatedBytes { get; }
+
+    /// <summary>
+    /// Makes a weight usable on this device straight from the memory map: the CPU keeps a pointer into the map
+    /// (zero copy); a GPU allocates device memory and copies the bytes, keeping the stored dtype.
+    /// </summary>
+    DeviceWeight Upload(WeightView weight);
+
+    /// <summary>A buffer of <paramref name="floats"/> float32 values.</summary>
+    DeviceBuffer Allocate(int floats);
+
+    /// <summary>K and V caches for one layer: <paramref name="capacity"/> positions of <paramref name="kvDim"/> floats each.</summary>
+    KvCacheLayer AllocateKv(int capacity, int kvDim);
+
+    /// <summary>Copies host floats into <paramref name="dst"/> at <paramref name="dstOffset"/>.</summary>
+    void Write(DeviceBuffer dst, ReadOnlySpan<float> src, int dstOffset = 0);
+
+    /// <summary>Copies <c>dst.Length</c> floats from <paramref name="src"/> at <paramref name="srcOffset"/> to the host; waits for the device.</summary>
+    void Read(DeviceBuffer src, Span<float> dst, int srcOffset = 0);
+
+    /// <summary>
+    /// Copies <paramref name="count"/> floats from <paramref name="src"/> (a buffer of any device) into
+    /// <paramref name="dst"/> (a buffer of this device): the hop of the hidden state between devices.
+    /// </summary>
+    void CopyFrom(DeviceBuffer dst, int dstOffset, DeviceBuffer src, int srcOffset, int count);
+
+    /// <summary>x[r] = table[tokens[r]] converted to float32 (table: [Vocab, Dim], any dtype).</summary>
+    void Embed(DeviceBuffer x, DeviceWeight table, ReadOnlySpan<int> tokens);
+
+    /// <summary>dst[r] = x[r] / sqrt(mean(x[r]²) + eps) * weight, for <paramref name="rows"/> rows of width weight.Cols.</summary>
+    void RmsNorm(DeviceBuffer dst, DeviceBuffer x, DeviceWeight weight, int rows, float eps);
+
+    /// <summary>
+    /// dst[r] = W · x[r] for r &lt; rows (W: [w.Rows, w.Cols] in its stored dtype; x: [rows, w.Cols]; dst: [rows, w.Rows]),
+    /// accumulated in float32. With <paramref name="accumulate"/> the product is added to dst (fused residual).
+    /// </summary>
+    void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false);
+
+    /// <summary>
+    /// Rotary embedding of q ([rows, QDim]) and k ([rows, KvDim]) in place, row r at absolute position
+    /// position + r. <paramref name="ropeTable"/> holds, for each position p and frequency i &lt; HeadDim/2,
+    /// cos at [(p*HeadDim/2 + i)*2] and sin at [(p*HeadDim/2 + i)*2 + 1] (see <see cref="RopeTable"/>).
+    /// </summary>
+    void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape);
+
+    /// <summary>Writes k and v ([rows, KvDim]) into the cache at positions position..position+rows-1.</summary>
+    void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows);
+
+    /// <summary>
+    /// Causal grouped-query attention: for row r (absolute position p = position + r) and head h,
+    /// dst[r, h] = softmax(q[r, h] · K[0..p, h / KvMul] / sqrt(HeadDim)) · V[0..p, h / KvMul].
+    /// </summary>
+    void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape);
+
+    /// <summary>gate[i] = silu(gate[i]) * up[i] for i &lt; count.</summary>
+    void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count);
+
+    /// <summary>dst[i] += src[i] for i &lt; count.</summary>
+    void Add(DeviceBuffer dst, DeviceBuffer src, int count);
+
+    /// <summary>Index of the largest of x[offset..offset+count) (ties → lowest index); only 4 bytes come back.</summary>
+    int Argmax(DeviceBuffer x, int offset, int count);
+
+    /// <summary>Waits until every enqueued op has finished.</summary>
+    void Synchronize();
+}
+
+/// <summary>A float32 activation buffer owned by one device. Passing it to another device's op is an error.</summary>
+public abstract class DeviceBuffer : IDisposable
+{
+    protected DeviceBuffer(IDevice device, int length)
+    {
+        Device = device;
+        Length = length;
+    }
+
+    public IDevice Device { get; }
+
+    /// <summary>Length in floats.</summary>
+    public int Length { get; }
+
+    public abstract void Dispose();
+}
+
+/// <summary>A weight matrix (or vector) resident on one device, in its stored dtype.</summary>
+public abstract class DeviceWeight : IDisposable
+{
+    protected DeviceWeight(IDevice device, TensorInfo info)
+    {
+        Device = device;
+        Info = info;
+    }
+
+    public IDevice Device { get; }
+
+    public TensorInfo Info { get; }
+
+    public DType Type => Info.Type;
+
+    public int Rows => checked((int)Info.Rows);
+
+    public int Cols => checked((int)Info.Cols);
+
+    public abstract void Dispose();
+}
+
+/// <summary>One layer's K and V caches on that layer's device.</summary>
+public abstract class KvCacheLayer : IDisposable
+{
+    protected KvCacheLayer(IDevice device, int capacity, int kvDim)
+    {
+        Device = device;
+        Capacity = capacity;
+        KvDim = kvDim;
+    }
+
+    public IDevice Device { get; }
+
+    public int Capacity { get; }
+
+    public int KvDim { get; }
+
+    public abstract void Dispose();
+}
