@@ -232,7 +232,7 @@ public static class HfConfig
             case JsonValueKind.String:
                 return e.GetString()!;
             case JsonValueKind.Number:
-                return e.TryGetInt64(out long l) ? l : e.GetDouble();
+                return e.TryGetInt64(out long l) ? l : (object)e.GetDouble();
             case JsonValueKind.True:
                 return true;
             case JsonValueKind.False:
