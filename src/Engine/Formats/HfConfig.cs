@@ -189,16 +189,14 @@ public static class HfConfig
     /// <summary>"string \"128\"", "number 1.5", "null" … for type errors.</summary>
     internal static string Describe(JsonElement e)
     {
-        string raw = e.GetRawText();
-        if (raw.Length > 40)
-        {
-            raw = raw[..40] + "…";
-        }
+        static string Clip(string s) => (s.Length > 40 ? s[..40] + "…" : s).ReplaceLineEndings(" ");
+        string raw = Clip(e.GetRawText());
 
         return e.ValueKind switch
         {
             JsonValueKind.Null => "null",
             JsonValueKind.True or JsonValueKind.False => raw,
+            JsonValueKind.String => $"string \"{Clip(e.GetString()!)}\"",
             _ => $"{e.ValueKind.ToString().ToLowerInvariant()} {raw}",
         };
     }
