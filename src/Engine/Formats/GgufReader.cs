@@ -68,13 +68,19 @@ internal sealed unsafe class GgufReader
         ulong tensorCount = U64("the tensor count");
         ulong kvCount = U64("the metadata count");
 
-        // Every key/value takes at least 8 (key length) + 1 (key) + 4 (type) + 1 (smallest value) bytes.
-        if (kvCount > (ulong)Gguf.MaxKeyValues || kvCount > (ulong)(Remaining / 14))
+        // Counts only bound the loops; nothing is sized by them, so a lying count ends in a truncation error
+        // that names the key or tensor being read.
+        if (kvCount > (ulong)Gguf.MaxKeyValues)
         {
-            Fail($"metadata count {kvCount} is impossible for a file of {_length} bytes");
+            Fail($"metadata count {kvCount} is more than the {Gguf.MaxKeyValues} allowed; the file is corrupt");
         }
 
-        var metadata = new Dictionary<string, object>((int)kvCount, StringComparer.Ordinal);
+        if (tensorCount > (ulong)Gguf.MaxTensors)
+        {
+            Fail($"tensor count {tensorCount} is more than the {Gguf.MaxTensors} allowed; the file is corrupt");
+        }
+
+        var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
         for (int i = 0; i < (int)kvCount; i++)
         {
             ReadKeyValue(metadata, i);
@@ -104,17 +110,11 @@ internal sealed unsafe class GgufReader
             return new GgufContents(version, metadata, tensors, alignment, 0);
         }
 
-        // name length 8 + name >= 1 + n_dims 4 + one dim 8 + type 4 + offset 8
-        if (tensorCount > (ulong)Gguf.MaxTensors || tensorCount > (ulong)(Remaining / 33))
-        {
-            Fail($"tensor count {tensorCount} is impossible for a file of {_length} bytes");
-        }
-
         var names = new HashSet<string>(StringComparer.Ordinal);
-        var relativeOffsets = new long[(int)tensorCount];
         for (int i = 0; i < (int)tensorCount; i++)
         {
-            TensorInfo t = ReadTensorInfo(i, alignment, out relativeOffsets[i]);
+            // Offset is relative to the data section until the section's start is known
+            TensorInfo t = ReadTensorInfo(i, alignment);
             if (!names.Add(t.Name))
             {
                 Fail($"tensor '{t.Name}' appears twice in the tensor table");
@@ -132,7 +132,7 @@ internal sealed unsafe class GgufReader
         for (int i = 0; i < tensors.Count; i++)
         {
             TensorInfo t = tensors[i];
-            long start = relativeOffsets[i];
+            long start = t.Offset;
             if (start > _length - dataOffset || t.ByteLength > _length - dataOffset - start)
             {
                 Fail($"tensor '{t.Name}' data [{start}, +{t.ByteLength} bytes) in the data section at byte {dataOffset} lies past the end of the file ({_length} bytes); the file is truncated or corrupt");
@@ -270,7 +270,7 @@ internal sealed unsafe class GgufReader
         }
     }
 
-    private TensorInfo ReadTensorInfo(int index, int alignment, out long relativeOffset)
+    private TensorInfo ReadTensorInfo(int index, int alignment)
     {
         string name = ReadString($"the name of tensor #{index}", Gguf.MaxTensorNameBytes);
         if (name.Length == 0)
@@ -327,12 +327,11 @@ internal sealed unsafe class GgufReader
             Fail($"tensor '{name}' data offset {offset} is not a multiple of the alignment {alignment}");
         }
 
-        if (offset > (ulong)_length)
+        if (offset > long.MaxValue)
         {
             Fail($"tensor '{name}' data offset {offset} lies past the end of the file ({_length} bytes)");
         }
 
-        relativeOffset = (long)offset;
         return new TensorInfo(name, type, shape, 0, (long)offset, rows * rowBytes);
     }
 
