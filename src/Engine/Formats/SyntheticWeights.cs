@@ -323,7 +323,7 @@ public sealed unsafe class SyntheticSource : IWeightSource
         _disposed = true;
         foreach (nint p in _memory.Values)
         {
-            NativeMemory.AlignedFree((void*)p);
+            HostMemory.Free((void*)p);
         }
 
         _memory.Clear();
@@ -361,7 +361,7 @@ public sealed unsafe class SyntheticSource : IWeightSource
             void* memory;
             try
             {
-                memory = NativeMemory.AlignedAlloc((nuint)bytes, 64);
+                memory = HostMemory.Allocate(bytes);
             }
             catch (OutOfMemoryException e)
             {
@@ -496,4 +496,36 @@ public sealed unsafe class SyntheticSource : IWeightSource
             dst[i] = (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
         }
     }
+}
+
+/// <summary>
+/// Large host allocations for weights: 64-byte aligned (a cache line, and enough for any SIMD load), and on
+/// Linux 2 MiB aligned and advised as transparent huge pages when big. First-touch page faults, not the
+/// random numbers, dominate filling gigabytes (on a VM, ~10 s for 2 GB in 4 KiB pages); huge pages cut the
+/// fault count 512-fold.
+/// </summary>
+internal static unsafe partial class HostMemory
+{
+    private const long HugePage = 2 << 20;
+
+    /// <summary>madvise advice MADV_HUGEPAGE (linux/mman.h).</summary>
+    private const int MadvHugePage = 14;
+
+    public static void* Allocate(long bytes)
+    {
+        bool huge = OperatingSystem.IsLinux() && bytes >= HugePage;
+        void* p = NativeMemory.AlignedAlloc((nuint)bytes, huge ? (nuint)HugePage : 64);
+        if (huge)
+        {
+            // advisory: when the kernel has THP off, the call fails and the memory works in small pages
+            _ = Madvise(p, (nuint)Gguf.Align(bytes, HugePage), MadvHugePage);
+        }
+
+        return p;
+    }
+
+    public static void Free(void* p) => NativeMemory.AlignedFree(p);
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(void* address, nuint length, int advice);
 }
