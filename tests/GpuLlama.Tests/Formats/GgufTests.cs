@@ -417,6 +417,37 @@ public sealed class GgufTests
         }
     }
 
+    [FixtureTheory("tiny-llama-a/golden.json")]
+    [InlineData("tiny-llama-a-f16.gguf")]
+    [InlineData("tiny-llama-a-Q4_K_M.gguf")]
+    public void ExportOfLlamaCppFileKeepsEveryKeyAndTensor(string name)
+    {
+        using GgufSource original = GgufSource.Open(Fixtures.Get("tiny-llama-a", name));
+        using var file = new TempFile();
+        GgufLayout layout = GgufExport.ExportGguf(original, file.Path);
+        using GgufSource copy = GgufSource.Open(file.Path);
+
+        Assert.Equal(new FileInfo(original.Path).Length - original.DataOffset, layout.Length - layout.DataOffset); // same tensors, same padding
+        Assert.Equal(original.Config with { RopeFreqFactors = null, EosIds = [] }, copy.Config with { RopeFreqFactors = null, EosIds = [] });
+        Assert.Equal(original.Config.EosIds, copy.Config.EosIds);
+        foreach ((string key, object value) in original.Metadata)
+        {
+            if (key != "general.file_type")
+            {
+                AssertSameValue(key, value, copy.Metadata[key]);
+            }
+        }
+
+        Assert.Equal(original.Tensors.Count, copy.Tensors.Count);
+        foreach (TensorInfo t in original.TensorList)
+        {
+            TensorInfo c = copy.Tensors[t.Name];
+            Assert.Equal((t.Type, t.ByteLength), (c.Type, c.ByteLength));
+            Assert.Equal(t.Shape, c.Shape);
+            Assert.True(original.View(t).AsSpan().SequenceEqual(copy.View(c).AsSpan()), t.Name);
+        }
+    }
+
     [FixtureFact("stories260K/stories260K.gguf")]
     public void ReadsStories260K()
     {
