@@ -354,7 +354,7 @@ public sealed unsafe class SyntheticSource : IWeightSource
 
         // Work items and conversion steps are whole rows, so a row-wise encoder (a quantizer) can slot into Encode.
         var items = new List<(int Plan, long FirstRow, long Rows)>();
-        long maxCols = 0;
+        long maxCols = 0, offset = 0;
         for (int i = 0; i < plans.Count; i++)
         {
             Plan p = plans[i];
@@ -373,7 +373,9 @@ public sealed unsafe class SyntheticSource : IWeightSource
             }
 
             _memory[p.Name] = (nint)memory;
-            _tensors[p.Name] = new TensorInfo(p.Name, p.Type, p.Shape, 0, 0, bytes);
+            // Offset: where the tensor would start if the model were one file, so (File, Offset) identifies it as in a real source
+            _tensors[p.Name] = new TensorInfo(p.Name, p.Type, p.Shape, 0, offset, bytes);
+            offset += bytes;
             long rowsPerItem = Math.Max(1, ItemElements / cols);
             for (long r = 0; r < rows; r += rowsPerItem)
             {

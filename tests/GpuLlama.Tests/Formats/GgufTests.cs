@@ -253,6 +253,8 @@ public sealed class GgufTests
             new("not llama", m => m.Set("general.architecture", "qwen2"), null, ["general.architecture", "qwen2"]),
             new("token id outside vocabulary", m => m.Set("tokenizer.ggml.eos_token_id", 4294967295u), null, ["tokenizer.ggml.eos_token_id"]),
             new("per-layer values differ", m => m.Set("llama.feed_forward_length", new uint[] { 96, 128 }), null, ["llama.feed_forward_length", "per layer"]),
+            new("unsupported rope scaling", m => m.Set("llama.rope.scaling.type", "yarn"), null, ["llama.rope.scaling.type", "yarn"]),
+            new("unsupported linear rope scale", m => m.Set("llama.rope.scale_linear", 4f), null, ["llama.rope.scale_linear"]),
             new("invalid config", m => m.Set("llama.attention.head_count_kv", 3u), null, ["head count"]),
             new("duplicate key", null, (m, b) => Encoding.ASCII.GetBytes("tokenizer.ggml.bos_token_id").CopyTo(b, m.Layout.KeyValueOffsets[m.KeyIndex("tokenizer.ggml.eos_token_id")] + 8),
                 ["tokenizer.ggml.bos_token_id", "twice"]),
