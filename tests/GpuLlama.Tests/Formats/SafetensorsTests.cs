@@ -192,6 +192,49 @@ public class SafetensorsTests
     }
 
     [Fact]
+    public void ConfigVariantsOfTheLlamaFamilyParse()
+    {
+        // Llama 3 style: legacy "type" key, eos list, explicit null head_dim, theta 500000; generation_config overrides ids.
+        using var dir = new ScratchDirectory();
+        WriteSmall(dir.Path, Small);
+        EditJson(dir.File("config.json"), j =>
+        {
+            j["model_type"] = "mistral";
+            j["architectures"] = new JsonArray("MistralForCausalLM");
+            j["sliding_window"] = null;
+            j["head_dim"] = null;
+            j["rope_theta"] = 500000.0;
+            j["eos_token_id"] = new JsonArray(2, 7);
+            j["rope_scaling"] = new JsonObject
+            {
+                ["type"] = "llama3",
+                ["factor"] = 8.0,
+                ["low_freq_factor"] = 1.0,
+                ["high_freq_factor"] = 4.0,
+                ["original_max_position_embeddings"] = 8,
+            };
+        });
+        EditJson(dir.File("generation_config.json"), j =>
+        {
+            j["bos_token_id"] = 3;
+            j["eos_token_id"] = new JsonArray(9, 10);
+        });
+
+        using SafetensorsSource source = SafetensorsSource.Open(dir.Path);
+        ModelConfig c = source.Config;
+        Assert.Equal(4, c.HeadDim);
+        Assert.Equal(500000.0, c.RopeTheta);
+        Assert.Equal(new Llama3RopeScaling(8.0, 1.0, 4.0, 8), c.RopeScaling);
+        Assert.Equal(3, c.BosId);
+        Assert.Equal([9, 10], c.EosIds);
+        Assert.Equal(new long[] { 2, 7 }, source.Metadata["config.eos_token_id"]);
+        Assert.Equal(new long[] { 9, 10 }, source.Metadata["generation_config.eos_token_id"]);
+        Assert.Equal(8.0, Convert.ToDouble(source.Metadata["config.rope_scaling.factor"]));
+        Assert.Equal(8L, source.Metadata["config.rope_scaling.original_max_position_embeddings"]);
+        Assert.False(source.Metadata.ContainsKey("config.sliding_window"));
+    }
+
+    [Fact]
     public void UnusedTensorsOfOtherDtypesAreSkippedAndTiedHeadIsDropped()
     {
         using var dir = new ScratchDirectory();
