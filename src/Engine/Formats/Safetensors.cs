@@ -80,7 +80,6 @@ public sealed unsafe class SafetensorsSource : IWeightSource
         try
         {
             var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
-            var origin = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach ((string shard, List<string>? names) in plan)
             {
                 string shardPath = System.IO.Path.Combine(directory, shard);
@@ -132,12 +131,8 @@ public sealed unsafe class SafetensorsSource : IWeightSource
                         GpuLlamaException.ThrowFile(shardPath, $"tensor '{e.Name}' has dtype {e.DTypeName}; only F32, F16 and BF16 are supported");
                     }
 
-                    if (!tensors.TryAdd(canonical, new TensorInfo(canonical, e.Type.Value, e.Shape, fileIndex, header.DataStart + e.Begin, e.End - e.Begin)))
-                    {
-                        GpuLlamaException.ThrowFile(shardPath, $"tensor '{e.Name}' is also in {origin[canonical]}");
-                    }
-
-                    origin[canonical] = shard;
+                    // HF → canonical names are one-to-one and the index lists each name once, so no canonical name repeats.
+                    tensors.Add(canonical, new TensorInfo(canonical, e.Type.Value, e.Shape, fileIndex, header.DataStart + e.Begin, e.End - e.Begin));
                 }
             }
 
