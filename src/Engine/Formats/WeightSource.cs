@@ -32,12 +32,15 @@ public static class WeightSource
     public static IWeightSource Open(string path) => Detect(path) switch
     {
         ModelFormat.Gguf => GgufSource.Open(path),
-        ModelFormat.Safetensors => SafetensorsSource.Open(Directory.Exists(path) ? path : System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!),
+        ModelFormat.Safetensors => SafetensorsSource.Open(path), // a directory, or a file inside one
         ModelFormat.Llama2c => Llama2cSource.Open(path),
         _ => SyntheticSource.Create(path),
     };
 
-    /// <summary>The format of <paramref name="path"/>; throws naming the path when it is missing or not a model.</summary>
+    /// <summary>
+    /// The format of <paramref name="path"/> (for `gpullama info` and for <see cref="Open"/>); throws naming the
+    /// path when it is missing or not a model.
+    /// </summary>
     public static ModelFormat Detect(string path)
     {
         if (string.IsNullOrWhiteSpace(path))
@@ -120,7 +123,7 @@ public static class WeightSource
             return false;
         }
 
-        if (BinaryPrimitives.ReadUInt32LittleEndian(header) == 0x616b3432)
+        if (BinaryPrimitives.ReadUInt32LittleEndian(header) == Llama2cSource.Magic)
         {
             return true;
         }

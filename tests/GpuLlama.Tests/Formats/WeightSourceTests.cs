@@ -58,6 +58,42 @@ public sealed class WeightSourceTests
         AssertError(cut.Path, "unrecognized model format");
     }
 
+    [FixtureFact("tiny-llama-a/model.safetensors")]
+    public void OpensEachFormatOfTheSameModel()
+    {
+        using IWeightSource hf = WeightSource.Open(Fixtures.Get("tiny-llama-a"));
+        using IWeightSource hfFile = WeightSource.Open(Fixtures.Get("tiny-llama-a", "model.safetensors"));
+        using IWeightSource gguf = WeightSource.Open(Fixtures.Get("tiny-llama-a", "tiny-llama-a-bf16.gguf"));
+        Assert.IsType<SafetensorsSource>(hf);
+        Assert.IsType<SafetensorsSource>(hfFile);
+        Assert.IsType<GgufSource>(gguf);
+        Assert.Equal(gguf.Config with { Name = "", RopeStyle = default, EosIds = [] }, hf.Config with { Name = "", RopeStyle = default, EosIds = [] });
+        Assert.Equal(gguf.Config.EosIds, hf.Config.EosIds);
+        Assert.Equal(Model.RopeStyle.Halves, hf.Config.RopeStyle);
+
+        // the converter copies bf16 tensors unchanged, except that it permutes Q/K rows
+        foreach (string name in new[] { TensorNames.TokenEmbedding, TensorNames.Wv(1), TensorNames.FfnDown(3) })
+        {
+            TensorInfo a = hf.Tensors[name], b = gguf.Tensors[name];
+            Assert.Equal((DType.BF16, DType.BF16), (a.Type, b.Type));
+            Assert.True(hf.View(a).AsSpan().SequenceEqual(gguf.View(b).AsSpan()), name);
+        }
+    }
+
+    [FixtureFact("stories260K/stories260K.bin")]
+    public void Llama2cAndItsGgufConversionHoldTheSameWeights()
+    {
+        using IWeightSource bin = WeightSource.Open(Fixtures.Get("stories260K", "stories260K.bin"));
+        using IWeightSource gguf = WeightSource.Open(Fixtures.Get("stories260K", "stories260K.gguf"));
+        Assert.IsType<Llama2cSource>(bin);
+        Assert.Equal((bin.Config.Dim, bin.Config.Layers, bin.Config.Heads, bin.Config.KvHeads, bin.Config.HiddenDim, bin.Config.VocabSize),
+            (gguf.Config.Dim, gguf.Config.Layers, gguf.Config.Heads, gguf.Config.KvHeads, gguf.Config.HiddenDim, gguf.Config.VocabSize));
+        foreach (string name in new[] { TensorNames.TokenEmbedding, TensorNames.Wq(0), TensorNames.Wk(4), TensorNames.FfnUp(2), TensorNames.OutputNorm })
+        {
+            Assert.True(bin.View(bin.Tensors[name]).AsSpan().SequenceEqual(gguf.View(gguf.Tensors[name]).AsSpan()), name);
+        }
+    }
+
     [Fact]
     public void Llama2cHeaderPlausibility()
     {
