@@ -80,6 +80,28 @@ public sealed class WeightSourceTests
         }
     }
 
+    [FixtureFact("tiny-llama-a/model.safetensors")]
+    public void ExportingTheHfDirectoryReproducesLlamaCppsConversion()
+    {
+        // our export of the bf16 HF checkpoint must hold exactly the tensors convert_hf_to_gguf.py wrote: Q/K rows
+        // permuted for adjacent-pair RoPE, norms widened to F32, everything else copied
+        using IWeightSource hf = WeightSource.Open(Fixtures.Get("tiny-llama-a"));
+        using var file = new TempFile();
+        GgufExport.ExportGguf(hf, file.Path);
+        using GgufSource ours = GgufSource.Open(file.Path);
+        using GgufSource theirs = GgufSource.Open(Fixtures.Get("tiny-llama-a", "tiny-llama-a-bf16.gguf"));
+
+        Assert.Equal(theirs.Tensors.Keys.Order(), ours.Tensors.Keys.Order());
+        foreach (TensorInfo t in theirs.TensorList)
+        {
+            TensorInfo o = ours.Tensors[t.Name];
+            Assert.Equal((t.Type, t.ShapeText), (o.Type, o.ShapeText));
+            Assert.True(theirs.View(t).AsSpan().SequenceEqual(ours.View(o).AsSpan()), t.Name);
+        }
+
+        Assert.Equal(theirs.Config with { Name = "", EosIds = [] }, ours.Config with { Name = "", EosIds = [] });
+    }
+
     [FixtureFact("stories260K/stories260K.bin")]
     public void Llama2cAndItsGgufConversionHoldTheSameWeights()
     {
