@@ -129,6 +129,31 @@ public static class Gguf
         [typeof(object[])] = GgufType.Array,
     };
 
+    /// <summary>
+    /// A name or string from a file, quoted for a one-line error message: control characters escaped and long
+    /// text shortened, since a crafted file can put newlines or 64 KB into a key.
+    /// </summary>
+    public static string Quote(string text)
+    {
+        const int max = 96;
+        var sb = new System.Text.StringBuilder(Math.Min(text.Length, max) + 8);
+        sb.Append('\'');
+        foreach (char c in text.Length > max ? text[..max] : text)
+        {
+            if (char.IsControl(c) || char.IsSurrogate(c) || c is '\u2028' or '\u2029')
+            {
+                sb.Append(c == '\n' ? "\\n" : $"\\u{(int)c:x4}");
+            }
+            else
+            {
+                sb.Append(c);
+            }
+        }
+
+        sb.Append(text.Length > max ? "…'" : "'");
+        return sb.ToString();
+    }
+
     /// <summary>Rounds <paramref name="offset"/> up to a multiple of <paramref name="alignment"/> (GGML_PAD).</summary>
     public static long Align(long offset, long alignment) => (offset + alignment - 1) / alignment * alignment;
 

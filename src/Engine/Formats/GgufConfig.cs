@@ -22,7 +22,7 @@ public static class GgufConfig
         string arch = md.String(Gguf.ArchitectureKey) ?? throw Error(path, $"key '{Gguf.ArchitectureKey}' is missing");
         if (arch != "llama")
         {
-            throw Error(path, $"key '{Gguf.ArchitectureKey}' is '{arch}'; only 'llama' models are supported");
+            throw Error(path, $"key '{Gguf.ArchitectureKey}' is {Gguf.Quote(arch)}; only 'llama' models are supported");
         }
 
         if (md.Int($"{arch}.expert_count") is > 0)
@@ -35,7 +35,7 @@ public static class GgufConfig
         string? scaling = md.String($"{arch}.rope.scaling.type");
         if (scaling is not null and not "none")
         {
-            throw Error(path, $"key '{arch}.rope.scaling.type' is '{scaling}'; RoPE scaling of that type is not supported");
+            throw Error(path, $"key '{arch}.rope.scaling.type' is {Gguf.Quote(scaling)}; RoPE scaling of that type is not supported");
         }
 
         if (md.Float($"{arch}.rope.scale_linear") is { } linear && linear != 1.0)

@@ -116,7 +116,7 @@ internal sealed unsafe class GgufReader
             TensorInfo t = ReadTensorInfo(i, alignment);
             if (!names.Add(t.Name))
             {
-                throw Error($"tensor '{t.Name}' appears twice in the tensor table");
+                throw Error($"tensor {Gguf.Quote(t.Name)} appears twice in the tensor table");
             }
 
             tensors.Add(t);
@@ -134,7 +134,7 @@ internal sealed unsafe class GgufReader
             long start = t.Offset;
             if (start > _length - dataOffset || t.ByteLength > _length - dataOffset - start)
             {
-                throw Error($"tensor '{t.Name}' data [{start}, +{t.ByteLength} bytes) in the data section at byte {dataOffset} lies past the end of the file ({_length} bytes); the file is truncated or corrupt");
+                throw Error($"tensor {Gguf.Quote(t.Name)} data [{start}, +{t.ByteLength} bytes) in the data section at byte {dataOffset} lies past the end of the file ({_length} bytes); the file is truncated or corrupt");
             }
 
             tensors[i] = t with { Offset = dataOffset + start };
@@ -153,7 +153,7 @@ internal sealed unsafe class GgufReader
             TensorInfo next = byOffset[i];
             if (prev.Offset + prev.ByteLength > next.Offset)
             {
-                throw Error($"tensors '{prev.Name}' (bytes {prev.Offset}..{prev.Offset + prev.ByteLength}) and '{next.Name}' (from byte {next.Offset}) overlap");
+                throw Error($"tensors {Gguf.Quote(prev.Name)} (bytes {prev.Offset}..{prev.Offset + prev.ByteLength}) and {Gguf.Quote(next.Name)} (from byte {next.Offset}) overlap");
             }
         }
     }
@@ -167,17 +167,17 @@ internal sealed unsafe class GgufReader
             throw Error($"metadata key #{index} at byte {at} is empty");
         }
 
-        var type = (GgufType)U32($"the type of key '{key}'");
+        var type = (GgufType)U32($"the type of key {Gguf.Quote(key)}");
         object value = ReadValue(type, key, 0);
         if (!metadata.TryAdd(key, value))
         {
-            throw Error($"key '{key}' appears twice in the metadata");
+            throw Error($"key {Gguf.Quote(key)} appears twice in the metadata");
         }
     }
 
     private object ReadValue(GgufType type, string key, int depth)
     {
-        string what = $"the value of key '{key}'";
+        string what = $"the value of key {Gguf.Quote(key)}";
         switch (type)
         {
             case GgufType.UInt8: return Scalar<byte>(what);
@@ -194,7 +194,7 @@ internal sealed unsafe class GgufReader
             case GgufType.String: return ReadString(what, Gguf.MaxStringBytes);
             case GgufType.Array: return ReadArray(key, depth + 1);
             default:
-                throw Error($"key '{key}' has unknown value type {(uint)type}");
+                throw Error($"key {Gguf.Quote(key)} has unknown value type {(uint)type}");
         }
     }
 
@@ -202,24 +202,24 @@ internal sealed unsafe class GgufReader
     {
         if (depth > Gguf.MaxArrayDepth)
         {
-            throw Error($"key '{key}' nests arrays deeper than {Gguf.MaxArrayDepth} levels");
+            throw Error($"key {Gguf.Quote(key)} nests arrays deeper than {Gguf.MaxArrayDepth} levels");
         }
 
-        var elementType = (GgufType)U32($"the array type of key '{key}'");
+        var elementType = (GgufType)U32($"the array type of key {Gguf.Quote(key)}");
         if (!Gguf.IsKnown(elementType))
         {
-            throw Error($"key '{key}' is an array of unknown value type {(uint)elementType}");
+            throw Error($"key {Gguf.Quote(key)} is an array of unknown value type {(uint)elementType}");
         }
 
-        ulong count = U64($"the array length of key '{key}'");
+        ulong count = U64($"the array length of key {Gguf.Quote(key)}");
         long min = Gguf.MinEncodedSize(elementType);
         if (count > (ulong)Array.MaxLength || count > (ulong)(Remaining / min))
         {
-            throw Error($"key '{key}' claims {count} {Gguf.Name(elementType)} values but only {Remaining} bytes remain in the file");
+            throw Error($"key {Gguf.Quote(key)} claims {count} {Gguf.Name(elementType)} values but only {Remaining} bytes remain in the file");
         }
 
         int n = (int)count;
-        string what = $"the values of key '{key}'";
+        string what = $"the values of key {Gguf.Quote(key)}";
         switch (elementType)
         {
             case GgufType.UInt8: return ScalarArray<byte>(n, what);
@@ -249,7 +249,7 @@ internal sealed unsafe class GgufReader
                 var result = new string[n];
                 for (int i = 0; i < n; i++)
                 {
-                    result[i] = ReadString($"string #{i} of key '{key}'", Gguf.MaxStringBytes);
+                    result[i] = ReadString($"string #{i} of key {Gguf.Quote(key)}", Gguf.MaxStringBytes);
                 }
 
                 return result;
@@ -276,10 +276,10 @@ internal sealed unsafe class GgufReader
             throw Error($"tensor #{index} has an empty name");
         }
 
-        uint nDims = U32($"the dimension count of tensor '{name}'");
+        uint nDims = U32($"the dimension count of tensor {Gguf.Quote(name)}");
         if (nDims is 0 or > Gguf.MaxDims)
         {
-            throw Error($"tensor '{name}' has {nDims} dimensions, expected 1 to {Gguf.MaxDims}");
+            throw Error($"tensor {Gguf.Quote(name)} has {nDims} dimensions, expected 1 to {Gguf.MaxDims}");
         }
 
         // GGUF lists ne[0] (the contiguous, innermost dimension) first; TensorInfo.Shape is row-major,
@@ -288,46 +288,46 @@ internal sealed unsafe class GgufReader
         long elements = 1;
         for (int d = 0; d < nDims; d++)
         {
-            ulong ne = U64($"dimension {d} of tensor '{name}'");
+            ulong ne = U64($"dimension {d} of tensor {Gguf.Quote(name)}");
             if (ne == 0 || ne > long.MaxValue || (long)ne > long.MaxValue / elements)
             {
-                throw Error(ne == 0 ? $"tensor '{name}' has a zero dimension (ne[{d}] = 0)"
-                    : $"tensor '{name}' dimension ne[{d}] = {ne} makes its element count overflow 64 bits");
+                throw Error(ne == 0 ? $"tensor {Gguf.Quote(name)} has a zero dimension (ne[{d}] = 0)"
+                    : $"tensor {Gguf.Quote(name)} dimension ne[{d}] = {ne} makes its element count overflow 64 bits");
             }
 
             elements *= (long)ne;
             shape[nDims - 1 - d] = (long)ne;
         }
 
-        uint typeId = U32($"the type of tensor '{name}'");
+        uint typeId = U32($"the type of tensor {Gguf.Quote(name)}");
         var type = (DType)typeId;
         if (!Enum.IsDefined(type) || !type.IsKnown())
         {
-            throw Error($"tensor '{name}' has unknown type id {typeId}");
+            throw Error($"tensor {Gguf.Quote(name)} has unknown type id {typeId}");
         }
 
         long cols = shape[^1];
         if (cols % type.BlockSize() != 0)
         {
-            throw Error($"tensor '{name}' has {cols} columns, not a multiple of the {type} block size {type.BlockSize()}");
+            throw Error($"tensor {Gguf.Quote(name)} has {cols} columns, not a multiple of the {type} block size {type.BlockSize()}");
         }
 
         long rows = elements / cols;
         long rowBytes = type.RowBytes(cols);
         if (rows > long.MaxValue / rowBytes)
         {
-            throw Error($"tensor '{name}' shape [{string.Join(", ", shape)}] makes its byte size overflow 64 bits");
+            throw Error($"tensor {Gguf.Quote(name)} shape [{string.Join(", ", shape)}] makes its byte size overflow 64 bits");
         }
 
-        ulong offset = U64($"the data offset of tensor '{name}'");
+        ulong offset = U64($"the data offset of tensor {Gguf.Quote(name)}");
         if (offset % (ulong)alignment != 0)
         {
-            throw Error($"tensor '{name}' data offset {offset} is not a multiple of the alignment {alignment}");
+            throw Error($"tensor {Gguf.Quote(name)} data offset {offset} is not a multiple of the alignment {alignment}");
         }
 
         if (offset > long.MaxValue)
         {
-            throw Error($"tensor '{name}' data offset {offset} lies past the end of the file ({_length} bytes)");
+            throw Error($"tensor {Gguf.Quote(name)} data offset {offset} lies past the end of the file ({_length} bytes)");
         }
 
         return new TensorInfo(name, type, shape, 0, (long)offset, rows * rowBytes);
@@ -369,7 +369,7 @@ internal sealed unsafe class GgufReader
     {
         if (b > 1)
         {
-            throw Error($"key '{key}' has a bool value {b}, expected 0 or 1");
+            throw Error($"key {Gguf.Quote(key)} has a bool value {b}, expected 0 or 1");
         }
 
         return b == 1;

@@ -358,6 +358,49 @@ public sealed class GgufTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void RandomlyDamagedFilesOpenOrFailWithGpuLlamaExceptionOnly(int seed)
+    {
+        var model = WithFlag(new GgufTestModel());
+        byte[] pristine = model.Build();
+        var random = new Random(seed);
+        using var file = new TempFile();
+        int failures = 0;
+        for (int i = 0; i < 300; i++)
+        {
+            byte[] bytes = (byte[])pristine.Clone();
+            int edits = random.Next(1, 5);
+            for (int e = 0; e < edits; e++)
+            {
+                // the header and tables, where every byte is interpreted; sometimes a small or huge value
+                int at = random.Next((int)model.Layout.DataOffset);
+                bytes[at] = random.Next(3) switch { 0 => (byte)random.Next(256), 1 => (byte)(bytes[at] ^ 1), _ => 0xFF };
+            }
+
+            if (random.Next(4) == 0)
+            {
+                bytes = bytes[..random.Next(bytes.Length)];
+            }
+
+            File.WriteAllBytes(file.Path, bytes);
+            try
+            {
+                GgufSource.Open(file.Path).Dispose();
+            }
+            catch (GpuLlamaException ex)
+            {
+                failures++;
+                Assert.StartsWith(file.Path + ": ", ex.Message);
+                Assert.DoesNotContain('\n', ex.Message);
+            }
+        }
+
+        Assert.InRange(failures, 150, 300); // most damage is detected; some lands in tensor names or float values harmlessly
+    }
+
     // ---- real files made by llama.cpp ----
 
     public static TheoryData<string> TinyLlamaVariants() => new() { "f32", "f16", "bf16", "q8_0", "Q4_0", "Q4_K_M", "Q6_K" };
