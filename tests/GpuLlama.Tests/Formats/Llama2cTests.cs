@@ -212,33 +212,6 @@ public class Llama2cTests
         Assert.Contains(expected, e.Message);
     }
 
-    [FixtureFact("tiny-llama-a/golden.json")]
-    public void WeightSourceOpenSniffsEachFormat()
-    {
-        using var dir = new ScratchDirectory();
-        File.Copy(StoriesPath, dir.File("renamed.gguf.bak"));
-        File.Copy(Fixtures.Get("tiny-llama-a", "tiny-llama-a-q8_0.gguf"), dir.File("no-extension"));
-        (string Path, string Format)[] cases =
-        [
-            (StoriesPath, "llama2c"),
-            (dir.File("renamed.gguf.bak"), "llama2c"),
-            (Fixtures.Get("stories260K", "stories260K.gguf"), "gguf"),
-            (dir.File("no-extension"), "gguf"),
-            (Fixtures.Get("tiny-llama-a"), "safetensors"),
-            (Fixtures.Get("tiny-llama-a", "model.safetensors"), "safetensors"),
-            (Fixtures.Get("tiny-llama-c", "config.json"), "safetensors"),
-        ];
-        foreach ((string path, string format) in cases)
-        {
-            using IWeightSource source = WeightSource.Open(path);
-            Assert.Equal(format, source.Format);
-            Assert.Empty(TensorNames.Verify(source.Config, source.Tensors));
-        }
-
-        var e = Assert.Throws<GpuLlamaException>(() => WeightSource.Open(dir.File("nothing-here")));
-        Assert.Contains("nothing-here: file or directory not found", e.Message);
-    }
-
     private static Dictionary<string, float[]> ReadAll(IWeightSource source) =>
         source.Tensors.Values.ToDictionary(t => t.Name, t => MemoryMarshal.Cast<byte, float>(source.View(t).AsSpan()).ToArray());
 }
