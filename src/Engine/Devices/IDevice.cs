@@ -82,6 +82,10 @@ public interface IDevice : IDisposable
     /// <summary>
     /// dst[r] = W · x[r] for r &lt; rows (W: [w.Rows, w.Cols] in its stored dtype; x: [rows, w.Cols]; dst: [rows, w.Rows]),
     /// accumulated in float32. With <paramref name="accumulate"/> the product is added to dst (fused residual).
+    /// For F16 and BF16 weights each x value is first rounded (to nearest even) to the weight's 16-bit type, as
+    /// ggml's CPU backend does (its vec_dot_type): that is what makes our logits match llama.cpp's — for BF16 files
+    /// llama.cpp differs from exact float math by ~5e-3 of max|logit|, and we reproduce it, not the exact math.
+    /// F32 and block-quantized weights use x as it is.
     /// </summary>
     void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false);
 
