@@ -136,7 +136,7 @@ public static unsafe class CpuQuantDot
     }
 
     /// <summary>Generic path: dequantize 1024 columns at a time to the stack, then a vectorized dot.</summary>
-    private static float DotChunked(DType type, byte* row, float* x, int cols)
+    internal static float DotChunked(DType type, byte* row, float* x, int cols)
     {
         if (type == DType.F32)
         {
@@ -393,7 +393,7 @@ public static unsafe class CpuQuantDot
 
     // ---------------------------------------------------------------- AVX2 kernels (no AVX-512)
 
-    private static float DotQ8_0Avx2(byte* row, float* x, int nb)
+    internal static float DotQ8_0Avx2(byte* row, float* x, int nb)
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int i = 0; i < nb; i++)
@@ -411,7 +411,7 @@ public static unsafe class CpuQuantDot
         return Vector256.Sum((a0 + a1) + (a2 + a3));
     }
 
-    private static float DotQ4_0Avx2(byte* row, float* x, int nb)
+    internal static float DotQ4_0Avx2(byte* row, float* x, int nb)
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         Vector128<byte> low4 = Vector128.Create((byte)0x0F);
