@@ -12,14 +12,15 @@ namespace GpuLlama.Devices;
 /// result is the float dot product of <see cref="QuantBlocks.DequantizeRow"/>'s output with x, up to summation order.
 /// </summary>
 /// <remarks>
-/// On AVX-512 each format has one kernel that turns raw blocks into dequantized 16-float vectors — bit-identical
-/// to the scalar reference — and hands them to a sink: <see cref="DotSink"/> multiplies them into four independent
-/// accumulators (four FMA chains hide the FMA latency), <see cref="StoreSink"/> writes them out (used by
-/// <see cref="Dequantize"/> and the batched <see cref="DotRows"/>). The sinks are structs, so the JIT specializes
-/// each kernel per sink with no indirection. 4-bit formats dequantize by table lookup: the 16 possible values of a
-/// (sub-)block are one vector (<c>(q - 8)·d</c>, <c>d·sc·q - m</c>) and <c>vpermps</c> picks them by nibble, which
-/// replaces mask, convert and multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 kernels and the other types go
-/// through a per-block scalar dequantization into a stack buffer.
+/// On AVX-512 each format has a decoder that turns 64 values of raw blocks into four vectors of dequantized floats,
+/// bit-identical to the scalar reference; two drivers use it: <c>Dot</c> multiplies them into four independent
+/// accumulators (four FMA chains hide the FMA latency) and <c>Store</c> writes them out (<see cref="Dequantize"/>,
+/// the batched <see cref="DotRows"/>). Decoders are structs with static methods, so each driver is specialized per
+/// format with the decoder inlined and the accumulators in registers. 4- and 5-bit formats dequantize by table
+/// lookup: the 16 (32) possible values of a (sub-)block form one (two) vector(s) — <c>(q - 8)·d</c>,
+/// <c>d·sc·q - dmin·m</c> — and <c>vpermps</c>/<c>vpermt2ps</c> pick them by index, which replaces mask, convert and
+/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 kernels; other types (and Q2_K, Q3_K, Q8_K everywhere) go
+/// through the scalar block dequantization into a stack buffer and a vectorized dot.
 /// </remarks>
 public static unsafe class CpuQuantDot
 {
@@ -33,15 +34,12 @@ public static unsafe class CpuQuantDot
     public static float DotRow(DType type, byte* row, float* x, int cols)
     {
         CheckCols(type, cols);
-        if (s_avx512)
+        if (s_avx512 && HasAvx512Kernel(type))
         {
-            DotSink sink = new(x);
-            if (RunAvx512(type, row, cols, ref sink))
-            {
-                return sink.Sum();
-            }
+            return DotAvx512(type, row, x, cols);
         }
-        else if (s_avx2)
+
+        if (s_avx2)
         {
             if (type == DType.Q8_0)
             {
@@ -105,13 +103,10 @@ public static unsafe class CpuQuantDot
                 return;
         }
 
-        if (s_avx512)
+        if (s_avx512 && HasAvx512Kernel(type))
         {
-            StoreSink sink = new(dst);
-            if (RunAvx512(type, row, cols, ref sink))
-            {
-                return;
-            }
+            DequantizeAvx512(type, row, dst, cols);
+            return;
         }
 
         QuantBlocks.DequantizeRow(type, new ReadOnlySpan<byte>(row, checked((int)type.RowBytes(cols))), new Span<float>(dst, cols));
@@ -170,65 +165,99 @@ public static unsafe class CpuQuantDot
 
     // ---------------------------------------------------------------- AVX-512 kernels
 
-    /// <summary>Receives dequantized weights, 16 at a time, at element <c>offset</c> of the row; <c>slot</c> (a constant) picks an accumulator.</summary>
-    private interface ISink
+    /// <summary>
+    /// Turns 64 consecutive values of a row (group <c>g</c>: values 64g … 64g+63) into four vectors of dequantized
+    /// floats, bit-identical to <see cref="QuantBlocks.DequantizeRow"/>. Implemented by empty structs so the drivers
+    /// below are specialized per format and the decoder inlines into their loop, accumulators staying in registers.
+    /// </summary>
+    private interface IDecoder
     {
-        void Put(int slot, int offset, Vector512<float> w);
+        static abstract void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
     }
 
-    private struct DotSink : ISink
+    private static bool HasAvx512Kernel(DType type) =>
+        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+
+    private static float DotAvx512(DType type, byte* row, float* x, int cols) => type switch
     {
-        private readonly float* _x;
-        private Vector512<float> _a0;
-        private Vector512<float> _a1;
-        private Vector512<float> _a2;
-        private Vector512<float> _a3;
+        DType.Q8_0 => Dot<Q8_0Decoder>(type, row, x, cols),
+        DType.Q4_0 => Dot<Q4_0Decoder>(type, row, x, cols),
+        DType.Q4_1 => Dot<Q4_1Decoder>(type, row, x, cols),
+        DType.Q5_0 => Dot<Q5_0Decoder>(type, row, x, cols),
+        DType.Q5_1 => Dot<Q5_1Decoder>(type, row, x, cols),
+        DType.Q4_K => Dot<Q4_KDecoder>(type, row, x, cols),
+        DType.Q5_K => Dot<Q5_KDecoder>(type, row, x, cols),
+        _ => Dot<Q6_KDecoder>(type, row, x, cols),
+    };
 
-        public DotSink(float* x) => _x = x;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Put(int slot, int offset, Vector512<float> w)
-        {
-            Vector512<float> x = Vector512.Load(_x + offset);
-            switch (slot)
-            {
-                case 0: _a0 = Avx512F.FusedMultiplyAdd(w, x, _a0); break;
-                case 1: _a1 = Avx512F.FusedMultiplyAdd(w, x, _a1); break;
-                case 2: _a2 = Avx512F.FusedMultiplyAdd(w, x, _a2); break;
-                default: _a3 = Avx512F.FusedMultiplyAdd(w, x, _a3); break;
-            }
-        }
-
-        public readonly float Sum() => Vector512.Sum((_a0 + _a1) + (_a2 + _a3));
-    }
-
-    private readonly struct StoreSink : ISink
-    {
-        private readonly float* _dst;
-
-        public StoreSink(float* dst) => _dst = dst;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Put(int slot, int offset, Vector512<float> w) => w.Store(_dst + offset);
-    }
-
-    private static bool RunAvx512<TSink>(DType type, byte* row, int cols, ref TSink sink)
-        where TSink : struct, ISink
+    private static void DequantizeAvx512(DType type, byte* row, float* dst, int cols)
     {
         switch (type)
         {
-            case DType.Q8_0: Q8_0(row, cols / QuantBlocks.QK, ref sink); return true;
-            case DType.Q4_0: Q4_0(row, cols / QuantBlocks.QK, ref sink); return true;
-            case DType.Q5_0: Q5_0(row, cols / QuantBlocks.QK, ref sink); return true;
-            case DType.Q4_K: Q4_K(row, cols / QuantBlocks.QK_K, ref sink); return true;
-            case DType.Q6_K: Q6_K(row, cols / QuantBlocks.QK_K, ref sink); return true;
-            default: return false;
+            case DType.Q8_0: Store<Q8_0Decoder>(type, row, dst, cols); break;
+            case DType.Q4_0: Store<Q4_0Decoder>(type, row, dst, cols); break;
+            case DType.Q4_1: Store<Q4_1Decoder>(type, row, dst, cols); break;
+            case DType.Q5_0: Store<Q5_0Decoder>(type, row, dst, cols); break;
+            case DType.Q5_1: Store<Q5_1Decoder>(type, row, dst, cols); break;
+            case DType.Q4_K: Store<Q4_KDecoder>(type, row, dst, cols); break;
+            case DType.Q5_K: Store<Q5_KDecoder>(type, row, dst, cols); break;
+            default: Store<Q6_KDecoder>(type, row, dst, cols); break;
+        }
+    }
+
+    /// <summary>Four independent FMA chains (one per decoded vector) hide the FMA latency.</summary>
+    private static float Dot<TDecoder>(DType type, byte* row, float* x, int cols)
+        where TDecoder : struct, IDecoder
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int groups = cols / 64;
+        for (int g = 0; g < groups; g++)
+        {
+            TDecoder.Decode(row, g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
+            float* xg = x + 64 * g;
+            a0 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(xg), a0);
+            a1 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(xg + 16), a1);
+            a2 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(xg + 32), a2);
+            a3 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(xg + 48), a3);
+        }
+
+        float sum = Vector512.Sum((a0 + a1) + (a2 + a3));
+        if (cols % 64 != 0)
+        {
+            // A trailing 32-value block of a legacy format: the scalar reference, then a plain dot.
+            float* tail = stackalloc float[QuantBlocks.QK];
+            int done = groups * 64;
+            QuantBlocks.DequantizeBlock(type, new ReadOnlySpan<byte>(row + type.RowBytes(done), type.BlockBytes()), new Span<float>(tail, QuantBlocks.QK));
+            sum += TensorPrimitives.Dot(new ReadOnlySpan<float>(tail, QuantBlocks.QK), new ReadOnlySpan<float>(x + done, QuantBlocks.QK));
+        }
+
+        return sum;
+    }
+
+    private static void Store<TDecoder>(DType type, byte* row, float* dst, int cols)
+        where TDecoder : struct, IDecoder
+    {
+        int groups = cols / 64;
+        for (int g = 0; g < groups; g++)
+        {
+            TDecoder.Decode(row, g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
+            float* d = dst + 64 * g;
+            w0.Store(d);
+            w1.Store(d + 16);
+            w2.Store(d + 32);
+            w3.Store(d + 48);
+        }
+
+        if (cols % 64 != 0)
+        {
+            int done = groups * 64;
+            QuantBlocks.DequantizeBlock(type, new ReadOnlySpan<byte>(row + type.RowBytes(done), type.BlockBytes()), new Span<float>(dst + done, QuantBlocks.QK));
         }
     }
 
     private static Vector512<float> Iota16 => Vector512.Create(0f, 1f, 2f, 3f, 4f, 5f, 6f, 7f, 8f, 9f, 10f, 11f, 12f, 13f, 14f, 15f);
 
-    private static Vector512<int> Iota16Int => Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    private static Vector512<uint> Iota16UInt => Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Bytes16(byte* p) => Avx512F.ConvertToVector512Int32(Vector128.Load(p));
@@ -236,158 +265,234 @@ public static unsafe class CpuQuantDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> SBytesToFloat(Vector128<sbyte> v) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(v));
 
-    /// <summary>Q8_0: sign-extend 16 int8 → int32 → float, times d (the reference's <c>q·d</c>).</summary>
-    private static void Q8_0<TSink>(byte* row, int nb, ref TSink sink)
-        where TSink : struct, ISink
+    /// <summary>Low-nibble and high-nibble lookups of 16 packed bytes in a 16-entry table (vpermps reads only an index's low 4 bits).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Nibbles(Vector512<float> tableLow, Vector512<float> tableHigh, byte* qs, out Vector512<float> low, out Vector512<float> high)
     {
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
+        Vector512<int> v = Bytes16(qs);
+        low = Avx512F.PermuteVar16x32(tableLow, v);
+        high = Avx512F.PermuteVar16x32(tableHigh, Avx512F.ShiftRightLogical(v, 4));
+    }
+
+    /// <summary>
+    /// 32-entry lookups for the 5-bit legacy formats: element j's index is its nibble plus 16 × bit j of <paramref name="qh"/>
+    /// (ggml's <c>xh_0</c>/<c>xh_1</c>); vpermt2ps picks from the two table halves by the index's bit 4.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FiveBit(Vector512<float> tLow, Vector512<float> tHigh, uint qh, byte* qs, out Vector512<float> low, out Vector512<float> high)
+    {
+        Vector512<int> v = Bytes16(qs);
+        Vector512<int> bit4 = Vector512.Create(0x10);
+        Vector512<int> h0 = Avx512F.ShiftRightLogicalVariable(Vector512.Create(qh << 4), Iota16UInt).AsInt32() & bit4;
+        Vector512<int> h1 = Avx512F.ShiftRightLogicalVariable(Vector512.Create(qh >> 12), Iota16UInt).AsInt32() & bit4;
+        low = Avx512F.PermuteVar16x32x2(tLow, (v & Vector512.Create(0xF)) | h0, tHigh);
+        high = Avx512F.PermuteVar16x32x2(tLow, Avx512F.ShiftRightLogical(v, 4) | h1, tHigh);
+    }
+
+    /// <summary>Q8_0: sign-extend 16 int8 → int32 → float, times d (the reference's <c>q·d</c>).</summary>
+    private struct Q8_0Decoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
         {
-            byte* b = row + i * 34;
+            byte* b = row + 68 * g;
             Vector512<float> d0 = Vector512.Create(Half(b));
             Vector512<float> d1 = Vector512.Create(Half(b + 34));
-            int o = i * 32;
-            sink.Put(0, o, SBytesToFloat(Vector128.Load((sbyte*)(b + 2))) * d0);
-            sink.Put(1, o + 16, SBytesToFloat(Vector128.Load((sbyte*)(b + 18))) * d0);
-            sink.Put(2, o + 32, SBytesToFloat(Vector128.Load((sbyte*)(b + 36))) * d1);
-            sink.Put(3, o + 48, SBytesToFloat(Vector128.Load((sbyte*)(b + 52))) * d1);
-        }
-
-        if (i < nb)
-        {
-            byte* b = row + i * 34;
-            Vector512<float> d0 = Vector512.Create(Half(b));
-            sink.Put(0, i * 32, SBytesToFloat(Vector128.Load((sbyte*)(b + 2))) * d0);
-            sink.Put(1, i * 32 + 16, SBytesToFloat(Vector128.Load((sbyte*)(b + 18))) * d0);
+            w0 = SBytesToFloat(Vector128.Load((sbyte*)(b + 2))) * d0;
+            w1 = SBytesToFloat(Vector128.Load((sbyte*)(b + 18))) * d0;
+            w2 = SBytesToFloat(Vector128.Load((sbyte*)(b + 36))) * d1;
+            w3 = SBytesToFloat(Vector128.Load((sbyte*)(b + 52))) * d1;
         }
     }
 
-    /// <summary>Q4_0: table[(q)] = (q − 8)·d, looked up by the low/high nibble (vpermps reads only an index's low 4 bits).</summary>
-    private static void Q4_0<TSink>(byte* row, int nb, ref TSink sink)
-        where TSink : struct, ISink
+    /// <summary>Q4_0: table (q − 8)·d.</summary>
+    private struct Q4_0Decoder : IDecoder
     {
-        Vector512<float> iotaMinus8 = Iota16 - Vector512.Create(8f);
-        int i = 0;
-        for (; i + 2 <= nb; i += 2)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
         {
-            byte* b = row + i * 18;
+            byte* b = row + 36 * g;
+            Vector512<float> iotaMinus8 = Iota16 - Vector512.Create(8f);
             Vector512<float> t0 = iotaMinus8 * Vector512.Create(Half(b));
             Vector512<float> t1 = iotaMinus8 * Vector512.Create(Half(b + 18));
-            Vector512<int> v0 = Bytes16(b + 2);
-            Vector512<int> v1 = Bytes16(b + 20);
-            int o = i * 32;
-            sink.Put(0, o, Avx512F.PermuteVar16x32(t0, v0));
-            sink.Put(1, o + 16, Avx512F.PermuteVar16x32(t0, Avx512F.ShiftRightLogical(v0, 4)));
-            sink.Put(2, o + 32, Avx512F.PermuteVar16x32(t1, v1));
-            sink.Put(3, o + 48, Avx512F.PermuteVar16x32(t1, Avx512F.ShiftRightLogical(v1, 4)));
-        }
-
-        if (i < nb)
-        {
-            byte* b = row + i * 18;
-            Vector512<float> t0 = iotaMinus8 * Vector512.Create(Half(b));
-            Vector512<int> v0 = Bytes16(b + 2);
-            sink.Put(0, i * 32, Avx512F.PermuteVar16x32(t0, v0));
-            sink.Put(1, i * 32 + 16, Avx512F.PermuteVar16x32(t0, Avx512F.ShiftRightLogical(v0, 4)));
+            Nibbles(t0, t0, b + 2, out w0, out w1);
+            Nibbles(t1, t1, b + 20, out w2, out w3);
         }
     }
 
-    /// <summary>Q5_0: a 32-entry table (q − 16)·d in two vectors, indexed by nibble | 5th bit via vpermt2ps.</summary>
-    private static void Q5_0<TSink>(byte* row, int nb, ref TSink sink)
-        where TSink : struct, ISink
+    /// <summary>Q4_1: table q·d + m.</summary>
+    private struct Q4_1Decoder : IDecoder
     {
-        Vector512<float> iota = Iota16;
-        Vector512<float> lowHalf = iota - Vector512.Create(16f);
-        Vector512<int> iotaInt = Iota16Int;
-        Vector512<int> nibble = Vector512.Create(0xF);
-        Vector512<int> bit4 = Vector512.Create(0x10);
-        for (int i = 0; i < nb; i++)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
         {
-            byte* b = row + i * 22;
-            Vector512<float> d = Vector512.Create(Half(b));
-            Vector512<float> tLow = lowHalf * d;
-            Vector512<float> tHigh = iota * d;
-            uint qh = *(uint*)(b + 2);
-            Vector512<int> v = Bytes16(b + 6);
-
-            // Element j's 5th bit is qh bit j (j < 16) or bit j for the high nibbles (j = 16..31), as ggml's xh_0/xh_1.
-            Vector512<int> h0 = Avx512F.ShiftRightLogicalVariable(Vector512.Create(qh << 4), iotaInt.AsUInt32()).AsInt32() & bit4;
-            Vector512<int> h1 = Avx512F.ShiftRightLogicalVariable(Vector512.Create(qh >> 12), iotaInt.AsUInt32()).AsInt32() & bit4;
-            Vector512<int> idx0 = (v & nibble) | h0;
-            Vector512<int> idx1 = Avx512F.ShiftRightLogical(v, 4) | h1;
-            sink.Put(0, i * 32, Avx512F.PermuteVar16x32x2(tLow, idx0, tHigh));
-            sink.Put(1, i * 32 + 16, Avx512F.PermuteVar16x32x2(tLow, idx1, tHigh));
+            byte* b = row + 40 * g;
+            Vector512<float> t0 = Iota16 * Vector512.Create(Half(b)) + Vector512.Create(Half(b + 2));
+            Vector512<float> t1 = Iota16 * Vector512.Create(Half(b + 20)) + Vector512.Create(Half(b + 22));
+            Nibbles(t0, t0, b + 4, out w0, out w1);
+            Nibbles(t1, t1, b + 24, out w2, out w3);
         }
     }
 
-    /// <summary>Q4_K: per 32-value sub-block a table d·sc·q − dmin·m (the reference's <c>d1 * q - m1</c>), looked up by nibble.</summary>
-    private static void Q4_K<TSink>(byte* row, int nb, ref TSink sink)
-        where TSink : struct, ISink
+    /// <summary>Q5_0: 32-entry table (q − 16)·d.</summary>
+    private struct Q5_0Decoder : IDecoder
     {
-        Vector512<float> iota = Iota16;
-        for (int i = 0; i < nb; i++)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
         {
-            byte* b = row + i * 144;
-            float d = Half(b);
-            float dmin = Half(b + 2);
-            ReadOnlySpan<byte> scales = new(b + 4, QuantBlocks.KScaleSize);
-            byte* qs = b + 16;
-            int o = i * QuantBlocks.QK_K;
-            for (int g = 0; g < 4; g++)
-            {
-                QuantBlocks.ScaleMinK4(2 * g, scales, out int sc1, out int m1);
-                QuantBlocks.ScaleMinK4(2 * g + 1, scales, out int sc2, out int m2);
-                Vector512<float> t1 = iota * Vector512.Create(d * sc1) - Vector512.Create(dmin * m1);
-                Vector512<float> t2 = iota * Vector512.Create(d * sc2) - Vector512.Create(dmin * m2);
-                Vector512<int> v0 = Bytes16(qs + 32 * g);
-                Vector512<int> v1 = Bytes16(qs + 32 * g + 16);
-                int go = o + 64 * g;
-                sink.Put(0, go, Avx512F.PermuteVar16x32(t1, v0));
-                sink.Put(1, go + 16, Avx512F.PermuteVar16x32(t1, v1));
-                sink.Put(2, go + 32, Avx512F.PermuteVar16x32(t2, Avx512F.ShiftRightLogical(v0, 4)));
-                sink.Put(3, go + 48, Avx512F.PermuteVar16x32(t2, Avx512F.ShiftRightLogical(v1, 4)));
-            }
+            byte* b = row + 44 * g;
+            Vector512<float> low = Iota16 - Vector512.Create(16f);
+            Vector512<float> d0 = Vector512.Create(Half(b));
+            Vector512<float> d1 = Vector512.Create(Half(b + 22));
+            FiveBit(low * d0, Iota16 * d0, *(uint*)(b + 2), b + 6, out w0, out w1);
+            FiveBit(low * d1, Iota16 * d1, *(uint*)(b + 24), b + 28, out w2, out w3);
+        }
+    }
+
+    /// <summary>Q5_1: 32-entry table q·d + m.</summary>
+    private struct Q5_1Decoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
+        {
+            byte* b = row + 48 * g;
+            Vector512<float> high = Iota16 + Vector512.Create(16f);
+            Vector512<float> d0 = Vector512.Create(Half(b));
+            Vector512<float> m0 = Vector512.Create(Half(b + 2));
+            Vector512<float> d1 = Vector512.Create(Half(b + 24));
+            Vector512<float> m1 = Vector512.Create(Half(b + 26));
+            FiveBit(Iota16 * d0 + m0, high * d0 + m0, *(uint*)(b + 4), b + 8, out w0, out w1);
+            FiveBit(Iota16 * d1 + m1, high * d1 + m1, *(uint*)(b + 28), b + 32, out w2, out w3);
+        }
+    }
+
+    /// <summary>Q4_K: per 32-value sub-block a table d·sc·q − dmin·m (the reference's <c>d1 * q - m1</c>).</summary>
+    private struct Q4_KDecoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
+        {
+            byte* b = row + 144 * (g >> 2);
+            int j = g & 3;
+            KScales(b, j, out Vector512<float> t1, out Vector512<float> t2, out _, out _, fiveBit: false);
+            byte* qs = b + 16 + 32 * j;
+            Nibbles(t1, t2, qs, out w0, out w2);
+            Nibbles(t1, t2, qs + 16, out w1, out w3);
+        }
+    }
+
+    /// <summary>Q5_K: as Q4_K with a 32-entry table; the 5th bit of value l of sub-block 2j(+1) is bit 2j(+1) of qh[l].</summary>
+    private struct Q5_KDecoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
+        {
+            byte* b = row + 176 * (g >> 2);
+            int j = g & 3;
+            KScales(b, j, out Vector512<float> t1, out Vector512<float> t2, out Vector512<float> t1High, out Vector512<float> t2High, fiveBit: true);
+            byte* qs = b + 48 + 32 * j;
+            Vector512<int> v0 = Bytes16(qs);
+            Vector512<int> v1 = Bytes16(qs + 16);
+            Vector512<int> h0 = Bytes16(b + 16);
+            Vector512<int> h1 = Bytes16(b + 32);
+            Vector512<int> nibble = Vector512.Create(0xF);
+
+            // Bit 2j (low sub-block) / 2j+1 (high) of each qh byte becomes bit 4 of the index.
+            Vector128<int> sLow = Vector128.CreateScalar(2 * j);
+            Vector128<int> sHigh = Vector128.CreateScalar(2 * j + 1);
+            Vector512<int> i0 = (v0 & nibble) | ShiftToBit4(h0, sLow);
+            Vector512<int> i1 = (v1 & nibble) | ShiftToBit4(h1, sLow);
+            Vector512<int> i2 = Avx512F.ShiftRightLogical(v0, 4) | ShiftToBit4(h0, sHigh);
+            Vector512<int> i3 = Avx512F.ShiftRightLogical(v1, 4) | ShiftToBit4(h1, sHigh);
+            w0 = Avx512F.PermuteVar16x32x2(t1, i0, t1High);
+            w1 = Avx512F.PermuteVar16x32x2(t1, i1, t1High);
+            w2 = Avx512F.PermuteVar16x32x2(t2, i2, t2High);
+            w3 = Avx512F.PermuteVar16x32x2(t2, i3, t2High);
+        }
+
+        /// <summary>Bit <paramref name="bit"/> of each lane moved to bit 4 (the index bit that selects the table's upper half).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<int> ShiftToBit4(Vector512<int> v, Vector128<int> bit) =>
+            Avx512F.ShiftLeftLogical(Avx512F.ShiftRightLogical(v, bit) & Vector512.Create(1), 4);
+    }
+
+    /// <summary>
+    /// Sub-blocks 2j and 2j+1 of a Q4_K/Q5_K super-block as lookup tables <c>d·sc·q − dmin·m</c> for q = 0..15
+    /// (and q = 16..31 for Q5_K), computed in the reference's order (<c>d1 = d·sc</c>, then <c>d1·q − m1</c>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void KScales(byte* b, int j, out Vector512<float> t1, out Vector512<float> t2, out Vector512<float> t1High, out Vector512<float> t2High, bool fiveBit)
+    {
+        float d = Half(b);
+        float dmin = Half(b + 2);
+        ReadOnlySpan<byte> scales = new(b + 4, QuantBlocks.KScaleSize);
+        QuantBlocks.ScaleMinK4(2 * j, scales, out int sc1, out int m1);
+        QuantBlocks.ScaleMinK4(2 * j + 1, scales, out int sc2, out int m2);
+        Vector512<float> d1 = Vector512.Create(d * sc1);
+        Vector512<float> d2 = Vector512.Create(d * sc2);
+        Vector512<float> min1 = Vector512.Create(dmin * m1);
+        Vector512<float> min2 = Vector512.Create(dmin * m2);
+        t1 = Iota16 * d1 - min1;
+        t2 = Iota16 * d2 - min2;
+        if (fiveBit)
+        {
+            Vector512<float> high = Iota16 + Vector512.Create(16f);
+            t1High = high * d1 - min1;
+            t2High = high * d2 - min2;
+        }
+        else
+        {
+            t1High = t1;
+            t2High = t2;
         }
     }
 
     /// <summary>
-    /// Q6_K: the four 6-bit values of a (ql, ql+32, qh) byte triple are assembled 16 at a time in byte lanes, biased
-    /// to signed, widened to float and multiplied by d·scale (the reference's <c>d * sc * q</c>).
+    /// Q6_K: 64 values = one quarter pair of a 128-value half. Part 0 (values 0-63 of the half) takes the low nibbles of
+    /// ql[0..63] and qh bit pairs 0 and 1, part 1 the high nibbles and bit pairs 2 and 3; assembled 16 at a time in byte
+    /// lanes, biased to signed, widened to float and multiplied by d·scale (the reference's <c>d * sc * q</c>).
     /// </summary>
-    private static void Q6_K<TSink>(byte* row, int nb, ref TSink sink)
-        where TSink : struct, ISink
+    private struct Q6_KDecoder : IDecoder
     {
-        Vector128<byte> low4 = Vector128.Create((byte)0x0F);
-        Vector128<byte> low2 = Vector128.Create((byte)0x03);
-        Vector128<sbyte> bias = Vector128.Create((sbyte)32);
-        for (int i = 0; i < nb; i++)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
         {
-            byte* b = row + i * 210;
+            byte* b = row + 210 * (g >> 2);
+            int c = (g >> 1) & 1;
+            int part = g & 1;
+            byte* ql = b + 64 * c;
+            byte* qh = b + 128 + 32 * c;
+            sbyte* sc = (sbyte*)(b + 192) + 8 * c + 4 * part;
             float d = Half(b + 208);
-            sbyte* scales = (sbyte*)(b + 192);
-            int o = i * QuantBlocks.QK_K;
-            for (int c = 0; c < 2; c++)
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<byte> low2 = Vector128.Create((byte)0x03);
+            Vector128<byte> a0 = Vector128.Load(ql);
+            Vector128<byte> a1 = Vector128.Load(ql + 16);
+            Vector128<byte> a2 = Vector128.Load(ql + 32);
+            Vector128<byte> a3 = Vector128.Load(ql + 48);
+            Vector128<byte> h0 = Vector128.Load(qh);
+            Vector128<byte> h1 = Vector128.Load(qh + 16);
+            Vector128<byte> q0, q1, q2, q3;
+            if (part == 0)
             {
-                byte* ql = b + 64 * c;
-                byte* qh = b + 128 + 32 * c;
-                sbyte* sc = scales + 8 * c;
-                for (int l = 0; l < 32; l += 16)
-                {
-                    Vector128<byte> a = Vector128.Load(ql + l);
-                    Vector128<byte> a32 = Vector128.Load(ql + 32 + l);
-                    Vector128<byte> h = Vector128.Load(qh + l);
-                    Vector128<byte> q1 = (a & low4) | ((h & low2) << 4);
-                    Vector128<byte> q2 = (a32 & low4) | (((h >> 2) & low2) << 4);
-                    Vector128<byte> q3 = (a >> 4) | (((h >> 4) & low2) << 4);
-                    Vector128<byte> q4 = (a32 >> 4) | ((h >> 6) << 4);
-                    int isc = l / 16;
-                    int lo = o + 128 * c + l;
-                    sink.Put(0, lo, SBytesToFloat(q1.AsSByte() - bias) * Vector512.Create(d * sc[isc]));
-                    sink.Put(1, lo + 32, SBytesToFloat(q2.AsSByte() - bias) * Vector512.Create(d * sc[isc + 2]));
-                    sink.Put(2, lo + 64, SBytesToFloat(q3.AsSByte() - bias) * Vector512.Create(d * sc[isc + 4]));
-                    sink.Put(3, lo + 96, SBytesToFloat(q4.AsSByte() - bias) * Vector512.Create(d * sc[isc + 6]));
-                }
+                q0 = (a0 & low4) | ((h0 & low2) << 4);
+                q1 = (a1 & low4) | ((h1 & low2) << 4);
+                q2 = (a2 & low4) | (((h0 >> 2) & low2) << 4);
+                q3 = (a3 & low4) | (((h1 >> 2) & low2) << 4);
             }
+            else
+            {
+                q0 = (a0 >> 4) | (((h0 >> 4) & low2) << 4);
+                q1 = (a1 >> 4) | (((h1 >> 4) & low2) << 4);
+                q2 = (a2 >> 4) | ((h0 >> 6) << 4);
+                q3 = (a3 >> 4) | ((h1 >> 6) << 4);
+            }
+
+            Vector128<sbyte> bias = Vector128.Create((sbyte)32);
+            w0 = SBytesToFloat(q0.AsSByte() - bias) * Vector512.Create(d * sc[0]);
+            w1 = SBytesToFloat(q1.AsSByte() - bias) * Vector512.Create(d * sc[1]);
+            w2 = SBytesToFloat(q2.AsSByte() - bias) * Vector512.Create(d * sc[2]);
+            w3 = SBytesToFloat(q3.AsSByte() - bias) * Vector512.Create(d * sc[3]);
         }
     }
 
