@@ -20,7 +20,7 @@ namespace GpuLlama.Devices;
 /// format with the decoder inlined and the accumulators in registers. 4- and 5-bit formats dequantize by table
 /// lookup: the 16 (32) possible values of a (sub-)block form one (two) vector(s) — <c>(q - 8)·d</c>,
 /// <c>d·sc·q - dmin·m</c> — and <c>vpermps</c>/<c>vpermt2ps</c> pick them by index, which replaces mask, convert and
-/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 kernels; other types (and Q2_K, Q3_K, Q8_K everywhere) go
+/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 kernels; other types (and Q8_K everywhere) go
 /// through the scalar block dequantization into a stack buffer and a vectorized dot.
 /// </remarks>
 public static unsafe class CpuQuantDot
@@ -206,7 +206,7 @@ public static unsafe class CpuQuantDot
     }
 
     private static bool HasAvx512Kernel(DType type) =>
-        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     private static float DotAvx512(DType type, byte* row, float* x, int cols) => type switch
     {
@@ -215,6 +215,8 @@ public static unsafe class CpuQuantDot
         DType.Q4_1 => Dot<Q4_1Decoder>(type, row, x, cols),
         DType.Q5_0 => Dot<Q5_0Decoder>(type, row, x, cols),
         DType.Q5_1 => Dot<Q5_1Decoder>(type, row, x, cols),
+        DType.Q2_K => Dot<Q2_KDecoder>(type, row, x, cols),
+        DType.Q3_K => Dot<Q3_KDecoder>(type, row, x, cols),
         DType.Q4_K => Dot<Q4_KDecoder>(type, row, x, cols),
         DType.Q5_K => Dot<Q5_KDecoder>(type, row, x, cols),
         _ => Dot<Q6_KDecoder>(type, row, x, cols),
@@ -229,6 +231,8 @@ public static unsafe class CpuQuantDot
             case DType.Q4_1: Store<Q4_1Decoder>(type, row, dst, cols); break;
             case DType.Q5_0: Store<Q5_0Decoder>(type, row, dst, cols); break;
             case DType.Q5_1: Store<Q5_1Decoder>(type, row, dst, cols); break;
+            case DType.Q2_K: Store<Q2_KDecoder>(type, row, dst, cols); break;
+            case DType.Q3_K: Store<Q3_KDecoder>(type, row, dst, cols); break;
             case DType.Q4_K: Store<Q4_KDecoder>(type, row, dst, cols); break;
             case DType.Q5_K: Store<Q5_KDecoder>(type, row, dst, cols); break;
             default: Store<Q6_KDecoder>(type, row, dst, cols); break;
@@ -507,6 +511,89 @@ public static unsafe class CpuQuantDot
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static Vector512<int> ShiftToBit4(Vector512<int> v, Vector128<int> bit) =>
             Avx512F.ShiftLeftLogical(Avx512F.ShiftRightLogical(v, bit) & Vector512.Create(1), 4);
+    }
+
+    /// <summary>
+    /// Q2_K: group j (0..3) of a super-block is half c = j/2, bit pairs 2p and 2p+1 (p = j%2) of its 32 quant bytes,
+    /// with the four 16-value scales 4j..4j+3. The 2-bit value indexes a table repeated every 4 lanes
+    /// (<c>(i &amp; 3)·dl − ml</c>), so the shifted byte needs no mask: vpermps reads the low 4 bits only.
+    /// </summary>
+    private struct Q2_KDecoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
+        {
+            byte* b = row + 84 * (g >> 2);
+            int j = g & 3;
+            byte* sc = b + 4 * j;
+            float d = Half(b + 80);
+            float dmin = Half(b + 82);
+            byte* qs = b + 16 + 32 * (j >> 1);
+            Vector512<int> v0 = Bytes16(qs);
+            Vector512<int> v1 = Bytes16(qs + 16);
+            Vector128<int> shift0 = Vector128.CreateScalar(4 * (j & 1));
+            Vector128<int> shift1 = Vector128.CreateScalar(4 * (j & 1) + 2);
+            w0 = Avx512F.PermuteVar16x32(Table2(d, dmin, sc[0]), Avx512F.ShiftRightLogical(v0, shift0));
+            w1 = Avx512F.PermuteVar16x32(Table2(d, dmin, sc[1]), Avx512F.ShiftRightLogical(v1, shift0));
+            w2 = Avx512F.PermuteVar16x32(Table2(d, dmin, sc[2]), Avx512F.ShiftRightLogical(v0, shift1));
+            w3 = Avx512F.PermuteVar16x32(Table2(d, dmin, sc[3]), Avx512F.ShiftRightLogical(v1, shift1));
+        }
+
+        /// <summary>The reference's <c>dl * q - ml</c>, dl = d·(sc &amp; 15), ml = dmin·(sc &gt;&gt; 4), for q = lane &amp; 3.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<float> Table2(float d, float dmin, byte sc) =>
+            Vector512.Create(0f, 1f, 2f, 3f, 0f, 1f, 2f, 3f, 0f, 1f, 2f, 3f, 0f, 1f, 2f, 3f) * Vector512.Create(d * (sc & 0xF)) - Vector512.Create(dmin * (sc >> 4));
+    }
+
+    /// <summary>
+    /// Q3_K: as Q2_K for the low two bits; the third comes from hmask[l] bit 4c+k and joins the index as bit 2, over a
+    /// table <c>((i &amp; 7) − 4)·dl</c> (a clear bit means "minus 4"). The 6-bit scales of the group are decoded
+    /// directly: low nibble from byte s (s &lt; 8) or the high nibble of byte s−8, top bits from byte 8+s%4, pair s/4.
+    /// </summary>
+    private struct Q3_KDecoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
+        {
+            byte* b = row + 110 * (g >> 2);
+            int j = g & 3;
+            int c = j >> 1;
+            int k0 = 2 * (j & 1);
+            float d = Half(b + 108);
+            byte* qs = b + 32 + 32 * c;
+            Vector512<int> v0 = Bytes16(qs);
+            Vector512<int> v1 = Bytes16(qs + 16);
+            Vector512<int> h0 = Bytes16(b);
+            Vector512<int> h1 = Bytes16(b + 16);
+            Vector512<int> three = Vector512.Create(3);
+            Vector512<int> one = Vector512.Create(1);
+            Vector128<int> q0Shift = Vector128.CreateScalar(2 * k0);
+            Vector128<int> q1Shift = Vector128.CreateScalar(2 * k0 + 2);
+            Vector128<int> h0Shift = Vector128.CreateScalar(4 * c + k0);
+            Vector128<int> h1Shift = Vector128.CreateScalar(4 * c + k0 + 1);
+            Vector512<int> i0 = (Avx512F.ShiftRightLogical(v0, q0Shift) & three) | Avx512F.ShiftLeftLogical(Avx512F.ShiftRightLogical(h0, h0Shift) & one, 2);
+            Vector512<int> i1 = (Avx512F.ShiftRightLogical(v1, q0Shift) & three) | Avx512F.ShiftLeftLogical(Avx512F.ShiftRightLogical(h1, h0Shift) & one, 2);
+            Vector512<int> i2 = (Avx512F.ShiftRightLogical(v0, q1Shift) & three) | Avx512F.ShiftLeftLogical(Avx512F.ShiftRightLogical(h0, h1Shift) & one, 2);
+            Vector512<int> i3 = (Avx512F.ShiftRightLogical(v1, q1Shift) & three) | Avx512F.ShiftLeftLogical(Avx512F.ShiftRightLogical(h1, h1Shift) & one, 2);
+            byte* p = b + 96;
+            w0 = Avx512F.PermuteVar16x32(Table3(d, Scale(p, 4 * j)), i0);
+            w1 = Avx512F.PermuteVar16x32(Table3(d, Scale(p, 4 * j + 1)), i1);
+            w2 = Avx512F.PermuteVar16x32(Table3(d, Scale(p, 4 * j + 2)), i2);
+            w3 = Avx512F.PermuteVar16x32(Table3(d, Scale(p, 4 * j + 3)), i3);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static int Scale(byte* p, int s)
+        {
+            int low4 = s < 8 ? p[s] & 0xF : p[s - 8] >> 4;
+            int high2 = (p[8 + (s & 3)] >> (2 * (s >> 2))) & 3;
+            return (low4 | (high2 << 4)) - 32;
+        }
+
+        /// <summary>The reference's <c>dl * (q − 4·!hbit)</c>, dl = d·(scale − 32), for index q | hbit &lt;&lt; 2 = lane &amp; 7.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<float> Table3(float d, int scale) =>
+            Vector512.Create(-4f, -3f, -2f, -1f, 0f, 1f, 2f, 3f, -4f, -3f, -2f, -1f, 0f, 1f, 2f, 3f) * Vector512.Create(d * scale);
     }
 
     /// <summary>
