@@ -68,8 +68,8 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
 
 /// <summary>
 /// The CPU backend: weights are read in place from the memory map, activations live in native memory, and every
-/// op is split over a fixed pool of threads. Numerics follow ggml's CPU backend (float32 accumulation, RMSNorm sum of
-/// squares in double, activations rounded to F16/BF16 before 16-bit weight dot products).
+/// op is split over a fixed pool of threads. Numerics follow ggml's CPU backend where it is exact (float32
+/// accumulation, RMSNorm and softmax sums in double); activations stay float32 for every weight type.
 /// </summary>
 public sealed unsafe partial class CpuDevice : IDevice
 {
@@ -81,8 +81,6 @@ public sealed unsafe partial class CpuDevice : IDevice
     private readonly int[] _rowScratchLength;
     private readonly float*[] _scoreScratch;
     private readonly int[] _scoreScratchLength;
-    private float* _xRounded;
-    private int _xRoundedLength;
 
     public CpuDevice(int threads = 0)
     {
@@ -174,29 +172,6 @@ public sealed unsafe partial class CpuDevice : IDevice
         CpuBuffer input = Own(x);
         int cols = weight.Cols;
         float* xp = input.Pointer;
-        if (weight.Type is DType.F16 or DType.BF16)
-        {
-            // ggml converts activations to the weight's vec_dot_type before the dot product; do the same
-            int n = rows * cols;
-            if (_xRoundedLength < n)
-            {
-                NativeMemory.AlignedFree(_xRounded);
-                _xRounded = (float*)NativeMemory.AlignedAlloc((nuint)n * sizeof(float), 64);
-                _xRoundedLength = n;
-            }
-
-            if (weight.Type == DType.BF16)
-            {
-                CpuMatMul.RoundToBf16(xp, _xRounded, n);
-            }
-            else
-            {
-                CpuMatMul.RoundToF16(xp, _xRounded, n);
-            }
-
-            xp = _xRounded;
-        }
-
         _mmDst = Own(dst).Pointer;
         _mmW = weight;
         _mmX = xp;
@@ -285,9 +260,6 @@ public sealed unsafe partial class CpuDevice : IDevice
             _rowScratch[t] = null;
             _scoreScratch[t] = null;
         }
-
-        NativeMemory.AlignedFree(_xRounded);
-        _xRounded = null;
     }
 
     // ---- op bodies: arguments are passed through fields so the pool's delegates are allocated once ----

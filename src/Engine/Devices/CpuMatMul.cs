@@ -70,36 +70,6 @@ internal static unsafe class CpuMatMul
         }
     }
 
-    /// <summary>Rounds floats to the nearest bfloat16 (ties to even), kept as float: ggml's GGML_FP32_TO_BF16.</summary>
-    public static void RoundToBf16(float* src, float* dst, int n)
-    {
-        for (int i = 0; i < n; i++)
-        {
-            dst[i] = RoundToBf16(src[i]);
-        }
-    }
-
-    public static float RoundToBf16(float x)
-    {
-        uint u = BitConverter.SingleToUInt32Bits(x);
-        if ((u & 0x7fffffff) > 0x7f800000)
-        {
-            return BitConverter.UInt32BitsToSingle((u | 0x00400000) & 0xffff0000); // quiet NaN, as ggml does
-        }
-
-        u += 0x7fff + ((u >> 16) & 1);
-        return BitConverter.UInt32BitsToSingle(u & 0xffff0000);
-    }
-
-    /// <summary>Rounds floats to the nearest half (ties to even), kept as float: ggml's GGML_FP32_TO_FP16.</summary>
-    public static void RoundToF16(float* src, float* dst, int n)
-    {
-        for (int i = 0; i < n; i++)
-        {
-            dst[i] = (float)(Half)src[i];
-        }
-    }
-
     /// <summary>Σ w[j]·x[j] for float rows.</summary>
     public static float Dot(float* w, float* x, int n)
     {
