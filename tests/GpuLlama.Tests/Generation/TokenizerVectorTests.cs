@@ -1,0 +1,77 @@
+using GpuLlama.Generation;
+using Xunit;
+
+namespace GpuLlama.Tests.Generation;
+
+/// <summary>
+/// llama.cpp's own tokenizer conformance vectors (tests/test-tokenizer-0): every case must give llama.cpp's ids.
+/// The .out ids were made with add_special=false, parse_special=false, so BOS is not expected.
+/// </summary>
+public class TokenizerVectorTests
+{
+    private const string SpmGguf = "vocab/ggml-vocab-llama-spm.gguf";
+    private const string SpmModel = "vocab/llama2-tokenizer.model";
+    private const string Llama3Json = "vocab/llama3/tokenizer.json";
+
+    /// <summary>
+    /// test-tokenizer-0's file convention: cases separated by "\n__ggml_vocab_test__\n" (so the newline before a
+    /// separator is not part of the case); the .out holds one line of space-separated ids per case.
+    /// </summary>
+    internal static List<(string Text, int[] Ids)> ReadVectors(string inp, string outp)
+    {
+        string[] texts = File.ReadAllText(Fixtures.Get(inp)).Split("\n__ggml_vocab_test__\n");
+        Assert.Equal("", texts[^1]);
+        string[] lines = File.ReadAllText(Fixtures.Get(outp)).Split('\n');
+        var cases = new List<(string, int[])>();
+        for (int i = 0; i < texts.Length - 1; i++)
+        {
+            int[] ids = lines[i].Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+            cases.Add((texts[i], ids));
+        }
+
+        return cases;
+    }
+
+    internal static List<(string Text, int[] Ids)> SpmVectors => ReadVectors(SpmGguf + ".inp", SpmGguf + ".out");
+
+    internal static List<(string Text, int[] Ids)> Llama3Vectors => ReadVectors("vocab/llama3/llama-bpe.inp", "vocab/llama3/llama-bpe.out");
+
+    private static void AssertAllVectors(ModelTokenizer tokenizer, List<(string Text, int[] Ids)> cases)
+    {
+        var failures = new List<string>();
+        foreach ((string text, int[] expected) in cases)
+        {
+            int[] got = tokenizer.Encode(text, addBos: false, parseSpecial: false);
+            if (!got.SequenceEqual(expected))
+            {
+                failures.Add($"'{text}': expected [{string.Join(' ', expected)}] got [{string.Join(' ', got)}]");
+            }
+        }
+
+        Assert.True(failures.Count == 0, $"{failures.Count}/{cases.Count} vectors differ:\n" + string.Join('\n', failures));
+    }
+
+    [FixtureFact(SpmGguf)]
+    public void LlamaSpm_VocabOnlyGguf_MatchesLlamaCppOnAllVectors()
+    {
+        var cases = SpmVectors;
+        Assert.Equal(46, cases.Count);
+        AssertAllVectors(ModelTokenizer.Load(Fixtures.Get(SpmGguf)), cases);
+    }
+
+    [FixtureFact(SpmModel)]
+    public void LlamaSpm_TokenizerModel_MatchesLlamaCppOnAllVectors()
+    {
+        var cases = SpmVectors;
+        Assert.Equal(46, cases.Count);
+        AssertAllVectors(ModelTokenizer.Load(Fixtures.Get(SpmModel)), cases);
+    }
+
+    [FixtureFact(Llama3Json)]
+    public void Llama3_TokenizerJson_MatchesLlamaCppOnAllVectors()
+    {
+        var cases = Llama3Vectors;
+        Assert.Equal(46, cases.Count);
+        AssertAllVectors(ModelTokenizer.Load(Fixtures.Get(Llama3Json)), cases);
+    }
+}
