@@ -654,13 +654,16 @@ internal static class TokenizerFiles
         };
         data.UnkId = -1;
 
-        // BOS: the special token the post-processor puts before the text ("single": [<|begin_of_text|>, $A]).
+        // BOS: the special token the post-processor puts before the text ("single": [<|begin_of_text|>, $A]), else
+        // tokenizer_config's bos_token. It is added whenever there is one unless add_bos_token says otherwise: the first
+        // Llama 3 tokenizer.json had no such post-processor, and llama.cpp adds BOS for its Llama 3 pre-tokenizer too.
         string? bosText = PostProcessorBos(root);
         if (bosText is not null)
         {
             data.BosId = data.IdOf(bosText);
-            data.AddBos = data.BosId >= 0;
         }
+
+        data.AddBos = true;
 
         data = ApplyConfig(data, path);
         data.AddEndOfTurnTokens();
