@@ -75,10 +75,10 @@ internal sealed class ByteLevelBpe
     {
         var word = new StringBuilder();
         Span<byte> utf8 = stackalloc byte[4];
-        foreach (Match m in _split.Matches(text))
+        foreach ((int start, int length) in Split(text))
         {
             word.Clear();
-            foreach (Rune rune in m.ValueSpan.EnumerateRunes())
+            foreach (Rune rune in text.AsSpan(start, length).EnumerateRunes())
             {
                 int n = rune.EncodeToUtf8(utf8);
                 for (int i = 0; i < n; i++)
@@ -89,6 +89,80 @@ internal sealed class ByteLevelBpe
 
             TokenizeWord(word.ToString(), output);
         }
+    }
+
+    /// <summary>
+    /// The pre-tokenizer's words as (start, length) in <paramref name="text"/>, covering all of it (text between
+    /// matches is a word too, as HF's Split "Isolated" behaviour keeps it).
+    /// </summary>
+    /// <remarks>
+    /// The patterns are defined over code points, but .NET's <see cref="Regex"/> sees UTF-16 units, where a character
+    /// outside the BMP is two surrogates of category Cs: "🦙abc" would split between the surrogates. So the regex runs
+    /// on a shadow string in which each surrogate pair is one BMP stand-in of the same class (letter, number, other)
+    /// and the matches are mapped back.
+    /// </remarks>
+    internal List<(int Start, int Length)> Split(string text)
+    {
+        var words = new List<(int, int)>();
+        string subject = text;
+        int[]? toOriginal = null;
+        if (text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') >= 0)
+        {
+            (subject, toOriginal) = Shadow(text);
+        }
+
+        int last = 0;
+        foreach (ValueMatch m in _split.EnumerateMatches(subject))
+        {
+            if (m.Index > last)
+            {
+                words.Add((last, m.Index - last));
+            }
+
+            words.Add((m.Index, m.Length));
+            last = m.Index + m.Length;
+        }
+
+        if (last < subject.Length)
+        {
+            words.Add((last, subject.Length - last));
+        }
+
+        if (toOriginal is not null)
+        {
+            for (int i = 0; i < words.Count; i++)
+            {
+                (int start, int length) = words[i];
+                int from = toOriginal[start];
+                words[i] = (from, toOriginal[start + length] - from);
+            }
+        }
+
+        return words;
+    }
+
+    private static (string Shadow, int[] ToOriginal) Shadow(string text)
+    {
+        var sb = new StringBuilder(text.Length);
+        var map = new List<int>(text.Length + 1);
+        for (int i = 0; i < text.Length; i++)
+        {
+            map.Add(i);
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                var rune = new Rune(text[i], text[i + 1]);
+                // ª (Lo) is a letter, ² (No) a number, ¦ (So) neither; none is whitespace, \r, \n or in a contraction.
+                sb.Append(Rune.IsLetter(rune) ? '\u00AA' : Rune.IsNumber(rune) ? '\u00B2' : '\u00A6');
+                i++;
+            }
+            else
+            {
+                sb.Append(text[i]);
+            }
+        }
+
+        map.Add(text.Length);
+        return (sb.ToString(), map.ToArray());
     }
 
     private readonly record struct Bigram(int Left, int Right, string Text);

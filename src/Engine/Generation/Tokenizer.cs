@@ -31,8 +31,6 @@ internal static class TokenType
 /// </summary>
 public sealed class ModelTokenizer
 {
-    private static readonly byte[] s_unknownText = Encoding.UTF8.GetBytes("\u2585"); // llama.cpp renders <unk> as ▅
-
     private readonly string[] _pieces;
     private readonly int[] _types;
     private readonly byte[][] _text;
@@ -212,12 +210,12 @@ public sealed class ModelTokenizer
         string piece = _pieces[id];
         switch (_types[id])
         {
+            // llama.cpp's token_to_piece(special: false) writes nothing for control and unknown tokens.
             case TokenType.Control:
+            case TokenType.Unknown:
             case TokenType.Unused:
             case TokenType.Undefined when piece.Length == 0:
                 return [];
-            case TokenType.Unknown:
-                return s_unknownText;
             case TokenType.UserDefined:
                 return Encoding.UTF8.GetBytes(piece);
             case TokenType.Byte when Kind == VocabKind.SentencePiece && TryParseByteToken(piece, out byte value):
@@ -377,9 +375,13 @@ public sealed class ModelTokenizer
 /// <summary>
 /// Turns generated ids into text as they come: returns only complete UTF-8 (byte-fallback tokens such as
 /// &lt;0xE2&gt;&lt;0x80&gt;&lt;0x99&gt; are assembled; an incomplete sequence is held until it completes; invalid bytes become
-/// U+FFFD). Control tokens give "". As llama.cpp's detokenizer, SentencePiece's dummy-prefix space on the first piece
-/// after BOS is dropped. Push()… + Flush() always equals <see cref="ModelTokenizer.Decode"/> of the same ids.
+/// U+FFFD). Control tokens give "". Push()… + Flush() always equals <see cref="ModelTokenizer.Decode"/> of the same ids.
 /// </summary>
+/// <remarks>
+/// SentencePiece's dummy-prefix space is dropped from the first piece after BOS, so Decode(Encode(text)) == text.
+/// llama.cpp's <c>llama_detokenize</c> instead drops it from the piece at position 0 (and keeps it after BOS); we do
+/// not, because a decoder fed only generated ids continues a prompt, where that space separates the words.
+/// </remarks>
 public sealed class StreamingDecoder
 {
     private readonly ModelTokenizer _tokenizer;

@@ -181,6 +181,7 @@ public class TokenizerTests
         "Unicode: café naïve — “quotes” 日本語 Привет 🦙🚀",
         "1,000,000 + 3.14159 = ?!",
         "<b>not special</b> [INST] <<SYS>>",
+        "🦙llama 𝐀𝐁𝐂 𠀀text 🚀1 x🦙",
     ];
 
     public static TheoryData<string> RoundTripTexts => new(s_roundTripTexts);
