@@ -14,7 +14,7 @@ namespace GpuLlama.Generation;
 /// by id, which happens to agree for Llama 3 (tiktoken-born) but not for byte-level vocabularies in general, so the
 /// merge step is ours and exact for every "gpt2" vocabulary; .NET's <see cref="Regex"/> runs the split.
 /// </remarks>
-internal sealed class ByteLevelBpe
+internal sealed partial class ByteLevelBpe
 {
     /// <summary>Llama 3's pre-tokenizer split (llama.cpp <c>LLAMA_VOCAB_PRE_TYPE_LLAMA3</c>, tokenizer.json's Split pattern).</summary>
     public const string Llama3Pattern =
@@ -39,9 +39,21 @@ internal sealed class ByteLevelBpe
             _ranks.TryAdd(merges[i], i);
         }
 
-        _split = new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled);
+        // The known patterns are source-generated (no start-up cost); any other is compiled at load.
+        _split = pattern switch
+        {
+            Llama3Pattern => Llama3Regex(),
+            Gpt2Pattern => Gpt2Regex(),
+            _ => new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled),
+        };
         _ignoreMerges = ignoreMerges;
     }
+
+    [GeneratedRegex(Llama3Pattern, RegexOptions.CultureInvariant)]
+    private static partial Regex Llama3Regex();
+
+    [GeneratedRegex(Gpt2Pattern, RegexOptions.CultureInvariant)]
+    private static partial Regex Gpt2Regex();
 
     /// <summary>GPT-2's <c>bytes_to_unicode</c>: printable bytes map to themselves, the rest to U+0100 onwards.</summary>
     public static char ByteToChar(byte b) => s_byteToChar[b];

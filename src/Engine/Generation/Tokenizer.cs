@@ -228,26 +228,22 @@ public sealed class ModelTokenizer
         }
 
         // Byte-level: every char of the piece stands for one byte (GPT-2 bytes_to_unicode); anything else is kept as UTF-8.
-        var bytes = new List<byte>(piece.Length);
-        Span<byte> utf8 = stackalloc byte[4];
+        Span<byte> bytes = piece.Length <= 256 ? stackalloc byte[piece.Length * 3] : new byte[piece.Length * 3];
+        int n = 0;
         foreach (char c in piece)
         {
             int b = ByteLevelBpe.CharToByte(c);
             if (b >= 0)
             {
-                bytes.Add((byte)b);
+                bytes[n++] = (byte)b;
             }
             else
             {
-                int n = Encoding.UTF8.GetBytes([c], utf8);
-                for (int i = 0; i < n; i++)
-                {
-                    bytes.Add(utf8[i]);
-                }
+                n += Encoding.UTF8.GetBytes([c], bytes[n..]);
             }
         }
 
-        return bytes.ToArray();
+        return bytes[..n].ToArray();
     }
 
     internal static bool TryParseByteToken(string piece, out byte value)

@@ -235,22 +235,27 @@ internal static class TokenizerFiles
         };
     }
 
-    private static List<(string, string)> ParseMerges(IEnumerable<string> merges, string path, string what)
+    private static List<(string, string)> ParseMerges(string[] merges, string path, string what)
     {
-        var result = new List<(string, string)>();
+        var result = new List<(string, string)>(merges.Length);
         foreach (string merge in merges)
         {
-            // llama.cpp splits at the first space after position 0 (a piece never contains a space in byte-level BPE).
-            int space = merge.Length > 1 ? merge.IndexOf(' ', 1) : -1;
-            if (space < 0)
-            {
-                throw new GpuLlamaException($"{path}: {what} entry '{merge}' is not two pieces separated by a space");
-            }
-
-            result.Add((merge[..space], merge[(space + 1)..]));
+            result.Add(ParseMerge(merge, path, what));
         }
 
         return result;
+    }
+
+    private static (string, string) ParseMerge(string merge, string path, string what)
+    {
+        // llama.cpp splits at the first space after position 0 (a piece never contains a space in byte-level BPE).
+        int space = merge.Length > 1 ? merge.IndexOf(' ', 1) : -1;
+        if (space < 0)
+        {
+            throw new GpuLlamaException($"{path}: {what} entry '{merge}' is not two pieces separated by a space");
+        }
+
+        return (merge[..space], merge[(space + 1)..]);
     }
 
     private static void CheckIds(TokenizerData data, string path)
@@ -622,14 +627,14 @@ internal static class TokenizerFiles
             types[id] = tt;
         }
 
-        var merges = new List<(string, string)>();
+        var merges = new List<(string, string)>(model.TryGetProperty("merges", out JsonElement ml) && ml.ValueKind == JsonValueKind.Array ? ml.GetArrayLength() : 0);
         if (model.TryGetProperty("merges", out JsonElement mergesEl) && mergesEl.ValueKind == JsonValueKind.Array)
         {
             foreach (JsonElement m in mergesEl.EnumerateArray())
             {
                 if (m.ValueKind == JsonValueKind.String)
                 {
-                    merges.AddRange(ParseMerges([m.GetString()!], path, "model.merges"));
+                    merges.Add(ParseMerge(m.GetString()!, path, "model.merges"));
                 }
                 else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2)
                 {

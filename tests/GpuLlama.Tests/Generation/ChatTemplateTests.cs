@@ -21,7 +21,8 @@ public class ChatTemplateTests
     [FixtureFact(Llama3Json)]
     public void Llama3_FixtureTemplate_FormatsAndEncodesWithOneBos()
     {
-        ModelTokenizer tok = ModelTokenizer.Load(Fixtures.Get(Llama3Json));
+        // The directory: tokenizer.json + tokenizer_config.json (bos_token, chat_template) beside it.
+        ModelTokenizer tok = ModelTokenizer.Load(Fixtures.Get("vocab", "llama3"));
         using JsonDocument config = JsonDocument.Parse(File.ReadAllBytes(Fixtures.Get("vocab", "llama3", "tokenizer_config.json")));
         Assert.Equal(config.RootElement.GetProperty("chat_template").GetString(), tok.ChatTemplate);
         Assert.Equal(ChatFamily.Llama3, ChatFormatter.Detect(tok.ChatTemplate));

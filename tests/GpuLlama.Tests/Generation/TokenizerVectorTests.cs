@@ -1,3 +1,4 @@
+using System.Text.Json;
 using GpuLlama.Generation;
 using Xunit;
 
@@ -68,10 +69,37 @@ public class TokenizerVectorTests
     }
 
     [FixtureFact(Llama3Json)]
-    public void Llama3_TokenizerJson_MatchesLlamaCppOnAllVectors()
+    public void Llama3_TokenizerJsonAndGgufGpt2Metadata_MatchLlamaCppOnAllVectors()
     {
         var cases = Llama3Vectors;
         Assert.Equal(46, cases.Count);
-        AssertAllVectors(ModelTokenizer.Load(Fixtures.Get(Llama3Json)), cases);
+        ModelTokenizer json = ModelTokenizer.Load(Fixtures.Get(Llama3Json));
+        AssertAllVectors(json, cases);
+
+        // The same vocabulary as llama.cpp's converter writes it into a GGUF: tokenizer.ggml.model "gpt2", pre "llama-bpe".
+        using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(Fixtures.Get(Llama3Json)));
+        string[] merges = doc.RootElement.GetProperty("model").GetProperty("merges").EnumerateArray().Select(m => m.GetString()!).ToArray();
+        string[] tokens = Enumerable.Range(0, json.VocabSize).Select(json.Piece).ToArray();
+        int[] types = Enumerable.Range(0, json.VocabSize).Select(id => id >= 128000 ? 3 : 1).ToArray();
+        var metadata = new Dictionary<string, object>
+        {
+            ["tokenizer.ggml.model"] = "gpt2",
+            ["tokenizer.ggml.pre"] = "llama-bpe",
+            ["tokenizer.ggml.tokens"] = tokens,
+            ["tokenizer.ggml.token_type"] = types,
+            ["tokenizer.ggml.merges"] = merges,
+            ["tokenizer.ggml.bos_token_id"] = 128000u,
+            ["tokenizer.ggml.eos_token_id"] = 128009u,
+        };
+        ModelTokenizer gguf = ModelTokenizer.FromMetadata(metadata, "llama3.gguf");
+        AssertAllVectors(gguf, cases);
+        Assert.True(gguf.AddBos);
+        Assert.Equal(128000, gguf.BosId);
+        Assert.Equal([128009], gguf.EosIds);
+        Assert.Equal(json.Encode("<|start_header_id|>user<|end_header_id|>\n\nHi"), gguf.Encode("<|start_header_id|>user<|end_header_id|>\n\nHi"));
+
+        metadata["tokenizer.ggml.pre"] = "qwen2";
+        var e = Assert.Throws<GpuLlamaException>(() => ModelTokenizer.FromMetadata(metadata, "llama3.gguf"));
+        Assert.StartsWith("llama3.gguf: pre-tokenizer 'tokenizer.ggml.pre' = 'qwen2' is not supported", e.Message);
     }
 }
