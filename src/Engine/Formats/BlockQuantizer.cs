@@ -1,0 +1,419 @@
+using System.Buffers.Binary;
+
+namespace GpuLlama.Formats;
+
+/// <summary>
+/// Float32 → block-quantized rows, for writing quantized models and for tests. Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0
+/// follow ggml's <c>quantize_row_*_ref</c> exactly (same rounding, same clamping). The K-quants use a plain
+/// min/max fit per sub-block (ggml's <c>make_qkx2_quants</c> search for the error-minimizing scale is not
+/// reproduced), which yields valid blocks with a somewhat larger error than llama-quantize.
+/// </summary>
+public static class BlockQuantizer
+{
+    /// <summary>The types <see cref="QuantizeRow"/> writes.</summary>
+    public static IReadOnlyList<DType> SupportedTypes { get; } =
+    [
+        DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0,
+        DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.Q8_K,
+    ];
+
+    /// <summary>Quantizes <paramref name="src"/> (a whole number of blocks) into <paramref name="dst"/> (its <see cref="DTypeInfo.RowBytes"/>).</summary>
+    public static void QuantizeRow(DType type, ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        int blockSize = type.BlockSize();
+        if (!type.IsQuantized() || type == DType.Q8_1)
+        {
+            throw new NotSupportedException($"quantization to {DTypeInfo.DisplayName(type)} is not supported");
+        }
+
+        if (src.Length % blockSize != 0)
+        {
+            throw new ArgumentException($"{type} rows hold whole blocks of {blockSize}; got {src.Length} values", nameof(src));
+        }
+
+        long expected = type.RowBytes(src.Length);
+        if (dst.Length != expected)
+        {
+            throw new ArgumentException($"{type} row of {src.Length} values takes {expected} bytes; got {dst.Length}", nameof(dst));
+        }
+
+        int blockBytes = type.BlockBytes();
+        for (int i = 0, blocks = src.Length / blockSize; i < blocks; i++)
+        {
+            ReadOnlySpan<float> x = src.Slice(i * blockSize, blockSize);
+            Span<byte> y = dst.Slice(i * blockBytes, blockBytes);
+            y.Clear();
+            switch (type)
+            {
+                case DType.Q4_0: QuantizeQ4_0(x, y); break;
+                case DType.Q4_1: QuantizeQ4_1(x, y); break;
+                case DType.Q5_0: QuantizeQ5_0(x, y); break;
+                case DType.Q5_1: QuantizeQ5_1(x, y); break;
+                case DType.Q8_0: QuantizeQ8_0(x, y); break;
+                case DType.Q2_K: QuantizeQ2_K(x, y); break;
+                case DType.Q3_K: QuantizeQ3_K(x, y); break;
+                case DType.Q4_K: QuantizeQ4_K(x, y, fiveBit: false); break;
+                case DType.Q5_K: QuantizeQ4_K(x, y, fiveBit: true); break;
+                case DType.Q6_K: QuantizeQ6_K(x, y); break;
+                case DType.Q8_K: QuantizeQ8_K(x, y); break;
+            }
+        }
+    }
+
+    /// <summary>Quantizes a whole row-major matrix ([rows, cols] floats) into a new byte array.</summary>
+    public static byte[] QuantizeMatrix(DType type, ReadOnlySpan<float> src, int cols)
+    {
+        int rows = src.Length / cols;
+        int rowBytes = checked((int)type.RowBytes(cols));
+        byte[] dst = new byte[checked(rows * rowBytes)];
+        for (int r = 0; r < rows; r++)
+        {
+            QuantizeRow(type, src.Slice(r * cols, cols), dst.AsSpan(r * rowBytes, rowBytes));
+        }
+
+        return dst;
+    }
+
+    private static void WriteHalf(Span<byte> b, int offset, float v) =>
+        BinaryPrimitives.WriteUInt16LittleEndian(b.Slice(offset), BitConverter.HalfToUInt16Bits((Half)v));
+
+    /// <summary>ggml <c>nearest_int</c>: round half to even.</summary>
+    private static int NearestInt(float v) => (int)MathF.Round(v, MidpointRounding.ToEven);
+
+    /// <summary>The element of largest magnitude, sign kept (the first one on ties, as ggml scans).</summary>
+    private static float SignedAbsMax(ReadOnlySpan<float> x)
+    {
+        float amax = 0;
+        float max = 0;
+        foreach (float v in x)
+        {
+            if (amax < MathF.Abs(v))
+            {
+                amax = MathF.Abs(v);
+                max = v;
+            }
+        }
+
+        return max;
+    }
+
+    // quantize_row_q4_0_ref: d = max / -8 so the extreme value maps to q = 0 exactly; q = min(15, trunc(x/d + 8.5)).
+    private static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        float d = SignedAbsMax(x) / -8;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        WriteHalf(y, 0, d);
+        for (int j = 0; j < 16; j++)
+        {
+            int xi0 = Math.Min(15, (int)(sbyte)(x[j] * id + 8.5f));
+            int xi1 = Math.Min(15, (int)(sbyte)(x[16 + j] * id + 8.5f));
+            y[2 + j] = (byte)(xi0 | (xi1 << 4));
+        }
+    }
+
+    // quantize_row_q4_1_ref: affine, d = (max - min) / 15, m = min.
+    private static void QuantizeQ4_1(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        (float min, float max) = MinMax(x);
+        float d = (max - min) / 15;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        WriteHalf(y, 0, d);
+        WriteHalf(y, 2, min);
+        for (int j = 0; j < 16; j++)
+        {
+            int xi0 = Math.Min(15, (int)(sbyte)((x[j] - min) * id + 0.5f));
+            int xi1 = Math.Min(15, (int)(sbyte)((x[16 + j] - min) * id + 0.5f));
+            y[4 + j] = (byte)(xi0 | (xi1 << 4));
+        }
+    }
+
+    // quantize_row_q5_0_ref: d = max / -16; the 5th bit of element j goes to bit j of qh.
+    private static void QuantizeQ5_0(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        float d = SignedAbsMax(x) / -16;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        WriteHalf(y, 0, d);
+        uint qh = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            int xi0 = Math.Min(31, (int)(sbyte)(x[j] * id + 16.5f));
+            int xi1 = Math.Min(31, (int)(sbyte)(x[16 + j] * id + 16.5f));
+            y[6 + j] = (byte)((xi0 & 0xF) | ((xi1 & 0xF) << 4));
+            qh |= (uint)((xi0 & 0x10) >> 4) << j;
+            qh |= (uint)((xi1 & 0x10) >> 4) << (j + 16);
+        }
+
+        BinaryPrimitives.WriteUInt32LittleEndian(y.Slice(2), qh);
+    }
+
+    // quantize_row_q5_1_ref: affine with 31 levels.
+    private static void QuantizeQ5_1(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        (float min, float max) = MinMax(x);
+        float d = (max - min) / 31;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        WriteHalf(y, 0, d);
+        WriteHalf(y, 2, min);
+        uint qh = 0;
+        for (int j = 0; j < 16; j++)
+        {
+            int xi0 = (int)((x[j] - min) * id + 0.5f);
+            int xi1 = (int)((x[16 + j] - min) * id + 0.5f);
+            y[8 + j] = (byte)((xi0 & 0xF) | ((xi1 & 0xF) << 4));
+            qh |= (uint)((xi0 & 0x10) >> 4) << j;
+            qh |= (uint)((xi1 & 0x10) >> 4) << (j + 16);
+        }
+
+        BinaryPrimitives.WriteUInt32LittleEndian(y.Slice(4), qh);
+    }
+
+    // quantize_row_q8_0_ref: symmetric, d = amax / 127, q = roundf(x / d) (half away from zero).
+    private static void QuantizeQ8_0(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        float amax = 0;
+        foreach (float v in x)
+        {
+            amax = MathF.Max(amax, MathF.Abs(v));
+        }
+
+        float d = amax / 127;
+        float id = d != 0 ? 1.0f / d : 0.0f;
+        WriteHalf(y, 0, d);
+        for (int j = 0; j < 32; j++)
+        {
+            y[2 + j] = (byte)(sbyte)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero);
+        }
+    }
+
+    private static (float Min, float Max) MinMax(ReadOnlySpan<float> x)
+    {
+        float min = x[0];
+        float max = x[0];
+        foreach (float v in x)
+        {
+            min = MathF.Min(min, v);
+            max = MathF.Max(max, v);
+        }
+
+        return (min, max);
+    }
+
+    /// <summary>
+    /// Affine sub-block fit used by Q2_K/Q4_K/Q5_K: value ≈ scale·q − min with q in [0, levels], min ≥ 0 (the range
+    /// always includes zero, as ggml's make_qkx2_quants enforces).
+    /// </summary>
+    private static (float Scale, float Min) AffineFit(ReadOnlySpan<float> x, int levels)
+    {
+        (float lo, float hi) = MinMax(x);
+        lo = MathF.Min(lo, 0);
+        return ((hi - lo) / levels, -lo);
+    }
+
+    /// <summary>Quantizes non-negative sub-block parameters to <paramref name="bits"/>-bit integers under one shared float scale.</summary>
+    private static float ShareScale(ReadOnlySpan<float> values, Span<int> q, int bits)
+    {
+        int top = (1 << bits) - 1;
+        float max = 0;
+        foreach (float v in values)
+        {
+            max = MathF.Max(max, v);
+        }
+
+        float d = max / top;
+        float id = d != 0 ? 1 / d : 0;
+        for (int i = 0; i < values.Length; i++)
+        {
+            q[i] = Math.Clamp(NearestInt(values[i] * id), 0, top);
+        }
+
+        return d;
+    }
+
+    private static void QuantizeQ2_K(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        Span<float> scales = stackalloc float[16];
+        Span<float> mins = stackalloc float[16];
+        for (int s = 0; s < 16; s++)
+        {
+            (scales[s], mins[s]) = AffineFit(x.Slice(16 * s, 16), 3);
+        }
+
+        Span<int> qs = stackalloc int[16];
+        Span<int> qm = stackalloc int[16];
+        float d = ShareScale(scales, qs, 4);
+        float dmin = ShareScale(mins, qm, 4);
+        WriteHalf(y, 80, d);
+        WriteHalf(y, 82, dmin);
+        d = QuantBlocks.Half(y, 80);
+        dmin = QuantBlocks.Half(y, 82);
+        for (int s = 0; s < 16; s++)
+        {
+            y[s] = (byte)(qs[s] | (qm[s] << 4));
+        }
+
+        for (int e = 0; e < QuantBlocks.QK_K; e++)
+        {
+            int s = e / 16;
+            float dl = d * qs[s];
+            float ml = dmin * qm[s];
+            int q = dl != 0 ? Math.Clamp(NearestInt((x[e] + ml) / dl), 0, 3) : 0;
+            int c = e / 128;
+            int r = e % 128;
+            y[16 + 32 * c + r % 32] |= (byte)(q << (2 * (r / 32)));
+        }
+    }
+
+    private static void QuantizeQ3_K(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        // Symmetric per 16 values (q in -4..3, so the signed extreme maps to -4), then signed 6-bit scales.
+        Span<float> scales = stackalloc float[16];
+        for (int s = 0; s < 16; s++)
+        {
+            scales[s] = SignedAbsMax(x.Slice(16 * s, 16)) / -4;
+        }
+
+        float maxScale = SignedAbsMax(scales);
+        float iscale = maxScale != 0 ? -32 / maxScale : 0;
+        float d = iscale != 0 ? 1 / iscale : 0;
+        WriteHalf(y, 108, d);
+        d = QuantBlocks.Half(y, 108);
+        Span<int> ls = stackalloc int[16];
+        for (int s = 0; s < 16; s++)
+        {
+            ls[s] = Math.Clamp(NearestInt(iscale * scales[s]), -32, 31);
+            int v = ls[s] + 32;
+            y[96 + (s < 8 ? s : s - 8)] |= (byte)((v & 0xF) << (s < 8 ? 0 : 4));
+            y[96 + 8 + s % 4] |= (byte)((v >> 4) << (2 * (s / 4)));
+        }
+
+        for (int e = 0; e < QuantBlocks.QK_K; e++)
+        {
+            float dl = d * ls[e / 16];
+            int q = dl != 0 ? Math.Clamp(NearestInt(x[e] / dl), -4, 3) : 0;
+            int stored = q + 4;
+            int c = e / 128;
+            int r = e % 128;
+            y[32 + 32 * c + r % 32] |= (byte)((stored & 3) << (2 * (r / 32)));
+            if ((stored & 4) != 0)
+            {
+                y[r % 32] |= (byte)(1 << (4 * c + r / 32));
+            }
+        }
+    }
+
+    private static void QuantizeQ4_K(ReadOnlySpan<float> x, Span<byte> y, bool fiveBit)
+    {
+        int levels = fiveBit ? 31 : 15;
+        Span<float> scales = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
+        for (int s = 0; s < 8; s++)
+        {
+            (scales[s], mins[s]) = AffineFit(x.Slice(32 * s, 32), levels);
+        }
+
+        Span<int> qs = stackalloc int[8];
+        Span<int> qm = stackalloc int[8];
+        float d = ShareScale(scales, qs, 6);
+        float dmin = ShareScale(mins, qm, 6);
+        WriteHalf(y, 0, d);
+        WriteHalf(y, 2, dmin);
+        d = QuantBlocks.Half(y, 0);
+        dmin = QuantBlocks.Half(y, 2);
+
+        // Inverse of get_scale_min_k4.
+        Span<byte> packed = y.Slice(4, QuantBlocks.KScaleSize);
+        for (int j = 0; j < 8; j++)
+        {
+            if (j < 4)
+            {
+                packed[j] |= (byte)qs[j];
+                packed[j + 4] |= (byte)qm[j];
+            }
+            else
+            {
+                packed[j + 4] = (byte)((qs[j] & 0xF) | ((qm[j] & 0xF) << 4));
+                packed[j - 4] |= (byte)((qs[j] >> 4) << 6);
+                packed[j] |= (byte)((qm[j] >> 4) << 6);
+            }
+        }
+
+        int qsOffset = fiveBit ? 48 : 16;
+        for (int e = 0; e < QuantBlocks.QK_K; e++)
+        {
+            int s = e / 32;
+            float dl = d * qs[s];
+            float ml = dmin * qm[s];
+            int q = dl != 0 ? Math.Clamp(NearestInt((x[e] + ml) / dl), 0, levels) : 0;
+            int group = e / 64;
+            bool high = (e / 32) % 2 == 1;
+            y[qsOffset + 32 * group + e % 32] |= (byte)((q & 0xF) << (high ? 4 : 0));
+            if (fiveBit && (q & 0x10) != 0)
+            {
+                y[16 + e % 32] |= (byte)(1 << (2 * group + (high ? 1 : 0)));
+            }
+        }
+    }
+
+    private static void QuantizeQ6_K(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        Span<float> scales = stackalloc float[16];
+        for (int s = 0; s < 16; s++)
+        {
+            scales[s] = SignedAbsMax(x.Slice(16 * s, 16)) / -32;
+        }
+
+        float maxScale = SignedAbsMax(scales);
+        float iscale = maxScale != 0 ? -128 / maxScale : 0;
+        float d = iscale != 0 ? 1 / iscale : 0;
+        WriteHalf(y, 208, d);
+        d = QuantBlocks.Half(y, 208);
+        Span<int> ls = stackalloc int[16];
+        for (int s = 0; s < 16; s++)
+        {
+            ls[s] = Math.Min(127, NearestInt(iscale * scales[s]));
+            y[192 + s] = (byte)(sbyte)ls[s];
+        }
+
+        for (int e = 0; e < QuantBlocks.QK_K; e++)
+        {
+            float dl = d * ls[e / 16];
+            int q = dl != 0 ? Math.Clamp(NearestInt(x[e] / dl), -32, 31) : 0;
+            int stored = q + 32;
+            int c = e / 128;
+            int r = e % 128;
+            int k = r / 32;
+            int l = r % 32;
+            y[64 * c + 32 * (k % 2) + l] |= (byte)((stored & 0xF) << (k >= 2 ? 4 : 0));
+            y[128 + 32 * c + l] |= (byte)((stored >> 4) << (2 * k));
+        }
+    }
+
+    // quantize_row_q8_K_ref: iscale = -127 / (signed extreme), q = min(127, nearest(iscale·x)), bsums per 16.
+    private static void QuantizeQ8_K(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        float max = SignedAbsMax(x);
+        if (max == 0)
+        {
+            return;
+        }
+
+        float iscale = -127f / max;
+        for (int j = 0; j < QuantBlocks.QK_K; j++)
+        {
+            y[4 + j] = (byte)(sbyte)Math.Min(127, NearestInt(iscale * x[j]));
+        }
+
+        for (int s = 0; s < 16; s++)
+        {
+            int sum = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                sum += (sbyte)y[4 + 16 * s + j];
+            }
+
+            BinaryPrimitives.WriteInt16LittleEndian(y.Slice(260 + 2 * s), (short)sum);
+        }
+
+        BinaryPrimitives.WriteSingleLittleEndian(y, 1 / iscale);
+    }
+}
