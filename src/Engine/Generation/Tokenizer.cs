@@ -33,6 +33,7 @@ public sealed class ModelTokenizer
 {
     private readonly string[] _pieces;
     private readonly int[] _types;
+    private readonly Dictionary<string, int> _pieceToId;
     private readonly byte[][] _text;
     private readonly int[] _specials; // control / unknown / user-defined ids, longest text first
     private readonly HashSet<int> _eos;
@@ -51,7 +52,7 @@ public sealed class ModelTokenizer
         EosIds = data.EosIds.Distinct().Where(id => id >= 0).ToArray();
         _eos = [.. EosIds];
 
-        var pieceToId = new Dictionary<string, int>(_pieces.Length, StringComparer.Ordinal);
+        var pieceToId = _pieceToId = new Dictionary<string, int>(_pieces.Length, StringComparer.Ordinal);
         for (int id = 0; id < _pieces.Length; id++)
         {
             if (_types[id] != TokenType.Unused || _pieces[id].Length > 0)
@@ -117,11 +118,7 @@ public sealed class ModelTokenizer
     }
 
     /// <summary>The id of a piece written exactly as in the vocabulary, or -1.</summary>
-    public int Find(string piece)
-    {
-        int index = Array.IndexOf(_pieces, piece);
-        return index;
-    }
+    public int Find(string piece) => _pieceToId.TryGetValue(piece, out int id) ? id : -1;
 
     /// <summary>
     /// llama.cpp's <c>llama_tokenize(text, add_special: addBos, parse_special)</c>: BOS when <paramref name="addBos"/>
