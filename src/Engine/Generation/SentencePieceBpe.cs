@@ -72,8 +72,8 @@ internal sealed class SentencePieceBpe
 
         Span<Symbol> sym = CollectionsMarshal.AsSpan(symbols);
         var queue = new PriorityQueue<Bigram, (float, int)>(BigramOrder.Instance);
-        // Which pair built a merged piece, for re-splitting final symbols that are not pieces themselves.
-        var revMerge = new Dictionary<string, (int Left, int Right)>(StringComparer.Ordinal);
+        // How a merged piece was built (length of its left part), for re-splitting final symbols that are not pieces.
+        var revMerge = new Dictionary<string, int>(StringComparer.Ordinal);
 
         for (int i = 1; i < sym.Length; i++)
         {
@@ -110,7 +110,7 @@ internal sealed class SentencePieceBpe
     }
 
     private void TryAddBigram(string text, Span<Symbol> sym, int left, int right, PriorityQueue<Bigram, (float, int)> queue,
-        Dictionary<string, (int, int)> revMerge)
+        Dictionary<string, int> revMerge)
     {
         if (left < 0 || right < 0)
         {
@@ -125,11 +125,11 @@ internal sealed class SentencePieceBpe
         }
 
         queue.Enqueue(new Bigram(left, right, _scores[id], length), (_scores[id], left));
-        revMerge[piece] = (sym[left].Start, sym[left].Length);
+        revMerge[piece] = sym[left].Length;
     }
 
     // llama.cpp's resegment(): a piece → its id; else split along the merge that built it; else byte fallback.
-    private void Resegment(string text, int start, int length, Dictionary<string, (int Left, int Right)> revMerge, List<int> output)
+    private void Resegment(string text, int start, int length, Dictionary<string, int> revMerge, List<int> output)
     {
         string piece = text.Substring(start, length);
         if (_pieceToId.TryGetValue(piece, out int id))
@@ -138,11 +138,11 @@ internal sealed class SentencePieceBpe
             return;
         }
 
-        if (revMerge.TryGetValue(piece, out (int LeftStart, int LeftLength) merge))
+        if (revMerge.TryGetValue(piece, out int leftLength))
         {
-            // The recorded split is by length: the same piece text splits the same way wherever it occurs.
-            Resegment(text, start, merge.LeftLength, revMerge, output);
-            Resegment(text, start + merge.LeftLength, length - merge.LeftLength, revMerge, output);
+            // The split is recorded by length: the same piece text splits the same way wherever it occurs.
+            Resegment(text, start, leftLength, revMerge, output);
+            Resegment(text, start + leftLength, length - leftLength, revMerge, output);
             return;
         }
 

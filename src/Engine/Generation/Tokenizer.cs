@@ -33,6 +33,8 @@ public sealed class ModelTokenizer
 {
     private readonly string[] _pieces;
     private readonly int[] _types;
+    private readonly Dictionary<string, int> _pieceToId;
+    private readonly bool _addEos;
     private readonly byte[][] _text;
     private readonly int[] _specials; // control / unknown / user-defined ids, longest text first
     private readonly HashSet<int> _eos;
@@ -46,12 +48,13 @@ public sealed class ModelTokenizer
         Kind = data.Kind;
         BosId = data.BosId;
         AddBos = data.AddBos && data.BosId >= 0;
+        _addEos = data.AddEos && data.EosIds.Count > 0 && data.EosIds[0] >= 0;
         AddSpacePrefix = data.AddSpacePrefix;
         ChatTemplate = data.ChatTemplate;
         EosIds = data.EosIds.Distinct().Where(id => id >= 0).ToArray();
         _eos = [.. EosIds];
 
-        var pieceToId = new Dictionary<string, int>(_pieces.Length, StringComparer.Ordinal);
+        var pieceToId = _pieceToId = new Dictionary<string, int>(_pieces.Length, StringComparer.Ordinal);
         for (int id = 0; id < _pieces.Length; id++)
         {
             if (_types[id] != TokenType.Unused || _pieces[id].Length > 0)
@@ -117,16 +120,13 @@ public sealed class ModelTokenizer
     }
 
     /// <summary>The id of a piece written exactly as in the vocabulary, or -1.</summary>
-    public int Find(string piece)
-    {
-        int index = Array.IndexOf(_pieces, piece);
-        return index;
-    }
+    public int Find(string piece) => _pieceToId.TryGetValue(piece, out int id) ? id : -1;
 
     /// <summary>
     /// llama.cpp's <c>llama_tokenize(text, add_special: addBos, parse_special)</c>: BOS when <paramref name="addBos"/>
-    /// and the vocabulary adds it; control tokens written in the text ("&lt;|eot_id|&gt;", "&lt;s&gt;") become their ids when
-    /// <paramref name="parseSpecial"/>; user-defined tokens always do.
+    /// and the vocabulary adds it (and EOS at the end for the rare vocabularies with add_eos_token); control tokens
+    /// written in the text ("&lt;|eot_id|&gt;", "&lt;s&gt;") become their ids when <paramref name="parseSpecial"/>;
+    /// user-defined tokens always do.
     /// </summary>
     public int[] Encode(string text, bool addBos = true, bool parseSpecial = true)
     {
@@ -139,6 +139,7 @@ public sealed class ModelTokenizer
 
         if (text.Length == 0)
         {
+            AppendEos(output, addBos);
             return output.ToArray();
         }
 
@@ -168,7 +169,16 @@ public sealed class ModelTokenizer
             prevSpecial = false;
         }
 
+        AppendEos(output, addBos);
         return output.ToArray();
+    }
+
+    private void AppendEos(List<int> output, bool addSpecial)
+    {
+        if (addSpecial && _addEos)
+        {
+            output.Add(EosIds[0]);
+        }
     }
 
     /// <summary>The text of <paramref name="ids"/>; equals the concatenated output of a <see cref="StreamingDecoder"/>.</summary>

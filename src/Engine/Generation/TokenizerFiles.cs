@@ -19,6 +19,7 @@ internal sealed class TokenizerData
     public List<int> EosIds { get; } = [];
     public int UnkId { get; set; }
     public bool AddBos { get; set; }
+    public bool AddEos { get; set; }
     public bool AddSpacePrefix { get; set; }
     public string? ChatTemplate { get; set; }
 
@@ -107,7 +108,7 @@ internal static class TokenizerFiles
         string[] tokens = md.TryGetValue("tokenizer.ggml.tokens", out object? t) && t is string[] list && list.Length > 0
             ? list
             : throw new GpuLlamaException($"{path}: 'tokenizer.ggml.tokens' is missing or not a string array");
-        int[] types = IntArray(md, "tokenizer.ggml.token_type", path) ?? Enumerable.Repeat(TokenType.Normal, tokens.Length).ToArray();
+        int[] types = IntArray(md, "tokenizer.ggml.token_type", path) ?? InferTypes(tokens);
         if (types.Length != tokens.Length)
         {
             throw new GpuLlamaException($"{path}: 'tokenizer.ggml.token_type' has {types.Length} entries, expected {tokens.Length} (one per token)");
@@ -186,10 +187,39 @@ internal static class TokenizerFiles
             data.EosIds.Add(eom);
         }
 
+        data.AddEos = Bool(md, "tokenizer.ggml.add_eos_token", path) ?? false;
         data.AddEndOfTurnTokens();
         CheckIds(data, path);
+        if (!md.ContainsKey("tokenizer.ggml.token_type"))
+        {
+            MarkSpecials(data);
+        }
+
         data.ChatTemplate = md.TryGetValue("tokenizer.chat_template", out object? ct) ? ct as string : null;
         return data;
+    }
+
+    /// <summary>Without tokenizer.ggml.token_type: "&lt;0xXX&gt;" pieces are byte tokens, the rest normal.</summary>
+    private static int[] InferTypes(string[] tokens)
+        => Array.ConvertAll(tokens, t => ModelTokenizer.TryParseByteToken(t, out _) ? TokenType.Byte : TokenType.Normal);
+
+    /// <summary>Without token types, BOS/EOS/UNK are still control/unknown tokens (they decode to nothing).</summary>
+    private static void MarkSpecials(TokenizerData data)
+    {
+        if (data.BosId >= 0)
+        {
+            data.Types[data.BosId] = TokenType.Control;
+        }
+
+        foreach (int eos in data.EosIds)
+        {
+            data.Types[eos] = TokenType.Control;
+        }
+
+        if (data.UnkId >= 0)
+        {
+            data.Types[data.UnkId] = TokenType.Unknown;
+        }
     }
 
     private static int? Int(IReadOnlyDictionary<string, object> md, string key, string path)
@@ -809,6 +839,11 @@ internal static class TokenizerFiles
             data.AddBos = ab.GetBoolean();
         }
 
+        if (root.TryGetProperty("add_eos_token", out JsonElement ae) && ae.ValueKind is JsonValueKind.True or JsonValueKind.False)
+        {
+            data.AddEos = ae.GetBoolean();
+        }
+
         if (root.TryGetProperty("chat_template", out JsonElement ct))
         {
             if (ct.ValueKind == JsonValueKind.String)
@@ -892,6 +927,7 @@ internal static class TokenizerFiles
             BosId = data.BosId,
             UnkId = data.UnkId,
             AddBos = data.AddBos,
+            AddEos = data.AddEos,
             AddSpacePrefix = data.AddSpacePrefix,
             ChatTemplate = data.ChatTemplate,
         };

@@ -397,6 +397,27 @@ public class TokenizerTests
         Assert.StartsWith("model.gguf: no 'tokenizer.ggml.model'", e.Message);
     }
 
+    [FixtureFact(SpmGguf)]
+    public void GgufMetadata_WithoutTokenTypes_AndWithAddEos()
+    {
+        var md = new Dictionary<string, object>(GgufSource.ReadMetadata(Fixtures.Get(SpmGguf)));
+        md.Remove("tokenizer.ggml.token_type");
+        ModelTokenizer untyped = ModelTokenizer.FromMetadata(md, "vocab.gguf");
+        foreach ((string text, int[] ids) in TokenizerVectorTests.SpmVectors)
+        {
+            Assert.Equal(ids, untyped.Encode(text, addBos: false, parseSpecial: false));
+            Assert.Equal(text, untyped.Decode(untyped.Encode(text, parseSpecial: false)));
+        }
+
+        Assert.Equal("\n", untyped.Decode([13]));
+        Assert.Equal("", untyped.Decode([0, 1, 2]));
+
+        md["tokenizer.ggml.add_eos_token"] = true;
+        ModelTokenizer withEos = ModelTokenizer.FromMetadata(md, "vocab.gguf");
+        Assert.Equal([1, 7251, 2], withEos.Encode("hi"));
+        Assert.Equal([7251], withEos.Encode("hi", addBos: false));
+    }
+
     /// <summary>The SPM merge order on the repeated-punctuation runs where Microsoft.ML.Tokenizers' LlamaTokenizer disagrees with llama.cpp.</summary>
     [FixtureFact(SpmModel)]
     public void Llama2_RepeatedPunctuation_MergesLikeLlamaCpp()
