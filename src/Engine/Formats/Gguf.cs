@@ -106,24 +106,53 @@ public static class Gguf
         _ => null,
     };
 
-    /// <summary>The element type of a metadata array, or null when the CLR array type has no GGUF equivalent.</summary>
-    public static GgufType? ElementTypeOf(Array array) => array switch
+    /// <summary>
+    /// The element type of a metadata array, or null when the CLR array type has no GGUF equivalent. Matched on the
+    /// exact type: the runtime lets an sbyte[] pass as a byte[] (and int[] as uint[], string[] as object[]).
+    /// </summary>
+    public static GgufType? ElementTypeOf(Array array) => s_elementTypes.TryGetValue(array.GetType(), out GgufType t) ? t : null;
+
+    private static readonly Dictionary<Type, GgufType> s_elementTypes = new()
     {
-        byte[] => GgufType.UInt8,
-        sbyte[] => GgufType.Int8,
-        ushort[] => GgufType.UInt16,
-        short[] => GgufType.Int16,
-        uint[] => GgufType.UInt32,
-        int[] => GgufType.Int32,
-        float[] => GgufType.Float32,
-        bool[] => GgufType.Bool,
-        string[] => GgufType.String,
-        ulong[] => GgufType.UInt64,
-        long[] => GgufType.Int64,
-        double[] => GgufType.Float64,
-        object[] => GgufType.Array,
-        _ => null,
+        [typeof(byte[])] = GgufType.UInt8,
+        [typeof(sbyte[])] = GgufType.Int8,
+        [typeof(ushort[])] = GgufType.UInt16,
+        [typeof(short[])] = GgufType.Int16,
+        [typeof(uint[])] = GgufType.UInt32,
+        [typeof(int[])] = GgufType.Int32,
+        [typeof(float[])] = GgufType.Float32,
+        [typeof(bool[])] = GgufType.Bool,
+        [typeof(string[])] = GgufType.String,
+        [typeof(ulong[])] = GgufType.UInt64,
+        [typeof(long[])] = GgufType.Int64,
+        [typeof(double[])] = GgufType.Float64,
+        [typeof(object[])] = GgufType.Array,
     };
+
+    /// <summary>
+    /// A name or string from a file, quoted for a one-line error message: control characters escaped and long
+    /// text shortened, since a crafted file can put newlines or 64 KB into a key.
+    /// </summary>
+    public static string Quote(string text)
+    {
+        const int max = 96;
+        var sb = new System.Text.StringBuilder(Math.Min(text.Length, max) + 8);
+        sb.Append('\'');
+        foreach (char c in text.Length > max ? text[..max] : text)
+        {
+            if (char.IsControl(c) || char.IsSurrogate(c) || c is '\u2028' or '\u2029')
+            {
+                sb.Append(c == '\n' ? "\\n" : $"\\u{(int)c:x4}");
+            }
+            else
+            {
+                sb.Append(c);
+            }
+        }
+
+        sb.Append(text.Length > max ? "…'" : "'");
+        return sb.ToString();
+    }
 
     /// <summary>Rounds <paramref name="offset"/> up to a multiple of <paramref name="alignment"/> (GGML_PAD).</summary>
     public static long Align(long offset, long alignment) => (offset + alignment - 1) / alignment * alignment;

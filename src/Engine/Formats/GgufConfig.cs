@@ -22,12 +22,25 @@ public static class GgufConfig
         string arch = md.String(Gguf.ArchitectureKey) ?? throw Error(path, $"key '{Gguf.ArchitectureKey}' is missing");
         if (arch != "llama")
         {
-            throw Error(path, $"key '{Gguf.ArchitectureKey}' is '{arch}'; only 'llama' models are supported");
+            throw Error(path, $"key '{Gguf.ArchitectureKey}' is {Gguf.Quote(arch)}; only 'llama' models are supported");
         }
 
         if (md.Int($"{arch}.expert_count") is > 0)
         {
             throw Error(path, $"key '{arch}.expert_count' is set: mixture-of-experts models are not supported");
+        }
+
+        // Llama 3.x scaling arrives as rope_freqs.weight; linear or YaRN scaling would change every angle, so
+        // running without it would give wrong numbers silently (llama.cpp: LLM_KV_ROPE_SCALING_TYPE).
+        string? scaling = md.String($"{arch}.rope.scaling.type");
+        if (scaling is not null and not "none")
+        {
+            throw Error(path, $"key '{arch}.rope.scaling.type' is {Gguf.Quote(scaling)}; RoPE scaling of that type is not supported");
+        }
+
+        if (md.Float($"{arch}.rope.scale_linear") is { } linear && linear != 1.0)
+        {
+            throw Error(path, $"key '{arch}.rope.scale_linear' is {linear}; linear RoPE scaling is not supported");
         }
 
         int dim = md.Int($"{arch}.embedding_length") ?? throw Missing(path, $"{arch}.embedding_length");

@@ -10,7 +10,8 @@ public static class GgufExport
 {
     /// <summary>
     /// Writes <paramref name="source"/> to <paramref name="path"/>: the <c>llama.*</c> keys from its config, its
-    /// <c>general.*</c> and <c>tokenizer.*</c> metadata, and its tensors streamed from memory in their stored dtype.
+    /// <c>general.*</c> and <c>tokenizer.*</c> metadata, and its tensors streamed from memory in their stored dtype
+    /// (1-D F16/BF16 norm vectors become F32, as convert_hf_to_gguf.py stores them).
     /// Q/K rows of a "halves" (Hugging Face) source are permuted the way convert_hf_to_gguf.py does, and Llama 3
     /// RoPE scaling becomes a <c>rope_freqs.weight</c> tensor, as llama.cpp expects.
     /// </summary>
@@ -55,7 +56,15 @@ public static class GgufExport
             int? permuteHeads = c.RopeStyle == RopeStyle.Halves && IsQ(name, c) ? c.Heads
                 : c.RopeStyle == RopeStyle.Halves && IsK(name, c) ? c.KvHeads
                 : null;
-            writer.AddTensor(name, t.Type, t.Shape, stream => CopyTensor(source.View(t), stream, permuteHeads, c.HeadDim));
+            if (t.Shape.Length == 1 && t.Type is DType.F16 or DType.BF16)
+            {
+                // convert_hf_to_gguf.py stores 1-D tensors (the norms) as F32; ggml's CPU ops expect them so
+                writer.AddTensor(name, DType.F32, t.Shape, stream => WidenVector(source.View(t), stream));
+            }
+            else
+            {
+                writer.AddTensor(name, t.Type, t.Shape, stream => CopyTensor(source.View(t), stream, permuteHeads, c.HeadDim));
+            }
         }
 
         return writer.Write(path);
@@ -93,6 +102,19 @@ public static class GgufExport
                 stream.Write(view.Row(src));
             }
         }
+    }
+
+    private static void WidenVector(WeightView view, Stream stream)
+    {
+        ReadOnlySpan<byte> bytes = view.AsSpan();
+        var values = new float[view.Cols];
+        for (int i = 0; i < values.Length; i++)
+        {
+            ushort bits = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(bytes[(2 * i)..]);
+            values[i] = view.Type == DType.F16 ? (float)BitConverter.UInt16BitsToHalf(bits) : BitConverter.UInt32BitsToSingle((uint)bits << 16);
+        }
+
+        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
     }
 
     /// <summary>

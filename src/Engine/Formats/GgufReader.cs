@@ -46,13 +46,13 @@ internal sealed unsafe class GgufReader
     {
         if (_length < 4)
         {
-            Fail($"file is {_length} bytes, too short to be a GGUF file");
+            throw Error($"file is {_length} bytes, too short to be a GGUF file");
         }
 
         uint magic = *(uint*)_base;
         if (magic != Gguf.Magic)
         {
-            Fail($"not a GGUF file (first bytes are {MagicText(magic)}, expected \"GGUF\")");
+            throw Error($"not a GGUF file (first bytes are {MagicText(magic)}, expected \"GGUF\")");
         }
 
         _pos = 4;
@@ -60,7 +60,7 @@ internal sealed unsafe class GgufReader
         if (version is < Gguf.MinVersion or > Gguf.MaxVersion)
         {
             uint swapped = System.Buffers.Binary.BinaryPrimitives.ReverseEndianness(version);
-            Fail(version == 1 ? "GGUF version 1 is not supported (versions 2 and 3 are); re-convert the model with a current llama.cpp"
+            throw Error(version == 1 ? "GGUF version 1 is not supported (versions 2 and 3 are); re-convert the model with a current llama.cpp"
                 : swapped is >= Gguf.MinVersion and <= Gguf.MaxVersion ? "big-endian GGUF files are not supported"
                 : $"GGUF version {version} is not supported (versions 2 and 3 are); this file is newer than this reader or corrupt");
         }
@@ -68,13 +68,19 @@ internal sealed unsafe class GgufReader
         ulong tensorCount = U64("the tensor count");
         ulong kvCount = U64("the metadata count");
 
-        // Every key/value takes at least 8 (key length) + 1 (key) + 4 (type) + 1 (smallest value) bytes.
-        if (kvCount > (ulong)Gguf.MaxKeyValues || kvCount > (ulong)(Remaining / 14))
+        // Counts only bound the loops; nothing is sized by them, so a lying count ends in a truncation error
+        // that names the key or tensor being read.
+        if (kvCount > (ulong)Gguf.MaxKeyValues)
         {
-            Fail($"metadata count {kvCount} is impossible for a file of {_length} bytes");
+            throw Error($"metadata count {kvCount} is more than the {Gguf.MaxKeyValues} allowed; the file is corrupt");
         }
 
-        var metadata = new Dictionary<string, object>((int)kvCount, StringComparer.Ordinal);
+        if (tensorCount > (ulong)Gguf.MaxTensors)
+        {
+            throw Error($"tensor count {tensorCount} is more than the {Gguf.MaxTensors} allowed; the file is corrupt");
+        }
+
+        var metadata = new Dictionary<string, object>(StringComparer.Ordinal);
         for (int i = 0; i < (int)kvCount; i++)
         {
             ReadKeyValue(metadata, i);
@@ -86,13 +92,12 @@ internal sealed unsafe class GgufReader
             // gguf.cpp requires uint32; an alignment must be a power of two for GGML_PAD to work
             if (a is not uint u)
             {
-                Fail($"key '{Gguf.AlignmentKey}' has type {Gguf.Name(Gguf.TypeOf(a)!.Value)}, expected uint32");
-                return null!;
+                throw Error($"key '{Gguf.AlignmentKey}' has type {Gguf.Name(Gguf.TypeOf(a)!.Value)}, expected uint32");
             }
 
             if (u == 0 || (u & (u - 1)) != 0 || u > 1 << 30)
             {
-                Fail($"key '{Gguf.AlignmentKey}' is {u}, expected a power of two");
+                throw Error($"key '{Gguf.AlignmentKey}' is {u}, expected a power of two");
             }
 
             alignment = (int)u;
@@ -104,20 +109,14 @@ internal sealed unsafe class GgufReader
             return new GgufContents(version, metadata, tensors, alignment, 0);
         }
 
-        // name length 8 + name >= 1 + n_dims 4 + one dim 8 + type 4 + offset 8
-        if (tensorCount > (ulong)Gguf.MaxTensors || tensorCount > (ulong)(Remaining / 33))
-        {
-            Fail($"tensor count {tensorCount} is impossible for a file of {_length} bytes");
-        }
-
         var names = new HashSet<string>(StringComparer.Ordinal);
-        var relativeOffsets = new long[(int)tensorCount];
         for (int i = 0; i < (int)tensorCount; i++)
         {
-            TensorInfo t = ReadTensorInfo(i, alignment, out relativeOffsets[i]);
+            // Offset is relative to the data section until the section's start is known
+            TensorInfo t = ReadTensorInfo(i, alignment);
             if (!names.Add(t.Name))
             {
-                Fail($"tensor '{t.Name}' appears twice in the tensor table");
+                throw Error($"tensor {Gguf.Quote(t.Name)} appears twice in the tensor table");
             }
 
             tensors.Add(t);
@@ -126,16 +125,16 @@ internal sealed unsafe class GgufReader
         long dataOffset = Gguf.Align(_pos, alignment);
         if (tensorCount > 0 && dataOffset > _length)
         {
-            Fail($"the data section starts at byte {dataOffset} (tensor table ends at {_pos}, aligned to {alignment}) past the end of the file ({_length} bytes); the file is truncated");
+            throw Error($"the data section starts at byte {dataOffset} (tensor table ends at {_pos}, aligned to {alignment}) past the end of the file ({_length} bytes); the file is truncated");
         }
 
         for (int i = 0; i < tensors.Count; i++)
         {
             TensorInfo t = tensors[i];
-            long start = relativeOffsets[i];
+            long start = t.Offset;
             if (start > _length - dataOffset || t.ByteLength > _length - dataOffset - start)
             {
-                Fail($"tensor '{t.Name}' data [{start}, +{t.ByteLength} bytes) in the data section at byte {dataOffset} lies past the end of the file ({_length} bytes); the file is truncated or corrupt");
+                throw Error($"tensor {Gguf.Quote(t.Name)} data [{start}, +{t.ByteLength} bytes) in the data section at byte {dataOffset} lies past the end of the file ({_length} bytes); the file is truncated or corrupt");
             }
 
             tensors[i] = t with { Offset = dataOffset + start };
@@ -154,7 +153,7 @@ internal sealed unsafe class GgufReader
             TensorInfo next = byOffset[i];
             if (prev.Offset + prev.ByteLength > next.Offset)
             {
-                Fail($"tensors '{prev.Name}' (bytes {prev.Offset}..{prev.Offset + prev.ByteLength}) and '{next.Name}' (from byte {next.Offset}) overlap");
+                throw Error($"tensors {Gguf.Quote(prev.Name)} (bytes {prev.Offset}..{prev.Offset + prev.ByteLength}) and {Gguf.Quote(next.Name)} (from byte {next.Offset}) overlap");
             }
         }
     }
@@ -165,20 +164,20 @@ internal sealed unsafe class GgufReader
         string key = ReadString($"metadata key #{index}", Gguf.MaxKeyBytes);
         if (key.Length == 0)
         {
-            Fail($"metadata key #{index} at byte {at} is empty");
+            throw Error($"metadata key #{index} at byte {at} is empty");
         }
 
-        var type = (GgufType)U32($"the type of key '{key}'");
+        var type = (GgufType)U32($"the type of key {Gguf.Quote(key)}");
         object value = ReadValue(type, key, 0);
         if (!metadata.TryAdd(key, value))
         {
-            Fail($"key '{key}' appears twice in the metadata");
+            throw Error($"key {Gguf.Quote(key)} appears twice in the metadata");
         }
     }
 
     private object ReadValue(GgufType type, string key, int depth)
     {
-        string what = $"the value of key '{key}'";
+        string what = $"the value of key {Gguf.Quote(key)}";
         switch (type)
         {
             case GgufType.UInt8: return Scalar<byte>(what);
@@ -195,8 +194,7 @@ internal sealed unsafe class GgufReader
             case GgufType.String: return ReadString(what, Gguf.MaxStringBytes);
             case GgufType.Array: return ReadArray(key, depth + 1);
             default:
-                Fail($"key '{key}' has unknown value type {(uint)type}");
-                return null!;
+                throw Error($"key {Gguf.Quote(key)} has unknown value type {(uint)type}");
         }
     }
 
@@ -204,24 +202,24 @@ internal sealed unsafe class GgufReader
     {
         if (depth > Gguf.MaxArrayDepth)
         {
-            Fail($"key '{key}' nests arrays deeper than {Gguf.MaxArrayDepth} levels");
+            throw Error($"key {Gguf.Quote(key)} nests arrays deeper than {Gguf.MaxArrayDepth} levels");
         }
 
-        var elementType = (GgufType)U32($"the array type of key '{key}'");
+        var elementType = (GgufType)U32($"the array type of key {Gguf.Quote(key)}");
         if (!Gguf.IsKnown(elementType))
         {
-            Fail($"key '{key}' is an array of unknown value type {(uint)elementType}");
+            throw Error($"key {Gguf.Quote(key)} is an array of unknown value type {(uint)elementType}");
         }
 
-        ulong count = U64($"the array length of key '{key}'");
+        ulong count = U64($"the array length of key {Gguf.Quote(key)}");
         long min = Gguf.MinEncodedSize(elementType);
         if (count > (ulong)Array.MaxLength || count > (ulong)(Remaining / min))
         {
-            Fail($"key '{key}' claims {count} {Gguf.Name(elementType)} values but only {Remaining} bytes remain in the file");
+            throw Error($"key {Gguf.Quote(key)} claims {count} {Gguf.Name(elementType)} values but only {Remaining} bytes remain in the file");
         }
 
         int n = (int)count;
-        string what = $"the values of key '{key}'";
+        string what = $"the values of key {Gguf.Quote(key)}";
         switch (elementType)
         {
             case GgufType.UInt8: return ScalarArray<byte>(n, what);
@@ -251,7 +249,7 @@ internal sealed unsafe class GgufReader
                 var result = new string[n];
                 for (int i = 0; i < n; i++)
                 {
-                    result[i] = ReadString($"string #{i} of key '{key}'", Gguf.MaxStringBytes);
+                    result[i] = ReadString($"string #{i} of key {Gguf.Quote(key)}", Gguf.MaxStringBytes);
                 }
 
                 return result;
@@ -270,18 +268,18 @@ internal sealed unsafe class GgufReader
         }
     }
 
-    private TensorInfo ReadTensorInfo(int index, int alignment, out long relativeOffset)
+    private TensorInfo ReadTensorInfo(int index, int alignment)
     {
         string name = ReadString($"the name of tensor #{index}", Gguf.MaxTensorNameBytes);
         if (name.Length == 0)
         {
-            Fail($"tensor #{index} has an empty name");
+            throw Error($"tensor #{index} has an empty name");
         }
 
-        uint nDims = U32($"the dimension count of tensor '{name}'");
+        uint nDims = U32($"the dimension count of tensor {Gguf.Quote(name)}");
         if (nDims is 0 or > Gguf.MaxDims)
         {
-            Fail($"tensor '{name}' has {nDims} dimensions, expected 1 to {Gguf.MaxDims}");
+            throw Error($"tensor {Gguf.Quote(name)} has {nDims} dimensions, expected 1 to {Gguf.MaxDims}");
         }
 
         // GGUF lists ne[0] (the contiguous, innermost dimension) first; TensorInfo.Shape is row-major,
@@ -290,49 +288,48 @@ internal sealed unsafe class GgufReader
         long elements = 1;
         for (int d = 0; d < nDims; d++)
         {
-            ulong ne = U64($"dimension {d} of tensor '{name}'");
+            ulong ne = U64($"dimension {d} of tensor {Gguf.Quote(name)}");
             if (ne == 0 || ne > long.MaxValue || (long)ne > long.MaxValue / elements)
             {
-                Fail(ne == 0 ? $"tensor '{name}' has a zero dimension (ne[{d}] = 0)"
-                    : $"tensor '{name}' dimension ne[{d}] = {ne} makes its element count overflow 64 bits");
+                throw Error(ne == 0 ? $"tensor {Gguf.Quote(name)} has a zero dimension (ne[{d}] = 0)"
+                    : $"tensor {Gguf.Quote(name)} dimension ne[{d}] = {ne} makes its element count overflow 64 bits");
             }
 
             elements *= (long)ne;
             shape[nDims - 1 - d] = (long)ne;
         }
 
-        uint typeId = U32($"the type of tensor '{name}'");
+        uint typeId = U32($"the type of tensor {Gguf.Quote(name)}");
         var type = (DType)typeId;
         if (!Enum.IsDefined(type) || !type.IsKnown())
         {
-            Fail($"tensor '{name}' has unknown type id {typeId}");
+            throw Error($"tensor {Gguf.Quote(name)} has unknown type id {typeId}");
         }
 
         long cols = shape[^1];
         if (cols % type.BlockSize() != 0)
         {
-            Fail($"tensor '{name}' has {cols} columns, not a multiple of the {type} block size {type.BlockSize()}");
+            throw Error($"tensor {Gguf.Quote(name)} has {cols} columns, not a multiple of the {type} block size {type.BlockSize()}");
         }
 
         long rows = elements / cols;
         long rowBytes = type.RowBytes(cols);
         if (rows > long.MaxValue / rowBytes)
         {
-            Fail($"tensor '{name}' shape [{string.Join(", ", shape)}] makes its byte size overflow 64 bits");
+            throw Error($"tensor {Gguf.Quote(name)} shape [{string.Join(", ", shape)}] makes its byte size overflow 64 bits");
         }
 
-        ulong offset = U64($"the data offset of tensor '{name}'");
+        ulong offset = U64($"the data offset of tensor {Gguf.Quote(name)}");
         if (offset % (ulong)alignment != 0)
         {
-            Fail($"tensor '{name}' data offset {offset} is not a multiple of the alignment {alignment}");
+            throw Error($"tensor {Gguf.Quote(name)} data offset {offset} is not a multiple of the alignment {alignment}");
         }
 
-        if (offset > (ulong)_length)
+        if (offset > long.MaxValue)
         {
-            Fail($"tensor '{name}' data offset {offset} lies past the end of the file ({_length} bytes)");
+            throw Error($"tensor {Gguf.Quote(name)} data offset {offset} lies past the end of the file ({_length} bytes)");
         }
 
-        relativeOffset = (long)offset;
         return new TensorInfo(name, type, shape, 0, (long)offset, rows * rowBytes);
     }
 
@@ -342,7 +339,7 @@ internal sealed unsafe class GgufReader
     {
         if (count > Remaining)
         {
-            Fail($"{what} at byte {_pos} needs {count} bytes but the file ends at byte {_length}; the file is truncated or corrupt");
+            throw Error($"{what} at byte {_pos} needs {count} bytes but the file ends at byte {_length}; the file is truncated or corrupt");
         }
     }
 
@@ -372,7 +369,7 @@ internal sealed unsafe class GgufReader
     {
         if (b > 1)
         {
-            Fail($"key '{key}' has a bool value {b}, expected 0 or 1");
+            throw Error($"key {Gguf.Quote(key)} has a bool value {b}, expected 0 or 1");
         }
 
         return b == 1;
@@ -383,7 +380,7 @@ internal sealed unsafe class GgufReader
         ulong length = U64($"the length of {what}");
         if (length > (ulong)maxBytes)
         {
-            Fail($"{what} claims a length of {length} bytes, more than the {maxBytes} allowed");
+            throw Error($"{what} claims a length of {length} bytes, more than the {maxBytes} allowed");
         }
 
         Need((long)length, what);
@@ -399,6 +396,5 @@ internal sealed unsafe class GgufReader
         return "0x" + Convert.ToHexString(b);
     }
 
-    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
-    private void Fail(string message) => GpuLlamaException.ThrowFile(_path, message);
+    private GpuLlamaException Error(string message) => new($"{_path}: {message}");
 }

@@ -78,6 +78,7 @@ public sealed class GgufWriter
             throw new ArgumentException($"tensor '{name}' {type} [{string.Join(", ", shape)}] takes {length} bytes, got {data.Length}", nameof(data));
         }
 
+        _names.Add(name);
         _tensors.Add(new Tensor(name, type, shape, length, s => s.Write(data.Span)));
         return this;
     }
@@ -90,6 +91,7 @@ public sealed class GgufWriter
     {
         ArgumentNullException.ThrowIfNull(writeData);
         long length = CheckTensor(name, type, shape);
+        _names.Add(name);
         _tensors.Add(new Tensor(name, type, shape, length, writeData));
         return this;
     }
@@ -209,7 +211,7 @@ public sealed class GgufWriter
             throw new ArgumentException($"tensor '{name}' has {shape[^1]} columns, not a multiple of the {type} block size {type.BlockSize()}", nameof(shape));
         }
 
-        if (!_names.Add(name))
+        if (_names.Contains(name))
         {
             throw new ArgumentException($"tensor '{name}' was already added", nameof(name));
         }
@@ -230,8 +232,10 @@ public sealed class GgufWriter
             throw new ArgumentException($"key '{key}': values of type {value.GetType().Name} cannot be stored in GGUF", nameof(value));
         }
 
-        if (value is object[] nested)
+        // exact type: array covariance makes a string[] an object[] too
+        if (value.GetType() == typeof(object[]))
         {
+            var nested = (object[])value;
             if (depth >= Gguf.MaxArrayDepth)
             {
                 throw new ArgumentException($"key '{key}': arrays nest deeper than {Gguf.MaxArrayDepth} levels", nameof(value));
@@ -286,24 +290,24 @@ public sealed class GgufWriter
         GgufType element = Gguf.ElementTypeOf(array)!.Value;
         w.Write((uint)element);
         w.Write((ulong)array.Length);
-        switch (array)
+        switch (element)
         {
-            case string[] strings:
-                foreach (string s in strings)
+            case GgufType.String:
+                foreach (string s in (string[])array)
                 {
                     WriteString(w, s);
                 }
 
                 break;
-            case object[] arrays:
-                foreach (object a in arrays)
+            case GgufType.Array:
+                foreach (object a in (object[])array)
                 {
                     WriteArray(w, (Array)a);
                 }
 
                 break;
-            case bool[] bools:
-                foreach (bool b in bools)
+            case GgufType.Bool:
+                foreach (bool b in (bool[])array)
                 {
                     w.Write((byte)(b ? 1 : 0));
                 }

@@ -1,0 +1,498 @@
+using System.Runtime.InteropServices;
+using GpuLlama.Formats;
+
+namespace GpuLlama.Devices;
+
+/// <summary>A float buffer in 64-byte-aligned native memory; other devices copy from and to it directly.</summary>
+public sealed unsafe class CpuBuffer : DeviceBuffer
+{
+    internal CpuBuffer(IDevice device, int length) : base(device, length)
+    {
+        Pointer = (float*)NativeMemory.AlignedAlloc((nuint)Math.Max(1, length) * sizeof(float), 64);
+        new Span<float>(Pointer, length).Clear();
+    }
+
+    public float* Pointer { get; private set; }
+
+    public Span<float> Span => new(Pointer, Length);
+
+    public override void Dispose()
+    {
+        if (Pointer != null)
+        {
+            NativeMemory.AlignedFree(Pointer);
+            Pointer = null;
+        }
+    }
+}
+
+/// <summary>A weight on the CPU: a pointer into the memory map (zero copy).</summary>
+public sealed unsafe class CpuWeight : DeviceWeight
+{
+    internal CpuWeight(IDevice device, WeightView view) : base(device, view.Info)
+    {
+        Pointer = view.Pointer;
+        RowBytes = view.RowBytes;
+    }
+
+    public byte* Pointer { get; }
+
+    public long RowBytes { get; }
+
+    public byte* Row(int row) => Pointer + row * RowBytes;
+
+    public override void Dispose()
+    {
+    }
+}
+
+/// <summary>One layer's K and V on the CPU: float32 [capacity, kvDim] each.</summary>
+public sealed unsafe class CpuKvCache : KvCacheLayer
+{
+    internal CpuKvCache(IDevice device, int capacity, int kvDim) : base(device, capacity, kvDim)
+    {
+        K = new CpuBuffer(device, checked(capacity * kvDim));
+        V = new CpuBuffer(device, checked(capacity * kvDim));
+    }
+
+    public CpuBuffer K { get; }
+
+    public CpuBuffer V { get; }
+
+    public override void Dispose()
+    {
+        K.Dispose();
+        V.Dispose();
+    }
+}
+
+/// <summary>
+/// The CPU backend: weights are read in place from the memory map, activations live in native memory, and every
+/// op is split over a fixed pool of threads. Numerics follow ggml's CPU backend where it is exact (float32
+/// accumulation, RMSNorm and softmax sums in double); activations stay float32 for every weight type.
+/// </summary>
+public sealed unsafe partial class CpuDevice : IDevice
+{
+    private readonly WorkerPool _pool;
+    private long _allocated;
+
+    // scratch per thread: a weight row converted to float, attention scores
+    private readonly float*[] _rowScratch;
+    private readonly int[] _rowScratchLength;
+    private readonly float*[] _scoreScratch;
+    private readonly int[] _scoreScratchLength;
+
+    public CpuDevice(int threads = 0)
+    {
+        Threads = threads > 0 ? threads : Environment.ProcessorCount;
+        _pool = new WorkerPool(Threads);
+        _rowScratch = new float*[Threads];
+        _rowScratchLength = new int[Threads];
+        _scoreScratch = new float*[Threads];
+        _scoreScratchLength = new int[Threads];
+        _matMulBody = MatMulRows;
+        _attentionBody = AttentionRange;
+        _normBody = RmsNormRows;
+    }
+
+    public int Threads { get; }
+
+    public string Name => "cpu";
+
+    public DeviceKind Kind => DeviceKind.Cpu;
+
+    public string Description => $"{Environment.ProcessorCount} cores, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "scalar")}, {Threads} threads";
+
+    public long TotalMemory => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
+    public long FreeMemory => ReadMemAvailable() ?? TotalMemory;
+
+    /// <summary>Buffers and caches; weights are pages of the memory map, not allocations, and count zero.</summary>
+    public long AllocatedBytes => Interlocked.Read(ref _allocated);
+
+    public DeviceWeight Upload(WeightView weight) => new CpuWeight(this, weight);
+
+    public DeviceBuffer Allocate(int floats)
+    {
+        Interlocked.Add(ref _allocated, (long)floats * sizeof(float));
+        return new CpuBuffer(this, floats);
+    }
+
+    public KvCacheLayer AllocateKv(int capacity, int kvDim)
+    {
+        Interlocked.Add(ref _allocated, 2L * capacity * kvDim * sizeof(float));
+        return new CpuKvCache(this, capacity, kvDim);
+    }
+
+    public void Write(DeviceBuffer dst, ReadOnlySpan<float> src, int dstOffset = 0) => src.CopyTo(Own(dst).Span[dstOffset..]);
+
+    public void Read(DeviceBuffer src, Span<float> dst, int srcOffset = 0) => Own(src).Span.Slice(srcOffset, dst.Length).CopyTo(dst);
+
+    public void CopyFrom(DeviceBuffer dst, int dstOffset, DeviceBuffer src, int srcOffset, int count)
+    {
+        Span<float> target = Own(dst).Span.Slice(dstOffset, count);
+        if (src is CpuBuffer host)
+        {
+            host.Span.Slice(srcOffset, count).CopyTo(target);
+        }
+        else
+        {
+            src.Device.Read(src, target, srcOffset);
+        }
+    }
+
+    public void Embed(DeviceBuffer x, DeviceWeight table, ReadOnlySpan<int> tokens)
+    {
+        CpuBuffer dst = Own(x);
+        CpuWeight t = Own(table);
+        int dim = t.Cols;
+        for (int r = 0; r < tokens.Length; r++)
+        {
+            if ((uint)tokens[r] >= (uint)t.Rows)
+            {
+                throw new GpuLlamaException($"token id {tokens[r]} is outside the vocabulary (0..{t.Rows - 1})");
+            }
+
+            ConvertRow(t.Type, t.Row(tokens[r]), dst.Pointer + (long)r * dim, dim);
+        }
+    }
+
+    public void RmsNorm(DeviceBuffer dst, DeviceBuffer x, DeviceWeight weight, int rows, float eps)
+    {
+        _normDst = Own(dst);
+        _normX = Own(x);
+        _normW = Own(weight);
+        _normEps = eps;
+        _pool.For(rows, _normBody);
+    }
+
+    public void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false)
+    {
+        CpuWeight weight = Own(w);
+        CpuBuffer input = Own(x);
+        int cols = weight.Cols;
+        float* xp = input.Pointer;
+        _mmDst = Own(dst).Pointer;
+        _mmW = weight;
+        _mmX = xp;
+        _mmRows = rows;
+        _mmAccumulate = accumulate;
+        _pool.For(weight.Rows, _matMulBody);
+    }
+
+    public void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape)
+    {
+        float* table = Own(ropeTable).Pointer;
+        int half = shape.HeadDim / 2;
+        for (int r = 0; r < rows; r++)
+        {
+            float* cs = table + (long)(position + r) * half * 2;
+            RotateHeads(Own(q).Pointer + (long)r * shape.QDim, shape.Heads, shape.HeadDim, cs, shape.Style);
+            RotateHeads(Own(k).Pointer + (long)r * shape.KvDim, shape.KvHeads, shape.HeadDim, cs, shape.Style);
+        }
+    }
+
+    public void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows)
+    {
+        CpuKvCache cache = Own(kv);
+        if (position + rows > cache.Capacity)
+        {
+            throw new GpuLlamaException($"KV cache overflow: positions {position}..{position + rows - 1} exceed the context of {cache.Capacity}");
+        }
+
+        int n = rows * cache.KvDim;
+        Own(k).Span[..n].CopyTo(cache.K.Span.Slice(position * cache.KvDim, n));
+        Own(v).Span[..n].CopyTo(cache.V.Span.Slice(position * cache.KvDim, n));
+    }
+
+    public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape)
+    {
+        _attDst = Own(dst).Pointer;
+        _attQ = Own(q).Pointer;
+        _attKv = Own(kv);
+        _attPosition = position;
+        _attShape = shape;
+        _pool.For(rows * shape.Heads, _attentionBody);
+    }
+
+    public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count)
+    {
+        float* g = Own(gate).Pointer;
+        float* u = Own(up).Pointer;
+        for (int i = 0; i < count; i++)
+        {
+            float x = g[i];
+            g[i] = x / (1.0f + MathF.Exp(-x)) * u[i];
+        }
+    }
+
+    public void Add(DeviceBuffer dst, DeviceBuffer src, int count)
+    {
+        System.Numerics.Tensors.TensorPrimitives.Add(Own(dst).Span[..count], Own(src).Span[..count], Own(dst).Span[..count]);
+    }
+
+    public int Argmax(DeviceBuffer x, int offset, int count)
+    {
+        ReadOnlySpan<float> v = Own(x).Span.Slice(offset, count);
+        int best = 0;
+        for (int i = 1; i < v.Length; i++)
+        {
+            if (v[i] > v[best])
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+
+    public void Synchronize()
+    {
+    }
+
+    public void Dispose()
+    {
+        _pool.Dispose();
+        for (int t = 0; t < Threads; t++)
+        {
+            NativeMemory.AlignedFree(_rowScratch[t]);
+            NativeMemory.AlignedFree(_scoreScratch[t]);
+            _rowScratch[t] = null;
+            _scoreScratch[t] = null;
+        }
+    }
+
+    // ---- op bodies: arguments are passed through fields so the pool's delegates are allocated once ----
+
+    private readonly Action<int, int, int> _matMulBody;
+    private float* _mmDst;
+    private CpuWeight? _mmW;
+    private float* _mmX;
+    private int _mmRows;
+    private bool _mmAccumulate;
+
+    /// <summary>Output rows [start, end) of the current MatMul, for every activation row.</summary>
+    private void MatMulRows(int start, int end, int slice)
+    {
+        CpuWeight w = _mmW!;
+        int cols = w.Cols;
+        int outRows = w.Rows;
+        int rows = _mmRows;
+        float* x = _mmX;
+        float* dst = _mmDst;
+        bool acc = _mmAccumulate;
+        if (rows == 1)
+        {
+            // decode: stream each weight row once, converting in registers
+            for (int i = start; i < end; i++)
+            {
+                byte* row = w.Row(i);
+                float v = w.Type switch
+                {
+                    DType.F32 => CpuMatMul.Dot((float*)row, x, cols),
+                    DType.F16 => CpuMatMul.DotF16((ushort*)row, x, cols),
+                    DType.BF16 => CpuMatMul.DotBf16((ushort*)row, x, cols),
+                    _ => CpuQuantDot.DotRow(w.Type, row, x, cols),
+                };
+                dst[i] = acc ? dst[i] + v : v;
+            }
+
+            return;
+        }
+
+        // prompt: convert a weight row to float once, then dot it with activation rows four at a time
+        float* buffer = RowScratch(slice, cols);
+        for (int i = start; i < end; i++)
+        {
+            float* wr = w.Type == DType.F32 ? (float*)w.Row(i) : buffer;
+            if (w.Type != DType.F32)
+            {
+                ConvertRow(w.Type, w.Row(i), buffer, cols);
+            }
+
+            int r = 0;
+            for (; r + 4 <= rows; r += 4)
+            {
+                CpuMatMul.Dot4(wr, x + (long)r * cols, cols, out float a, out float b, out float c, out float d);
+                Store(dst + (long)r * outRows + i, a, acc);
+                Store(dst + (long)(r + 1) * outRows + i, b, acc);
+                Store(dst + (long)(r + 2) * outRows + i, c, acc);
+                Store(dst + (long)(r + 3) * outRows + i, d, acc);
+            }
+
+            for (; r < rows; r++)
+            {
+                Store(dst + (long)r * outRows + i, CpuMatMul.Dot(wr, x + (long)r * cols, cols), acc);
+            }
+        }
+    }
+
+    private static void Store(float* p, float v, bool accumulate) => *p = accumulate ? *p + v : v;
+
+    private readonly Action<int, int, int> _normBody;
+    private CpuBuffer? _normDst;
+    private CpuBuffer? _normX;
+    private CpuWeight? _normW;
+    private float _normEps;
+
+    private void RmsNormRows(int start, int end, int slice)
+    {
+        CpuWeight w = _normW!;
+        int dim = w.Cols;
+        float* weight = RowScratch(slice, dim);
+        ConvertRow(w.Type, w.Pointer, weight, dim);
+        for (int r = start; r < end; r++)
+        {
+            float* x = _normX!.Pointer + (long)r * dim;
+            float* y = _normDst!.Pointer + (long)r * dim;
+            double sum = 0; // ggml_compute_forward_rms_norm_f32 sums in ggml_float (double)
+            for (int i = 0; i < dim; i++)
+            {
+                sum += (double)x[i] * x[i];
+            }
+
+            float scale = 1.0f / MathF.Sqrt((float)(sum / dim) + _normEps);
+            for (int i = 0; i < dim; i++)
+            {
+                y[i] = x[i] * scale * weight[i];
+            }
+        }
+    }
+
+    private readonly Action<int, int, int> _attentionBody;
+    private float* _attDst;
+    private float* _attQ;
+    private CpuKvCache? _attKv;
+    private int _attPosition;
+    private AttentionShape _attShape;
+
+    /// <summary>(row, head) pairs [start, end): scores over the causal window, softmax, weighted sum of V.</summary>
+    private void AttentionRange(int start, int end, int slice)
+    {
+        AttentionShape s = _attShape;
+        int hd = s.HeadDim;
+        int kvDim = s.KvDim;
+        int kvMul = s.Heads / s.KvHeads;
+        float scale = 1.0f / MathF.Sqrt(hd);
+        float* scores = ScoreScratch(slice, _attKv!.Capacity);
+        float* keys = _attKv.K.Pointer;
+        float* values = _attKv.V.Pointer;
+        for (int job = start; job < end; job++)
+        {
+            int r = job / s.Heads;
+            int h = job % s.Heads;
+            int p = _attPosition + r;
+            float* q = _attQ + (long)r * s.QDim + h * hd;
+            int kvOffset = h / kvMul * hd;
+            float max = float.NegativeInfinity;
+            for (int t = 0; t <= p; t++)
+            {
+                float v = CpuMatMul.Dot(q, keys + (long)t * kvDim + kvOffset, hd) * scale;
+                scores[t] = v;
+                max = MathF.Max(max, v);
+            }
+
+            double sum = 0; // ggml's soft_max sums in ggml_float
+            for (int t = 0; t <= p; t++)
+            {
+                float e = MathF.Exp(scores[t] - max);
+                scores[t] = e;
+                sum += e;
+            }
+
+            float inv = (float)(1.0 / sum);
+            float* o = _attDst + (long)r * s.QDim + h * hd;
+            new Span<float>(o, hd).Clear();
+            for (int t = 0; t <= p; t++)
+            {
+                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
+                    new ReadOnlySpan<float>(values + (long)t * kvDim + kvOffset, hd), scores[t] * inv,
+                    new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
+            }
+        }
+    }
+
+    private static void RotateHeads(float* v, int heads, int headDim, float* cs, Model.RopeStyle style)
+    {
+        int half = headDim / 2;
+        for (int h = 0; h < heads; h++)
+        {
+            float* x = v + h * headDim;
+            for (int i = 0; i < half; i++)
+            {
+                float c = cs[2 * i];
+                float s = cs[2 * i + 1];
+                // Interleaved rotates (x[2i], x[2i+1]) — ggml's normal mode; Halves rotates (x[i], x[i+d/2]) — neox mode
+                int a = style == Model.RopeStyle.Interleaved ? 2 * i : i;
+                int b = style == Model.RopeStyle.Interleaved ? 2 * i + 1 : i + half;
+                float x0 = x[a];
+                float x1 = x[b];
+                x[a] = x0 * c - x1 * s;
+                x[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+
+    /// <summary>One row of any supported type to float32.</summary>
+    internal static void ConvertRow(DType type, byte* row, float* dst, int cols)
+    {
+        switch (type)
+        {
+            case DType.F32:
+                new ReadOnlySpan<float>(row, cols).CopyTo(new Span<float>(dst, cols));
+                break;
+            case DType.F16:
+                CpuMatMul.F16ToF32((ushort*)row, dst, cols);
+                break;
+            case DType.BF16:
+                CpuMatMul.Bf16ToF32((ushort*)row, dst, cols);
+                break;
+            default:
+                QuantBlocks.DequantizeRow(type, new ReadOnlySpan<byte>(row, checked((int)type.RowBytes(cols))), new Span<float>(dst, cols));
+                break;
+        }
+    }
+
+    private float* RowScratch(int slice, int floats) => Scratch(_rowScratch, _rowScratchLength, slice, floats);
+
+    private float* ScoreScratch(int slice, int floats) => Scratch(_scoreScratch, _scoreScratchLength, slice, floats);
+
+    private static float* Scratch(float*[] buffers, int[] lengths, int slice, int floats)
+    {
+        if (lengths[slice] < floats)
+        {
+            NativeMemory.AlignedFree(buffers[slice]);
+            buffers[slice] = (float*)NativeMemory.AlignedAlloc((nuint)floats * sizeof(float), 64);
+            lengths[slice] = floats;
+        }
+
+        return buffers[slice];
+    }
+
+    private CpuBuffer Own(DeviceBuffer b) => b is CpuBuffer c && ReferenceEquals(b.Device, this) ? c : throw Foreign(b.Device, "buffer");
+
+    private CpuWeight Own(DeviceWeight w) => w is CpuWeight c && ReferenceEquals(w.Device, this) ? c : throw Foreign(w.Device, $"weight {w.Info.Name}");
+
+    private CpuKvCache Own(KvCacheLayer kv) => kv is CpuKvCache c && ReferenceEquals(kv.Device, this) ? c : throw Foreign(kv.Device, "KV cache");
+
+    private InvalidOperationException Foreign(IDevice other, string what) => new($"{what} on {other.Name} passed to {Name}");
+
+    private static long? ReadMemAvailable()
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/meminfo"))
+            {
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal))
+                {
+                    return long.Parse(line.AsSpan(13).Trim().TrimEnd("kB").Trim()) * 1024;
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+
+        return null;
+    }
+}

@@ -1,0 +1,140 @@
+using GpuLlama.Formats;
+using GpuLlama.Model;
+
+namespace GpuLlama.Devices;
+
+/// <summary>What the memory plan needs to know besides the model and the devices.</summary>
+public sealed record MemoryPlanOptions
+{
+    public int ContextLength { get; init; } = 4096;
+
+    public int BatchSize { get; init; } = 512;
+
+    /// <summary>Head-room kept free on every GPU (driver, fragmentation): this or 2% of the device, whichever is larger.</summary>
+    public long SafetyMargin { get; init; } = 256L << 20;
+}
+
+/// <summary>Bytes one device needs for a placement.</summary>
+public sealed record DeviceMemory(string Device, long Weights, long KvCache, long Scratch)
+{
+    public long Total => Weights + KvCache + Scratch;
+}
+
+/// <summary>
+/// The one memory accounting of the engine, shared by `gpullama plan`, auto-fit and the check after loading, so
+/// the estimate cannot drift from what is allocated: weights at their stored size rounded up to the device's
+/// allocation granularity (<see cref="DeviceBytes"/>), a float32 KV cache per layer on the layer's device, and the
+/// activation buffers the transformer allocates per device for one batch (see Transformer.RunState).
+/// A pure function of the model's tensor headers, the devices and the options: no weight is read.
+/// </summary>
+public static class MemoryPlan
+{
+    /// <summary>Bytes a GPU allocation of <paramref name="bytes"/> takes (rounded up to 256 B; IlgpuDevice allocates exactly this).</summary>
+    public static long DeviceBytes(long bytes) => (bytes + 255) / 256 * 256;
+
+    /// <summary>Per device: weights, KV cache and scratch for <paramref name="plan"/>. The CPU's weights are in the memory map and count zero.</summary>
+    public static IReadOnlyList<DeviceMemory> Estimate(ModelConfig c, IReadOnlyDictionary<string, TensorInfo> tensors, LayerPlan plan, MemoryPlanOptions options)
+    {
+        var weights = new Dictionary<string, long>();
+        var kv = new Dictionary<string, long>();
+        void AddWeight(string device, string tensor)
+        {
+            if (device != LayerPlacement.Cpu && tensors.TryGetValue(tensor, out TensorInfo? t))
+            {
+                weights[device] = weights.GetValueOrDefault(device) + DeviceBytes(t.ByteLength);
+            }
+        }
+
+        AddWeight(plan.Input, TensorNames.TokenEmbedding);
+        for (int l = 0; l < c.Layers; l++)
+        {
+            foreach (string name in new[] { TensorNames.AttnNorm(l), TensorNames.Wq(l), TensorNames.Wk(l), TensorNames.Wv(l), TensorNames.Wo(l), TensorNames.FfnNorm(l), TensorNames.FfnGate(l), TensorNames.FfnUp(l), TensorNames.FfnDown(l) })
+            {
+                AddWeight(plan.Layers[l], name);
+            }
+
+            kv[plan.Layers[l]] = kv.GetValueOrDefault(plan.Layers[l]) + 2 * DeviceBytes((long)options.ContextLength * c.KvDim * sizeof(float));
+        }
+
+        AddWeight(plan.Output, TensorNames.OutputNorm);
+        if (c.TiedEmbeddings)
+        {
+            if (plan.Output != plan.Input)
+            {
+                AddWeight(plan.Output, TensorNames.TokenEmbedding);
+            }
+        }
+        else
+        {
+            AddWeight(plan.Output, TensorNames.Output);
+        }
+
+        var result = new List<DeviceMemory>();
+        foreach (string d in plan.DeviceNames())
+        {
+            result.Add(new DeviceMemory(d, weights.GetValueOrDefault(d), kv.GetValueOrDefault(d), Scratch(c, options, d == plan.Output)));
+        }
+
+        return result;
+    }
+
+    /// <summary>The transformer's activation buffers on one device for a batch (RunState), plus logits on the output device.</summary>
+    public static long Scratch(ModelConfig c, MemoryPlanOptions options, bool output)
+    {
+        int batch = Math.Max(1, Math.Min(options.BatchSize, options.ContextLength));
+        long bytes = 0;
+        foreach (long f in new[] { (long)batch * c.Dim, (long)batch * Math.Max(c.Dim, c.QDim), (long)batch * c.Dim, (long)batch * c.QDim, (long)batch * c.KvDim, (long)batch * c.KvDim, (long)batch * c.HiddenDim, (long)batch * c.HiddenDim })
+        {
+            bytes += DeviceBytes(f * sizeof(float));
+        }
+
+        bytes += DeviceBytes((long)options.ContextLength * (c.HeadDim / 2) * 2 * sizeof(float)); // RoPE table
+        if (output)
+        {
+            bytes += DeviceBytes((long)c.VocabSize * sizeof(float));
+        }
+
+        return bytes;
+    }
+
+    /// <summary>Memory a device can give: free memory less the margin (total less the margin when free is unknown, as on OpenCL).</summary>
+    public static long Budget(DeviceInfo device, MemoryPlanOptions options)
+    {
+        long available = device.FreeMemoryKnown ? device.FreeMemory : device.TotalMemory;
+        long margin = Math.Max(options.SafetyMargin, device.TotalMemory / 50);
+        return Math.Max(0, available - margin);
+    }
+
+    /// <summary>
+    /// --gpu-layers auto: the largest number of trailing layers (then the output) whose weights, KV cache and scratch
+    /// fit every device's budget, split as <see cref="LayerPlacement.FromGpuLayers"/> splits them.
+    /// </summary>
+    public static LayerPlan AutoFit(ModelConfig c, IReadOnlyDictionary<string, TensorInfo> tensors, IReadOnlyList<DeviceInfo> gpus,
+        IReadOnlyList<float>? split, SplitMode mode, int mainGpu, MemoryPlanOptions options)
+    {
+        for (int n = c.Layers + 1; n > 0; n--)
+        {
+            LayerPlan plan = LayerPlacement.FromGpuLayers(c.Layers, n, gpus, split, mode, mainGpu);
+            if (Fits(Estimate(c, tensors, plan, options), gpus, options))
+            {
+                return plan;
+            }
+        }
+
+        return LayerPlacement.FromGpuLayers(c.Layers, 0, gpus, split, mode, mainGpu);
+    }
+
+    public static bool Fits(IReadOnlyList<DeviceMemory> need, IReadOnlyList<DeviceInfo> gpus, MemoryPlanOptions options)
+    {
+        foreach (DeviceMemory m in need)
+        {
+            DeviceInfo? d = gpus.FirstOrDefault(g => g.Name == m.Device);
+            if (d is not null && m.Total > Budget(d, options))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}

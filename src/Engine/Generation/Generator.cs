@@ -1,0 +1,216 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using GpuLlama.Model;
+
+namespace GpuLlama.Generation;
+
+/// <summary>Options of one generation call (llama.cpp's common_params subset that matters per request).</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Tokens to generate; -1 = until EOS or the context is full (llama.cpp -n).</summary>
+    public int MaxTokens { get; init; } = -1;
+
+    public SamplerSettings Sampling { get; init; } = new();
+
+    /// <summary>Keep generating through end-of-sequence tokens (llama.cpp --ignore-eos).</summary>
+    public bool IgnoreEos { get; init; }
+
+    /// <summary>Keep a copy of the last prompt position's logits in <see cref="Generator.LastPromptLogits"/>.</summary>
+    public bool KeepPromptLogits { get; init; }
+}
+
+/// <summary>Why generation stopped.</summary>
+public enum StopReason
+{
+    None,
+    EndOfSequence,
+    MaxTokens,
+    ContextFull,
+    Cancelled,
+}
+
+/// <summary>One generated token and the text it completes (empty while a multi-byte character is pending).</summary>
+public readonly record struct GeneratedToken(int Id, string Text);
+
+/// <summary>Prompt and generation timings, as llama.cpp's llama_perf_context prints them.</summary>
+public sealed record GenerationTimings(int PromptTokens, double PromptSeconds, int GeneratedTokens, double GenerationSeconds)
+{
+    public double PromptTokensPerSecond => PromptSeconds > 0 ? PromptTokens / PromptSeconds : 0;
+
+    /// <summary>Generation speed over the tokens decoded one at a time (the first token comes from the prompt pass).</summary>
+    public double GenerationTokensPerSecond => GenerationSeconds > 0 && GeneratedTokens > 1 ? (GeneratedTokens - 1) / GenerationSeconds : 0;
+}
+
+/// <summary>
+/// The prefill + decode loop over a model's transformer: the prompt is processed as a batch, then one token at a
+/// time; stops on EOS, the token limit or a full context. Keeps the position, so a chat continues where it left off.
+/// Not thread-safe: one generation at a time per model.
+/// </summary>
+public sealed class Generator
+{
+    private readonly LlamaModel _model;
+
+    public Generator(LlamaModel model)
+    {
+        _model = model;
+    }
+
+    /// <summary>Next position in the KV cache (tokens already processed).</summary>
+    public int Position { get; private set; }
+
+    public StopReason LastStopReason { get; private set; }
+
+    public GenerationTimings LastTimings { get; private set; } = new(0, 0, 0, 0);
+
+    /// <summary>Logits of the last prompt position of the last call, when <see cref="GenerationOptions.KeepPromptLogits"/> was set.</summary>
+    public float[]? LastPromptLogits { get; private set; }
+
+    /// <summary>Forgets the conversation: the next prompt starts at position 0.</summary>
+    public void Reset() => Position = 0;
+
+    /// <summary>
+    /// Processes <paramref name="prompt"/> and yields generated tokens with their streamed text.
+    /// </summary>
+    public IEnumerable<GeneratedToken> Generate(IReadOnlyList<int> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new GenerationOptions();
+        Transformer transformer = _model.Transformer;
+        ModelTokenizer tokenizer = _model.Tokenizer;
+        int context = _model.ContextLength;
+        if (prompt.Count == 0)
+        {
+            throw new GpuLlamaException("the prompt is empty: give a prompt or tokens");
+        }
+
+        if (Position + prompt.Count > context)
+        {
+            throw new GpuLlamaException(Position == 0
+                ? $"the prompt has {prompt.Count} tokens but the context holds {context} (raise --ctx, at most the model's {_model.Config.ContextLength})"
+                : $"the prompt has {prompt.Count} tokens but only {context - Position} of the context's {context} are left (raise --ctx or start over)");
+        }
+
+        foreach (int id in prompt)
+        {
+            if ((uint)id >= (uint)_model.Config.VocabSize)
+            {
+                throw new GpuLlamaException($"token id {id} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
+            }
+        }
+
+        var sampler = new Sampler(options.Sampling);
+        var history = new List<int>(prompt);
+        StreamingDecoder decoder = tokenizer.CreateStreamingDecoder();
+        LastStopReason = StopReason.None;
+
+        // prefill: the whole prompt as a batch (the transformer splits it into chunks of its batch size)
+        var clock = Stopwatch.StartNew();
+        int[] promptArray = prompt as int[] ?? [.. prompt];
+        transformer.Forward(promptArray, Position);
+        Position += prompt.Count;
+        int next = sampler.IsGreedy ? transformer.ArgmaxLast() : sampler.Sample(transformer.LogitsLast(), history);
+        LastPromptLogits = options.KeepPromptLogits ? transformer.LogitsLast().ToArray() : null;
+        double promptSeconds = clock.Elapsed.TotalSeconds;
+        clock.Restart();
+        int generated = 0;
+        var single = new int[1];
+        while (true)
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                LastStopReason = StopReason.Cancelled;
+                break;
+            }
+
+            if (!options.IgnoreEos && tokenizer.IsEos(next))
+            {
+                LastStopReason = StopReason.EndOfSequence;
+                break;
+            }
+
+            generated++;
+            history.Add(next);
+            LastTimings = new GenerationTimings(prompt.Count, promptSeconds, generated, clock.Elapsed.TotalSeconds);
+            yield return new GeneratedToken(next, decoder.Push(next));
+
+            if (options.MaxTokens >= 0 && generated >= options.MaxTokens)
+            {
+                LastStopReason = StopReason.MaxTokens;
+                break;
+            }
+
+            if (Position >= context)
+            {
+                LastStopReason = StopReason.ContextFull;
+                break;
+            }
+
+            single[0] = next;
+            transformer.Forward(single, Position);
+            Position++;
+            next = sampler.IsGreedy ? transformer.ArgmaxLast() : sampler.Sample(transformer.LogitsLast(), history);
+        }
+
+        LastTimings = new GenerationTimings(prompt.Count, promptSeconds, generated, clock.Elapsed.TotalSeconds);
+        string tail = decoder.Flush();
+        if (tail.Length > 0)
+        {
+            yield return new GeneratedToken(-1, tail);
+        }
+    }
+
+    /// <summary>
+    /// Streams the text generated for <paramref name="prompt"/>. The compute runs on one dedicated thread (a GPU
+    /// context stays bound to it); cancellation stops generation after the current token.
+    /// </summary>
+    public async IAsyncEnumerable<string> GenerateAsync(string prompt, GenerationOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        int[] tokens = _model.Tokenizer.Encode(prompt, addBos: Position == 0);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var channel = Channel.CreateBounded<string>(new BoundedChannelOptions(64) { SingleReader = true, SingleWriter = true });
+        var worker = new Thread(() =>
+        {
+            try
+            {
+                foreach (GeneratedToken t in Generate(tokens, options, stop.Token))
+                {
+                    if (t.Text.Length > 0)
+                    {
+                        // wait for a slow reader rather than buffer without bound; a reader that left cancels `stop`
+                        channel.Writer.WriteAsync(t.Text, stop.Token).AsTask().GetAwaiter().GetResult();
+                    }
+                }
+
+                channel.Writer.TryComplete();
+            }
+            catch (OperationCanceledException)
+            {
+                channel.Writer.TryComplete();
+            }
+            catch (Exception e)
+            {
+                channel.Writer.TryComplete(e);
+            }
+        })
+        {
+            IsBackground = true,
+            Name = "gpullama-generate",
+        };
+        worker.Start();
+        try
+        {
+            await foreach (string text in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+            {
+                yield return text;
+            }
+        }
+        finally
+        {
+            // the consumer may stop early: end the worker before the model is used again
+            stop.Cancel();
+            worker.Join();
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+    }
+}

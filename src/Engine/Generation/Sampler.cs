@@ -1,0 +1,280 @@
+namespace GpuLlama.Generation;
+
+/// <summary>Sampling settings with llama.cpp's defaults (common/common.h).</summary>
+public sealed record SamplerSettings
+{
+    /// <summary>0 or less: greedy (argmax).</summary>
+    public float Temperature { get; init; } = 0.8f;
+
+    /// <summary>Keep the K most likely tokens; 0 = off.</summary>
+    public int TopK { get; init; } = 40;
+
+    /// <summary>Keep the smallest set whose probability reaches P; 1 = off.</summary>
+    public float TopP { get; init; } = 0.95f;
+
+    /// <summary>Drop tokens less likely than MinP × the most likely one; 0 = off.</summary>
+    public float MinP { get; init; } = 0.05f;
+
+    /// <summary>Divides positive (multiplies negative) logits of recent tokens; 1 = off.</summary>
+    public float RepeatPenalty { get; init; } = 1.0f;
+
+    /// <summary>How many recent tokens the penalties look at (-1 = the whole history).</summary>
+    public int RepeatLastN { get; init; } = 64;
+
+    public float FrequencyPenalty { get; init; }
+
+    public float PresencePenalty { get; init; }
+
+    /// <summary>RNG seed; null = a random seed. The same seed gives the same tokens.</summary>
+    public uint? Seed { get; init; }
+}
+
+/// <summary>
+/// Turns logits into the next token in llama.cpp's default order: penalties → top-k → top-p → min-p →
+/// temperature → random draw (common_sampler_init). Uses its own xoshiro256** generator, not System.Random whose
+/// algorithm may change between .NET versions, so a seed reproduces a run anywhere. Buffers are reused: no
+/// allocation per token.
+/// </summary>
+public sealed class Sampler
+{
+    private readonly SamplerSettings _settings;
+    private ulong _s0, _s1, _s2, _s3;
+    private float[] _logits = [];
+    private int[] _ids = [];
+    private readonly Dictionary<int, int> _counts = [];
+
+    public Sampler(SamplerSettings settings)
+    {
+        _settings = settings;
+        ulong seed = settings.Seed ?? (ulong)Random.Shared.NextInt64();
+        // splitmix64 expands the seed into the generator's state
+        _s0 = SplitMix(ref seed);
+        _s1 = SplitMix(ref seed);
+        _s2 = SplitMix(ref seed);
+        _s3 = SplitMix(ref seed);
+    }
+
+    /// <summary>True when the choice is a plain argmax of the logits (so a device can compute it).</summary>
+    public bool IsGreedy => _settings.Temperature <= 0 && !HasPenalties;
+
+    private bool HasPenalties => _settings.RepeatPenalty != 1.0f || _settings.FrequencyPenalty != 0 || _settings.PresencePenalty != 0;
+
+    public int Sample(ReadOnlySpan<float> logits, IReadOnlyList<int> history)
+    {
+        int n = logits.Length;
+        if (_logits.Length < n)
+        {
+            _logits = new float[n];
+            _ids = new int[n];
+        }
+
+        Span<float> l = _logits.AsSpan(0, n);
+        logits.CopyTo(l);
+        ApplyPenalties(l, history);
+
+        if (_settings.Temperature <= 0)
+        {
+            return Argmax(l);
+        }
+
+        // candidates sorted by logit (descending), cut to top-k
+        Span<int> ids = _ids.AsSpan(0, n);
+        int count = TopK(l, ids, _settings.TopK > 0 ? Math.Min(_settings.TopK, n) : n);
+
+        // probabilities at temperature 1 for top-p and min-p (temperature comes last in llama.cpp's chain)
+        float max = l[ids[0]];
+        double sum = 0;
+        for (int i = 0; i < count; i++)
+        {
+            sum += Math.Exp(l[ids[i]] - max);
+        }
+
+        if (_settings.TopP < 1.0f)
+        {
+            double cumulative = 0;
+            for (int i = 0; i < count; i++)
+            {
+                cumulative += Math.Exp(l[ids[i]] - max) / sum;
+                if (cumulative >= _settings.TopP)
+                {
+                    count = i + 1;
+                    break;
+                }
+            }
+        }
+
+        if (_settings.MinP > 0)
+        {
+            // keep logits ≥ max + ln(min_p), i.e. p ≥ min_p · p_max
+            float threshold = max + MathF.Log(_settings.MinP);
+            int kept = 1;
+            while (kept < count && l[ids[kept]] >= threshold)
+            {
+                kept++;
+            }
+
+            count = kept;
+        }
+
+        // temperature, softmax, draw
+        float inv = 1.0f / _settings.Temperature;
+        double total = 0;
+        for (int i = 0; i < count; i++)
+        {
+            total += Math.Exp((l[ids[i]] - max) * inv);
+        }
+
+        double r = NextDouble() * total;
+        double acc = 0;
+        for (int i = 0; i < count; i++)
+        {
+            acc += Math.Exp((l[ids[i]] - max) * inv);
+            if (r < acc)
+            {
+                return ids[i];
+            }
+        }
+
+        return ids[count - 1];
+    }
+
+    private void ApplyPenalties(Span<float> l, IReadOnlyList<int> history)
+    {
+        if (!HasPenalties || history.Count == 0)
+        {
+            return;
+        }
+
+        int window = _settings.RepeatLastN < 0 ? history.Count : Math.Min(_settings.RepeatLastN, history.Count);
+        _counts.Clear();
+        for (int i = history.Count - window; i < history.Count; i++)
+        {
+            _counts[history[i]] = _counts.GetValueOrDefault(history[i]) + 1;
+        }
+
+        foreach ((int id, int c) in _counts)
+        {
+            if ((uint)id >= (uint)l.Length)
+            {
+                continue;
+            }
+
+            // llama_sampler_penalties_apply
+            l[id] = l[id] > 0 ? l[id] / _settings.RepeatPenalty : l[id] * _settings.RepeatPenalty;
+            l[id] -= c * _settings.FrequencyPenalty + (c > 0 ? 1 : 0) * _settings.PresencePenalty;
+        }
+    }
+
+    /// <summary>Argmax, ties → lowest id.</summary>
+    public static int Argmax(ReadOnlySpan<float> l)
+    {
+        int best = 0;
+        for (int i = 1; i < l.Length; i++)
+        {
+            if (l[i] > l[best])
+            {
+                best = i;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>Puts the ids of the k largest logits first in <paramref name="ids"/>, sorted descending (ties → lower id).</summary>
+    private static int TopK(ReadOnlySpan<float> l, Span<int> ids, int k)
+    {
+        // a size-k min-heap over (logit, -id): O(n log k)
+        int size = 0;
+        for (int id = 0; id < l.Length; id++)
+        {
+            if (size < k)
+            {
+                ids[size++] = id;
+                SiftUp(ids, size - 1, l);
+            }
+            else if (Less(ids[0], id, l))
+            {
+                ids[0] = id;
+                SiftDown(ids, 0, size, l);
+            }
+        }
+
+        // heap-sort: each step moves the smallest remaining candidate to the end, leaving the array descending
+        for (int end = size - 1; end > 0; end--)
+        {
+            (ids[0], ids[end]) = (ids[end], ids[0]);
+            SiftDown(ids, 0, end, l);
+        }
+
+        return size;
+    }
+
+    // a < b in the heap order: smaller logit, or equal logit and larger id (so lower ids win ties)
+    private static bool Less(int a, int b, ReadOnlySpan<float> l) => l[a] < l[b] || (l[a] == l[b] && a > b);
+
+    private static void SiftUp(Span<int> h, int i, ReadOnlySpan<float> l)
+    {
+        while (i > 0)
+        {
+            int p = (i - 1) / 2;
+            if (!Less(h[i], h[p], l))
+            {
+                break;
+            }
+
+            (h[i], h[p]) = (h[p], h[i]);
+            i = p;
+        }
+    }
+
+    private static void SiftDown(Span<int> h, int i, int n, ReadOnlySpan<float> l)
+    {
+        while (true)
+        {
+            int a = 2 * i + 1, b = a + 1, m = i;
+            if (a < n && Less(h[a], h[m], l))
+            {
+                m = a;
+            }
+
+            if (b < n && Less(h[b], h[m], l))
+            {
+                m = b;
+            }
+
+            if (m == i)
+            {
+                return;
+            }
+
+            (h[i], h[m]) = (h[m], h[i]);
+            i = m;
+        }
+    }
+
+    private double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
+
+    // xoshiro256** (Blackman & Vigna)
+    private ulong Next()
+    {
+        ulong result = RotateLeft(_s1 * 5, 7) * 9;
+        ulong t = _s1 << 17;
+        _s2 ^= _s0;
+        _s3 ^= _s1;
+        _s1 ^= _s2;
+        _s0 ^= _s3;
+        _s2 ^= t;
+        _s3 = RotateLeft(_s3, 45);
+        return result;
+    }
+
+    private static ulong RotateLeft(ulong x, int k) => (x << k) | (x >> (64 - k));
+
+    private static ulong SplitMix(ref ulong x)
+    {
+        ulong z = x += 0x9E3779B97F4A7C15;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
+        return z ^ (z >> 31);
+    }
+}

@@ -1,0 +1,130 @@
+using System.Diagnostics;
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using GpuLlama.Model;
+
+namespace GpuLlama.Host;
+
+/// <summary>One measured test: the time of every repetition (after one warm-up), as llama-bench records them.</summary>
+public sealed record BenchMeasurement(string Test, int Prompt, int Generate, IReadOnlyList<long> SamplesNs)
+{
+    public int Tokens => Prompt + Generate;
+}
+
+/// <summary>
+/// Times prompt processing and token generation the way llama-bench does: pp = one forward pass over n_prompt
+/// tokens from an empty context; tg = n_gen single-token passes from an empty context, each waiting for the result
+/// (llama-bench synchronizes after every decode). Token ids are deterministic pseudo-random.
+/// </summary>
+public static class BenchRunner
+{
+    public static BenchMeasurement Prompt(LlamaModel model, int tokens, int repetitions, CancellationToken cancel)
+    {
+        if (tokens > model.ContextLength)
+        {
+            throw new GpuLlamaException($"-p {tokens}: more prompt tokens than the context holds ({model.ContextLength}); raise --ctx");
+        }
+
+        int[] ids = Tokens(model, tokens, 1);
+        Transformer t = model.Transformer;
+        t.Forward(ids, 0);
+        t.ArgmaxLast();
+        var samples = new List<long>();
+        for (int r = 0; r < repetitions && !cancel.IsCancellationRequested; r++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            t.Forward(ids, 0);
+            t.ArgmaxLast();
+            samples.Add(ElapsedNs(start));
+        }
+
+        return new BenchMeasurement($"pp{tokens}", tokens, 0, samples);
+    }
+
+    public static BenchMeasurement Generate(LlamaModel model, int tokens, int repetitions, CancellationToken cancel)
+    {
+        if (tokens > model.ContextLength)
+        {
+            throw new GpuLlamaException($"-n {tokens}: more tokens than the context holds ({model.ContextLength}); raise --ctx");
+        }
+
+        int[] ids = Tokens(model, tokens, 2);
+        Transformer t = model.Transformer;
+        var one = new int[1];
+        Run(1);
+        var samples = new List<long>();
+        for (int r = 0; r < repetitions && !cancel.IsCancellationRequested; r++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            Run(tokens);
+            samples.Add(ElapsedNs(start));
+        }
+
+        return new BenchMeasurement($"tg{tokens}", 0, tokens, samples);
+
+        void Run(int n)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                one[0] = ids[i];
+                t.Forward(one, i);
+                t.ArgmaxLast();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Bytes streamed per generated token on each device: every layer's weights and the output norm + head, where
+    /// they run (the embedding row is negligible, as gpt-fast counts it).
+    /// </summary>
+    public static Dictionary<string, long> BytesPerToken(LlamaModel model)
+    {
+        var bytes = new Dictionary<string, long>();
+        ModelConfig c = model.Config;
+        IReadOnlyDictionary<string, TensorInfo> tensors = model.Source.Tensors;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            string device = model.Plan.Layers[l];
+            foreach (TensorInfo t in tensors.Values.Where(t => t.Name.StartsWith($"blk.{l}.", StringComparison.Ordinal)))
+            {
+                bytes[device] = bytes.GetValueOrDefault(device) + t.ByteLength;
+            }
+        }
+
+        long output = tensors[TensorNames.OutputNorm].ByteLength
+            + (tensors.TryGetValue(TensorNames.Output, out TensorInfo? head) ? head.ByteLength : tensors[TensorNames.TokenEmbedding].ByteLength);
+        bytes[model.Plan.Output] = bytes.GetValueOrDefault(model.Plan.Output) + output;
+        return bytes;
+    }
+
+    /// <summary>
+    /// The bandwidth roofline of generation: the fastest a token can be if every device streams its bytes at its
+    /// measured bandwidth, one device after another (layers run in sequence).
+    /// </summary>
+    public static (double TokensPerSecond, double BytesPerSecond) Roofline(LlamaModel model, Dictionary<string, long> bytesPerToken, int threads)
+    {
+        double seconds = 0;
+        foreach ((string name, long b) in bytesPerToken)
+        {
+            IDevice device = model.Devices.First(d => d.Name == name);
+            seconds += b / MemoryProbe.Measure(device, threads);
+        }
+
+        long total = bytesPerToken.Values.Sum();
+        return (1 / seconds, total / seconds);
+    }
+
+    private static int[] Tokens(LlamaModel model, int n, int seed)
+    {
+        var rng = new Random(seed);
+        var ids = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            ids[i] = rng.Next(3, model.Config.VocabSize);
+        }
+
+        return ids;
+    }
+
+    private static long ElapsedNs(long start) => (long)((Stopwatch.GetTimestamp() - start) * (1e9 / Stopwatch.Frequency));
+}

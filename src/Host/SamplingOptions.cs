@@ -1,0 +1,101 @@
+using System.CommandLine;
+using GpuLlama.Generation;
+
+namespace GpuLlama.Host;
+
+/// <summary>Sampling flags with llama.cpp's names and defaults.</summary>
+public sealed class SamplingOptions
+{
+    public Option<int> Predict { get; } = new("--n-predict", "-n")
+    {
+        Description = "Tokens to generate (-1 = until end of sequence or a full context).",
+        DefaultValueFactory = _ => -1,
+    };
+
+    public Option<float> Temperature { get; } = new("--temp")
+    {
+        Description = "Temperature; 0 = greedy (argmax on the device).",
+        DefaultValueFactory = _ => 0.8f,
+    };
+
+    public Option<int> TopK { get; } = new("--top-k")
+    {
+        Description = "Keep the K most likely tokens (0 = off).",
+        DefaultValueFactory = _ => 40,
+    };
+
+    public Option<float> TopP { get; } = new("--top-p")
+    {
+        Description = "Keep the smallest set of tokens whose probability adds up to P (1 = off).",
+        DefaultValueFactory = _ => 0.95f,
+    };
+
+    public Option<float> MinP { get; } = new("--min-p")
+    {
+        Description = "Drop tokens less likely than P times the most likely one (0 = off).",
+        DefaultValueFactory = _ => 0.05f,
+    };
+
+    public Option<float> RepeatPenalty { get; } = new("--repeat-penalty")
+    {
+        Description = "Penalty for tokens among the last --repeat-last-n (1 = off).",
+        DefaultValueFactory = _ => 1.0f,
+    };
+
+    public Option<int> RepeatLastN { get; } = new("--repeat-last-n")
+    {
+        Description = "How many recent tokens the repeat penalty looks at.",
+        DefaultValueFactory = _ => 64,
+    };
+
+    public Option<long> Seed { get; } = new("--seed", "-s")
+    {
+        Description = "Random seed (-1 = random); the same seed gives the same output.",
+        DefaultValueFactory = _ => -1,
+    };
+
+    public Option<bool> IgnoreEos { get; } = new("--ignore-eos")
+    {
+        Description = "Keep generating after an end-of-sequence token.",
+    };
+
+    public void AddTo(Command command)
+    {
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, Seed, IgnoreEos })
+        {
+            command.Options.Add(o);
+        }
+    }
+
+    public GenerationOptions ToGenerationOptions(ParseResult r)
+    {
+        long seed = r.GetValue(Seed);
+        if (seed < -1 || seed > uint.MaxValue)
+        {
+            throw new GpuLlamaException($"--seed {seed}: expected -1 or 0..{uint.MaxValue}");
+        }
+
+        float topP = r.GetValue(TopP);
+        float minP = r.GetValue(MinP);
+        if (topP is < 0 or > 1 || minP is < 0 or > 1)
+        {
+            throw new GpuLlamaException($"--top-p {topP} / --min-p {minP}: must be between 0 and 1");
+        }
+
+        return new GenerationOptions
+        {
+            MaxTokens = r.GetValue(Predict),
+            IgnoreEos = r.GetValue(IgnoreEos),
+            Sampling = new SamplerSettings
+            {
+                Temperature = r.GetValue(Temperature),
+                TopK = r.GetValue(TopK),
+                TopP = topP,
+                MinP = minP,
+                RepeatPenalty = r.GetValue(RepeatPenalty),
+                RepeatLastN = r.GetValue(RepeatLastN),
+                Seed = seed < 0 ? null : (uint)seed,
+            },
+        };
+    }
+}
