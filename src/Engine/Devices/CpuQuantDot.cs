@@ -20,8 +20,8 @@ namespace GpuLlama.Devices;
 /// format with the decoder inlined and the accumulators in registers. 4- and 5-bit formats dequantize by table
 /// lookup: the 16 (32) possible values of a (sub-)block form one (two) vector(s) — <c>(q - 8)·d</c>,
 /// <c>d·sc·q - dmin·m</c> — and <c>vpermps</c>/<c>vpermt2ps</c> pick them by index, which replaces mask, convert and
-/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 kernels; other types (and Q8_K everywhere) go
-/// through the scalar block dequantization into a stack buffer and a vectorized dot.
+/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 dot kernels, Q5_0/Q4_K/Q6_K an AVX2 dequantization into a stack
+/// buffer followed by a vectorized dot, and the rest (Q8_K everywhere) the scalar block dequantization.
 /// </remarks>
 public static unsafe class CpuQuantDot
 {
@@ -125,6 +125,11 @@ public static unsafe class CpuQuantDot
         if (s_avx512 && HasAvx512Kernel(type))
         {
             DequantizeAvx512(type, row, dst, cols);
+            return;
+        }
+
+        if (s_avx2 && DequantizeAvx2(type, row, dst, cols))
+        {
             return;
         }
 
@@ -693,6 +698,177 @@ public static unsafe class CpuQuantDot
     }
 
     // ---------------------------------------------------------------- AVX2 kernels (no AVX-512)
+
+    /// <summary>Writes values 64g … 64g+63 of a row as floats, bit-identical to the reference (AVX2, 8 lanes).</summary>
+    private interface IDecoder256
+    {
+        static abstract void Decode(byte* row, int g, float* dst);
+    }
+
+    /// <summary>
+    /// AVX2 dequantization of the Q4_K_M / Q8_0 / Q4_0 family into a buffer; without AVX-512 the dot products of these
+    /// types go through it (<see cref="DotChunked"/>), which beats the scalar reference by far.
+    /// </summary>
+    internal static bool DequantizeAvx2(DType type, byte* row, float* dst, int cols)
+    {
+        switch (type)
+        {
+            case DType.Q8_0: Store256<Q8_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q4_0: Store256<Q4_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q5_0: Store256<Q5_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q4_K: Store256<Q4_KDecoder256>(type, row, dst, cols); return true;
+            case DType.Q6_K: Store256<Q6_KDecoder256>(type, row, dst, cols); return true;
+            default: return false;
+        }
+    }
+
+    private static void Store256<TDecoder>(DType type, byte* row, float* dst, int cols)
+        where TDecoder : struct, IDecoder256
+    {
+        int groups = cols / 64;
+        for (int g = 0; g < groups; g++)
+        {
+            TDecoder.Decode(row, g, dst + 64 * g);
+        }
+
+        if (cols % 64 != 0)
+        {
+            int done = groups * 64;
+            QuantBlocks.DequantizeBlock(type, new ReadOnlySpan<byte>(row + type.RowBytes(done), type.BlockBytes()), new Span<float>(dst + done, QuantBlocks.QK));
+        }
+    }
+
+    /// <summary>Zero-extends 8 bytes (the low or the high half of <paramref name="v"/>) to floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Bytes8(Vector128<byte> v, bool upper) =>
+        Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(upper ? Sse2.ShiftRightLogical128BitLane(v, 8) : v));
+
+    /// <summary>Sign-extends 8 bytes (the low or the high half of <paramref name="v"/>) to floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> SBytes8(Vector128<sbyte> v, bool upper) =>
+        Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(upper ? Sse2.ShiftRightLogical128BitLane(v, 8) : v));
+
+    /// <summary>16 signed values times a scale, stored as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store16(Vector128<sbyte> q, Vector256<float> scale, float* dst)
+    {
+        (SBytes8(q, false) * scale).Store(dst);
+        (SBytes8(q, true) * scale).Store(dst + 8);
+    }
+
+    private struct Q8_0Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 68 * g + 34 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Store16(Vector128.Load((sbyte*)(b + 2)), d, dst + 32 * k);
+                Store16(Vector128.Load((sbyte*)(b + 18)), d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    private struct Q4_0Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<sbyte> eight = Vector128.Create((sbyte)8);
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 36 * g + 18 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Vector128<byte> qs = Vector128.Load(b + 2);
+                Store16((qs & low4).AsSByte() - eight, d, dst + 32 * k);
+                Store16((qs >> 4).AsSByte() - eight, d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    private struct Q5_0Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<sbyte> sixteen = Vector128.Create((sbyte)16);
+            Vector128<byte> bits = Vector128.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+            Vector128<byte> lowBytes = Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+            Vector128<byte> highBytes = Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 44 * g + 22 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Vector128<byte> qh = Vector128.Create(*(uint*)(b + 2)).AsByte();
+
+                // Bit j of qh → 0x10 in byte j: spread qh's bytes (byte j/8 to lane j), test lane j's bit.
+                Vector128<byte> h0 = Vector128.Equals(Ssse3.Shuffle(qh, lowBytes) & bits, bits) & Vector128.Create((byte)0x10);
+                Vector128<byte> h1 = Vector128.Equals(Ssse3.Shuffle(qh, highBytes) & bits, bits) & Vector128.Create((byte)0x10);
+                Vector128<byte> qs = Vector128.Load(b + 6);
+                Store16(((qs & low4) | h0).AsSByte() - sixteen, d, dst + 32 * k);
+                Store16(((qs >> 4) | h1).AsSByte() - sixteen, d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    private struct Q4_KDecoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            byte* b = row + 144 * (g >> 2);
+            int j = g & 3;
+            float d = Half(b);
+            float dmin = Half(b + 2);
+            ReadOnlySpan<byte> scales = new(b + 4, QuantBlocks.KScaleSize);
+            QuantBlocks.ScaleMinK4(2 * j, scales, out int sc1, out int m1);
+            QuantBlocks.ScaleMinK4(2 * j + 1, scales, out int sc2, out int m2);
+            Vector256<float> d1 = Vector256.Create(d * sc1);
+            Vector256<float> min1 = Vector256.Create(dmin * m1);
+            Vector256<float> d2 = Vector256.Create(d * sc2);
+            Vector256<float> min2 = Vector256.Create(dmin * m2);
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            byte* qs = b + 16 + 32 * j;
+            for (int half = 0; half < 2; half++)
+            {
+                Vector128<byte> a = Vector128.Load(qs + 16 * half);
+                Vector128<byte> lo = a & low4;
+                Vector128<byte> hi = a >> 4;
+                float* o = dst + 16 * half;
+                (Bytes8(lo, false) * d1 - min1).Store(o);
+                (Bytes8(lo, true) * d1 - min1).Store(o + 8);
+                (Bytes8(hi, false) * d2 - min2).Store(o + 32);
+                (Bytes8(hi, true) * d2 - min2).Store(o + 40);
+            }
+        }
+    }
+
+    private struct Q6_KDecoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            // The same quarter pairs as the AVX-512 decoder: part 0 low nibbles and bit pairs 0/1, part 1 high nibbles and pairs 2/3.
+            byte* b = row + 210 * (g >> 2);
+            int c = (g >> 1) & 1;
+            int part = g & 1;
+            byte* ql = b + 64 * c;
+            byte* qh = b + 128 + 32 * c;
+            sbyte* sc = (sbyte*)(b + 192) + 8 * c + 4 * part;
+            float d = Half(b + 208);
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<byte> low2 = Vector128.Create((byte)0x03);
+            Vector128<sbyte> bias = Vector128.Create((sbyte)32);
+            for (int v = 0; v < 4; v++)
+            {
+                Vector128<byte> a = Vector128.Load(ql + 16 * v);
+                Vector128<byte> h = Vector128.Load(qh + 16 * (v & 1));
+                int pair = 2 * (v >> 1) + 4 * part;
+                Vector128<byte> nibble = part == 0 ? a & low4 : a >> 4;
+                Vector128<byte> q = nibble | (((h >> pair) & low2) << 4);
+                Store16(q.AsSByte() - bias, Vector256.Create(d * sc[v]), dst + 16 * v);
+            }
+        }
+    }
 
     internal static float DotQ8_0Avx2(byte* row, float* x, int nb)
     {
