@@ -611,28 +611,31 @@ public static unsafe class CpuQuantDot
         float d = Half(b);
         float dmin = Half(b + 2);
         byte* q = b + 4;
-        int sc1, m1, sc2, m2;
 
-        // get_scale_min_k4 for sub-blocks 2j and 2j+1 (see QuantBlocks.ScaleMinK4), without span bounds checks.
+        // get_scale_min_k4 for sub-blocks 2j and 2j+1 (see QuantBlocks.ScaleMinK4) as byte pairs [sc1, sc2] and
+        // [m1, m2]: for j < 2 the low 6 bits of bytes 2j.. and 2j+4..; for j ≥ 2 the nibbles of bytes 2j+4.. plus the
+        // top 2 bits of bytes 2j-4.. (scales) and 2j.. (mins).
+        uint scPair, mPair;
         if (j < 2)
         {
-            sc1 = q[2 * j] & 63;
-            m1 = q[2 * j + 4] & 63;
-            sc2 = q[2 * j + 1] & 63;
-            m2 = q[2 * j + 5] & 63;
+            scPair = *(ushort*)(q + 2 * j) & 0x3F3Fu;
+            mPair = *(ushort*)(q + 2 * j + 4) & 0x3F3Fu;
         }
         else
         {
-            sc1 = (q[2 * j + 4] & 0xF) | ((q[2 * j - 4] >> 6) << 4);
-            m1 = (q[2 * j + 4] >> 4) | ((q[2 * j] >> 6) << 4);
-            sc2 = (q[2 * j + 5] & 0xF) | ((q[2 * j - 3] >> 6) << 4);
-            m2 = (q[2 * j + 5] >> 4) | ((q[2 * j + 1] >> 6) << 4);
+            uint low = *(ushort*)(q + 2 * j + 4);
+            scPair = (low & 0x0F0Fu) | (((uint)*(ushort*)(q + 2 * j - 4) >> 2) & 0x3030u);
+            mPair = ((low >> 4) & 0x0F0Fu) | (((uint)*(ushort*)(q + 2 * j) >> 2) & 0x3030u);
         }
 
-        Vector512<float> d1 = Vector512.Create(d * sc1);
-        Vector512<float> d2 = Vector512.Create(d * sc2);
-        Vector512<float> min1 = Vector512.Create(dmin * m1);
-        Vector512<float> min2 = Vector512.Create(dmin * m2);
+        // [d·sc1, d·sc2, dmin·m1, dmin·m2] in one convert and multiply, then broadcast lane by lane.
+        Vector128<float> f = Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(scPair | (mPair << 16)).AsByte()))
+            * Vector128.Create(d, d, dmin, dmin);
+        Vector512<float> fz = f.ToVector256Unsafe().ToVector512Unsafe();
+        Vector512<float> d1 = Avx512F.PermuteVar16x32(fz, Vector512.Create(0));
+        Vector512<float> d2 = Avx512F.PermuteVar16x32(fz, Vector512.Create(1));
+        Vector512<float> min1 = Avx512F.PermuteVar16x32(fz, Vector512.Create(2));
+        Vector512<float> min2 = Avx512F.PermuteVar16x32(fz, Vector512.Create(3));
         t1 = Iota16 * d1 - min1;
         t2 = Iota16 * d2 - min2;
         if (fiveBit)
