@@ -692,11 +692,14 @@ public static unsafe class CpuQuantDot
                 q3 = (a3 >> 4) | ((h1 >> 6) << 4);
             }
 
+            // [d·sc0 … d·sc3] in one convert and multiply, then broadcast lane by lane.
+            Vector128<float> f = Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(*(uint*)sc).AsSByte())) * Vector128.Create(d);
+            Vector512<float> fz = f.ToVector256Unsafe().ToVector512Unsafe();
             Vector128<sbyte> bias = Vector128.Create((sbyte)32);
-            w0 = SBytesToFloat(q0.AsSByte() - bias) * Vector512.Create(d * sc[0]);
-            w1 = SBytesToFloat(q1.AsSByte() - bias) * Vector512.Create(d * sc[1]);
-            w2 = SBytesToFloat(q2.AsSByte() - bias) * Vector512.Create(d * sc[2]);
-            w3 = SBytesToFloat(q3.AsSByte() - bias) * Vector512.Create(d * sc[3]);
+            w0 = SBytesToFloat(q0.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(0));
+            w1 = SBytesToFloat(q1.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(1));
+            w2 = SBytesToFloat(q2.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(2));
+            w3 = SBytesToFloat(q3.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(3));
         }
     }
 
