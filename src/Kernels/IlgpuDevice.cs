@@ -1,1 +1,606 @@
+using System.Runtime.InteropServices;
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using GpuLlama.Model;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using IDevice = GpuLlama.Devices.IDevice;
+
 namespace GpuLlama.Kernels;
+
+/// <summary>A float32 activation buffer in device memory.</summary>
+public sealed class IlgpuBuffer : DeviceBuffer
+{
+    internal IlgpuBuffer(IDevice device, MemoryBuffer1D<float, Stride1D.Dense> memory, int length) : base(device, length)
+    {
+        Memory = memory;
+    }
+
+    internal MemoryBuffer1D<float, Stride1D.Dense> Memory { get; }
+
+    internal ArrayView<float> View => Memory.View;
+
+    public override void Dispose() => Memory.Dispose();
+}
+
+/// <summary>A weight in device memory in its stored dtype, padded to a multiple of 256 bytes.</summary>
+public sealed class IlgpuWeight : DeviceWeight
+{
+    internal IlgpuWeight(IDevice device, TensorInfo info, MemoryBuffer1D<byte, Stride1D.Dense> memory) : base(device, info)
+    {
+        Memory = memory;
+        ArrayView<byte> bytes = memory.View;
+        Words = bytes.Cast<uint>();
+        Vectors = bytes.Cast<U4>();
+    }
+
+    internal MemoryBuffer1D<byte, Stride1D.Dense> Memory { get; }
+
+    /// <summary>The bytes as 32-bit words (scalar kernels).</summary>
+    internal ArrayView<uint> Words { get; }
+
+    /// <summary>The bytes as 16-byte vectors (GEMV and tiled kernels).</summary>
+    internal ArrayView<U4> Vectors { get; }
+
+    public override void Dispose() => Memory.Dispose();
+}
+
+/// <summary>One layer's K and V caches: float32 [capacity, kvDim] each.</summary>
+public sealed class IlgpuKvCache : KvCacheLayer
+{
+    internal IlgpuKvCache(IDevice device, int capacity, int kvDim, MemoryBuffer1D<float, Stride1D.Dense> k, MemoryBuffer1D<float, Stride1D.Dense> v)
+        : base(device, capacity, kvDim)
+    {
+        K = k;
+        V = v;
+    }
+
+    internal MemoryBuffer1D<float, Stride1D.Dense> K { get; }
+
+    internal MemoryBuffer1D<float, Stride1D.Dense> V { get; }
+
+    public override void Dispose()
+    {
+        K.Dispose();
+        V.Dispose();
+    }
+}
+
+/// <summary>
+/// The ILGPU backend: every op of <see cref="IDevice"/> as an ILGPU kernel on one accelerator (CUDA, OpenCL, or
+/// ILGPU's CPU accelerator for CI). Kernels are compiled and their launch delegates cached at construction; ops only
+/// enqueue launches on the accelerator's default stream, so nothing allocates or waits per op except
+/// <see cref="Read"/>, <see cref="Argmax"/> (4 bytes back) and <see cref="Synchronize"/>.
+/// </summary>
+public sealed unsafe class IlgpuDevice : IDevice
+{
+    /// <summary>The emulated accelerator has no memory of its own; report a small budget so plans stay modest.</summary>
+    internal const long EmulatedMemory = 4L << 30;
+
+    private const int UploadChunk = 64 << 20;
+
+    private readonly Accelerator _accelerator;
+    private readonly int _warp;
+    private readonly int _group;
+    private readonly int _attentionGroup;
+    private readonly int _argmaxGroup;
+    private long _allocated;
+
+    private readonly MemoryBuffer1D<int, Stride1D.Dense> _argmaxResult;
+    private MemoryBuffer1D<int, Stride1D.Dense> _tokens;
+    private float[] _staging = [];
+
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, int, int, float> _rmsNorm;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvBf16;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvF16;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvF32;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs> _matMulTiled;
+    private readonly Action<KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs> _matMulScalar;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long> _storeKv;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attention;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, int, int> _argmax;
+
+    internal IlgpuDevice(Accelerator accelerator, string name, DeviceKind kind)
+    {
+        _accelerator = accelerator;
+        Name = name;
+        Kind = kind;
+        Description = accelerator.Name;
+        TotalMemory = kind == DeviceKind.Emulated ? EmulatedMemory : accelerator.MemorySize;
+        _warp = accelerator.WarpSize;
+        int maxGroup = accelerator.MaxNumThreadsPerGroup;
+        _group = GroupSize(256, maxGroup);
+        _attentionGroup = GroupSize(128, maxGroup);
+        _argmaxGroup = GroupSize(1024, maxGroup);
+        Bind();
+
+        _rmsNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, int, int, float>(NormKernels.RmsNorm);
+        _gemvBf16 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvBf16);
+        _gemvF16 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvF16);
+        _gemvF32 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvF32);
+        _matMulTiled = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulTiled);
+        _matMulScalar = accelerator.LoadStreamKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulScalar);
+        _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
+        _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long>(AttentionKernels.StoreKv);
+        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.Attention);
+        _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
+        _add = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
+        _embed = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(ElementwiseKernels.Embed);
+        _argmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.Argmax);
+
+        _argmaxResult = accelerator.Allocate1D<int>(1);
+        _tokens = accelerator.Allocate1D<int>(64);
+    }
+
+    public string Name { get; }
+
+    public DeviceKind Kind { get; }
+
+    public string Description { get; }
+
+    public long TotalMemory { get; }
+
+    public long FreeMemory
+    {
+        get
+        {
+            if (Kind != DeviceKind.Cuda)
+            {
+                return TotalMemory;
+            }
+
+            Bind();
+            return CudaMemoryInfo.TryGetFree(out long free) ? free : TotalMemory;
+        }
+    }
+
+    /// <summary>True when <see cref="FreeMemory"/> comes from the driver (CUDA), not the total.</summary>
+    public bool FreeMemoryKnown => Kind == DeviceKind.Cuda && CudaMemoryInfo.Available;
+
+    public long AllocatedBytes => Interlocked.Read(ref _allocated);
+
+    /// <summary>Warp width of the accelerator (32 on NVIDIA; small on the emulator).</summary>
+    public int WarpSize => _warp;
+
+    internal Accelerator Accelerator => _accelerator;
+
+    /// <summary>Device bytes a weight of <paramref name="bytes"/> takes: rounded up to 256, as the memory planner counts.</summary>
+    public static long PaddedBytes(long bytes) => (bytes + 255) / 256 * 256;
+
+    public DeviceWeight Upload(WeightView weight)
+    {
+        // the one dispatch point on weight type: plain types upload as stored; block-quantized types need kernels
+        switch (weight.Type)
+        {
+            case DType.F32:
+            case DType.F16:
+            case DType.BF16:
+                return UploadRaw(weight);
+            default:
+                throw new GpuLlamaException($"{DTypeInfo.DisplayName(weight.Type)} weights are not supported on {Name} yet (tensor {weight.Info.Name})");
+        }
+    }
+
+    private IlgpuWeight UploadRaw(WeightView weight)
+    {
+        Bind();
+        long bytes = weight.ByteLength;
+        long padded = PaddedBytes(Math.Max(bytes, 1));
+        MemoryBuffer1D<byte, Stride1D.Dense> memory = AllocateChecked<byte>(padded, $"weight {weight.Info.Name}");
+        ArrayView<byte> view = memory.View;
+        for (long offset = 0; offset < bytes; offset += UploadChunk)
+        {
+            long n = Math.Min(UploadChunk, bytes - offset);
+            view.SubView(offset, n).CopyFromCPU(ref weight.Pointer[offset], n);
+        }
+
+        if (padded > bytes)
+        {
+            view.SubView(bytes, padded - bytes).MemSetToZero();
+        }
+
+        return new IlgpuWeight(this, weight.Info, memory);
+    }
+
+    public DeviceBuffer Allocate(int floats)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(floats);
+        Bind();
+        MemoryBuffer1D<float, Stride1D.Dense> memory = AllocateChecked<float>(Math.Max(floats, 1), "activation buffer");
+        memory.MemSetToZero();
+        return new IlgpuBuffer(this, memory, floats);
+    }
+
+    public KvCacheLayer AllocateKv(int capacity, int kvDim)
+    {
+        Bind();
+        long n = checked((long)capacity * kvDim);
+        MemoryBuffer1D<float, Stride1D.Dense> k = AllocateChecked<float>(Math.Max(n, 1), "KV cache");
+        MemoryBuffer1D<float, Stride1D.Dense> v;
+        try
+        {
+            v = AllocateChecked<float>(Math.Max(n, 1), "KV cache");
+        }
+        catch
+        {
+            k.Dispose();
+            Interlocked.Add(ref _allocated, -Math.Max(n, 1) * sizeof(float));
+            throw;
+        }
+
+        k.MemSetToZero();
+        v.MemSetToZero();
+        return new IlgpuKvCache(this, capacity, kvDim, k, v);
+    }
+
+    private MemoryBuffer1D<T, Stride1D.Dense> AllocateChecked<T>(long length, string what)
+        where T : unmanaged
+    {
+        long bytes = length * sizeof(T);
+        long free = FreeMemory;
+        if (Kind == DeviceKind.Cuda && FreeMemoryKnown && bytes > free)
+        {
+            throw OutOfMemory(bytes, free, what, null);
+        }
+
+        try
+        {
+            MemoryBuffer1D<T, Stride1D.Dense> memory = _accelerator.Allocate1D<T>(length);
+            Interlocked.Add(ref _allocated, bytes);
+            return memory;
+        }
+        catch (Exception e) when (e is AcceleratorException or OutOfMemoryException or InvalidOperationException)
+        {
+            throw OutOfMemory(bytes, FreeMemory, what, e);
+        }
+    }
+
+    private GpuLlamaException OutOfMemory(long bytes, long free, string what, Exception? inner)
+    {
+        string message = $"out of memory on {Name} ({Description}) allocating {what}: {bytes / (1024.0 * 1024):F0} MiB needed, "
+            + $"{free / (1024.0 * 1024):F0} MiB free; try a lower --gpu-layers";
+        return inner is null ? new GpuLlamaException(message) : new GpuLlamaException(message, inner);
+    }
+
+    public void Write(DeviceBuffer dst, ReadOnlySpan<float> src, int dstOffset = 0)
+    {
+        if (src.IsEmpty)
+        {
+            return;
+        }
+
+        Bind();
+        ArrayView<float> target = Own(dst).View.SubView(dstOffset, src.Length);
+        target.CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
+    }
+
+    public void Read(DeviceBuffer src, Span<float> dst, int srcOffset = 0)
+    {
+        if (dst.IsEmpty)
+        {
+            return;
+        }
+
+        Bind();
+        Own(src).View.SubView(srcOffset, dst.Length).CopyToCPU(ref MemoryMarshal.GetReference(dst), dst.Length);
+        _accelerator.Synchronize();
+    }
+
+    public void CopyFrom(DeviceBuffer dst, int dstOffset, DeviceBuffer src, int srcOffset, int count)
+    {
+        if (count == 0)
+        {
+            return;
+        }
+
+        ArrayView<float> target = Own(dst).View.SubView(dstOffset, count);
+        Bind();
+        switch (src)
+        {
+            case IlgpuBuffer same when ReferenceEquals(src.Device, this):
+                target.CopyFrom(same.View.SubView(srcOffset, count));
+                break;
+            case CpuBuffer host:
+                if ((uint)srcOffset > (uint)host.Length || count > host.Length - srcOffset)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(count), $"{count} floats at {srcOffset} exceed the source buffer of {host.Length}");
+                }
+
+                target.CopyFromCPU(ref host.Pointer[srcOffset], count);
+                break;
+            default:
+                // another accelerator (or any other device): through host memory; the hidden state is small
+                if (_staging.Length < count)
+                {
+                    _staging = GC.AllocateArray<float>(count, pinned: true);
+                }
+
+                src.Device.Read(src, _staging.AsSpan(0, count), srcOffset);
+                Bind();
+                target.CopyFromCPU(ref _staging[0], count);
+                break;
+        }
+    }
+
+    public void Embed(DeviceBuffer x, DeviceWeight table, ReadOnlySpan<int> tokens)
+    {
+        IlgpuWeight t = Own(table);
+        foreach (int token in tokens)
+        {
+            if ((uint)token >= (uint)t.Rows)
+            {
+                throw new GpuLlamaException($"token id {token} is outside the vocabulary (0..{t.Rows - 1})");
+            }
+        }
+
+        if (tokens.IsEmpty)
+        {
+            return;
+        }
+
+        Bind();
+        if (_tokens.Length < tokens.Length)
+        {
+            _tokens.Dispose();
+            _tokens = _accelerator.Allocate1D<int>(Math.Max(tokens.Length, (int)_tokens.Length * 2));
+        }
+
+        _tokens.View.SubView(0, tokens.Length).CopyFromCPU(ref MemoryMarshal.GetReference(tokens), tokens.Length);
+        int dim = t.Cols;
+        _embed(tokens.Length * dim, Own(x).View, t.Words, _tokens.View, Code(t.Type), dim);
+    }
+
+    public void RmsNorm(DeviceBuffer dst, DeviceBuffer x, DeviceWeight weight, int rows, float eps)
+    {
+        if (rows == 0)
+        {
+            return;
+        }
+
+        IlgpuWeight w = Own(weight);
+        Bind();
+        _rmsNorm(new KernelConfig(rows, _group), Own(dst).View, Own(x).View, w.Words, Code(w.Type), w.Cols, eps);
+    }
+
+    public void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false)
+    {
+        if (rows == 0)
+        {
+            return;
+        }
+
+        IlgpuWeight weight = Own(w);
+        ArrayView<float> y = Own(dst).View;
+        ArrayView<float> input = Own(x).View;
+        int outRows = weight.Rows;
+        int cols = weight.Cols;
+        int acc = accumulate ? 1 : 0;
+        Bind();
+        var config = new KernelConfig(checked((int)(((long)outRows * _warp + _group - 1) / _group)), _group);
+        int code = Code(weight.Type);
+        var args = new MatMulArgs { OutRows = outRows, Cols = cols, Rows = rows, Type = code, Accumulate = acc };
+        if (cols % 8 != 0)
+        {
+            // no 16-byte loads possible for every type: scalar fallback
+            _matMulScalar(config, weight.Words, input, y, args);
+            return;
+        }
+
+        ArrayView<F4> x4 = input.Cast<F4>();
+        if (rows > 1)
+        {
+            _matMulTiled(config, weight.Vectors, x4, y, args);
+            return;
+        }
+
+        switch (weight.Type)
+        {
+            case DType.BF16:
+                _gemvBf16(config, weight.Vectors, x4, y, outRows, cols / 8, acc);
+                break;
+            case DType.F16:
+                _gemvF16(config, weight.Vectors, x4, y, outRows, cols / 8, acc);
+                break;
+            default:
+                _gemvF32(config, weight.Vectors, x4, y, outRows, cols / 4, acc);
+                break;
+        }
+    }
+
+    public void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape)
+    {
+        if (rows == 0)
+        {
+            return;
+        }
+
+        Bind();
+        var args = new RopeArgs
+        {
+            Position = position,
+            Heads = shape.Heads,
+            KvHeads = shape.KvHeads,
+            HeadDim = shape.HeadDim,
+            Interleaved = shape.Style == RopeStyle.Interleaved ? 1 : 0,
+        };
+        _rope(rows * (shape.Heads + shape.KvHeads) * (shape.HeadDim / 2), Own(q).View, Own(k).View, Own(ropeTable).View, args);
+    }
+
+    public void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows)
+    {
+        IlgpuKvCache cache = Own(kv);
+        if (position + rows > cache.Capacity)
+        {
+            throw new GpuLlamaException($"KV cache overflow: positions {position}..{position + rows - 1} exceed the context of {cache.Capacity}");
+        }
+
+        if (rows == 0)
+        {
+            return;
+        }
+
+        Bind();
+        _storeKv(rows * cache.KvDim, cache.K.View, cache.V.View, Own(k).View, Own(v).View, (long)position * cache.KvDim);
+    }
+
+    public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape)
+    {
+        IlgpuKvCache cache = Own(kv);
+        if (shape.HeadDim > AttentionKernels.MaxHeadDim)
+        {
+            throw new GpuLlamaException($"head dimension {shape.HeadDim} is larger than {Name}'s attention kernel supports ({AttentionKernels.MaxHeadDim})");
+        }
+
+        if (position + rows > cache.Capacity)
+        {
+            throw new GpuLlamaException($"attention over positions {position}..{position + rows - 1} exceeds the KV cache of {cache.Capacity}");
+        }
+
+        if (rows == 0)
+        {
+            return;
+        }
+
+        Bind();
+        var args = new AttentionArgs
+        {
+            Position = position,
+            Heads = shape.Heads,
+            KvHeads = shape.KvHeads,
+            HeadDim = shape.HeadDim,
+            Scale = 1.0f / MathF.Sqrt(shape.HeadDim),
+        };
+        _attention(new KernelConfig(rows * shape.Heads, _attentionGroup), Own(dst).View, Own(q).View, cache.K.View, cache.V.View, args);
+    }
+
+    public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count)
+    {
+        if (count == 0)
+        {
+            return;
+        }
+
+        Bind();
+        _swiGlu(count, Own(gate).View, Own(up).View);
+    }
+
+    public void Add(DeviceBuffer dst, DeviceBuffer src, int count)
+    {
+        if (count == 0)
+        {
+            return;
+        }
+
+        Bind();
+        _add(count, Own(dst).View, Own(src).View);
+    }
+
+    public int Argmax(DeviceBuffer x, int offset, int count)
+    {
+        if (count <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), "argmax needs at least one value");
+        }
+
+        Bind();
+        _argmax(new KernelConfig(1, _argmaxGroup), Own(x).View, _argmaxResult.View, offset, count);
+        int result = 0;
+        _argmaxResult.View.CopyToCPU(ref result, 1);
+        _accelerator.Synchronize();
+        return result;
+    }
+
+    public void Synchronize()
+    {
+        Bind();
+        _accelerator.Synchronize();
+    }
+
+    public void Dispose()
+    {
+        _argmaxResult.Dispose();
+        _tokens.Dispose();
+        _accelerator.Dispose();
+    }
+
+    /// <summary>
+    /// CUDA contexts are per thread: make this accelerator current on the calling thread when it is not (a cheap
+    /// thread-static check), so a device can be driven from any thread and several devices from one.
+    /// </summary>
+    private void Bind()
+    {
+        if (!ReferenceEquals(Accelerator.Current, _accelerator))
+        {
+            _accelerator.Bind();
+        }
+    }
+
+    private int GroupSize(int wanted, int maxGroup)
+    {
+        int size = Math.Min(wanted, maxGroup);
+        return Math.Max(_warp, size / _warp * _warp);
+    }
+
+    private static int Code(DType t) => t switch
+    {
+        DType.F32 => WeightCode.F32,
+        DType.F16 => WeightCode.F16,
+        DType.BF16 => WeightCode.BF16,
+        _ => throw new GpuLlamaException($"{DTypeInfo.DisplayName(t)} weights have no kernel on this device"),
+    };
+
+    private IlgpuBuffer Own(DeviceBuffer b) => b is IlgpuBuffer c && ReferenceEquals(b.Device, this) ? c : throw Foreign(b.Device, "buffer");
+
+    private IlgpuWeight Own(DeviceWeight w) => w is IlgpuWeight c && ReferenceEquals(w.Device, this) ? c : throw Foreign(w.Device, $"weight {w.Info.Name}");
+
+    private IlgpuKvCache Own(KvCacheLayer kv) => kv is IlgpuKvCache c && ReferenceEquals(kv.Device, this) ? c : throw Foreign(kv.Device, "KV cache");
+
+    private InvalidOperationException Foreign(IDevice other, string what) => new($"{what} on {other.Name} passed to {Name}");
+}
+
+/// <summary>cuMemGetInfo_v2 through the driver library ILGPU already loaded (ILGPU 1.5.3 has no free-memory API).</summary>
+internal static unsafe class CudaMemoryInfo
+{
+    private static readonly delegate* unmanaged<nuint*, nuint*, int> s_memGetInfo = Load();
+
+    public static bool Available => s_memGetInfo != null;
+
+    /// <summary>Free bytes of the current context's device.</summary>
+    public static bool TryGetFree(out long free)
+    {
+        free = 0;
+        if (s_memGetInfo == null)
+        {
+            return false;
+        }
+
+        nuint f;
+        nuint total;
+        if (s_memGetInfo(&f, &total) != 0)
+        {
+            return false;
+        }
+
+        free = (long)f;
+        return true;
+    }
+
+    private static delegate* unmanaged<nuint*, nuint*, int> Load()
+    {
+        foreach (string name in new[] { "libcuda.so.1", "libcuda.so", "nvcuda.dll" })
+        {
+            if (NativeLibrary.TryLoad(name, out IntPtr lib) && NativeLibrary.TryGetExport(lib, "cuMemGetInfo_v2", out IntPtr f))
+            {
+                return (delegate* unmanaged<nuint*, nuint*, int>)f;
+            }
+        }
+
+        return null;
+    }
+}

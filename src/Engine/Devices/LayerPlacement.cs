@@ -50,8 +50,8 @@ public static class LayerPlacement
         }
 
         float[] cumulative = Cumulative(gpus, split, mode, mainGpu);
-        int start = Math.Max(layers + 1 - gpuLayers, 0);            // i_gpu_start
-        int offloaded = Math.Min(gpuLayers, layers + 1);              // act_gpu_layers (the output counts)
+        int start = Math.Max(layers - gpuLayers, 0);                 // i_gpu_start
+        int offloaded = Math.Min(gpuLayers, layers + 1);              // act_gpu_layers (the output counts as layer n)
         string DeviceOf(int il)
         {
             float fraction = (float)(il - start) / offloaded;
@@ -69,7 +69,7 @@ public static class LayerPlacement
             names[il] = DeviceOf(il);
         }
 
-        string output = layers >= start ? DeviceOf(layers) : Cpu;
+        string output = layers - start < offloaded ? DeviceOf(layers) : Cpu;
         return new LayerPlan(Cpu, names, output);
     }
 

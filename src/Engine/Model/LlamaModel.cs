@@ -55,6 +55,7 @@ public sealed record LoadOptions
 public sealed class LlamaModel : IDisposable
 {
     private readonly List<IDevice> _devices;
+    private bool _ownsSource = true;
 
     private LlamaModel(IWeightSource source, ModelTokenizer tokenizer, LayerPlan plan, IReadOnlyList<IDevice> devices,
         ModelWeights weights, Transformer transformer, int contextLength, TimeSpan loadTime)
@@ -92,9 +93,17 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Loads a GGUF file, a Hugging Face directory, a llama2.c checkpoint, or "synthetic:PRESET[:dtype]".</summary>
     public static LlamaModel Load(string path, LoadOptions? options = null, CancellationToken cancellationToken = default)
     {
-        options ??= new LoadOptions();
         var clock = Stopwatch.StartNew();
-        IWeightSource source = WeightSource.Open(path);
+        return Load(WeightSource.Open(path), ownsSource: true, options, cancellationToken, clock);
+    }
+
+    /// <summary>Loads from an open weight source (e.g. one synthetic model benchmarked under several placements).</summary>
+    public static LlamaModel Load(IWeightSource source, bool ownsSource, LoadOptions? options = null, CancellationToken cancellationToken = default) =>
+        Load(source, ownsSource, options, cancellationToken, Stopwatch.StartNew());
+
+    private static LlamaModel Load(IWeightSource source, bool ownsSource, LoadOptions? options, CancellationToken cancellationToken, Stopwatch clock)
+    {
+        options ??= new LoadOptions();
         var opened = new List<IDevice>();
         try
         {
@@ -127,7 +136,7 @@ public sealed class LlamaModel : IDisposable
             cancellationToken.ThrowIfCancellationRequested();
             ModelWeights weights = ModelWeights.Upload(source, placement);
             var transformer = new Transformer(config, weights, placement, context, options.BatchSize);
-            return new LlamaModel(source, tokenizer, plan, opened, weights, transformer, context, clock.Elapsed);
+            return new LlamaModel(source, tokenizer, plan, opened, weights, transformer, context, clock.Elapsed) { _ownsSource = ownsSource };
         }
         catch
         {
@@ -136,7 +145,11 @@ public sealed class LlamaModel : IDisposable
                 d.Dispose();
             }
 
-            source.Dispose();
+            if (ownsSource)
+            {
+                source.Dispose();
+            }
+
             throw;
         }
     }
@@ -253,6 +266,9 @@ public sealed class LlamaModel : IDisposable
             d.Dispose();
         }
 
-        Source.Dispose();
+        if (_ownsSource)
+        {
+            Source.Dispose();
+        }
     }
 }

@@ -1,0 +1,106 @@
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using GpuLlama.Model;
+using Xunit;
+
+namespace GpuLlama.Tests.Placement;
+
+/// <summary>Auto-fit as a pure function of the model's headers, the devices' memory and the options.</summary>
+public sealed class MemoryPlanTests
+{
+    // tinyllama-1.1b shape in F16: 22 layers of ~88 MiB, a 125 MiB head, a 125 MiB embedding (headers only: no weights)
+    private static readonly (ModelConfig Config, IReadOnlyDictionary<string, TensorInfo> Tensors) s_model = Model();
+
+    private static (ModelConfig, IReadOnlyDictionary<string, TensorInfo>) Model()
+    {
+        SyntheticPreset p = SyntheticPreset.All.First(x => x.Name == "tinyllama-1.1b");
+        ModelConfig c = p.ToConfig();
+        var tensors = new Dictionary<string, TensorInfo>();
+        foreach ((string name, long[] shape) in TensorNames.Required(c))
+        {
+            DType t = shape.Length == 1 ? DType.F32 : DType.F16;
+            long bytes = t.RowBytes(shape[^1]) * (shape.Length == 1 ? 1 : shape[0]);
+            tensors[name] = new TensorInfo(name, t, shape, 0, 0, bytes);
+        }
+
+        return (c, tensors);
+    }
+
+    private static DeviceInfo Gpu(string name, long mib, bool known = true) => new(name, DeviceKind.Cuda, mib << 20, mib << 20, known);
+
+    private static readonly MemoryPlanOptions s_options = new() { ContextLength = 2048, BatchSize = 512, SafetyMargin = 0 };
+
+    private static long LayerBytes(int l) => s_model.Tensors.Values.Where(t => t.Name.StartsWith($"blk.{l}.", StringComparison.Ordinal)).Sum(t => MemoryPlan.DeviceBytes(t.ByteLength));
+
+    [Fact]
+    public void EverythingFitsOnABigDevice()
+    {
+        LayerPlan p = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, [Gpu("cuda:0", 80_000)], null, SplitMode.Layer, 0, s_options);
+        Assert.Equal(23, p.OffloadedCount);
+        Assert.Equal("cuda:0", p.Output);
+    }
+
+    [Fact]
+    public void NothingFitsOnATinyDevice()
+    {
+        LayerPlan p = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, [Gpu("cuda:0", 64)], null, SplitMode.Layer, 0, s_options);
+        Assert.Equal(0, p.OffloadedCount);
+        Assert.All(p.Layers, d => Assert.Equal("cpu", d));
+    }
+
+    [Fact]
+    public void TheOutputAloneDoesNotFit()
+    {
+        // room for all 22 layers, their KV cache and scratch, but not also the 125 MiB head
+        LayerPlan all = LayerPlacement.FromGpuLayers(22, 22, [Gpu("cuda:0", 1)], null, SplitMode.Layer, 0);
+        long need = MemoryPlan.Estimate(s_model.Config, s_model.Tensors, all, s_options).Single(m => m.Device == "cuda:0").Total;
+        long total = (need + (10L << 20)) * 50 / 49; // the budget keeps 2% of the device free
+        var device = new DeviceInfo("cuda:0", DeviceKind.Cuda, total, total, true);
+        LayerPlan p = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, [device], null, SplitMode.Layer, 0, s_options with { SafetyMargin = 0 });
+        Assert.Equal(22, p.OffloadedCount);
+        Assert.Equal("cpu", p.Output);
+        Assert.All(p.Layers, d => Assert.Equal("cuda:0", d));
+    }
+
+    [Fact]
+    public void ALongContextLetsTheKvCacheDecide()
+    {
+        var device = Gpu("cuda:0", 3_000);
+        LayerPlan shortContext = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, [device], null, SplitMode.Layer, 0, s_options with { ContextLength = 2048 });
+        LayerPlan longContext = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, [device], null, SplitMode.Layer, 0, s_options with { ContextLength = 65536 });
+        Assert.Equal(23, shortContext.OffloadedCount);
+        // 22 layers x 2 x 65536 x 256 floats = 2.75 GiB of KV alone: fewer layers fit
+        Assert.True(longContext.OffloadedCount < 23, $"long context offloaded {longContext.OffloadedCount}");
+        long kvPerLayer = 2L * 65536 * s_model.Config.KvDim * 4;
+        DeviceMemory m = MemoryPlan.Estimate(s_model.Config, s_model.Tensors, longContext, s_options with { ContextLength = 65536 }).Single(x => x.Device == "cuda:0");
+        Assert.Equal(longContext.Layers.Count(l => l == "cuda:0") * kvPerLayer, m.KvCache);
+    }
+
+    [Fact]
+    public void TwoDevicesEachStayWithinTheirBudget()
+    {
+        DeviceInfo[] gpus = [Gpu("cuda:0", 1_200), Gpu("cuda:1", 600)];
+        LayerPlan p = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, gpus, null, SplitMode.Layer, 0, s_options);
+        Assert.True(p.OffloadedCount > 0);
+        Assert.True(MemoryPlan.Fits(MemoryPlan.Estimate(s_model.Config, s_model.Tensors, p, s_options), gpus, s_options));
+        LayerPlan oneMore = LayerPlacement.FromGpuLayers(22, p.OffloadedCount + 1, gpus, null, SplitMode.Layer, 0);
+        Assert.False(p.OffloadedCount < 23 && MemoryPlan.Fits(MemoryPlan.Estimate(s_model.Config, s_model.Tensors, oneMore, s_options), gpus, s_options));
+    }
+
+    [Fact]
+    public void EstimateCountsEachLayersWeightsWhereTheyRun()
+    {
+        LayerPlan p = LayerPlacement.FromGpuLayers(22, 5, [Gpu("cuda:0", 1)], null, SplitMode.Layer, 0);
+        DeviceMemory gpu = MemoryPlan.Estimate(s_model.Config, s_model.Tensors, p, s_options).Single(m => m.Device == "cuda:0");
+        Assert.Equal(Enumerable.Range(17, 5).Sum(LayerBytes), gpu.Weights);
+        Assert.Equal(MemoryPlan.Scratch(s_model.Config, s_options, output: false), gpu.Scratch);
+    }
+
+    [Fact]
+    public void UnknownFreeMemoryUsesTheTotal()
+    {
+        var opencl = new DeviceInfo("opencl:0", DeviceKind.OpenCL, 80_000L << 20, 0, false);
+        LayerPlan p = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, [opencl], null, SplitMode.Layer, 0, s_options);
+        Assert.Equal(23, p.OffloadedCount);
+    }
+}
