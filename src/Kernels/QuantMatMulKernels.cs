@@ -1,126 +1,29 @@
-using System.Buffers.Binary;
+using GpuLlama.Devices;
 using GpuLlama.Formats;
 using ILGPU;
 using ILGPU.Runtime;
 
 namespace GpuLlama.Kernels;
 
-/// <summary>
-/// A block-quantized weight matrix repacked for the device (host side, at upload): GGUF blocks are 18/22/34/144/210
-/// bytes, so their fields are misaligned for word loads; here each field is its own aligned stream, binary16 scales
-/// are widened to float once, and K-quant sub-block scales are pre-multiplied by the super-block scale exactly as
-/// ggml's dequantization does (<c>d1 = d·sc</c>, <c>m1 = dmin·m</c>, Q6_K's <c>d·sc</c>), so kernels only read words.
-/// </summary>
-/// <remarks>
-/// Streams per format (each row's data contiguous, rows back to back):
-/// <list type="bullet">
-/// <item>Q8_0: Quants = 8 words (32 int8) per block; Scales = d per block.</item>
-/// <item>Q4_0: Quants = 4 words (the 16 nibble bytes) per block; Scales = d per block.</item>
-/// <item>Q5_0: Quants = 4 words per block; High = qh per block; Scales = d per block.</item>
-/// <item>Q4_K: Quants = 32 words per super-block; Scales/Mins = d·sc and dmin·m per 32-value sub-block.</item>
-/// <item>Q6_K: Quants = 32 words of ql per super-block; High = 16 words of qh; Scales = d·sc per 16 values.</item>
-/// </list>
-/// </remarks>
-public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, uint[] High, float[] Scales, float[] Mins)
-{
-    /// <summary>Types the device kernels compute in place.</summary>
-    public static bool Supports(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K;
-
-    /// <summary>Repacks <paramref name="rows"/> rows of raw GGUF blocks (<paramref name="data"/>: rows × RowBytes(cols) bytes).</summary>
-    public static unsafe QuantRepack Create(DType type, byte* data, int rows, int cols)
-    {
-        if (!Supports(type))
-        {
-            throw new NotSupportedException($"device kernels for {DTypeInfo.DisplayName(type)} weights are not implemented");
-        }
-
-        int bs = type.BlockSize();
-        if (cols % bs != 0)
-        {
-            throw new ArgumentException($"{type} rows hold whole blocks of {bs}; got {cols} columns", nameof(cols));
-        }
-
-        long blocks = (long)rows * (cols / bs);
-        int bb = type.BlockBytes();
-        int quantWords = type switch { DType.Q8_0 => 8, DType.Q4_0 or DType.Q5_0 => 4, _ => 32 };
-        int highWords = type switch { DType.Q5_0 => 1, DType.Q6_K => 16, _ => 0 };
-        int scalesPer = type switch { DType.Q4_K => 8, DType.Q6_K => 16, _ => 1 };
-        uint[] quants = new uint[checked(blocks * quantWords)];
-        uint[] high = new uint[Math.Max(1, checked(blocks * highWords))];
-        float[] scales = new float[checked(blocks * scalesPer)];
-        float[] mins = new float[type == DType.Q4_K ? checked(blocks * 8) : 1];
-        for (long i = 0; i < blocks; i++)
-        {
-            ReadOnlySpan<byte> b = new(data + i * bb, bb);
-            switch (type)
-            {
-                case DType.Q8_0:
-                    scales[i] = QuantBlocks.Half(b, 0);
-                    CopyWords(b.Slice(2, 32), quants.AsSpan((int)(i * 8), 8));
-                    break;
-                case DType.Q4_0:
-                    scales[i] = QuantBlocks.Half(b, 0);
-                    CopyWords(b.Slice(2, 16), quants.AsSpan((int)(i * 4), 4));
-                    break;
-                case DType.Q5_0:
-                    scales[i] = QuantBlocks.Half(b, 0);
-                    high[i] = BinaryPrimitives.ReadUInt32LittleEndian(b.Slice(2));
-                    CopyWords(b.Slice(6, 16), quants.AsSpan((int)(i * 4), 4));
-                    break;
-                case DType.Q4_K:
-                {
-                    float d = QuantBlocks.Half(b, 0);
-                    float dmin = QuantBlocks.Half(b, 2);
-                    for (int s = 0; s < 8; s++)
-                    {
-                        QuantBlocks.ScaleMinK4(s, b.Slice(4, QuantBlocks.KScaleSize), out int sc, out int m);
-                        scales[i * 8 + s] = d * sc;
-                        mins[i * 8 + s] = dmin * m;
-                    }
-
-                    CopyWords(b.Slice(16, 128), quants.AsSpan((int)(i * 32), 32));
-                    break;
-                }
-
-                default:
-                {
-                    float d = QuantBlocks.Half(b, 208);
-                    for (int s = 0; s < 16; s++)
-                    {
-                        scales[i * 16 + s] = d * (sbyte)b[192 + s];
-                    }
-
-                    CopyWords(b.Slice(0, 128), quants.AsSpan((int)(i * 32), 32));
-                    CopyWords(b.Slice(128, 64), high.AsSpan((int)(i * 16), 16));
-                    break;
-                }
-            }
-        }
-
-        return new QuantRepack(type, rows, cols, quants, high, scales, mins);
-    }
-
-    private static void CopyWords(ReadOnlySpan<byte> src, Span<uint> dst)
-    {
-        for (int w = 0; w < dst.Length; w++)
-        {
-            dst[w] = BinaryPrimitives.ReadUInt32LittleEndian(src.Slice(4 * w));
-        }
-    }
-}
-
-/// <summary>A <see cref="QuantRepack"/> in device memory.</summary>
+/// <summary>A <see cref="QuantRepack"/> in device memory: four word streams (see its layout notes).</summary>
 public sealed class QuantWeight : IDisposable
 {
-    private QuantWeight(QuantRepack r, Accelerator accelerator)
+    public QuantWeight(
+        DType type,
+        int rows,
+        int cols,
+        MemoryBuffer1D<uint, Stride1D.Dense> quants,
+        MemoryBuffer1D<uint, Stride1D.Dense> high,
+        MemoryBuffer1D<float, Stride1D.Dense> scales,
+        MemoryBuffer1D<uint, Stride1D.Dense> aux)
     {
-        Type = r.Type;
-        Rows = r.Rows;
-        Cols = r.Cols;
-        Quants = accelerator.Allocate1D(r.Quants);
-        High = accelerator.Allocate1D(r.High);
-        Scales = accelerator.Allocate1D(r.Scales);
-        Mins = accelerator.Allocate1D(r.Mins);
+        Type = type;
+        Rows = rows;
+        Cols = cols;
+        Quants = quants;
+        High = high;
+        Scales = scales;
+        Aux = aux;
     }
 
     public DType Type { get; }
@@ -135,28 +38,32 @@ public sealed class QuantWeight : IDisposable
 
     public MemoryBuffer1D<float, Stride1D.Dense> Scales { get; }
 
-    public MemoryBuffer1D<float, Stride1D.Dense> Mins { get; }
+    public MemoryBuffer1D<uint, Stride1D.Dense> Aux { get; }
 
-    /// <summary>Repacks and uploads raw GGUF rows.</summary>
-    public static unsafe QuantWeight Upload(Accelerator accelerator, DType type, byte* data, int rows, int cols) =>
-        new(QuantRepack.Create(type, data, rows, cols), accelerator);
+    /// <summary>Bytes held on the device.</summary>
+    public long Bytes => 4 * (Quants.Length + High.Length + Scales.Length + Aux.Length);
 
-    public static QuantWeight Upload(Accelerator accelerator, QuantRepack repack) => new(repack, accelerator);
+    /// <summary>Repacks raw GGUF rows and uploads them with plain allocations.</summary>
+    public static unsafe QuantWeight Upload(Accelerator accelerator, DType type, byte* data, int rows, int cols)
+    {
+        QuantRepack r = QuantRepack.Create(type, data, rows, cols);
+        return new QuantWeight(type, rows, cols, accelerator.Allocate1D(r.Quants), accelerator.Allocate1D(r.High), accelerator.Allocate1D(r.Scales), accelerator.Allocate1D(r.Aux));
+    }
 
     public void Dispose()
     {
         Quants.Dispose();
         High.Dispose();
         Scales.Dispose();
-        Mins.Dispose();
+        Aux.Dispose();
     }
 }
 
 /// <summary>
-/// Quantized GEMV/GEMM on the device: dst[r, o] (+)= Σ dequant(W[o])·x[r] with weights read in their blocks. One warp
-/// per output row: each lane takes one quant word (4 or 8 weights) at a time, so a warp's loads of quants and of x
-/// are consecutive words; partial sums meet in a shuffle reduction and lane 0 writes. The grid's Y dimension runs
-/// over the x rows. Kernels are written warp-size agnostic (ILGPU's CPU accelerator uses small warps).
+/// Quantized GEMV/GEMM and embedding lookup on the device, weights read in their (repacked) blocks. MatMul: one warp
+/// per output row; each lane takes one quant word (4 or 8 weights) at a time, so a warp's loads of quants and of x
+/// are consecutive words; partial sums meet in a shuffle reduction and lane 0 writes; the grid's Y dimension runs
+/// over the x rows. Kernels are warp-size agnostic (ILGPU's CPU accelerator uses small warps).
 /// </summary>
 public sealed class QuantMatMulKernels
 {
@@ -164,27 +71,31 @@ public sealed class QuantMatMulKernels
     public const int WarpsPerGroup = 4;
 
     private readonly Accelerator _accelerator;
-    private readonly Dictionary<DType, Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>> _kernels = [];
+    private readonly Dictionary<DType, Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>> _kernels = [];
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
 
     public QuantMatMulKernels(Accelerator accelerator)
     {
         _accelerator = accelerator;
-        _kernels[DType.Q8_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(Q8_0Kernel);
-        _kernels[DType.Q4_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(Q4_0Kernel);
-        _kernels[DType.Q5_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(Q5_0Kernel);
-        _kernels[DType.Q4_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(Q4_KKernel);
-        _kernels[DType.Q6_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(Q6_KKernel);
+        _kernels[DType.Q8_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q8_0Kernel);
+        _kernels[DType.Q4_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q4_0Kernel);
+        _kernels[DType.Q5_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q5_0Kernel);
+        _kernels[DType.Q4_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q4_KKernel);
+        _kernels[DType.Q6_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q6_KKernel);
+        _embed = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(EmbedKernel);
     }
 
-    /// <summary>
-    /// dst[r·Rows + o] = (accumulate ? dst : 0) + W[o]·x[r·Cols …] for r &lt; <paramref name="xRows"/>.
-    /// </summary>
+    /// <summary>dst[r·Rows + o] = (accumulate ? dst : 0) + W[o]·x[r·Cols …] for r &lt; <paramref name="xRows"/>.</summary>
     public void MatMul(AcceleratorStream stream, ArrayView<float> dst, QuantWeight w, ArrayView<float> x, int xRows, bool accumulate)
     {
         int warp = _accelerator.WarpSize;
         var config = new KernelConfig(new Index2D((w.Rows + WarpsPerGroup - 1) / WarpsPerGroup, xRows), new Index2D(warp * WarpsPerGroup, 1));
-        _kernels[w.Type](stream, config, dst, w.Quants.View, w.High.View, w.Scales.View, w.Mins.View, x, w.Rows, w.Cols, accumulate ? 1 : 0);
+        _kernels[w.Type](stream, config, dst, w.Quants.View, w.High.View, w.Scales.View, w.Aux.View, x, w.Rows, w.Cols, accumulate ? 1 : 0);
     }
+
+    /// <summary>dst[r·Cols + c] = dequant(W[tokens[r]])[c] for r &lt; <paramref name="count"/> (ids already checked).</summary>
+    public void Embed(AcceleratorStream stream, ArrayView<float> dst, QuantWeight w, ArrayView<int> tokens, int count) =>
+        _embed(stream, checked(count * w.Cols), dst, w.Quants.View, w.High.View, w.Scales.View, w.Aux.View, tokens, w.Cols, (int)w.Type);
 
     private static float WarpSum(float v)
     {
@@ -206,10 +117,17 @@ public sealed class QuantMatMulKernels
         }
     }
 
-    /// <summary>Sign-extended int8 number <paramref name="k"/> (0..3) of a word, as float.</summary>
-    private static float I8(uint word, int k) => (int)(word << (24 - 8 * k)) >> 24;
+    /// <summary>Signed byte number <paramref name="k"/> (0..3) of a word.</summary>
+    private static int I8(uint word, int k) => (int)(word << (24 - 8 * k)) >> 24;
 
-    private static void Q8_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<float> mins, ArrayView<float> x, int rows, int cols, int accumulate)
+    /// <summary>Unsigned byte number <paramref name="k"/> (0..3) of a word.</summary>
+    private static int U8(uint word, int k) => (int)((word >> (8 * k)) & 0xFF);
+
+    /// <summary>One 6-bit Q6_K value: a nibble of ql plus a 2-bit field of qh, minus 32.</summary>
+    private static int Six(uint ql, int nibbleShift, uint qh, int pairShift) =>
+        (int)(((ql >> nibbleShift) & 0xF) | (((qh >> pairShift) & 3) << 4)) - 32;
+
+    private static void Q8_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -235,8 +153,7 @@ public sealed class QuantMatMulKernels
         Finish(dst, rows, o, r, sum, accumulate);
     }
 
-    /// <summary>Σ over the four bytes of <paramref name="q"/> of table(nibble)·x, low nibbles at x[lo..], high nibbles at x[hi..].</summary>
-    private static void Q4_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<float> mins, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q4_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -255,7 +172,7 @@ public sealed class QuantMatMulKernels
             uint q = quants[qBase + w];
             float d = scales[sBase + w / 4];
             long xi = (long)r * cols + 32 * (w / 4) + 4 * (w % 4);
-            float s = (((int)(q & 0xF) - 8) * d) * x[xi]
+            sum += (((int)(q & 0xF) - 8) * d) * x[xi]
                 + (((int)((q >> 8) & 0xF) - 8) * d) * x[xi + 1]
                 + (((int)((q >> 16) & 0xF) - 8) * d) * x[xi + 2]
                 + (((int)((q >> 24) & 0xF) - 8) * d) * x[xi + 3]
@@ -263,13 +180,12 @@ public sealed class QuantMatMulKernels
                 + (((int)((q >> 12) & 0xF) - 8) * d) * x[xi + 17]
                 + (((int)((q >> 20) & 0xF) - 8) * d) * x[xi + 18]
                 + (((int)((q >> 28) & 0xF) - 8) * d) * x[xi + 19];
-            sum += s;
         }
 
         Finish(dst, rows, o, r, sum, accumulate);
     }
 
-    private static void Q5_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<float> mins, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q5_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -292,7 +208,7 @@ public sealed class QuantMatMulKernels
             uint hl = high[block] >> e;
             uint hh = high[block] >> (e + 16);
             long xi = (long)r * cols + 32 * (w / 4) + e;
-            float s = (((int)((q & 0xF) | ((hl << 4) & 0x10)) - 16) * d) * x[xi]
+            sum += (((int)((q & 0xF) | ((hl << 4) & 0x10)) - 16) * d) * x[xi]
                 + (((int)(((q >> 8) & 0xF) | ((hl << 3) & 0x10)) - 16) * d) * x[xi + 1]
                 + (((int)(((q >> 16) & 0xF) | ((hl << 2) & 0x10)) - 16) * d) * x[xi + 2]
                 + (((int)(((q >> 24) & 0xF) | ((hl << 1) & 0x10)) - 16) * d) * x[xi + 3]
@@ -300,13 +216,12 @@ public sealed class QuantMatMulKernels
                 + (((int)(((q >> 12) & 0xF) | ((hh << 3) & 0x10)) - 16) * d) * x[xi + 17]
                 + (((int)(((q >> 20) & 0xF) | ((hh << 2) & 0x10)) - 16) * d) * x[xi + 18]
                 + (((int)(((q >> 28) & 0xF) | ((hh << 1) & 0x10)) - 16) * d) * x[xi + 19];
-            sum += s;
         }
 
         Finish(dst, rows, o, r, sum, accumulate);
     }
 
-    private static void Q4_KKernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<float> mins, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q4_KKernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -316,23 +231,28 @@ public sealed class QuantMatMulKernels
         }
 
         // Super-block word w (0..31): group g = w/8 covers values 64g..64g+63; bytes l0..l0+3 (l0 = 4·(w%8)) give
-        // values 64g+l0+t (low nibble, sub-block 2g) and 64g+32+l0+t (high nibble, sub-block 2g+1).
+        // values 64g+l0+t (low nibble, sub-block 2g) and 64g+32+l0+t (high nibble, sub-block 2g+1). Aux bytes 2g, 2g+1
+        // are those sub-blocks' scales, bytes 8+2g, 9+2g their mins; d1 = d·sc and m1 = dmin·m as in ggml.
         int words = cols / 8;
         long qBase = (long)o * words;
-        long sBase = (long)o * (cols / 32);
+        long sbBase = (long)o * (cols / 256);
         float sum = 0;
         for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
         {
             uint q = quants[qBase + w];
-            int sb = w / 32;
+            long sb = sbBase + w / 32;
             int g = (w % 32) / 8;
-            long sub = sBase + 8 * sb + 2 * g;
-            float d1 = scales[sub];
-            float m1 = mins[sub];
-            float d2 = scales[sub + 1];
-            float m2 = mins[sub + 1];
-            long xi = (long)r * cols + 256 * sb + 64 * g + 4 * (w % 8);
-            float s = (d1 * (q & 0xF) - m1) * x[xi]
+            float d = scales[2 * sb];
+            float dmin = scales[2 * sb + 1];
+            uint scWord = aux[4 * sb + g / 2];
+            uint mWord = aux[4 * sb + 2 + g / 2];
+            int k = 2 * (g % 2);
+            float d1 = d * U8(scWord, k);
+            float m1 = dmin * U8(mWord, k);
+            float d2 = d * U8(scWord, k + 1);
+            float m2 = dmin * U8(mWord, k + 1);
+            long xi = (long)r * cols + 256 * (w / 32) + 64 * g + 4 * (w % 8);
+            sum += (d1 * (q & 0xF) - m1) * x[xi]
                 + (d1 * ((q >> 8) & 0xF) - m1) * x[xi + 1]
                 + (d1 * ((q >> 16) & 0xF) - m1) * x[xi + 2]
                 + (d1 * ((q >> 24) & 0xF) - m1) * x[xi + 3]
@@ -340,17 +260,12 @@ public sealed class QuantMatMulKernels
                 + (d2 * ((q >> 12) & 0xF) - m2) * x[xi + 33]
                 + (d2 * ((q >> 20) & 0xF) - m2) * x[xi + 34]
                 + (d2 * ((q >> 28) & 0xF) - m2) * x[xi + 35];
-            sum += s;
         }
 
         Finish(dst, rows, o, r, sum, accumulate);
     }
 
-    /// <summary>One 6-bit Q6_K value: a nibble of ql plus a 2-bit field of qh, minus 32.</summary>
-    private static float Six(uint ql, int nibbleShift, uint qh, int pairShift) =>
-        (int)(((ql >> nibbleShift) & 0xF) | (((qh >> pairShift) & 3) << 4)) - 32;
-
-    private static void Q6_KKernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<float> mins, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q6_KKernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -361,28 +276,28 @@ public sealed class QuantMatMulKernels
 
         // Super-block ql word w (0..31): half c = w/16, byte m0 = 4·(w%16) of the half's 64 ql bytes; quarter
         // k = m0/32 (low nibbles) or k+2 (high nibbles), lane l0 = m0%32. The matching qh bytes 32c+l0.. are qh word
-        // 8c + l0/4, 2-bit field k of each byte. Value 128c + 32k + l, scale index 8c + 2k + l/16.
+        // 8c + l0/4, 2-bit field k of each byte. Value 128c + 32k + l, scale 8c + 2k + l0/16 (aux byte), times d.
         int words = cols / 8;
         long qBase = (long)o * words;
-        long hBase = (long)o * (cols / 16);
-        long sBase = (long)o * (cols / 16);
+        long sbBase = (long)o * (cols / 256);
         float sum = 0;
         for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
         {
             uint ql = quants[qBase + w];
-            int sb = w / 32;
+            long sb = sbBase + w / 32;
             int c = (w % 32) / 16;
             int m0 = 4 * (w % 16);
             int k = m0 / 32;
             int l0 = m0 % 32;
-            uint qh = high[hBase + 16 * sb + 8 * c + l0 / 4];
-            long scaleAt = sBase + 16 * sb + 8 * c + 2 * k + l0 / 16;
-            float dLow = scales[scaleAt];
-            float dHigh = scales[scaleAt + 4];
-            long xi = (long)r * cols + 256 * sb + 128 * c + 32 * k + l0;
+            uint qh = high[16 * sb + 8 * c + l0 / 4];
+            float d = scales[sb];
+            int sLow = 8 * c + 2 * k + l0 / 16;
+            float dLow = d * I8(aux[4 * sb + sLow / 4], sLow % 4);
+            float dHigh = d * I8(aux[4 * sb + (sLow + 4) / 4], (sLow + 4) % 4);
+            long xi = (long)r * cols + 256 * (w / 32) + 128 * c + 32 * k + l0;
             int pl = 2 * k;
             int ph = 2 * k + 4;
-            float s = (dLow * Six(ql, 0, qh, pl)) * x[xi]
+            sum += (dLow * Six(ql, 0, qh, pl)) * x[xi]
                 + (dLow * Six(ql, 8, qh, 8 + pl)) * x[xi + 1]
                 + (dLow * Six(ql, 16, qh, 16 + pl)) * x[xi + 2]
                 + (dLow * Six(ql, 24, qh, 24 + pl)) * x[xi + 3]
@@ -390,9 +305,49 @@ public sealed class QuantMatMulKernels
                 + (dHigh * Six(ql, 12, qh, 8 + ph)) * x[xi + 65]
                 + (dHigh * Six(ql, 20, qh, 16 + ph)) * x[xi + 66]
                 + (dHigh * Six(ql, 28, qh, 24 + ph)) * x[xi + 67];
-            sum += s;
         }
 
         Finish(dst, rows, o, r, sum, accumulate);
+    }
+
+    /// <summary>One dequantized element per thread: value e of row tokens[i / cols], by the formats' element formulas.</summary>
+    private static void EmbedKernel(Index1D i, ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<int> tokens, int cols, int type)
+    {
+        int e = i % cols;
+        long o = tokens[i / cols];
+        float v;
+        if (type == (int)DType.Q8_0)
+        {
+            v = I8(quants[o * (cols / 4) + e / 4], e % 4) * scales[o * (cols / 32) + e / 32];
+        }
+        else if (type == (int)DType.Q4_0 || type == (int)DType.Q5_0)
+        {
+            long block = o * (cols / 32) + e / 32;
+            int j = e % 32;
+            int q = (int)((quants[4 * block + (j % 16) / 4] >> (8 * (j % 4) + (j >= 16 ? 4 : 0))) & 0xF);
+            v = type == (int)DType.Q4_0 ? (q - 8) * scales[block] : ((q | (int)(((high[block] >> j) & 1) << 4)) - 16) * scales[block];
+        }
+        else if (type == (int)DType.Q4_K)
+        {
+            long sb = o * (cols / 256) + e / 256;
+            int rr = e % 256;
+            int s = rr / 32;
+            int q = (int)((quants[32 * sb + 8 * (rr / 64) + (rr % 32) / 4] >> (8 * (rr % 4) + 4 * (s % 2))) & 0xF);
+            v = scales[2 * sb] * U8(aux[4 * sb + s / 4], s % 4) * q - scales[2 * sb + 1] * U8(aux[4 * sb + 2 + s / 4], s % 4);
+        }
+        else
+        {
+            long sb = o * (cols / 256) + e / 256;
+            int rr = e % 256;
+            int c = rr / 128;
+            int k = (rr % 128) / 32;
+            int l = rr % 32;
+            int qlByte = 64 * c + 32 * (k % 2) + l;
+            int qhByte = 32 * c + l;
+            int q = Six(quants[32 * sb + qlByte / 4], 8 * (qlByte % 4) + (k >= 2 ? 4 : 0), high[16 * sb + qhByte / 4], 8 * (qhByte % 4) + 2 * k);
+            v = scales[sb] * I8(aux[4 * sb + (rr / 16) / 4], (rr / 16) % 4) * q;
+        }
+
+        dst[i] = v;
     }
 }

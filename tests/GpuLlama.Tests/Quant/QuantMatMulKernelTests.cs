@@ -84,6 +84,38 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
 
     [Theory]
     [MemberData(nameof(DeviceTypes))]
+    public void Embed_dequantizes_the_token_rows(DType type)
+    {
+        var rng = new Random(31 + (int)type);
+        int rows = 5;
+        int cols = type.BlockSize() == 256 ? 512 : 96;
+        int rowBytes = (int)type.RowBytes(cols);
+        byte[] w = new byte[rows * rowBytes];
+        for (int r = 0; r < rows; r++)
+        {
+            BlockSpec.RandomRow(type, cols, rng).CopyTo(w.AsSpan(r * rowBytes));
+        }
+
+        int[] tokens = [3, 0, 4, 3];
+        using QuantWeight weight = UploadWeight(type, w, rows, cols);
+        using MemoryBuffer1D<int, Stride1D.Dense> ids = _accelerator.Allocate1D(tokens);
+        using MemoryBuffer1D<float, Stride1D.Dense> dst = _accelerator.Allocate1D<float>(tokens.Length * cols);
+        _kernels.Embed(_accelerator.DefaultStream, dst.View, weight, ids.View, tokens.Length);
+        _accelerator.Synchronize();
+        float[] got = dst.GetAsArray1D();
+        float[] want = new float[cols];
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            QuantBlocks.DequantizeRow(type, w.AsSpan(tokens[i] * rowBytes, rowBytes), want);
+            for (int c = 0; c < cols; c++)
+            {
+                Assert.True(want[c] == got[i * cols + c], $"{type} token {tokens[i]} col {c}: {got[i * cols + c]} vs {want[c]}");
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(DeviceTypes))]
     public void Kernels_compile_to_ptx_without_local_memory_or_extern_calls(DType type)
     {
         // GPU-free gate (see the ILGPU notes): what the CPU accelerator accepts can still fail on PTX.
@@ -97,6 +129,17 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
         Assert.DoesNotContain(".extern .func", ptx);
         Assert.DoesNotContain(".local", ptx);
         Assert.Contains("shfl.sync.bfly", ptx);
+    }
+
+    [Fact]
+    public void Embed_kernel_compiles_to_ptx_without_local_memory_or_extern_calls()
+    {
+        using Context ctx = Context.Create(b => b.Default());
+        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, nvvmAPI: null);
+        MethodInfo method = typeof(QuantMatMulKernels).GetMethod("EmbedKernel", BindingFlags.NonPublic | BindingFlags.Static)!;
+        var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromImplicitlyGroupedKernel(method), default);
+        Assert.DoesNotContain(".extern .func", compiled.PTXAssembly);
+        Assert.DoesNotContain(".local", compiled.PTXAssembly);
     }
 
     [Fact]
@@ -120,14 +163,16 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
             {
                 float v = type switch
                 {
-                    DType.Q4_K => p.Scales[e / 32] * ((p.Quants[(e / 64) * 8 + (e % 32) / 4] >> (8 * (e % 4) + 4 * ((e / 32) % 2))) & 0xF) - p.Mins[e / 32],
-                    DType.Q6_K => p.Scales[e / 16] * Q6(p, e),
+                    DType.Q4_K => p.Scales[0] * AuxByte(p, e / 32) * ((p.Quants[(e / 64) * 8 + (e % 32) / 4] >> (8 * (e % 4) + 4 * ((e / 32) % 2))) & 0xF) - p.Scales[1] * AuxByte(p, 8 + e / 32),
+                    DType.Q6_K => p.Scales[0] * (sbyte)AuxByte(p, e / 16) * Q6(p, e),
                     _ => ((int)(((p.Quants[(e / 32) * 4 + (e % 16) / 4] >> (8 * (e % 4) + ((e % 32) >= 16 ? 4 : 0))) & 0xF) | (((p.High[e / 32] >> (e % 32)) & 1) << 4)) - 16) * p.Scales[e / 32],
                 };
                 Assert.Equal(want[e], v);
             }
         }
     }
+
+    private static byte AuxByte(QuantRepack p, int i) => (byte)(p.Aux[i / 4] >> (8 * (i % 4)));
 
     private static int Q6(QuantRepack p, int e)
     {
