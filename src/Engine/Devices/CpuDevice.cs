@@ -448,7 +448,8 @@ public sealed unsafe partial class CpuDevice : IDevice
                 CpuMatMul.Bf16ToF32((ushort*)row, dst, cols);
                 break;
             default:
-                QuantBlocks.DequantizeRow(type, new ReadOnlySpan<byte>(row, checked((int)type.RowBytes(cols))), new Span<float>(dst, cols));
+                // Vectorized, bit-identical to QuantBlocks.DequantizeRow.
+                CpuQuantDot.Dequantize(type, row, dst, cols);
                 break;
         }
     }

@@ -20,8 +20,8 @@ namespace GpuLlama.Devices;
 /// format with the decoder inlined and the accumulators in registers. 4- and 5-bit formats dequantize by table
 /// lookup: the 16 (32) possible values of a (sub-)block form one (two) vector(s) — <c>(q - 8)·d</c>,
 /// <c>d·sc·q - dmin·m</c> — and <c>vpermps</c>/<c>vpermt2ps</c> pick them by index, which replaces mask, convert and
-/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 kernels; other types (and Q8_K everywhere) go
-/// through the scalar block dequantization into a stack buffer and a vectorized dot.
+/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 dot kernels, Q5_0/Q4_K/Q6_K an AVX2 dequantization into a stack
+/// buffer followed by a vectorized dot, and the rest (Q8_K everywhere) the scalar block dequantization.
 /// </remarks>
 public static unsafe class CpuQuantDot
 {
@@ -94,12 +94,43 @@ public static unsafe class CpuQuantDot
         {
             int n = Math.Min(ChunkFloats, cols - c0);
             Dequantize(type, row + type.RowBytes(c0), chunk, n);
+            int r = 0;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                for (; r + 4 <= nx; r += 4)
+                {
+                    Dot4(chunk, x + (long)r * xStride + c0, xStride, n, results + r);
+                }
+            }
+
             ReadOnlySpan<float> w = new(chunk, n);
-            for (int r = 0; r < nx; r++)
+            for (; r < nx; r++)
             {
                 results[r] += TensorPrimitives.Dot(w, new ReadOnlySpan<float>(x + (long)r * xStride + c0, n));
             }
         }
+    }
+
+    /// <summary>results[k] += Σ w[j]·x[k·stride + j] for k &lt; 4, n a multiple of 32: each w load feeds four FMAs.</summary>
+    private static void Dot4(float* w, float* x, int stride, int n, float* results)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        float* x1 = x + stride;
+        float* x2 = x1 + stride;
+        float* x3 = x2 + stride;
+        for (int i = 0; i < n; i += 16)
+        {
+            Vector512<float> wv = Vector512.Load(w + i);
+            a0 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x + i), a0);
+            a1 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x1 + i), a1);
+            a2 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x2 + i), a2);
+            a3 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x3 + i), a3);
+        }
+
+        results[0] += Vector512.Sum(a0);
+        results[1] += Vector512.Sum(a1);
+        results[2] += Vector512.Sum(a2);
+        results[3] += Vector512.Sum(a3);
     }
 
     /// <summary>
@@ -125,6 +156,11 @@ public static unsafe class CpuQuantDot
         if (s_avx512 && HasAvx512Kernel(type))
         {
             DequantizeAvx512(type, row, dst, cols);
+            return;
+        }
+
+        if (s_avx2 && DequantizeAvx2(type, row, dst, cols))
+        {
             return;
         }
 
@@ -606,28 +642,31 @@ public static unsafe class CpuQuantDot
         float d = Half(b);
         float dmin = Half(b + 2);
         byte* q = b + 4;
-        int sc1, m1, sc2, m2;
 
-        // get_scale_min_k4 for sub-blocks 2j and 2j+1 (see QuantBlocks.ScaleMinK4), without span bounds checks.
+        // get_scale_min_k4 for sub-blocks 2j and 2j+1 (see QuantBlocks.ScaleMinK4) as byte pairs [sc1, sc2] and
+        // [m1, m2]: for j < 2 the low 6 bits of bytes 2j.. and 2j+4..; for j ≥ 2 the nibbles of bytes 2j+4.. plus the
+        // top 2 bits of bytes 2j-4.. (scales) and 2j.. (mins).
+        uint scPair, mPair;
         if (j < 2)
         {
-            sc1 = q[2 * j] & 63;
-            m1 = q[2 * j + 4] & 63;
-            sc2 = q[2 * j + 1] & 63;
-            m2 = q[2 * j + 5] & 63;
+            scPair = *(ushort*)(q + 2 * j) & 0x3F3Fu;
+            mPair = *(ushort*)(q + 2 * j + 4) & 0x3F3Fu;
         }
         else
         {
-            sc1 = (q[2 * j + 4] & 0xF) | ((q[2 * j - 4] >> 6) << 4);
-            m1 = (q[2 * j + 4] >> 4) | ((q[2 * j] >> 6) << 4);
-            sc2 = (q[2 * j + 5] & 0xF) | ((q[2 * j - 3] >> 6) << 4);
-            m2 = (q[2 * j + 5] >> 4) | ((q[2 * j + 1] >> 6) << 4);
+            uint low = *(ushort*)(q + 2 * j + 4);
+            scPair = (low & 0x0F0Fu) | (((uint)*(ushort*)(q + 2 * j - 4) >> 2) & 0x3030u);
+            mPair = ((low >> 4) & 0x0F0Fu) | (((uint)*(ushort*)(q + 2 * j) >> 2) & 0x3030u);
         }
 
-        Vector512<float> d1 = Vector512.Create(d * sc1);
-        Vector512<float> d2 = Vector512.Create(d * sc2);
-        Vector512<float> min1 = Vector512.Create(dmin * m1);
-        Vector512<float> min2 = Vector512.Create(dmin * m2);
+        // [d·sc1, d·sc2, dmin·m1, dmin·m2] in one convert and multiply, then broadcast lane by lane.
+        Vector128<float> f = Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(scPair | (mPair << 16)).AsByte()))
+            * Vector128.Create(d, d, dmin, dmin);
+        Vector512<float> fz = f.ToVector256Unsafe().ToVector512Unsafe();
+        Vector512<float> d1 = Avx512F.PermuteVar16x32(fz, Vector512.Create(0));
+        Vector512<float> d2 = Avx512F.PermuteVar16x32(fz, Vector512.Create(1));
+        Vector512<float> min1 = Avx512F.PermuteVar16x32(fz, Vector512.Create(2));
+        Vector512<float> min2 = Avx512F.PermuteVar16x32(fz, Vector512.Create(3));
         t1 = Iota16 * d1 - min1;
         t2 = Iota16 * d2 - min2;
         if (fiveBit)
@@ -684,15 +723,189 @@ public static unsafe class CpuQuantDot
                 q3 = (a3 >> 4) | ((h1 >> 6) << 4);
             }
 
+            // [d·sc0 … d·sc3] in one convert and multiply, then broadcast lane by lane.
+            Vector128<float> f = Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(Vector128.CreateScalar(*(uint*)sc).AsSByte())) * Vector128.Create(d);
+            Vector512<float> fz = f.ToVector256Unsafe().ToVector512Unsafe();
             Vector128<sbyte> bias = Vector128.Create((sbyte)32);
-            w0 = SBytesToFloat(q0.AsSByte() - bias) * Vector512.Create(d * sc[0]);
-            w1 = SBytesToFloat(q1.AsSByte() - bias) * Vector512.Create(d * sc[1]);
-            w2 = SBytesToFloat(q2.AsSByte() - bias) * Vector512.Create(d * sc[2]);
-            w3 = SBytesToFloat(q3.AsSByte() - bias) * Vector512.Create(d * sc[3]);
+            w0 = SBytesToFloat(q0.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(0));
+            w1 = SBytesToFloat(q1.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(1));
+            w2 = SBytesToFloat(q2.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(2));
+            w3 = SBytesToFloat(q3.AsSByte() - bias) * Avx512F.PermuteVar16x32(fz, Vector512.Create(3));
         }
     }
 
     // ---------------------------------------------------------------- AVX2 kernels (no AVX-512)
+
+    /// <summary>Writes values 64g … 64g+63 of a row as floats, bit-identical to the reference (AVX2, 8 lanes).</summary>
+    private interface IDecoder256
+    {
+        static abstract void Decode(byte* row, int g, float* dst);
+    }
+
+    /// <summary>
+    /// AVX2 dequantization of the Q4_K_M / Q8_0 / Q4_0 family into a buffer; without AVX-512 the dot products of these
+    /// types go through it (<see cref="DotChunked"/>), which beats the scalar reference by far.
+    /// </summary>
+    internal static bool DequantizeAvx2(DType type, byte* row, float* dst, int cols)
+    {
+        switch (type)
+        {
+            case DType.Q8_0: Store256<Q8_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q4_0: Store256<Q4_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q5_0: Store256<Q5_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q4_K: Store256<Q4_KDecoder256>(type, row, dst, cols); return true;
+            case DType.Q6_K: Store256<Q6_KDecoder256>(type, row, dst, cols); return true;
+            default: return false;
+        }
+    }
+
+    private static void Store256<TDecoder>(DType type, byte* row, float* dst, int cols)
+        where TDecoder : struct, IDecoder256
+    {
+        int groups = cols / 64;
+        for (int g = 0; g < groups; g++)
+        {
+            TDecoder.Decode(row, g, dst + 64 * g);
+        }
+
+        if (cols % 64 != 0)
+        {
+            int done = groups * 64;
+            QuantBlocks.DequantizeBlock(type, new ReadOnlySpan<byte>(row + type.RowBytes(done), type.BlockBytes()), new Span<float>(dst + done, QuantBlocks.QK));
+        }
+    }
+
+    /// <summary>Zero-extends 8 bytes (the low or the high half of <paramref name="v"/>) to floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Bytes8(Vector128<byte> v, bool upper) =>
+        Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(upper ? Sse2.ShiftRightLogical128BitLane(v, 8) : v));
+
+    /// <summary>Sign-extends 8 bytes (the low or the high half of <paramref name="v"/>) to floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> SBytes8(Vector128<sbyte> v, bool upper) =>
+        Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(upper ? Sse2.ShiftRightLogical128BitLane(v, 8) : v));
+
+    /// <summary>16 signed values times a scale, stored as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store16(Vector128<sbyte> q, Vector256<float> scale, float* dst)
+    {
+        (SBytes8(q, false) * scale).Store(dst);
+        (SBytes8(q, true) * scale).Store(dst + 8);
+    }
+
+    private struct Q8_0Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 68 * g + 34 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Store16(Vector128.Load((sbyte*)(b + 2)), d, dst + 32 * k);
+                Store16(Vector128.Load((sbyte*)(b + 18)), d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    private struct Q4_0Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<sbyte> eight = Vector128.Create((sbyte)8);
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 36 * g + 18 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Vector128<byte> qs = Vector128.Load(b + 2);
+                Store16((qs & low4).AsSByte() - eight, d, dst + 32 * k);
+                Store16((qs >> 4).AsSByte() - eight, d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    private struct Q5_0Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<sbyte> sixteen = Vector128.Create((sbyte)16);
+            Vector128<byte> bits = Vector128.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+            Vector128<byte> lowBytes = Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+            Vector128<byte> highBytes = Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 44 * g + 22 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Vector128<byte> qh = Vector128.Create(*(uint*)(b + 2)).AsByte();
+
+                // Bit j of qh → 0x10 in byte j: spread qh's bytes (byte j/8 to lane j), test lane j's bit.
+                Vector128<byte> h0 = Vector128.Equals(Ssse3.Shuffle(qh, lowBytes) & bits, bits) & Vector128.Create((byte)0x10);
+                Vector128<byte> h1 = Vector128.Equals(Ssse3.Shuffle(qh, highBytes) & bits, bits) & Vector128.Create((byte)0x10);
+                Vector128<byte> qs = Vector128.Load(b + 6);
+                Store16(((qs & low4) | h0).AsSByte() - sixteen, d, dst + 32 * k);
+                Store16(((qs >> 4) | h1).AsSByte() - sixteen, d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    private struct Q4_KDecoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            byte* b = row + 144 * (g >> 2);
+            int j = g & 3;
+            float d = Half(b);
+            float dmin = Half(b + 2);
+            ReadOnlySpan<byte> scales = new(b + 4, QuantBlocks.KScaleSize);
+            QuantBlocks.ScaleMinK4(2 * j, scales, out int sc1, out int m1);
+            QuantBlocks.ScaleMinK4(2 * j + 1, scales, out int sc2, out int m2);
+            Vector256<float> d1 = Vector256.Create(d * sc1);
+            Vector256<float> min1 = Vector256.Create(dmin * m1);
+            Vector256<float> d2 = Vector256.Create(d * sc2);
+            Vector256<float> min2 = Vector256.Create(dmin * m2);
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            byte* qs = b + 16 + 32 * j;
+            for (int half = 0; half < 2; half++)
+            {
+                Vector128<byte> a = Vector128.Load(qs + 16 * half);
+                Vector128<byte> lo = a & low4;
+                Vector128<byte> hi = a >> 4;
+                float* o = dst + 16 * half;
+                (Bytes8(lo, false) * d1 - min1).Store(o);
+                (Bytes8(lo, true) * d1 - min1).Store(o + 8);
+                (Bytes8(hi, false) * d2 - min2).Store(o + 32);
+                (Bytes8(hi, true) * d2 - min2).Store(o + 40);
+            }
+        }
+    }
+
+    private struct Q6_KDecoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            // The same quarter pairs as the AVX-512 decoder: part 0 low nibbles and bit pairs 0/1, part 1 high nibbles and pairs 2/3.
+            byte* b = row + 210 * (g >> 2);
+            int c = (g >> 1) & 1;
+            int part = g & 1;
+            byte* ql = b + 64 * c;
+            byte* qh = b + 128 + 32 * c;
+            sbyte* sc = (sbyte*)(b + 192) + 8 * c + 4 * part;
+            float d = Half(b + 208);
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<byte> low2 = Vector128.Create((byte)0x03);
+            Vector128<sbyte> bias = Vector128.Create((sbyte)32);
+            for (int v = 0; v < 4; v++)
+            {
+                Vector128<byte> a = Vector128.Load(ql + 16 * v);
+                Vector128<byte> h = Vector128.Load(qh + 16 * (v & 1));
+                int pair = 2 * (v >> 1) + 4 * part;
+                Vector128<byte> nibble = part == 0 ? a & low4 : a >> 4;
+                Vector128<byte> q = nibble | (((h >> pair) & low2) << 4);
+                Store16(q.AsSByte() - bias, Vector256.Create(d * sc[v]), dst + 16 * v);
+            }
+        }
+    }
 
     internal static float DotQ8_0Avx2(byte* row, float* x, int nb)
     {

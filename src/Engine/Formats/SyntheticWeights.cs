@@ -245,7 +245,8 @@ public sealed unsafe class SyntheticSource : IWeightSource
     public long TotalBytes => _tensors.Values.Sum(t => t.ByteLength);
 
     /// <summary>The dtypes weights can be generated in.</summary>
-    public static IReadOnlyList<DType> SupportedTypes { get; } = [DType.F32, DType.F16, DType.BF16];
+    /// <remarks>Quantized types go through <see cref="BlockQuantizer"/> (norm vectors stay F32, as in llama.cpp's files).</remarks>
+    public static IReadOnlyList<DType> SupportedTypes { get; } = [DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K];
 
     /// <summary>Creates a model from "NAME" or "NAME:dtype" (an optional "synthetic:" prefix is allowed); F16 by default.</summary>
     public static SyntheticSource Create(string spec, ulong seed = DefaultSeed)
@@ -259,6 +260,18 @@ public sealed unsafe class SyntheticSource : IWeightSource
         if (!SupportedTypes.Contains(type))
         {
             GpuLlamaException.ThrowFile("synthetic:" + preset.Name, $"synthetic weights cannot be made in {DTypeInfo.DisplayName(type)} (supported: {TypeList()})");
+        }
+
+        if (type.IsQuantized())
+        {
+            ModelConfig config = preset.ToConfig();
+            foreach ((string name, long[] shape) in TensorNames.Required(config))
+            {
+                if (shape.Length > 1 && shape[^1] % type.BlockSize() != 0)
+                {
+                    GpuLlamaException.ThrowFile("synthetic:" + preset.Name, $"{type} needs rows of a multiple of {type.BlockSize()} values; {name} has {shape[^1]}");
+                }
+            }
         }
 
         var source = new SyntheticSource(preset, type, seed);
@@ -426,7 +439,8 @@ public sealed unsafe class SyntheticSource : IWeightSource
                 ToBFloat16(values, MemoryMarshal.Cast<byte, ushort>(output));
                 break;
             default:
-                throw new InvalidOperationException($"no encoder for {type}");
+                BlockQuantizer.QuantizeRow(type, values, output);
+                break;
         }
     }
 

@@ -26,7 +26,7 @@ public sealed unsafe class SyntheticTests
 
     [Theory]
     [InlineData("gpt2", "unknown preset 'gpt2'")]
-    [InlineData("tiny:q4_0", "unsupported dtype 'q4_0'")]
+    [InlineData("tiny:q3_k", "unsupported dtype 'q3_k'")]
     [InlineData("tiny:f16:x", "unknown preset")]
     [InlineData("", "unknown preset")]
     public void RejectsBadSpecsNamingThem(string spec, string expected)

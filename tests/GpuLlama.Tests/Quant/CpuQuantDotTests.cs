@@ -170,6 +170,37 @@ public unsafe class CpuQuantDotTests
         }
     }
 
+    [Theory]
+    [InlineData(DType.Q8_0)]
+    [InlineData(DType.Q4_0)]
+    [InlineData(DType.Q5_0)]
+    [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q6_K)]
+    public void Avx2_dequantization_is_bit_identical_to_the_reference(DType type)
+    {
+        if (!Avx2.IsSupported || !Fma.IsSupported)
+        {
+            return;
+        }
+
+        var rng = new Random(23 + (int)type);
+        int cols = type.BlockSize() == 256 ? 256 * 3 : 32 * 37;
+        byte[] row = BlockSpec.RandomRow(type, cols, rng);
+        float[] want = new float[cols];
+        float[] got = new float[cols];
+        QuantBlocks.DequantizeRow(type, row, want);
+        fixed (byte* r = row)
+        fixed (float* g = got)
+        {
+            Assert.True(CpuQuantDot.DequantizeAvx2(type, r, g, cols));
+        }
+
+        for (int i = 0; i < cols; i++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(want[i]) == BitConverter.SingleToInt32Bits(got[i]), $"{type} element {i}: {got[i]:R} vs reference {want[i]:R}");
+        }
+    }
+
     [Fact]
     public void DotRow_rejects_partial_blocks()
     {

@@ -1,0 +1,123 @@
+using System.Buffers.Binary;
+using GpuLlama.Formats;
+
+namespace GpuLlama.Devices;
+
+/// <summary>
+/// A block-quantized weight matrix repacked for a GPU (host side, at upload). GGUF blocks are 18/22/34/144/210 bytes,
+/// so their fields are misaligned for word loads; here each field is its own word-aligned stream and binary16 block
+/// scales are widened to float once. K-quant sub-block scales stay 6/8-bit (one byte each), so the repacked matrix is
+/// at most ~11% larger than the file's. Kernels compute exactly ggml's dequantization from these streams.
+/// </summary>
+/// <remarks>
+/// Streams per format (each row's data contiguous, rows back to back):
+/// <list type="bullet">
+/// <item>Q8_0: Quants = the 32 int8 of a block as 8 words; Scales = d.</item>
+/// <item>Q4_0: Quants = the 16 nibble bytes as 4 words; Scales = d.</item>
+/// <item>Q5_0: Quants = 4 words; High = qh (1 word); Scales = d.</item>
+/// <item>Q4_K: Quants = qs as 32 words; Scales = d, dmin; Aux = the 8 six-bit scales then the 8 mins, one byte each (4 words).</item>
+/// <item>Q6_K: Quants = ql as 32 words; High = qh as 16 words; Scales = d; Aux = the 16 int8 scales (4 words).</item>
+/// </list>
+/// </remarks>
+public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, uint[] High, float[] Scales, uint[] Aux)
+{
+    /// <summary>Types the device kernels compute in place.</summary>
+    public static bool Supports(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K;
+
+    /// <summary>Words per block of each stream: quants, high, scales, aux.</summary>
+    public static (int Quants, int High, int Scales, int Aux) WordsPerBlock(DType type) => type switch
+    {
+        DType.Q8_0 => (8, 0, 1, 0),
+        DType.Q4_0 => (4, 0, 1, 0),
+        DType.Q5_0 => (4, 1, 1, 0),
+        DType.Q4_K => (32, 0, 2, 4),
+        DType.Q6_K => (32, 16, 1, 4),
+        _ => throw new NotSupportedException($"device kernels for {DTypeInfo.DisplayName(type)} weights are not implemented"),
+    };
+
+    /// <summary>Element counts of the four streams (each at least 1, so every buffer exists).</summary>
+    public static (long Quants, long High, long Scales, long Aux) StreamLengths(DType type, long rows, long cols)
+    {
+        (int q, int h, int s, int a) = WordsPerBlock(type);
+        long blocks = rows * (cols / type.BlockSize());
+        return (Math.Max(1, blocks * q), Math.Max(1, blocks * h), Math.Max(1, blocks * s), Math.Max(1, blocks * a));
+    }
+
+    /// <summary>Device bytes of the repacked tensor: four allocations, each rounded up to 256 B (what <see cref="MemoryPlan"/> counts).</summary>
+    public static long DeviceBytes(TensorInfo tensor)
+    {
+        (long q, long h, long s, long a) = StreamLengths(tensor.Type, tensor.Rows, tensor.Cols);
+        return MemoryPlan.DeviceBytes(4 * q) + MemoryPlan.DeviceBytes(4 * h) + MemoryPlan.DeviceBytes(4 * s) + MemoryPlan.DeviceBytes(4 * a);
+    }
+
+    /// <summary>Repacks <paramref name="rows"/> rows of raw GGUF blocks (<paramref name="data"/>: rows × RowBytes(cols) bytes).</summary>
+    public static unsafe QuantRepack Create(DType type, byte* data, int rows, int cols)
+    {
+        int bs = type.BlockSize();
+        if (!Supports(type) || cols % bs != 0)
+        {
+            throw new ArgumentException($"cannot repack {DTypeInfo.DisplayName(type)} rows of {cols} columns for the device", nameof(type));
+        }
+
+        (long nq, long nh, long ns, long na) = StreamLengths(type, rows, cols);
+        uint[] quants = new uint[nq];
+        uint[] high = new uint[nh];
+        float[] scales = new float[ns];
+        uint[] aux = new uint[na];
+        long blocks = (long)rows * (cols / bs);
+        int bb = type.BlockBytes();
+        Span<byte> unpacked = stackalloc byte[16];
+        for (long i = 0; i < blocks; i++)
+        {
+            ReadOnlySpan<byte> b = new(data + i * bb, bb);
+            switch (type)
+            {
+                case DType.Q8_0:
+                    scales[i] = QuantBlocks.Half(b, 0);
+                    CopyWords(b.Slice(2, 32), quants.AsSpan((int)(i * 8), 8));
+                    break;
+                case DType.Q4_0:
+                    scales[i] = QuantBlocks.Half(b, 0);
+                    CopyWords(b.Slice(2, 16), quants.AsSpan((int)(i * 4), 4));
+                    break;
+                case DType.Q5_0:
+                    scales[i] = QuantBlocks.Half(b, 0);
+                    high[i] = BinaryPrimitives.ReadUInt32LittleEndian(b.Slice(2));
+                    CopyWords(b.Slice(6, 16), quants.AsSpan((int)(i * 4), 4));
+                    break;
+                case DType.Q4_K:
+                {
+                    scales[2 * i] = QuantBlocks.Half(b, 0);
+                    scales[2 * i + 1] = QuantBlocks.Half(b, 2);
+                    for (int s = 0; s < 8; s++)
+                    {
+                        QuantBlocks.ScaleMinK4(s, b.Slice(4, QuantBlocks.KScaleSize), out int sc, out int m);
+                        unpacked[s] = (byte)sc;
+                        unpacked[8 + s] = (byte)m;
+                    }
+
+                    CopyWords(unpacked, aux.AsSpan((int)(i * 4), 4));
+                    CopyWords(b.Slice(16, 128), quants.AsSpan((int)(i * 32), 32));
+                    break;
+                }
+
+                default:
+                    scales[i] = QuantBlocks.Half(b, 208);
+                    CopyWords(b.Slice(192, 16), aux.AsSpan((int)(i * 4), 4));
+                    CopyWords(b.Slice(0, 128), quants.AsSpan((int)(i * 32), 32));
+                    CopyWords(b.Slice(128, 64), high.AsSpan((int)(i * 16), 16));
+                    break;
+            }
+        }
+
+        return new QuantRepack(type, rows, cols, quants, high, scales, aux);
+    }
+
+    private static void CopyWords(ReadOnlySpan<byte> src, Span<uint> dst)
+    {
+        for (int w = 0; w < dst.Length; w++)
+        {
+            dst[w] = BinaryPrimitives.ReadUInt32LittleEndian(src.Slice(4 * w));
+        }
+    }
+}
