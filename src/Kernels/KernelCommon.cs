@@ -1,6 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
-using Half = ILGPU.Half;
+using ILGPU.Runtime.Cuda;
 
 namespace GpuLlama.Kernels;
 
@@ -63,8 +63,47 @@ internal static class KernelMath
         return Interop.IntAsFloat(u & 0xFFFF0000u);
     }
 
-    /// <summary>x rounded to nearest-even F16 (cvt.rn.f16.f32 on PTX), kept as float: ggml's GGML_FP32_TO_FP16.</summary>
-    public static float RoundF16(float v) => (float)(Half)v;
+    /// <summary>
+    /// x rounded to nearest-even F16, kept as float: ggml's GGML_FP32_TO_FP16. On PTX one cvt.rn.f16.f32 pair; elsewhere
+    /// exact integer rounding (ILGPU's software float→Half conversion on the CPU accelerator is not round-to-nearest).
+    /// </summary>
+    public static float RoundF16(float v)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            CudaAsm.Emit("{ .reg .f16 t; cvt.rn.f16.f32 t, %1; cvt.f32.f16 %0, t; }", out float r, v);
+            return r;
+        }
+
+        uint u = Interop.FloatAsInt(v);
+        uint sign = u & 0x80000000u;
+        uint a = u & 0x7FFFFFFFu;
+        if (a >= 0x7F800000u)
+        {
+            return v; // inf, NaN
+        }
+
+        int e = (int)(a >> 23) - 127;
+        if (e >= -14)
+        {
+            // normal half: keep 10 mantissa bits, ties to even; a carry into the exponent is the right answer
+            a += 0xFFFu + ((a >> 13) & 1u);
+            a &= 0xFFFFE000u;
+            return Interop.IntAsFloat(sign | (a > 0x477FE000u ? 0x7F800000u : a));
+        }
+
+        if (e < -25)
+        {
+            return Interop.IntAsFloat(sign);
+        }
+
+        // subnormal half: a multiple of 2^-24; round the 24-bit significand right by (-1 - e) bits, ties to even
+        int shift = -1 - e;
+        uint m = (a & 0x7FFFFFu) | 0x800000u;
+        m += (1u << (shift - 1)) - 1u + ((m >> shift) & 1u);
+        float r2 = (m >> shift) * 5.9604644775390625E-8f;
+        return sign != 0 ? -r2 : r2;
+    }
 
     /// <summary>Activation as a 16-bit weight type sees it (identity for F32).</summary>
     public static float RoundX(float v, int type) => type == WeightCode.BF16 ? RoundBf16(v) : type == WeightCode.F16 ? RoundF16(v) : v;
