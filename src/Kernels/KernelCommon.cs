@@ -1,6 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
-using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime;
 
 namespace GpuLlama.Kernels;
 
@@ -64,15 +64,15 @@ internal static class KernelMath
     }
 
     /// <summary>
-    /// x rounded to nearest-even F16, kept as float: ggml's GGML_FP32_TO_FP16. On PTX one cvt.rn.f16.f32 pair; elsewhere
-    /// exact integer rounding (ILGPU's software float→Half conversion on the CPU accelerator is not round-to-nearest).
+    /// x rounded to nearest-even F16, kept as float: ggml's GGML_FP32_TO_FP16. On CUDA ILGPU's Half conversion is the
+    /// hardware cvt.rn.f16.f32 (the accelerator-type test is a constant predicate there, so ptxas drops the other path);
+    /// elsewhere exact integer rounding, because ILGPU's software float→Half on the CPU accelerator is not round-to-nearest.
     /// </summary>
     public static float RoundF16(float v)
     {
-        if (CudaAsm.IsSupported)
+        if (Accelerator.CurrentType == AcceleratorType.Cuda)
         {
-            CudaAsm.Emit("{ .reg .f16 t; cvt.rn.f16.f32 t, %1; cvt.f32.f16 %0, t; }", out float r, v);
-            return r;
+            return (float)(ILGPU.Half)v;
         }
 
         uint u = Interop.FloatAsInt(v);
