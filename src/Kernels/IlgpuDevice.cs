@@ -100,7 +100,9 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs> _matMulScalar;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long> _storeKv;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionCombine;
+    private MemoryBuffer1D<float, Stride1D.Dense> _attentionPartial;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
@@ -128,7 +130,8 @@ public sealed unsafe class IlgpuDevice : IDevice
         _matMulScalar = accelerator.LoadStreamKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulScalar);
         _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
         _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long>(AttentionKernels.StoreKv);
-        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.Attention);
+        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.Attention);
+        _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.AttentionCombine);
         _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
         _add = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
         _embed = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(ElementwiseKernels.Embed);
@@ -136,6 +139,9 @@ public sealed unsafe class IlgpuDevice : IDevice
 
         _argmaxResult = accelerator.Allocate1D<int>(1);
         _tokens = accelerator.Allocate1D<int>(64);
+        _attentionPartial = accelerator.Allocate1D<float>(1);
+        _allocated = _argmaxResult.LengthInBytes + _tokens.LengthInBytes + _attentionPartial.LengthInBytes;
+        AttentionParallelism = 4 * accelerator.NumMultiprocessors;
     }
 
     public string Name { get; }
@@ -349,6 +355,7 @@ public sealed unsafe class IlgpuDevice : IDevice
         {
             _tokens.Dispose();
             _tokens = _accelerator.Allocate1D<int>(Math.Max(tokens.Length, (int)_tokens.Length * 2));
+            Interlocked.Add(ref _allocated, _tokens.LengthInBytes);
         }
 
         _tokens.View.SubView(0, tokens.Length).CopyFromCPU(ref MemoryMarshal.GetReference(tokens), tokens.Length);
@@ -475,9 +482,46 @@ public sealed unsafe class IlgpuDevice : IDevice
             KvHeads = shape.KvHeads,
             HeadDim = shape.HeadDim,
             Scale = 1.0f / MathF.Sqrt(shape.HeadDim),
+            Splits = 1,
+            SplitLength = position + rows,
         };
-        _attention(new KernelConfig(rows * shape.Heads, _attentionGroup), Own(dst).View, Own(q).View, cache.K.View, cache.V.View, args);
+
+        // decode: rows × heads groups leave most multiprocessors idle, so split the keys (flash-decoding)
+        int jobs = rows * shape.Heads;
+        int keys = position + rows;
+        if (jobs < AttentionParallelism && keys > 2 * _attentionGroup)
+        {
+            int wanted = (AttentionParallelism + jobs - 1) / jobs;
+            int length = (keys + wanted - 1) / wanted;
+            args.SplitLength = Math.Max(2 * _attentionGroup, (length + _attentionGroup - 1) / _attentionGroup * _attentionGroup);
+            args.Splits = (keys + args.SplitLength - 1) / args.SplitLength;
+        }
+
+        ArrayView<float> output = Own(dst).View;
+        if (args.Splits == 1)
+        {
+            _attention(new KernelConfig(jobs, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
+            return;
+        }
+
+        long need = (long)jobs * args.Splits * (shape.HeadDim + 2);
+        if (_attentionPartial.Length < need)
+        {
+            // grows to the longest context seen, then stays: no allocation in steady-state decoding
+            _attentionPartial.Dispose();
+            _attentionPartial = _accelerator.Allocate1D<float>(need);
+            Interlocked.Add(ref _allocated, need * sizeof(float));
+        }
+
+        _attention(new KernelConfig(jobs * args.Splits, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
+        _attentionCombine(new KernelConfig(jobs, _attentionGroup), output, _attentionPartial.View, args);
     }
+
+    /// <summary>
+    /// Groups attention should launch to fill the device (4 per multiprocessor); below it decode splits the keys.
+    /// Tests lower it to exercise the split path on the emulator.
+    /// </summary>
+    internal int AttentionParallelism { get; set; }
 
     public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count)
     {
@@ -526,6 +570,7 @@ public sealed unsafe class IlgpuDevice : IDevice
     {
         _argmaxResult.Dispose();
         _tokens.Dispose();
+        _attentionPartial.Dispose();
         _accelerator.Dispose();
     }
 

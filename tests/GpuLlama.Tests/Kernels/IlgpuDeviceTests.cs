@@ -448,10 +448,27 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
     }
 
     [Theory]
-    [InlineData(4, 2, 6, 9, 5, 3)]   // GQA 2:1, one chunk of keys
-    [InlineData(3, 3, 8, 9, 0, 2)]   // plain MHA from position 0
-    [InlineData(2, 1, 4, 37, 30, 2)] // context longer than a group: several online-softmax chunks
-    public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows)
+    [InlineData(4, 2, 6, 9, 5, 3, false)]   // GQA 2:1, one chunk of keys, scalar key loads
+    [InlineData(3, 3, 8, 9, 0, 2, false)]   // plain MHA from position 0
+    [InlineData(2, 1, 4, 37, 30, 2, false)] // context longer than a group: several online-softmax chunks
+    [InlineData(4, 2, 8, 70, 62, 3, true)]  // split keys (flash-decoding) with an empty last split for row 0
+    [InlineData(2, 2, 6, 40, 39, 1, true)]  // decode, split, scalar key loads
+    public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool split)
+    {
+        var device = (IlgpuDevice)_d;
+        int parallelism = device.AttentionParallelism;
+        device.AttentionParallelism = split ? 1000 : 1;
+        try
+        {
+            CheckAttention(heads, kvHeads, headDim, capacity, position, rows);
+        }
+        finally
+        {
+            device.AttentionParallelism = parallelism;
+        }
+    }
+
+    private void CheckAttention(int heads, int kvHeads, int headDim, int capacity, int position, int rows)
     {
         var shape = new AttentionShape(heads, kvHeads, headDim, RopeStyle.Interleaved);
         int kvDim = shape.KvDim;

@@ -32,6 +32,7 @@ public sealed class PtxGateTests
         { "AttentionKernels.Rope", false, false, false },
         { "AttentionKernels.StoreKv", false, false, false },
         { "AttentionKernels.Attention", true, true, false },
+        { "AttentionKernels.AttentionCombine", true, true, false },
         { "ElementwiseKernels.SwiGlu", false, false, false },
         { "ElementwiseKernels.Add", false, false, false },
         { "ElementwiseKernels.Embed", false, false, false },
