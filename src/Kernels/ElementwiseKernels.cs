@@ -12,6 +12,15 @@ internal static class ElementwiseKernels
         gate[i] = g / (1.0f + XMath.Exp(-g)) * up[i];
     }
 
+    /// <summary>
+    /// dst = src rounded to a 16-bit weight type (ggml's vec_dot_type conversion), once per batched matmul instead of
+    /// once per weight row inside the tiled kernel.
+    /// </summary>
+    public static void RoundActivations(Index1D i, ArrayView<float> dst, ArrayView<float> src, int type)
+    {
+        dst[i] = KernelMath.RoundX(src[i], type);
+    }
+
     public static void Add(Index1D i, ArrayView<float> dst, ArrayView<float> src)
     {
         dst[i] += src[i];

@@ -105,6 +105,8 @@ public sealed unsafe class IlgpuDevice : IDevice
     private MemoryBuffer1D<float, Stride1D.Dense> _attentionPartial;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _roundActivations;
+    private MemoryBuffer1D<float, Stride1D.Dense> _xRounded;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, int, int> _argmax;
 
@@ -134,13 +136,15 @@ public sealed unsafe class IlgpuDevice : IDevice
         _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.AttentionCombine);
         _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
         _add = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
+        _roundActivations = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.RoundActivations);
         _embed = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(ElementwiseKernels.Embed);
         _argmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<int>, int, int>(ElementwiseKernels.Argmax);
 
         _argmaxResult = accelerator.Allocate1D<int>(1);
         _tokens = accelerator.Allocate1D<int>(64);
         _attentionPartial = accelerator.Allocate1D<float>(1);
-        _allocated = _argmaxResult.LengthInBytes + _tokens.LengthInBytes + _attentionPartial.LengthInBytes;
+        _xRounded = accelerator.Allocate1D<float>(4);
+        _allocated = _argmaxResult.LengthInBytes + _tokens.LengthInBytes + _attentionPartial.LengthInBytes + _xRounded.LengthInBytes;
         AttentionParallelism = 4 * accelerator.NumMultiprocessors;
     }
 
@@ -281,8 +285,10 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        IlgpuBuffer b = Own(dst);
+        Need(dstOffset >= 0 && (long)dstOffset + src.Length <= b.Length, $"write of {src.Length} floats at {dstOffset} into a buffer of {b.Length}");
         Bind();
-        ArrayView<float> target = Own(dst).View.SubView(dstOffset, src.Length);
+        ArrayView<float> target = b.View.SubView(dstOffset, src.Length);
         target.CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
     }
 
@@ -293,8 +299,10 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        IlgpuBuffer b = Own(src);
+        Need(srcOffset >= 0 && (long)srcOffset + dst.Length <= b.Length, $"read of {dst.Length} floats at {srcOffset} from a buffer of {b.Length}");
         Bind();
-        Own(src).View.SubView(srcOffset, dst.Length).CopyToCPU(ref MemoryMarshal.GetReference(dst), dst.Length);
+        b.View.SubView(srcOffset, dst.Length).CopyToCPU(ref MemoryMarshal.GetReference(dst), dst.Length);
         _accelerator.Synchronize();
     }
 
@@ -305,7 +313,10 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
-        ArrayView<float> target = Own(dst).View.SubView(dstOffset, count);
+        IlgpuBuffer d = Own(dst);
+        Need(count >= 0 && dstOffset >= 0 && (long)dstOffset + count <= d.Length, $"copy of {count} floats at {dstOffset} into a buffer of {d.Length}");
+        Need(srcOffset >= 0 && (long)srcOffset + count <= src.Length, $"copy of {count} floats at {srcOffset} from a buffer of {src.Length}");
+        ArrayView<float> target = d.View.SubView(dstOffset, count);
         Bind();
         switch (src)
         {
@@ -313,11 +324,6 @@ public sealed unsafe class IlgpuDevice : IDevice
                 target.CopyFrom(same.View.SubView(srcOffset, count));
                 break;
             case CpuBuffer host:
-                if ((uint)srcOffset > (uint)host.Length || count > host.Length - srcOffset)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(count), $"{count} floats at {srcOffset} exceed the source buffer of {host.Length}");
-                }
-
                 target.CopyFromCPU(ref host.Pointer[srcOffset], count);
                 break;
             default:
@@ -350,6 +356,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(x).Length >= (long)tokens.Length * t.Cols, $"x holds {Own(x).Length} floats, {tokens.Length} rows of {t.Cols} need more");
         Bind();
         if (_tokens.Length < tokens.Length)
         {
@@ -371,6 +378,8 @@ public sealed unsafe class IlgpuDevice : IDevice
         }
 
         IlgpuWeight w = Own(weight);
+        long n = (long)rows * w.Cols;
+        Need(Own(x).Length >= n && Own(dst).Length >= n, $"rmsnorm of {rows} rows of {w.Cols} needs {n} floats in x and dst");
         Bind();
         _rmsNorm(new KernelConfig(rows, _group), Own(dst).View, Own(x).View, w.Words, Code(w.Type), w.Cols, eps);
     }
@@ -383,15 +392,19 @@ public sealed unsafe class IlgpuDevice : IDevice
         }
 
         IlgpuWeight weight = Own(w);
-        ArrayView<float> y = Own(dst).View;
-        ArrayView<float> input = Own(x).View;
+        IlgpuBuffer output = Own(dst);
+        IlgpuBuffer activations = Own(x);
         int outRows = weight.Rows;
         int cols = weight.Cols;
+        Need(activations.Length >= (long)rows * cols, $"x holds {activations.Length} floats, {rows} rows of {cols} need {(long)rows * cols}");
+        Need(output.Length >= (long)rows * outRows, $"dst holds {output.Length} floats, {rows} rows of {outRows} need {(long)rows * outRows}");
+        ArrayView<float> y = output.View;
+        ArrayView<float> input = activations.View;
         int acc = accumulate ? 1 : 0;
         Bind();
         var config = new KernelConfig(checked((int)(((long)outRows * _warp + _group - 1) / _group)), _group);
         int code = Code(weight.Type);
-        var args = new MatMulArgs { OutRows = outRows, Cols = cols, Rows = rows, Type = code, Accumulate = acc };
+        var args = new MatMulArgs { OutRows = outRows, Cols = cols, Rows = rows, Type = code, XType = code, Accumulate = acc };
         if (cols % 8 != 0)
         {
             // no 16-byte loads possible for every type: scalar fallback
@@ -399,13 +412,29 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
-        ArrayView<F4> x4 = input.Cast<F4>();
         if (rows > 1)
         {
-            _matMulTiled(config, weight.Vectors, x4, y, args);
+            if (code != WeightCode.F32)
+            {
+                // round the activations once, not once per weight row
+                int n = rows * cols;
+                if (_xRounded.Length < n)
+                {
+                    _xRounded.Dispose();
+                    _xRounded = _accelerator.Allocate1D<float>(n);
+                    Interlocked.Add(ref _allocated, _xRounded.LengthInBytes);
+                }
+
+                _roundActivations(n, _xRounded.View, input, code);
+                input = _xRounded.View;
+                args.XType = WeightCode.F32;
+            }
+
+            _matMulTiled(config, weight.Vectors, input.Cast<F4>(), y, args);
             return;
         }
 
+        ArrayView<F4> x4 = input.Cast<F4>();
         switch (weight.Type)
         {
             case DType.BF16:
@@ -427,6 +456,8 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(q).Length >= (long)rows * shape.QDim && Own(k).Length >= (long)rows * shape.KvDim, $"rope of {rows} rows needs {rows}x{shape.QDim} q and {rows}x{shape.KvDim} k floats");
+        Need(Own(ropeTable).Length >= (long)(position + rows) * shape.HeadDim, $"the RoPE table holds {Own(ropeTable).Length / Math.Max(1, shape.HeadDim)} positions, position {position + rows - 1} was asked for");
         Bind();
         var args = new RopeArgs
         {
@@ -452,6 +483,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"storing {rows} rows of {cache.KvDim} needs that many floats in k and v");
         Bind();
         _storeKv(rows * cache.KvDim, cache.K.View, cache.V.View, Own(k).View, Own(v).View, (long)position * cache.KvDim);
     }
@@ -474,6 +506,9 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(cache.KvDim == shape.KvDim, $"the KV cache rows hold {cache.KvDim} floats, the shape says {shape.KvDim}");
+        Need(shape.KvHeads > 0 && shape.Heads % shape.KvHeads == 0, $"{shape.Heads} heads are not a multiple of {shape.KvHeads} KV heads");
+        Need(Own(q).Length >= (long)rows * shape.QDim && Own(dst).Length >= (long)rows * shape.QDim, $"attention of {rows} rows needs {rows}x{shape.QDim} floats in q and dst");
         Bind();
         var args = new AttentionArgs
         {
@@ -530,6 +565,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(gate).Length >= count && Own(up).Length >= count, $"swiglu of {count} values on buffers of {Own(gate).Length} and {Own(up).Length}");
         Bind();
         _swiGlu(count, Own(gate).View, Own(up).View);
     }
@@ -541,6 +577,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(dst).Length >= count && Own(src).Length >= count, $"add of {count} values on buffers of {Own(dst).Length} and {Own(src).Length}");
         Bind();
         _add(count, Own(dst).View, Own(src).View);
     }
@@ -552,6 +589,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             throw new ArgumentOutOfRangeException(nameof(count), "argmax needs at least one value");
         }
 
+        Need(offset >= 0 && (long)offset + count <= Own(x).Length, $"argmax of {count} values at {offset} in a buffer of {Own(x).Length}");
         Bind();
         _argmax(new KernelConfig(1, _argmaxGroup), Own(x).View, _argmaxResult.View, offset, count);
         int result = 0;
@@ -571,6 +609,7 @@ public sealed unsafe class IlgpuDevice : IDevice
         _argmaxResult.Dispose();
         _tokens.Dispose();
         _attentionPartial.Dispose();
+        _xRounded.Dispose();
         _accelerator.Dispose();
     }
 
@@ -590,6 +629,18 @@ public sealed unsafe class IlgpuDevice : IDevice
     {
         int size = Math.Min(wanted, maxGroup);
         return Math.Max(_warp, size / _warp * _warp);
+    }
+
+    /// <summary>
+    /// Shape checks before a launch: a kernel reading past a buffer faults the GPU context (or aborts the process on
+    /// the emulator), so a caller's shape mistake must surface here as an exception instead.
+    /// </summary>
+    private void Need(bool ok, string what)
+    {
+        if (!ok)
+        {
+            throw new ArgumentException($"{Name}: {what}");
+        }
     }
 
     private static int Code(DType t) => t switch

@@ -10,6 +10,9 @@ public struct MatMulArgs
     public int Cols;
     public int Rows;
     public int Type;
+
+    /// <summary>Type the activations are rounded to before the product (F32: none, e.g. when already rounded).</summary>
+    public int XType;
     public int Accumulate;
 }
 
@@ -210,14 +213,14 @@ internal static class MatMulKernels
     }
 
     /// <summary>Weights · the 8 activations of chunk <paramref name="chunk"/> of x row <paramref name="xRow"/>.</summary>
-    private static float Dot8(W8 v, ArrayView<F4> x, long xRow, int chunk, int type)
+    private static float Dot8(W8 v, ArrayView<F4> x, long xRow, int chunk, int xType)
     {
         F4 a = x[xRow + 2L * chunk];
         F4 b = x[xRow + 2L * chunk + 1];
-        return v.A * KernelMath.RoundX(a.X, type) + v.B * KernelMath.RoundX(a.Y, type)
-            + v.C * KernelMath.RoundX(a.Z, type) + v.D * KernelMath.RoundX(a.W, type)
-            + v.E * KernelMath.RoundX(b.X, type) + v.F * KernelMath.RoundX(b.Y, type)
-            + v.G * KernelMath.RoundX(b.Z, type) + v.H * KernelMath.RoundX(b.W, type);
+        return v.A * KernelMath.RoundX(a.X, xType) + v.B * KernelMath.RoundX(a.Y, xType)
+            + v.C * KernelMath.RoundX(a.Z, xType) + v.D * KernelMath.RoundX(a.W, xType)
+            + v.E * KernelMath.RoundX(b.X, xType) + v.F * KernelMath.RoundX(b.Y, xType)
+            + v.G * KernelMath.RoundX(b.Z, xType) + v.H * KernelMath.RoundX(b.W, xType);
     }
 
     private static void StoreTile(ArrayView<float> y, MatMulArgs a, int row, int xRow, float sum)
@@ -261,14 +264,14 @@ internal static class MatMulKernels
             for (int c = Warp.LaneIdx; c < chunks; c += ws)
             {
                 W8 v = LoadW8(w, rowBase, c, a.Type);
-                s0 += Dot8(v, x, x0, c, a.Type);
-                s1 += Dot8(v, x, x1, c, a.Type);
-                s2 += Dot8(v, x, x2, c, a.Type);
-                s3 += Dot8(v, x, x3, c, a.Type);
-                s4 += Dot8(v, x, x4, c, a.Type);
-                s5 += Dot8(v, x, x5, c, a.Type);
-                s6 += Dot8(v, x, x6, c, a.Type);
-                s7 += Dot8(v, x, x7, c, a.Type);
+                s0 += Dot8(v, x, x0, c, a.XType);
+                s1 += Dot8(v, x, x1, c, a.XType);
+                s2 += Dot8(v, x, x2, c, a.XType);
+                s3 += Dot8(v, x, x3, c, a.XType);
+                s4 += Dot8(v, x, x4, c, a.XType);
+                s5 += Dot8(v, x, x5, c, a.XType);
+                s6 += Dot8(v, x, x6, c, a.XType);
+                s7 += Dot8(v, x, x7, c, a.XType);
             }
 
             StoreTile(y, a, row, r0, s0);
@@ -302,7 +305,7 @@ internal static class MatMulKernels
             float sum = 0;
             for (int c = Warp.LaneIdx; c < a.Cols; c += ws)
             {
-                sum += KernelMath.LoadWeight(w, a.Type, rowBase + c) * KernelMath.RoundX(x[xBase + c], a.Type);
+                sum += KernelMath.LoadWeight(w, a.Type, rowBase + c) * KernelMath.RoundX(x[xBase + c], a.XType);
             }
 
             StoreTile(y, a, row, r, sum);

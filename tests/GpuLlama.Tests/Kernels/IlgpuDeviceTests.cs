@@ -557,6 +557,26 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
     }
 
     [Fact]
+    public void Shape_mistakes_throw_before_a_kernel_can_read_out_of_bounds()
+    {
+        using var host = new HostWeight("w", DType.BF16, 4, 16, i => i);
+        using DeviceWeight w = _d.Upload(host.View);
+        using DeviceBuffer x = _d.Allocate(32);
+        using DeviceBuffer small = _d.Allocate(7);
+        Assert.Throws<ArgumentException>(() => _d.MatMul(small, w, x, 2));
+        Assert.Throws<ArgumentException>(() => _d.MatMul(x, w, small, 1));
+        Assert.Throws<ArgumentException>(() => _d.Argmax(small, 3, 5));
+        Assert.Throws<ArgumentException>(() => _d.Add(small, x, 8));
+        Assert.Throws<ArgumentException>(() => _d.Write(small, new float[5], 3));
+        Assert.Throws<ArgumentException>(() => _d.Read(small, new float[8]));
+        Assert.Throws<ArgumentException>(() => _d.CopyFrom(small, 0, x, 30, 3));
+        var shape = new AttentionShape(2, 1, 4, RopeStyle.Interleaved);
+        Assert.Throws<ArgumentException>(() => _d.Rope(x, x, small, 1, 1, shape)); // 7 floats: one position of head dim 4
+        using KvCacheLayer kv = _d.AllocateKv(4, 8);
+        Assert.Throws<ArgumentException>(() => _d.Attention(x, x, kv, 0, 1, shape)); // cache rows of 8, shape says 4
+    }
+
+    [Fact]
     public void Argmax_finds_the_first_of_equal_maxima()
     {
         float[] x = Random(53, 14);
