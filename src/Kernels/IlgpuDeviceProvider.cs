@@ -128,12 +128,13 @@ public sealed class IlgpuDeviceProvider : IDeviceProvider
     {
         try
         {
-            return Context.Create(b => b.Cuda().OpenCL().CPU(s_emulated).EnableAlgorithms());
+            // O2 is what turns ArrayView loads into ld.global.v4 (O1 leaves generic ld.v4); PtxGateTests compiles at O2 too
+            return Context.Create(b => b.Cuda().OpenCL().CPU(s_emulated).EnableAlgorithms().Optimize(OptimizationLevel.O2));
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // a broken GPU driver or OpenCL ICD must not take the emulator (and the CPU path) down with it
-            return Context.Create(b => b.CPU(s_emulated).EnableAlgorithms());
+            return Context.Create(b => b.CPU(s_emulated).EnableAlgorithms().Optimize(OptimizationLevel.O2));
         }
     }
 }

@@ -1,6 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
-using Half = ILGPU.Half;
+using ILGPU.Runtime;
 
 namespace GpuLlama.Kernels;
 

@@ -10,6 +10,8 @@ public struct MatMulArgs
     public int Cols;
     public int Rows;
     public int Type;
+
+    /// <summary>Type the activations are rounded to before the product (F32: none, e.g. when already rounded).</summary>
     public int Accumulate;
 }
 
@@ -210,7 +212,7 @@ internal static class MatMulKernels
     }
 
     /// <summary>Weights · the 8 activations of chunk <paramref name="chunk"/> of x row <paramref name="xRow"/>.</summary>
-    private static float Dot8(W8 v, ArrayView<F4> x, long xRow, int chunk, int type)
+    private static float Dot8(W8 v, ArrayView<F4> x, long xRow, int chunk)
     {
         F4 a = x[xRow + 2L * chunk];
         F4 b = x[xRow + 2L * chunk + 1];
@@ -261,14 +263,14 @@ internal static class MatMulKernels
             for (int c = Warp.LaneIdx; c < chunks; c += ws)
             {
                 W8 v = LoadW8(w, rowBase, c, a.Type);
-                s0 += Dot8(v, x, x0, c, a.Type);
-                s1 += Dot8(v, x, x1, c, a.Type);
-                s2 += Dot8(v, x, x2, c, a.Type);
-                s3 += Dot8(v, x, x3, c, a.Type);
-                s4 += Dot8(v, x, x4, c, a.Type);
-                s5 += Dot8(v, x, x5, c, a.Type);
-                s6 += Dot8(v, x, x6, c, a.Type);
-                s7 += Dot8(v, x, x7, c, a.Type);
+                s0 += Dot8(v, x, x0, c);
+                s1 += Dot8(v, x, x1, c);
+                s2 += Dot8(v, x, x2, c);
+                s3 += Dot8(v, x, x3, c);
+                s4 += Dot8(v, x, x4, c);
+                s5 += Dot8(v, x, x5, c);
+                s6 += Dot8(v, x, x6, c);
+                s7 += Dot8(v, x, x7, c);
             }
 
             StoreTile(y, a, row, r0, s0);
