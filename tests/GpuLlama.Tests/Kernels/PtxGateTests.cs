@@ -35,7 +35,6 @@ public sealed class PtxGateTests
         { "AttentionKernels.AttentionCombine", true, true, false },
         { "ElementwiseKernels.SwiGlu", false, false, false },
         { "ElementwiseKernels.Add", false, false, false },
-        { "ElementwiseKernels.RoundActivations", false, false, false },
         { "ElementwiseKernels.Embed", false, false, false },
         { "ElementwiseKernels.Argmax", true, false, false },
     };
