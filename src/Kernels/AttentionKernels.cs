@@ -21,6 +21,12 @@ public struct AttentionArgs
     public int KvHeads;
     public int HeadDim;
     public float Scale;
+
+    /// <summary>Key-range splits per (row, head) (flash-decoding); 1 writes the normalized output directly.</summary>
+    public int Splits;
+
+    /// <summary>Keys per split, a multiple of the group size.</summary>
+    public int SplitLength;
 }
 
 internal static class AttentionKernels
@@ -68,12 +74,16 @@ internal static class AttentionKernels
     }
 
     /// <summary>
-    /// Causal GQA attention, one group per (row, head). Keys are visited in chunks of one key per thread with an
-    /// online softmax (running max m and denominator l, rescaling the output by exp(m_old - m_new), as in
+    /// Causal GQA attention, one group per (row, head, split). Keys are visited in chunks of one key per thread with
+    /// an online softmax (running max m and denominator l, rescaling the output by exp(m_old - m_new), as in
     /// FlashAttention), so shared memory is fixed and any context length works. Reductions are fixed-order.
     /// q and the output accumulator live in shared memory; output dimension d belongs to thread d mod group size.
+    /// With Splits == 1 the group covers every key and writes the normalized output to <paramref name="dst"/>.
+    /// Otherwise (decode, where rows × heads groups cannot fill the GPU) split s covers keys
+    /// [s·SplitLength, (s+1)·SplitLength) and writes its unnormalized output, m and l to <paramref name="partial"/>
+    /// for <see cref="AttentionCombine"/>: flash-decoding.
     /// </summary>
-    public static void Attention(ArrayView<float> dst, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, AttentionArgs a)
+    public static void Attention(ArrayView<float> dst, ArrayView<float> partial, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, AttentionArgs a)
     {
         ArrayView<float> qs = SharedMemory.Allocate<float>(MaxHeadDim);
         ArrayView<float> os = SharedMemory.Allocate<float>(MaxHeadDim);
@@ -82,12 +92,16 @@ internal static class AttentionKernels
         int tid = Group.IdxX;
         int gs = Group.DimX;
         int hd = a.HeadDim;
-        int r = Grid.IdxX / a.Heads;
-        int h = Grid.IdxX - r * a.Heads;
+        int job = Grid.IdxX / a.Splits;
+        int split = Grid.IdxX - job * a.Splits;
+        int r = job / a.Heads;
+        int h = job - r * a.Heads;
         int p = a.Position + r;
         int kvDim = a.KvHeads * hd;
         int kvOffset = h / (a.Heads / a.KvHeads) * hd;
         long qBase = (long)r * a.Heads * hd + h * hd;
+        int first = split * a.SplitLength;
+        int last = XMath.Min(p, first + a.SplitLength - 1);
         for (int d = tid; d < hd; d += gs)
         {
             qs[d] = q[qBase + d];
@@ -97,29 +111,44 @@ internal static class AttentionKernels
         Group.Barrier();
         float m = float.NegativeInfinity;
         float l = 0;
-        for (int t0 = 0; t0 <= p; t0 += gs)
+        bool vector = (hd & 3) == 0;
+        ArrayView<F4> k4 = kCache.Cast<F4>();
+        for (int t0 = first; t0 <= last; t0 += gs)
         {
             int t = t0 + tid;
             float score = float.NegativeInfinity;
-            if (t <= p)
+            if (t <= last)
             {
                 long kBase = (long)t * kvDim + kvOffset;
                 float dot = 0;
-                for (int d = 0; d < hd; d++)
+                if (vector)
                 {
-                    dot += qs[d] * kCache[kBase + d];
+                    // 16-byte loads of the key row (kvDim and the head offset are multiples of 4)
+                    long k4Base = kBase >> 2;
+                    for (int d = 0; d < hd; d += 4)
+                    {
+                        F4 kv = k4[k4Base + (d >> 2)];
+                        dot += qs[d] * kv.X + qs[d + 1] * kv.Y + qs[d + 2] * kv.Z + qs[d + 3] * kv.W;
+                    }
+                }
+                else
+                {
+                    for (int d = 0; d < hd; d++)
+                    {
+                        dot += qs[d] * kCache[kBase + d];
+                    }
                 }
 
                 score = dot * a.Scale;
             }
 
             float mNew = XMath.Max(m, KernelMath.GroupMax(score, scratch));
-            float e = t <= p ? XMath.Exp(score - mNew) : 0.0f;
+            float e = t <= last ? XMath.Exp(score - mNew) : 0.0f;
             float alpha = XMath.Exp(m - mNew);
             ps[tid] = e;
             l = l * alpha + KernelMath.GroupSum(e, scratch);
             m = mNew;
-            int n = XMath.Min(gs, p - t0 + 1);
+            int n = XMath.Min(gs, last - t0 + 1);
             for (int d = tid; d < hd; d += gs)
             {
                 float acc = os[d] * alpha;
@@ -135,10 +164,69 @@ internal static class AttentionKernels
             Group.Barrier();
         }
 
-        float inv = 1.0f / l;
+        if (a.Splits == 1)
+        {
+            float inv = 1.0f / l;
+            for (int d = tid; d < hd; d += gs)
+            {
+                dst[qBase + d] = os[d] * inv;
+            }
+
+            return;
+        }
+
+        // partial record of split (job, split): [o_0 .. o_{hd-1}, m, l]; an empty split (past p) leaves m = -inf, l = 0
+        long pBase = (long)Grid.IdxX * (hd + 2);
         for (int d = tid; d < hd; d += gs)
         {
-            dst[qBase + d] = os[d] * inv;
+            partial[pBase + d] = os[d];
+        }
+
+        if (tid == 0)
+        {
+            partial[pBase + hd] = m;
+            partial[pBase + hd + 1] = l;
+        }
+    }
+
+    /// <summary>
+    /// Merges the splits of each (row, head) in split order: M = max m_s, out = Σ o_s·e^(m_s−M) / Σ l_s·e^(m_s−M).
+    /// One group per (row, head); every thread reads the (few) split maxima itself, so no reduction is needed.
+    /// </summary>
+    public static void AttentionCombine(ArrayView<float> dst, ArrayView<float> partial, AttentionArgs a)
+    {
+        int hd = a.HeadDim;
+        int job = Grid.IdxX;
+        int r = job / a.Heads;
+        int h = job - r * a.Heads;
+        long first = (long)job * a.Splits * (hd + 2);
+        float mMax = float.NegativeInfinity;
+        for (int s = 0; s < a.Splits; s++)
+        {
+            mMax = XMath.Max(mMax, partial[first + (long)s * (hd + 2) + hd]);
+        }
+
+        float l = 0;
+        for (int s = 0; s < a.Splits; s++)
+        {
+            long b = first + (long)s * (hd + 2);
+            float ls = partial[b + hd + 1];
+            l += ls > 0 ? ls * XMath.Exp(partial[b + hd] - mMax) : 0.0f;
+        }
+
+        float inv = 1.0f / l;
+        long outBase = (long)r * a.Heads * hd + h * hd;
+        for (int d = Group.IdxX; d < hd; d += Group.DimX)
+        {
+            float acc = 0;
+            for (int s = 0; s < a.Splits; s++)
+            {
+                long b = first + (long)s * (hd + 2);
+                float ls = partial[b + hd + 1];
+                acc += ls > 0 ? partial[b + d] * XMath.Exp(partial[b + hd] - mMax) : 0.0f;
+            }
+
+            dst[outBase + d] = acc * inv;
         }
     }
 }

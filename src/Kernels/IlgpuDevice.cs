@@ -113,7 +113,9 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs> _matMulScalar;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long> _storeKv;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionCombine;
+    private MemoryBuffer1D<float, Stride1D.Dense> _attentionPartial;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
@@ -142,7 +144,8 @@ public sealed unsafe class IlgpuDevice : IDevice
         _matMulScalar = accelerator.LoadStreamKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulScalar);
         _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
         _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long>(AttentionKernels.StoreKv);
-        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.Attention);
+        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.Attention);
+        _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.AttentionCombine);
         _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
         _add = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
         _embed = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(ElementwiseKernels.Embed);
@@ -150,6 +153,9 @@ public sealed unsafe class IlgpuDevice : IDevice
 
         _argmaxResult = accelerator.Allocate1D<int>(1);
         _tokens = accelerator.Allocate1D<int>(64);
+        _attentionPartial = accelerator.Allocate1D<float>(1);
+        _allocated = _argmaxResult.LengthInBytes + _tokens.LengthInBytes + _attentionPartial.LengthInBytes;
+        AttentionParallelism = 4 * accelerator.NumMultiprocessors;
     }
 
     public string Name { get; }
@@ -331,8 +337,10 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        IlgpuBuffer b = Own(dst);
+        Need(dstOffset >= 0 && (long)dstOffset + src.Length <= b.Length, $"write of {src.Length} floats at {dstOffset} into a buffer of {b.Length}");
         Bind();
-        ArrayView<float> target = Own(dst).View.SubView(dstOffset, src.Length);
+        ArrayView<float> target = b.View.SubView(dstOffset, src.Length);
         target.CopyFromCPU(ref MemoryMarshal.GetReference(src), src.Length);
     }
 
@@ -343,8 +351,10 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        IlgpuBuffer b = Own(src);
+        Need(srcOffset >= 0 && (long)srcOffset + dst.Length <= b.Length, $"read of {dst.Length} floats at {srcOffset} from a buffer of {b.Length}");
         Bind();
-        Own(src).View.SubView(srcOffset, dst.Length).CopyToCPU(ref MemoryMarshal.GetReference(dst), dst.Length);
+        b.View.SubView(srcOffset, dst.Length).CopyToCPU(ref MemoryMarshal.GetReference(dst), dst.Length);
         _accelerator.Synchronize();
     }
 
@@ -355,7 +365,10 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
-        ArrayView<float> target = Own(dst).View.SubView(dstOffset, count);
+        IlgpuBuffer d = Own(dst);
+        Need(count >= 0 && dstOffset >= 0 && (long)dstOffset + count <= d.Length, $"copy of {count} floats at {dstOffset} into a buffer of {d.Length}");
+        Need(srcOffset >= 0 && (long)srcOffset + count <= src.Length, $"copy of {count} floats at {srcOffset} from a buffer of {src.Length}");
+        ArrayView<float> target = d.View.SubView(dstOffset, count);
         Bind();
         switch (src)
         {
@@ -363,11 +376,6 @@ public sealed unsafe class IlgpuDevice : IDevice
                 target.CopyFrom(same.View.SubView(srcOffset, count));
                 break;
             case CpuBuffer host:
-                if ((uint)srcOffset > (uint)host.Length || count > host.Length - srcOffset)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(count), $"{count} floats at {srcOffset} exceed the source buffer of {host.Length}");
-                }
-
                 target.CopyFromCPU(ref host.Pointer[srcOffset], count);
                 break;
             default:
@@ -400,11 +408,13 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(x).Length >= (long)tokens.Length * t.Cols, $"x holds {Own(x).Length} floats, {tokens.Length} rows of {t.Cols} need more");
         Bind();
         if (_tokens.Length < tokens.Length)
         {
             _tokens.Dispose();
             _tokens = _accelerator.Allocate1D<int>(Math.Max(tokens.Length, (int)_tokens.Length * 2));
+            Interlocked.Add(ref _allocated, _tokens.LengthInBytes);
         }
 
         _tokens.View.SubView(0, tokens.Length).CopyFromCPU(ref MemoryMarshal.GetReference(tokens), tokens.Length);
@@ -426,6 +436,8 @@ public sealed unsafe class IlgpuDevice : IDevice
         }
 
         IlgpuWeight w = Own(weight);
+        long n = (long)rows * w.Cols;
+        Need(Own(x).Length >= n && Own(dst).Length >= n, $"rmsnorm of {rows} rows of {w.Cols} needs {n} floats in x and dst");
         Bind();
         _rmsNorm(new KernelConfig(rows, _group), Own(dst).View, Own(x).View, w.Words, Code(w.Type), w.Cols, eps);
     }
@@ -438,10 +450,14 @@ public sealed unsafe class IlgpuDevice : IDevice
         }
 
         IlgpuWeight weight = Own(w);
-        ArrayView<float> y = Own(dst).View;
-        ArrayView<float> input = Own(x).View;
+        IlgpuBuffer output = Own(dst);
+        IlgpuBuffer activations = Own(x);
         int outRows = weight.Rows;
         int cols = weight.Cols;
+        Need(activations.Length >= (long)rows * cols, $"x holds {activations.Length} floats, {rows} rows of {cols} need {(long)rows * cols}");
+        Need(output.Length >= (long)rows * outRows, $"dst holds {output.Length} floats, {rows} rows of {outRows} need {(long)rows * outRows}");
+        ArrayView<float> y = output.View;
+        ArrayView<float> input = activations.View;
         int acc = accumulate ? 1 : 0;
         Bind();
         if (weight.Quant is { } quant)
@@ -460,13 +476,13 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
-        ArrayView<F4> x4 = input.Cast<F4>();
         if (rows > 1)
         {
-            _matMulTiled(config, weight.Vectors, x4, y, args);
+            _matMulTiled(config, weight.Vectors, input.Cast<F4>(), y, args);
             return;
         }
 
+        ArrayView<F4> x4 = input.Cast<F4>();
         switch (weight.Type)
         {
             case DType.BF16:
@@ -488,6 +504,8 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(q).Length >= (long)rows * shape.QDim && Own(k).Length >= (long)rows * shape.KvDim, $"rope of {rows} rows needs {rows}x{shape.QDim} q and {rows}x{shape.KvDim} k floats");
+        Need(Own(ropeTable).Length >= (long)(position + rows) * shape.HeadDim, $"the RoPE table holds {Own(ropeTable).Length / Math.Max(1, shape.HeadDim)} positions, position {position + rows - 1} was asked for");
         Bind();
         var args = new RopeArgs
         {
@@ -513,6 +531,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"storing {rows} rows of {cache.KvDim} needs that many floats in k and v");
         Bind();
         _storeKv(rows * cache.KvDim, cache.K.View, cache.V.View, Own(k).View, Own(v).View, (long)position * cache.KvDim);
     }
@@ -535,6 +554,9 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(cache.KvDim == shape.KvDim, $"the KV cache rows hold {cache.KvDim} floats, the shape says {shape.KvDim}");
+        Need(shape.KvHeads > 0 && shape.Heads % shape.KvHeads == 0, $"{shape.Heads} heads are not a multiple of {shape.KvHeads} KV heads");
+        Need(Own(q).Length >= (long)rows * shape.QDim && Own(dst).Length >= (long)rows * shape.QDim, $"attention of {rows} rows needs {rows}x{shape.QDim} floats in q and dst");
         Bind();
         var args = new AttentionArgs
         {
@@ -543,9 +565,46 @@ public sealed unsafe class IlgpuDevice : IDevice
             KvHeads = shape.KvHeads,
             HeadDim = shape.HeadDim,
             Scale = 1.0f / MathF.Sqrt(shape.HeadDim),
+            Splits = 1,
+            SplitLength = position + rows,
         };
-        _attention(new KernelConfig(rows * shape.Heads, _attentionGroup), Own(dst).View, Own(q).View, cache.K.View, cache.V.View, args);
+
+        // decode: rows × heads groups leave most multiprocessors idle, so split the keys (flash-decoding)
+        int jobs = rows * shape.Heads;
+        int keys = position + rows;
+        if (jobs < AttentionParallelism && keys > 2 * _attentionGroup)
+        {
+            int wanted = (AttentionParallelism + jobs - 1) / jobs;
+            int length = (keys + wanted - 1) / wanted;
+            args.SplitLength = Math.Max(2 * _attentionGroup, (length + _attentionGroup - 1) / _attentionGroup * _attentionGroup);
+            args.Splits = (keys + args.SplitLength - 1) / args.SplitLength;
+        }
+
+        ArrayView<float> output = Own(dst).View;
+        if (args.Splits == 1)
+        {
+            _attention(new KernelConfig(jobs, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
+            return;
+        }
+
+        long need = (long)jobs * args.Splits * (shape.HeadDim + 2);
+        if (_attentionPartial.Length < need)
+        {
+            // grows to the longest context seen, then stays: no allocation in steady-state decoding
+            _attentionPartial.Dispose();
+            _attentionPartial = _accelerator.Allocate1D<float>(need);
+            Interlocked.Add(ref _allocated, need * sizeof(float));
+        }
+
+        _attention(new KernelConfig(jobs * args.Splits, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
+        _attentionCombine(new KernelConfig(jobs, _attentionGroup), output, _attentionPartial.View, args);
     }
+
+    /// <summary>
+    /// Groups attention should launch to fill the device (4 per multiprocessor); below it decode splits the keys.
+    /// Tests lower it to exercise the split path on the emulator.
+    /// </summary>
+    internal int AttentionParallelism { get; set; }
 
     public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count)
     {
@@ -554,6 +613,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(gate).Length >= count && Own(up).Length >= count, $"swiglu of {count} values on buffers of {Own(gate).Length} and {Own(up).Length}");
         Bind();
         _swiGlu(count, Own(gate).View, Own(up).View);
     }
@@ -565,6 +625,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        Need(Own(dst).Length >= count && Own(src).Length >= count, $"add of {count} values on buffers of {Own(dst).Length} and {Own(src).Length}");
         Bind();
         _add(count, Own(dst).View, Own(src).View);
     }
@@ -576,6 +637,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             throw new ArgumentOutOfRangeException(nameof(count), "argmax needs at least one value");
         }
 
+        Need(offset >= 0 && (long)offset + count <= Own(x).Length, $"argmax of {count} values at {offset} in a buffer of {Own(x).Length}");
         Bind();
         _argmax(new KernelConfig(1, _argmaxGroup), Own(x).View, _argmaxResult.View, offset, count);
         int result = 0;
@@ -594,6 +656,7 @@ public sealed unsafe class IlgpuDevice : IDevice
     {
         _argmaxResult.Dispose();
         _tokens.Dispose();
+        _attentionPartial.Dispose();
         _accelerator.Dispose();
     }
 
@@ -613,6 +676,18 @@ public sealed unsafe class IlgpuDevice : IDevice
     {
         int size = Math.Min(wanted, maxGroup);
         return Math.Max(_warp, size / _warp * _warp);
+    }
+
+    /// <summary>
+    /// Shape checks before a launch: a kernel reading past a buffer faults the GPU context (or aborts the process on
+    /// the emulator), so a caller's shape mistake must surface here as an exception instead.
+    /// </summary>
+    private void Need(bool ok, string what)
+    {
+        if (!ok)
+        {
+            throw new ArgumentException($"{Name}: {what}");
+        }
     }
 
     private static int Code(DType t) => t switch

@@ -22,6 +22,9 @@ public sealed class IlgpuDeviceProvider : IDeviceProvider
     /// </summary>
     private static readonly CPUDevice s_emulated = new(numThreadsPerWarp: 4, numWarpsPerMultiprocessor: 4, numMultiprocessors: 1);
 
+    /// <summary>How many emulated devices are offered (emulated:0 … emulated:3).</summary>
+    public const int EmulatedDevices = 4;
+
     private static readonly Lazy<Context> s_context = new(CreateContext, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>The process-wide ILGPU context (compiled kernels are cached per context).</summary>
@@ -43,8 +46,12 @@ public sealed class IlgpuDeviceProvider : IDeviceProvider
             list.Add(new DeviceInfo($"opencl:{i}", DeviceKind.OpenCL, cl[i].MemorySize, cl[i].MemorySize, false, cl[i].Name));
         }
 
-        list.Add(new DeviceInfo("emulated:0", DeviceKind.Emulated, IlgpuDevice.EmulatedMemory, IlgpuDevice.EmulatedMemory, false,
-            $"ILGPU CPU accelerator (warp {s_emulated.WarpSize}, {s_emulated.MaxNumThreadsPerGroup} threads per group)"));
+        // several emulated devices (separate accelerators on the host) let multi-GPU placements run without GPUs
+        for (int i = 0; i < EmulatedDevices; i++)
+        {
+            list.Add(new DeviceInfo($"emulated:{i}", DeviceKind.Emulated, IlgpuDevice.EmulatedMemory, IlgpuDevice.EmulatedMemory, false,
+                $"ILGPU CPU accelerator (warp {s_emulated.WarpSize}, {s_emulated.MaxNumThreadsPerGroup} threads per group)"));
+        }
         return list;
     }
 
@@ -62,7 +69,7 @@ public sealed class IlgpuDeviceProvider : IDeviceProvider
                     return Open(ctx.GetCudaDevices()[index], name, DeviceKind.Cuda);
                 case "opencl" when index < ctx.GetCLDevices().Count:
                     return Open(ctx.GetCLDevices()[index], name, DeviceKind.OpenCL);
-                case "emulated" when index == 0:
+                case "emulated" when index < EmulatedDevices:
                     return Open(ctx.GetCPUDevices()[0], name, DeviceKind.Emulated);
             }
         }
@@ -121,12 +128,13 @@ public sealed class IlgpuDeviceProvider : IDeviceProvider
     {
         try
         {
-            return Context.Create(b => b.Cuda().OpenCL().CPU(s_emulated).EnableAlgorithms());
+            // O2 is what turns ArrayView loads into ld.global.v4 (O1 leaves generic ld.v4); PtxGateTests compiles at O2 too
+            return Context.Create(b => b.Cuda().OpenCL().CPU(s_emulated).EnableAlgorithms().Optimize(OptimizationLevel.O2));
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // a broken GPU driver or OpenCL ICD must not take the emulator (and the CPU path) down with it
-            return Context.Create(b => b.CPU(s_emulated).EnableAlgorithms());
+            return Context.Create(b => b.CPU(s_emulated).EnableAlgorithms().Optimize(OptimizationLevel.O2));
         }
     }
 }

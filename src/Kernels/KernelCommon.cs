@@ -1,6 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
-using Half = ILGPU.Half;
+using ILGPU.Runtime;
 
 namespace GpuLlama.Kernels;
 
@@ -34,7 +34,7 @@ internal static class WeightCode
 }
 
 /// <summary>
-/// Helpers inlined into every kernel: 16-bit float decoding, ggml's activation rounding, and deterministic warp and
+/// Helpers inlined into every kernel: 16-bit float decoding and deterministic warp and
 /// group reductions (fixed order, no atomics, so a run reproduces bit for bit — GroupExtensions.AllReduce uses shared
 /// memory atomics on PTX and is order-nondeterministic).
 /// </summary>
@@ -54,20 +54,6 @@ internal static class KernelMath
     public static float F16(uint bits) => (float)Interop.IntAsFloat((ushort)(bits & 0xFFFFu));
 
     public static float F16High(uint word) => (float)Interop.IntAsFloat((ushort)(word >> 16));
-
-    /// <summary>x rounded to nearest-even BF16, kept as float: ggml's GGML_FP32_TO_BF16 on the vec_dot_type path.</summary>
-    public static float RoundBf16(float v)
-    {
-        uint u = Interop.FloatAsInt(v);
-        u += 0x7FFFu + ((u >> 16) & 1u);
-        return Interop.IntAsFloat(u & 0xFFFF0000u);
-    }
-
-    /// <summary>x rounded to nearest-even F16 (cvt.rn.f16.f32 on PTX), kept as float: ggml's GGML_FP32_TO_FP16.</summary>
-    public static float RoundF16(float v) => (float)(Half)v;
-
-    /// <summary>Activation as a 16-bit weight type sees it (identity for F32).</summary>
-    public static float RoundX(float v, int type) => type == WeightCode.BF16 ? RoundBf16(v) : type == WeightCode.F16 ? RoundF16(v) : v;
 
     /// <summary>Element <paramref name="i"/> of a weight of any plain type, addressed as 32-bit words.</summary>
     public static float LoadWeight(ArrayView<uint> w, int type, long i)

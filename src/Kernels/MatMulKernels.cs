@@ -10,6 +10,8 @@ public struct MatMulArgs
     public int Cols;
     public int Rows;
     public int Type;
+
+    /// <summary>Type the activations are rounded to before the product (F32: none, e.g. when already rounded).</summary>
     public int Accumulate;
 }
 
@@ -17,24 +19,24 @@ public struct MatMulArgs
 /// Dense matmul over F32/F16/BF16 weights kept in their stored type. Decode (one activation row) is bound by reading
 /// the weights once, so the GEMV kernels follow the design measured on the H100 at 84-100% of copy bandwidth: one
 /// warp per output row, each lane keeping four independent 16-byte weight loads in flight with two accumulators,
-/// activations read as float4, and a shuffle reduction. F16/BF16 activations are rounded to the weight type first,
-/// as ggml's CPU backend does (vec_dot_type), so logits match llama.cpp's.
+/// activations read as float4, and a shuffle reduction. Activations stay float32 for every weight type (exact float
+/// math on the stored weights, as the CPU backend does; see IDevice.MatMul).
 /// </summary>
 internal static class MatMulKernels
 {
     // ---- decode GEMV: rows == 1; requires the row length in bytes to be a multiple of 16 ----
 
     private static float DotBf16(U4 v, F4 a, F4 b) =>
-        KernelMath.Bf16(v.X) * KernelMath.RoundBf16(a.X) + KernelMath.Bf16High(v.X) * KernelMath.RoundBf16(a.Y)
-        + KernelMath.Bf16(v.Y) * KernelMath.RoundBf16(a.Z) + KernelMath.Bf16High(v.Y) * KernelMath.RoundBf16(a.W)
-        + KernelMath.Bf16(v.Z) * KernelMath.RoundBf16(b.X) + KernelMath.Bf16High(v.Z) * KernelMath.RoundBf16(b.Y)
-        + KernelMath.Bf16(v.W) * KernelMath.RoundBf16(b.Z) + KernelMath.Bf16High(v.W) * KernelMath.RoundBf16(b.W);
+        KernelMath.Bf16(v.X) * a.X + KernelMath.Bf16High(v.X) * a.Y
+        + KernelMath.Bf16(v.Y) * a.Z + KernelMath.Bf16High(v.Y) * a.W
+        + KernelMath.Bf16(v.Z) * b.X + KernelMath.Bf16High(v.Z) * b.Y
+        + KernelMath.Bf16(v.W) * b.Z + KernelMath.Bf16High(v.W) * b.W;
 
     private static float DotF16(U4 v, F4 a, F4 b) =>
-        KernelMath.F16(v.X) * KernelMath.RoundF16(a.X) + KernelMath.F16High(v.X) * KernelMath.RoundF16(a.Y)
-        + KernelMath.F16(v.Y) * KernelMath.RoundF16(a.Z) + KernelMath.F16High(v.Y) * KernelMath.RoundF16(a.W)
-        + KernelMath.F16(v.Z) * KernelMath.RoundF16(b.X) + KernelMath.F16High(v.Z) * KernelMath.RoundF16(b.Y)
-        + KernelMath.F16(v.W) * KernelMath.RoundF16(b.Z) + KernelMath.F16High(v.W) * KernelMath.RoundF16(b.W);
+        KernelMath.F16(v.X) * a.X + KernelMath.F16High(v.X) * a.Y
+        + KernelMath.F16(v.Y) * a.Z + KernelMath.F16High(v.Y) * a.W
+        + KernelMath.F16(v.Z) * b.X + KernelMath.F16High(v.Z) * b.Y
+        + KernelMath.F16(v.W) * b.Z + KernelMath.F16High(v.W) * b.W;
 
     private static float DotF32(U4 v, F4 a) =>
         Interop.IntAsFloat(v.X) * a.X + Interop.IntAsFloat(v.Y) * a.Y + Interop.IntAsFloat(v.Z) * a.Z + Interop.IntAsFloat(v.W) * a.W;
@@ -210,14 +212,14 @@ internal static class MatMulKernels
     }
 
     /// <summary>Weights · the 8 activations of chunk <paramref name="chunk"/> of x row <paramref name="xRow"/>.</summary>
-    private static float Dot8(W8 v, ArrayView<F4> x, long xRow, int chunk, int type)
+    private static float Dot8(W8 v, ArrayView<F4> x, long xRow, int chunk)
     {
         F4 a = x[xRow + 2L * chunk];
         F4 b = x[xRow + 2L * chunk + 1];
-        return v.A * KernelMath.RoundX(a.X, type) + v.B * KernelMath.RoundX(a.Y, type)
-            + v.C * KernelMath.RoundX(a.Z, type) + v.D * KernelMath.RoundX(a.W, type)
-            + v.E * KernelMath.RoundX(b.X, type) + v.F * KernelMath.RoundX(b.Y, type)
-            + v.G * KernelMath.RoundX(b.Z, type) + v.H * KernelMath.RoundX(b.W, type);
+        return v.A * a.X + v.B * a.Y
+            + v.C * a.Z + v.D * a.W
+            + v.E * b.X + v.F * b.Y
+            + v.G * b.Z + v.H * b.W;
     }
 
     private static void StoreTile(ArrayView<float> y, MatMulArgs a, int row, int xRow, float sum)
@@ -261,14 +263,14 @@ internal static class MatMulKernels
             for (int c = Warp.LaneIdx; c < chunks; c += ws)
             {
                 W8 v = LoadW8(w, rowBase, c, a.Type);
-                s0 += Dot8(v, x, x0, c, a.Type);
-                s1 += Dot8(v, x, x1, c, a.Type);
-                s2 += Dot8(v, x, x2, c, a.Type);
-                s3 += Dot8(v, x, x3, c, a.Type);
-                s4 += Dot8(v, x, x4, c, a.Type);
-                s5 += Dot8(v, x, x5, c, a.Type);
-                s6 += Dot8(v, x, x6, c, a.Type);
-                s7 += Dot8(v, x, x7, c, a.Type);
+                s0 += Dot8(v, x, x0, c);
+                s1 += Dot8(v, x, x1, c);
+                s2 += Dot8(v, x, x2, c);
+                s3 += Dot8(v, x, x3, c);
+                s4 += Dot8(v, x, x4, c);
+                s5 += Dot8(v, x, x5, c);
+                s6 += Dot8(v, x, x6, c);
+                s7 += Dot8(v, x, x7, c);
             }
 
             StoreTile(y, a, row, r0, s0);
@@ -302,7 +304,7 @@ internal static class MatMulKernels
             float sum = 0;
             for (int c = Warp.LaneIdx; c < a.Cols; c += ws)
             {
-                sum += KernelMath.LoadWeight(w, a.Type, rowBase + c) * KernelMath.RoundX(x[xBase + c], a.Type);
+                sum += KernelMath.LoadWeight(w, a.Type, rowBase + c) * x[xBase + c];
             }
 
             StoreTile(y, a, row, r, sum);

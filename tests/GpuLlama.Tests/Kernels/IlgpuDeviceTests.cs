@@ -1,0 +1,701 @@
+using System.Runtime.InteropServices;
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using GpuLlama.Kernels;
+using GpuLlama.Model;
+using Xunit;
+
+namespace GpuLlama.Tests.Kernels;
+
+/// <summary>One emulated accelerator (and a CPU device to compare with) for the whole class.</summary>
+public sealed class EmulatedDeviceFixture : IDisposable
+{
+    public EmulatedDeviceFixture()
+    {
+        Provider = new IlgpuDeviceProvider();
+        Device = Provider.Create("emulated:0");
+        Cpu = new CpuDevice(2);
+    }
+
+    public IlgpuDeviceProvider Provider { get; }
+
+    public IDevice Device { get; }
+
+    public CpuDevice Cpu { get; }
+
+    public void Dispose()
+    {
+        Device.Dispose();
+        Cpu.Dispose();
+    }
+}
+
+/// <summary>Host weight bytes in native memory, as a memory map would hold them.</summary>
+internal sealed unsafe class HostWeight : IDisposable
+{
+    private readonly byte* _data;
+
+    public HostWeight(string name, DType type, int rows, int cols, Func<int, float> value)
+    {
+        long count = (long)rows * cols;
+        long bytes = type.RowBytes(cols) * rows;
+        _data = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+        Values = new double[count];
+        for (int i = 0; i < count; i++)
+        {
+            float v = value(i);
+            switch (type)
+            {
+                case DType.F32:
+                    ((float*)_data)[i] = v;
+                    Values[i] = v;
+                    break;
+                case DType.F16:
+                    ((Half*)_data)[i] = (Half)v;
+                    Values[i] = (double)((Half*)_data)[i];
+                    break;
+                case DType.BF16:
+                    ushort b = (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16);
+                    ((ushort*)_data)[i] = b;
+                    Values[i] = BitConverter.UInt32BitsToSingle((uint)b << 16);
+                    break;
+                default:
+                    break;
+            }
+        }
+
+        long[] shape = rows == 1 ? [cols] : [rows, cols];
+        View = new WeightView(new TensorInfo(name, type, shape, 0, 0, bytes), _data);
+    }
+
+    /// <summary>A weight whose raw bytes are given (quantized types, bit patterns).</summary>
+    public HostWeight(string name, DType type, int rows, int cols, byte[] raw)
+    {
+        _data = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(raw.Length, 1), 64);
+        raw.CopyTo(new Span<byte>(_data, raw.Length));
+        Values = [];
+        long[] shape = rows == 1 ? [cols] : [rows, cols];
+        View = new WeightView(new TensorInfo(name, type, shape, 0, 0, raw.Length), _data);
+    }
+
+    public WeightView View { get; }
+
+    /// <summary>The stored values exactly, as double.</summary>
+    public double[] Values { get; }
+
+    public void Dispose() => NativeMemory.AlignedFree(_data);
+}
+
+public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
+{
+    private readonly IDevice _d;
+    private readonly CpuDevice _cpu;
+    private readonly IlgpuDeviceProvider _provider;
+
+    public IlgpuDeviceTests(EmulatedDeviceFixture fixture)
+    {
+        _d = fixture.Device;
+        _cpu = fixture.Cpu;
+        _provider = fixture.Provider;
+    }
+
+    private static float[] Random(int n, int seed, float scale = 1.0f)
+    {
+        var r = new Random(seed);
+        var a = new float[n];
+        for (int i = 0; i < n; i++)
+        {
+            a[i] = (float)(r.NextDouble() * 2 - 1) * scale;
+        }
+
+        return a;
+    }
+
+    private DeviceBuffer Buffer(float[] values)
+    {
+        DeviceBuffer b = _d.Allocate(values.Length);
+        _d.Write(b, values);
+        return b;
+    }
+
+    private float[] Get(DeviceBuffer b, int n)
+    {
+        var a = new float[n];
+        _d.Read(b, a);
+        return a;
+    }
+
+    /// <summary>|got - want| &lt;= tol * max(|want|, scale) element by element, with the index on failure.</summary>
+    private static void Near(double[] want, float[] got, double tol, double[]? scale = null)
+    {
+        Assert.Equal(want.Length, got.Length);
+        for (int i = 0; i < want.Length; i++)
+        {
+            double s = Math.Max(Math.Abs(want[i]), scale is null ? 1e-30 : scale[i]);
+            double err = Math.Abs(got[i] - want[i]);
+            Assert.True(err <= tol * s, $"element {i}: got {got[i]:R}, want {want[i]:R} (error {err / s:E2} relative)");
+        }
+    }
+
+    [Fact]
+    public void Provider_lists_the_emulated_device_and_names_the_others_on_a_bad_name()
+    {
+        IReadOnlyList<DeviceInfo> devices = _provider.Discover();
+        DeviceInfo emu = Assert.Single(devices, d => d.Name == "emulated:0");
+        Assert.Equal(DeviceKind.Emulated, emu.Kind);
+        Assert.False(emu.FreeMemoryKnown);
+        Assert.Equal(IlgpuDevice.EmulatedMemory, emu.TotalMemory);
+        var e = Assert.Throws<GpuLlamaException>(() => _provider.Create("cuda:97"));
+        Assert.Contains("cuda:97", e.Message);
+        Assert.Contains("emulated:0", e.Message);
+        Assert.Throws<GpuLlamaException>(() => _provider.Create("emulated:1"));
+        Assert.Equal("emulated:0", _d.Name);
+        Assert.Equal(DeviceKind.Emulated, _d.Kind);
+        Assert.Equal(_d.TotalMemory, _d.FreeMemory);
+    }
+
+    [Fact]
+    public void Every_F16_bit_pattern_converts_like_System_Half()
+    {
+        var raw = new byte[65536 * 2];
+        for (int i = 0; i < 65536; i++)
+        {
+            raw[2 * i] = (byte)i;
+            raw[2 * i + 1] = (byte)(i >> 8);
+        }
+
+        using var host = new HostWeight("table", DType.F16, 1, 65536, raw);
+        using DeviceWeight table = _d.Upload(host.View);
+        using DeviceBuffer x = _d.Allocate(65536);
+        _d.Embed(x, table, [0]);
+        float[] got = Get(x, 65536);
+        for (int i = 0; i < 65536; i++)
+        {
+            float want = (float)BitConverter.UInt16BitsToHalf((ushort)i);
+            Assert.True(float.IsNaN(want) ? float.IsNaN(got[i]) : BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got[i]),
+                $"half 0x{i:X4}: got {got[i]:R}, want {want:R}");
+        }
+    }
+
+    [Fact]
+    public void F16_activation_rounding_is_round_to_nearest_even_like_System_Half()
+    {
+        // W = [1] (F16) times 1-element activation rows: y[r] = round_f16(x[r]) exactly
+        var values = new List<float> { 65504f, 65519.99f, 65520f, 1e6f, -65520f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, 6.1035156e-5f,
+            6.1035156e-5f * (1 - 1.0f / 4096), 5.9604645e-8f, 2.9802322e-8f, 2.9802326e-8f, 4.4703484e-8f, 8.940697e-8f, 1e-10f, -0.0f,
+            float.PositiveInfinity, float.NegativeInfinity };
+        var r = new Random(15);
+        while (values.Count < 1024)
+        {
+            // random signs, exponents around the half range, mantissas with tie patterns
+            uint bits = (uint)r.Next() & 0x81FFFFFFu | (uint)(r.Next(100, 145) << 23);
+            if (r.Next(4) == 0)
+            {
+                bits = bits & ~0x1FFFu | 0x1000u;
+            }
+
+            values.Add(BitConverter.UInt32BitsToSingle(bits));
+        }
+
+        float[] x = values.ToArray();
+        using var host = new HostWeight("one", DType.F16, 1, 1, _ => 1.0f);
+        using DeviceWeight w = _d.Upload(host.View);
+        using DeviceBuffer xb = Buffer(x);
+        using DeviceBuffer y = _d.Allocate(x.Length);
+        _d.MatMul(y, w, xb, x.Length);
+        float[] got = Get(y, x.Length);
+        for (int i = 0; i < x.Length; i++)
+        {
+            float want = (float)(Half)x[i] + 0.0f; // the dot product starts from +0, so -0 comes back as +0
+            Assert.True(BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got[i]),
+                $"{x[i]:R} (0x{BitConverter.SingleToUInt32Bits(x[i]):X8}): got {got[i]:R}, want {want:R}");
+        }
+    }
+
+    [Fact]
+    public void Upload_pads_to_256_bytes_and_counts_allocations()
+    {
+        long before = _d.AllocatedBytes;
+        using var host = new HostWeight("w", DType.BF16, 3, 17, i => i);
+        using DeviceWeight w = _d.Upload(host.View);
+        Assert.Equal(256, _d.AllocatedBytes - before);
+        Assert.Equal(256, IlgpuDevice.PaddedBytes(102));
+        Assert.Equal(512, IlgpuDevice.PaddedBytes(257));
+        using DeviceBuffer b = _d.Allocate(10);
+        Assert.Equal(256 + 40, _d.AllocatedBytes - before);
+    }
+
+    [Fact]
+    public void Quantized_weights_are_refused_with_the_type_and_device()
+    {
+        using var host = new HostWeight("blk.0.attn_q.weight", DType.Q8_0, 2, 32, new byte[2 * 34]);
+        var e = Assert.Throws<GpuLlamaException>(() => _d.Upload(host.View));
+        Assert.Contains("Q8_0 weights are not supported on emulated:0 yet", e.Message);
+    }
+
+    [Fact]
+    public void Write_Read_and_CopyFrom_move_the_right_floats()
+    {
+        float[] a = Random(29, 1);
+        using DeviceBuffer b = Buffer(a);
+        var part = new float[7];
+        _d.Read(b, part, 5);
+        Assert.Equal(a.AsSpan(5, 7).ToArray(), part);
+
+        using DeviceBuffer c = _d.Allocate(29);
+        _d.Write(c, a.AsSpan(0, 4), 20);
+        _d.CopyFrom(c, 3, b, 10, 9);
+        float[] got = Get(c, 29);
+        Assert.Equal(a.AsSpan(10, 9).ToArray(), got.AsSpan(3, 9).ToArray());
+        Assert.Equal(a.AsSpan(0, 4).ToArray(), got.AsSpan(20, 4).ToArray());
+        Assert.Equal(0f, got[0]);
+
+        // from the CPU backend's buffer, and from another accelerator
+        using DeviceBuffer host = _cpu.Allocate(29);
+        _cpu.Write(host, a);
+        using DeviceBuffer d = _d.Allocate(29);
+        _d.CopyFrom(d, 1, host, 2, 26);
+        Assert.Equal(a.AsSpan(2, 26).ToArray(), Get(d, 29).AsSpan(1, 26).ToArray());
+
+        using IDevice other = _provider.Create("emulated:0");
+        using DeviceBuffer o = other.Allocate(29);
+        other.Write(o, a);
+        using DeviceBuffer e = _d.Allocate(29);
+        _d.CopyFrom(e, 0, o, 4, 25);
+        Assert.Equal(a.AsSpan(4, 25).ToArray(), Get(e, 29).AsSpan(0, 25).ToArray());
+
+        // and the CPU backend reads ours
+        using DeviceBuffer back = _cpu.Allocate(29);
+        _cpu.CopyFrom(back, 0, b, 0, 29);
+        var hostBack = new float[29];
+        _cpu.Read(back, hostBack);
+        Assert.Equal(a, hostBack);
+    }
+
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.F16)]
+    [InlineData(DType.BF16)]
+    public void Embed_converts_table_rows(DType type)
+    {
+        const int dim = 37;
+        float[] t = Random(5 * dim, 2);
+        using var host = new HostWeight("token_embd.weight", type, 5, dim, i => t[i]);
+        using DeviceWeight table = _d.Upload(host.View);
+        using DeviceBuffer x = _d.Allocate(3 * dim);
+        int[] tokens = [4, 0, 4];
+        _d.Embed(x, table, tokens);
+        float[] got = Get(x, 3 * dim);
+        var want = new double[3 * dim];
+        for (int r = 0; r < 3; r++)
+        {
+            for (int c = 0; c < dim; c++)
+            {
+                want[r * dim + c] = host.Values[tokens[r] * dim + c];
+            }
+        }
+
+        Near(want, got, 0);
+        var e = Assert.Throws<GpuLlamaException>(() => _d.Embed(x, table, [5]));
+        Assert.Contains("token id 5", e.Message);
+    }
+
+    [Theory]
+    [InlineData(DType.F32, 37)]
+    [InlineData(DType.BF16, 64)]
+    [InlineData(DType.F16, 5)]
+    public void RmsNorm_matches_the_float64_reference(DType type, int dim)
+    {
+        const int rows = 3;
+        float[] x = Random(rows * dim, 3, 4);
+        using var host = new HostWeight("attn_norm.weight", type, 1, dim, i => 0.5f + i * 0.01f);
+        using DeviceWeight w = _d.Upload(host.View);
+        using DeviceBuffer xb = Buffer(x);
+        using DeviceBuffer y = _d.Allocate(rows * dim);
+        _d.RmsNorm(y, xb, w, rows, 1e-5f);
+        var want = new double[rows * dim];
+        for (int r = 0; r < rows; r++)
+        {
+            double ss = 0;
+            for (int i = 0; i < dim; i++)
+            {
+                ss += (double)x[r * dim + i] * x[r * dim + i];
+            }
+
+            double scale = 1 / Math.Sqrt(ss / dim + 1e-5);
+            for (int i = 0; i < dim; i++)
+            {
+                want[r * dim + i] = x[r * dim + i] * scale * host.Values[i];
+            }
+        }
+
+        Near(want, Get(y, rows * dim), 1e-5);
+
+        // in place, as the forward pass may call it
+        _d.RmsNorm(xb, xb, w, rows, 1e-5f);
+        Near(want, Get(xb, rows * dim), 1e-5);
+    }
+
+    public static TheoryData<DType, int, int, int, bool> MatMulCases()
+    {
+        var data = new TheoryData<DType, int, int, int, bool>();
+        foreach (DType t in new[] { DType.F32, DType.F16, DType.BF16 })
+        {
+            data.Add(t, 5, 168, 1, false);  // GEMV: unrolled body and tail, a partial group of rows
+            data.Add(t, 3, 64, 1, true);    // GEMV, fused residual add
+            data.Add(t, 7, 40, 3, false);   // batched, one partial tile of activation rows
+            data.Add(t, 2, 24, 9, true);    // batched, two tiles, accumulate
+            data.Add(t, 3, 36, 2, false);   // row bytes not a multiple of 16 for 16-bit types: scalar fallback
+            data.Add(t, 4, 13, 1, true);    // odd length: scalar fallback for every type
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(MatMulCases))]
+    public void MatMul_matches_the_float64_reference(DType type, int outRows, int cols, int rows, bool accumulate)
+    {
+        float[] wv = Random(outRows * cols, 4);
+        float[] x = Random(rows * cols, 5, 3);
+        float[] y0 = Random(rows * outRows, 6);
+        using var host = new HostWeight("w", type, outRows, cols, i => wv[i]);
+        using DeviceWeight w = _d.Upload(host.View);
+        using DeviceBuffer xb = Buffer(x);
+        using DeviceBuffer y = Buffer(y0);
+        _d.MatMul(y, w, xb, rows, accumulate);
+        var want = new double[rows * outRows];
+        var scale = new double[rows * outRows];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int o = 0; o < outRows; o++)
+            {
+                double sum = accumulate ? y0[r * outRows + o] : 0;
+                double mag = Math.Abs(sum);
+                for (int c = 0; c < cols; c++)
+                {
+                    double xv = x[r * cols + c]; // activations stay float32 for every weight type
+                    double p = host.Values[o * cols + c] * xv;
+                    sum += p;
+                    mag += Math.Abs(p);
+                }
+
+                want[r * outRows + o] = sum;
+                scale[r * outRows + o] = mag;
+            }
+        }
+
+        Near(want, Get(y, rows * outRows), 1e-5, scale);
+    }
+
+    [Theory]
+    [InlineData(RopeStyle.Interleaved)]
+    [InlineData(RopeStyle.Halves)]
+    public void Rope_rotates_q_and_k_with_the_table(RopeStyle style)
+    {
+        var shape = new AttentionShape(4, 2, 6, style);
+        const int rows = 2, position = 3, positions = 9;
+        int half = shape.HeadDim / 2;
+        var table = new float[positions * half * 2];
+        for (int p = 0; p < positions; p++)
+        {
+            for (int i = 0; i < half; i++)
+            {
+                double angle = p * Math.Pow(10000, -2.0 * i / shape.HeadDim);
+                table[(p * half + i) * 2] = (float)Math.Cos(angle);
+                table[(p * half + i) * 2 + 1] = (float)Math.Sin(angle);
+            }
+        }
+
+        float[] q = Random(rows * shape.QDim, 7);
+        float[] k = Random(rows * shape.KvDim, 8);
+        using DeviceBuffer qb = Buffer(q);
+        using DeviceBuffer kb = Buffer(k);
+        using DeviceBuffer tb = Buffer(table);
+        _d.Rope(qb, kb, tb, position, rows, shape);
+
+        double[] Expect(float[] v, int heads)
+        {
+            var o = new double[v.Length];
+            int width = heads * shape.HeadDim;
+            for (int r = 0; r < rows; r++)
+            {
+                for (int h = 0; h < heads; h++)
+                {
+                    int b = r * width + h * shape.HeadDim;
+                    for (int i = 0; i < half; i++)
+                    {
+                        double c = table[((position + r) * half + i) * 2];
+                        double s = table[((position + r) * half + i) * 2 + 1];
+                        int ia = style == RopeStyle.Interleaved ? 2 * i : i;
+                        int ib = style == RopeStyle.Interleaved ? 2 * i + 1 : i + half;
+                        o[b + ia] = v[b + ia] * c - v[b + ib] * s;
+                        o[b + ib] = v[b + ia] * s + v[b + ib] * c;
+                    }
+                }
+            }
+
+            return o;
+        }
+
+        Near(Expect(q, shape.Heads), Get(qb, q.Length), 1e-6, Enumerable.Repeat(1.0, q.Length).ToArray());
+        Near(Expect(k, shape.KvHeads), Get(kb, k.Length), 1e-6, Enumerable.Repeat(1.0, k.Length).ToArray());
+    }
+
+    [Theory]
+    [InlineData(4, 2, 6, 9, 5, 3, false)]   // GQA 2:1, one chunk of keys, scalar key loads
+    [InlineData(3, 3, 8, 9, 0, 2, false)]   // plain MHA from position 0
+    [InlineData(2, 1, 4, 37, 30, 2, false)] // context longer than a group: several online-softmax chunks
+    [InlineData(4, 2, 8, 70, 62, 3, true)]  // split keys (flash-decoding) with an empty last split for row 0
+    [InlineData(2, 2, 6, 40, 39, 1, true)]  // decode, split, scalar key loads
+    public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool split)
+    {
+        var device = (IlgpuDevice)_d;
+        int parallelism = device.AttentionParallelism;
+        device.AttentionParallelism = split ? 1000 : 1;
+        try
+        {
+            CheckAttention(heads, kvHeads, headDim, capacity, position, rows);
+        }
+        finally
+        {
+            device.AttentionParallelism = parallelism;
+        }
+    }
+
+    private void CheckAttention(int heads, int kvHeads, int headDim, int capacity, int position, int rows)
+    {
+        var shape = new AttentionShape(heads, kvHeads, headDim, RopeStyle.Interleaved);
+        int kvDim = shape.KvDim;
+        float[] keys = Random(capacity * kvDim, 9, 2);
+        float[] values = Random(capacity * kvDim, 10);
+        float[] q = Random(rows * shape.QDim, 11, 2);
+        using KvCacheLayer kv = _d.AllocateKv(capacity, kvDim);
+
+        // fill 0..position-1 in one call and the new rows in another, as prompt then decode would
+        using DeviceBuffer k0 = Buffer(keys.AsSpan(0, position * kvDim).ToArray());
+        using DeviceBuffer v0 = Buffer(values.AsSpan(0, position * kvDim).ToArray());
+        _d.StoreKv(kv, k0, v0, 0, position);
+        using DeviceBuffer k1 = Buffer(keys.AsSpan(position * kvDim, rows * kvDim).ToArray());
+        using DeviceBuffer v1 = Buffer(values.AsSpan(position * kvDim, rows * kvDim).ToArray());
+        _d.StoreKv(kv, k1, v1, position, rows);
+
+        using DeviceBuffer qb = Buffer(q);
+        using DeviceBuffer dst = _d.Allocate(rows * shape.QDim);
+        _d.Attention(dst, qb, kv, position, rows, shape);
+
+        var want = new double[rows * shape.QDim];
+        for (int r = 0; r < rows; r++)
+        {
+            int p = position + r;
+            for (int h = 0; h < heads; h++)
+            {
+                int kvh = h / (heads / kvHeads);
+                var s = new double[p + 1];
+                double max = double.NegativeInfinity;
+                for (int t = 0; t <= p; t++)
+                {
+                    double dot = 0;
+                    for (int d = 0; d < headDim; d++)
+                    {
+                        dot += (double)q[r * shape.QDim + h * headDim + d] * keys[t * kvDim + kvh * headDim + d];
+                    }
+
+                    s[t] = dot / Math.Sqrt(headDim);
+                    max = Math.Max(max, s[t]);
+                }
+
+                double sum = 0;
+                for (int t = 0; t <= p; t++)
+                {
+                    s[t] = Math.Exp(s[t] - max);
+                    sum += s[t];
+                }
+
+                for (int d = 0; d < headDim; d++)
+                {
+                    double o = 0;
+                    for (int t = 0; t <= p; t++)
+                    {
+                        o += s[t] / sum * values[t * kvDim + kvh * headDim + d];
+                    }
+
+                    want[r * shape.QDim + h * headDim + d] = o;
+                }
+            }
+        }
+
+        Near(want, Get(dst, want.Length), 1e-5, Enumerable.Repeat(1.0, want.Length).ToArray());
+        var e = Assert.Throws<GpuLlamaException>(() => _d.StoreKv(kv, k1, v1, capacity - 1, 2));
+        Assert.Contains("KV cache overflow", e.Message);
+    }
+
+    [Fact]
+    public void SwiGlu_and_Add_match_the_reference()
+    {
+        float[] g = Random(37, 12, 6);
+        float[] u = Random(37, 13);
+        using DeviceBuffer gb = Buffer(g);
+        using DeviceBuffer ub = Buffer(u);
+        _d.SwiGlu(gb, ub, 33);
+        var want = new double[37];
+        for (int i = 0; i < 37; i++)
+        {
+            want[i] = i < 33 ? g[i] / (1 + Math.Exp(-(double)g[i])) * u[i] : g[i];
+        }
+
+        Near(want, Get(gb, 37), 1e-5, Enumerable.Repeat(1e-3, 37).ToArray());
+
+        using DeviceBuffer a = Buffer(g);
+        _d.Add(a, ub, 35);
+        Near(g.Select((v, i) => i < 35 ? (double)(v + u[i]) : v).ToArray(), Get(a, 37), 0);
+    }
+
+    [Fact]
+    public void Shape_mistakes_throw_before_a_kernel_can_read_out_of_bounds()
+    {
+        using var host = new HostWeight("w", DType.BF16, 4, 16, i => i);
+        using DeviceWeight w = _d.Upload(host.View);
+        using DeviceBuffer x = _d.Allocate(32);
+        using DeviceBuffer small = _d.Allocate(7);
+        Assert.Throws<ArgumentException>(() => _d.MatMul(small, w, x, 2));
+        Assert.Throws<ArgumentException>(() => _d.MatMul(x, w, small, 1));
+        Assert.Throws<ArgumentException>(() => _d.Argmax(small, 3, 5));
+        Assert.Throws<ArgumentException>(() => _d.Add(small, x, 8));
+        Assert.Throws<ArgumentException>(() => _d.Write(small, new float[5], 3));
+        Assert.Throws<ArgumentException>(() => _d.Read(small, new float[8]));
+        Assert.Throws<ArgumentException>(() => _d.CopyFrom(small, 0, x, 30, 3));
+        var shape = new AttentionShape(2, 1, 4, RopeStyle.Interleaved);
+        Assert.Throws<ArgumentException>(() => _d.Rope(x, x, small, 1, 1, shape)); // 7 floats: one position of head dim 4
+        using KvCacheLayer kv = _d.AllocateKv(4, 8);
+        Assert.Throws<ArgumentException>(() => _d.Attention(x, x, kv, 0, 1, shape)); // cache rows of 8, shape says 4
+    }
+
+    [Fact]
+    public void Argmax_finds_the_first_of_equal_maxima()
+    {
+        float[] x = Random(53, 14);
+        x[20] = 7;
+        x[41] = 7;
+        x[50] = 9; // outside the searched range
+        using DeviceBuffer b = Buffer(x);
+        Assert.Equal(17, _d.Argmax(b, 3, 45));
+        Assert.Equal(47, _d.Argmax(b, 3, 48));
+        Assert.Equal(0, _d.Argmax(b, 41, 5));
+        using DeviceBuffer flat = Buffer(new float[40]);
+        Assert.Equal(0, _d.Argmax(flat, 0, 40));
+        float[] neg = Enumerable.Repeat(float.NegativeInfinity, 30).ToArray();
+        neg[29] = -1e30f;
+        using DeviceBuffer nb = Buffer(neg);
+        Assert.Equal(29, _d.Argmax(nb, 0, 30));
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, RopeStyle.Interleaved)]
+    [InlineData(DType.F16, RopeStyle.Halves)]
+    [InlineData(DType.F32, RopeStyle.Interleaved)]
+    public void A_tiny_layer_matches_the_CPU_backend(DType type, RopeStyle style)
+    {
+        const int dim = 32, ff = 48, vocab = 11, capacity = 9;
+        var shape = new AttentionShape(4, 2, 8, style);
+        var hosts = new List<HostWeight>();
+        HostWeight Make(string name, int rows, int cols, int seed, float scale)
+        {
+            float[] v = Random(rows * cols, seed, scale);
+            var h = new HostWeight(name, type, rows, cols, i => v[i]);
+            hosts.Add(h);
+            return h;
+        }
+
+        HostWeight embd = Make("token_embd.weight", vocab, dim, 20, 1);
+        HostWeight norm = Make("attn_norm.weight", 1, dim, 21, 1);
+        HostWeight wq = Make("attn_q.weight", shape.QDim, dim, 22, 0.3f);
+        HostWeight wk = Make("attn_k.weight", shape.KvDim, dim, 23, 0.3f);
+        HostWeight wv = Make("attn_v.weight", shape.KvDim, dim, 24, 0.3f);
+        HostWeight wo = Make("attn_output.weight", dim, shape.QDim, 25, 0.3f);
+        HostWeight wg = Make("ffn_gate.weight", ff, dim, 26, 0.3f);
+        HostWeight wu = Make("ffn_up.weight", ff, dim, 27, 0.3f);
+        HostWeight wd = Make("ffn_down.weight", dim, ff, 28, 0.3f);
+        HostWeight outw = Make("output.weight", vocab, dim, 29, 1);
+        var table = new float[capacity * shape.HeadDim];
+        for (int p = 0; p < capacity; p++)
+        {
+            for (int i = 0; i < shape.HeadDim / 2; i++)
+            {
+                double angle = p * Math.Pow(10000, -2.0 * i / shape.HeadDim);
+                table[(p * shape.HeadDim / 2 + i) * 2] = (float)Math.Cos(angle);
+                table[(p * shape.HeadDim / 2 + i) * 2 + 1] = (float)Math.Sin(angle);
+            }
+        }
+
+        try
+        {
+            int[] prompt = [3, 7, 1, 9, 2];
+            (float[] Logits, int Next) Run(IDevice d)
+            {
+                var weights = new[] { embd, norm, wq, wk, wv, wo, wg, wu, wd, outw }.Select(h => d.Upload(h.View)).ToArray();
+                var buffers = new List<DeviceBuffer>();
+                DeviceBuffer A(int n)
+                {
+                    DeviceBuffer b = d.Allocate(n);
+                    buffers.Add(b);
+                    return b;
+                }
+
+                int rows = prompt.Length;
+                DeviceBuffer x = A(rows * dim), xn = A(rows * dim), q = A(rows * shape.QDim), k = A(rows * shape.KvDim),
+                    v = A(rows * shape.KvDim), att = A(rows * shape.QDim), g = A(rows * ff), u = A(rows * ff),
+                    logits = A(rows * vocab), ropeTable = A(table.Length);
+                d.Write(ropeTable, table);
+                using KvCacheLayer kv = d.AllocateKv(capacity, shape.KvDim);
+                d.Embed(x, weights[0], prompt);
+                d.RmsNorm(xn, x, weights[1], rows, 1e-5f);
+                d.MatMul(q, weights[2], xn, rows);
+                d.MatMul(k, weights[3], xn, rows);
+                d.MatMul(v, weights[4], xn, rows);
+                d.Rope(q, k, ropeTable, 0, rows, shape);
+                d.StoreKv(kv, k, v, 0, rows);
+                d.Attention(att, q, kv, 0, rows, shape);
+                d.MatMul(x, weights[5], att, rows, accumulate: true);
+                d.RmsNorm(xn, x, weights[1], rows, 1e-5f);
+                d.MatMul(g, weights[6], xn, rows);
+                d.MatMul(u, weights[7], xn, rows);
+                d.SwiGlu(g, u, rows * ff);
+                d.MatMul(x, weights[8], g, rows, accumulate: true);
+                d.Add(x, xn, rows * dim);
+                d.MatMul(logits, weights[9], x, rows);
+                var result = new float[rows * vocab];
+                d.Read(logits, result);
+                int next = d.Argmax(logits, (rows - 1) * vocab, vocab);
+                foreach (DeviceBuffer b in buffers)
+                {
+                    b.Dispose();
+                }
+
+                foreach (DeviceWeight w in weights)
+                {
+                    w.Dispose();
+                }
+
+                return (result, next);
+            }
+
+            (float[] want, int wantNext) = Run(_cpu);
+            (float[] got, int gotNext) = Run(_d);
+            double max = want.Max(Math.Abs);
+            for (int i = 0; i < want.Length; i++)
+            {
+                Assert.True(Math.Abs(got[i] - want[i]) <= 1e-4 * max, $"logit {i}: {got[i]} vs CPU {want[i]}");
+            }
+
+            Assert.Equal(wantNext, gotNext);
+        }
+        finally
+        {
+            foreach (HostWeight h in hosts)
+            {
+                h.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using System.Reflection;
+using GpuLlama.Kernels;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using Xunit;
+
+namespace GpuLlama.Tests.Kernels;
+
+/// <summary>
+/// GPU-free gate on the CUDA code path: every kernel is compiled to PTX for sm_90 the way the CUDA accelerator
+/// would (ilgpu-notes.md appendix B), each in its own Context because one bad kernel can poison a context. The
+/// emulated tests cannot see these failures: an unresolved <c>.extern .func</c> (e.g. MathF.FusedMultiplyAdd) only
+/// fails when the driver loads the module, and local-memory spills or scalar weight loads only cost speed.
+/// </summary>
+public sealed class PtxGateTests
+{
+    private const BindingFlags Static = BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static;
+
+    /// <summary>Kernel, whether it is explicitly grouped, whether it is hot (no .local allowed), whether it must use 16-byte loads.</summary>
+    public static TheoryData<string, bool, bool, bool> Kernels() => new()
+    {
+        { "NormKernels.RmsNorm", true, true, false },
+        { "MatMulKernels.GemvBf16", true, true, true },
+        { "MatMulKernels.GemvF16", true, true, true },
+        { "MatMulKernels.GemvF32", true, true, true },
+        { "MatMulKernels.MatMulTiled", true, true, true },
+        { "MatMulKernels.MatMulScalar", true, true, false },
+        { "AttentionKernels.Rope", false, false, false },
+        { "AttentionKernels.StoreKv", false, false, false },
+        { "AttentionKernels.Attention", true, true, false },
+        { "AttentionKernels.AttentionCombine", true, true, false },
+        { "ElementwiseKernels.SwiGlu", false, false, false },
+        { "ElementwiseKernels.Add", false, false, false },
+        { "ElementwiseKernels.RoundActivations", false, false, false },
+        { "ElementwiseKernels.Embed", false, false, false },
+        { "ElementwiseKernels.Argmax", true, false, false },
+    };
+
+    internal static MethodInfo Find(string name)
+    {
+        string[] parts = name.Split('.');
+        Type type = typeof(IlgpuDevice).Assembly.GetType("GpuLlama.Kernels." + parts[0], throwOnError: true)!;
+        return type.GetMethod(parts[1], Static) ?? throw new MissingMethodException(name);
+    }
+
+    internal static string CompilePtx(MethodInfo kernel, bool explicitlyGrouped)
+    {
+        using Context ctx = Context.Create(b => b.Default().EnableAlgorithms().Optimize(OptimizationLevel.O2));
+        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
+            CudaInstructionSet.ISA_88, nvvmAPI: null);
+        EntryPointDescription entry = explicitlyGrouped
+            ? EntryPointDescription.FromExplicitlyGroupedKernel(kernel)
+            : EntryPointDescription.FromImplicitlyGroupedKernel(kernel);
+        var compiled = (PTXCompiledKernel)backend.Compile(entry, default);
+        return compiled.PTXAssembly;
+    }
+
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void Kernel_compiles_to_clean_PTX_for_sm_90(string name, bool explicitlyGrouped, bool hot, bool vectorLoads)
+    {
+        string ptx = CompilePtx(Find(name), explicitlyGrouped);
+        if (Environment.GetEnvironmentVariable("GPULLAMA_PTX_DUMP") is { Length: > 0 } dir)
+        {
+            File.WriteAllText(Path.Combine(dir, name + ".ptx"), ptx);
+        }
+
+        Assert.DoesNotContain(".extern .func", ptx);
+        if (hot)
+        {
+            Assert.DoesNotContain(".local", ptx);
+        }
+
+        if (vectorLoads)
+        {
+            Assert.True(ptx.Contains("ld.global.v4", StringComparison.Ordinal) || ptx.Contains("ld.global.nc.v4", StringComparison.Ordinal),
+                $"{name}: no 16-byte global loads in the PTX");
+        }
+    }
+
+    [Fact]
+    public void F16_activation_rounding_uses_the_hardware_conversion_on_PTX()
+    {
+        string ptx = CompilePtx(Find("MatMulKernels.GemvF16"), true);
+        Assert.Contains("cvt.rn.f16.f32", ptx);
+        Assert.Contains("cvt.f32.f16", ptx);
+    }
+
+    [Fact]
+    public void Every_kernel_is_gated()
+    {
+        var gated = Kernels().Select(row => (string)row[0]).ToHashSet();
+        string[] classes = ["NormKernels", "MatMulKernels", "AttentionKernels", "ElementwiseKernels"];
+        foreach (string c in classes)
+        {
+            Type type = typeof(IlgpuDevice).Assembly.GetType("GpuLlama.Kernels." + c, throwOnError: true)!;
+            foreach (MethodInfo m in type.GetMethods(BindingFlags.Public | BindingFlags.Static | BindingFlags.DeclaredOnly))
+            {
+                Assert.Contains($"{c}.{m.Name}", gated);
+            }
+        }
+    }
+}
