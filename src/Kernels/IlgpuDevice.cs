@@ -36,7 +36,16 @@ public sealed class IlgpuWeight : DeviceWeight
         Vectors = bytes.Cast<U4>();
     }
 
-    internal MemoryBuffer1D<byte, Stride1D.Dense> Memory { get; }
+    /// <summary>A block-quantized weight, repacked into aligned streams (Words/Vectors are empty).</summary>
+    internal IlgpuWeight(IDevice device, TensorInfo info, QuantWeight quant) : base(device, info)
+    {
+        Quant = quant;
+    }
+
+    internal MemoryBuffer1D<byte, Stride1D.Dense>? Memory { get; }
+
+    /// <summary>The repacked blocks of a quantized weight (see <see cref="QuantRepack"/>), else null.</summary>
+    internal QuantWeight? Quant { get; }
 
     /// <summary>The bytes as 32-bit words (scalar kernels).</summary>
     internal ArrayView<uint> Words { get; }
@@ -44,7 +53,11 @@ public sealed class IlgpuWeight : DeviceWeight
     /// <summary>The bytes as 16-byte vectors (GEMV and tiled kernels).</summary>
     internal ArrayView<U4> Vectors { get; }
 
-    public override void Dispose() => Memory.Dispose();
+    public override void Dispose()
+    {
+        Memory?.Dispose();
+        Quant?.Dispose();
+    }
 }
 
 /// <summary>One layer's K and V caches: float32 [capacity, kvDim] each.</summary>
@@ -107,6 +120,7 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _add;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<int>, int, int> _argmax;
+    private QuantMatMulKernels? _quantKernels;
 
     internal IlgpuDevice(Accelerator accelerator, string name, DeviceKind kind)
     {
@@ -188,6 +202,8 @@ public sealed unsafe class IlgpuDevice : IDevice
             case DType.F16:
             case DType.BF16:
                 return UploadRaw(weight);
+            case DType t when QuantRepack.Supports(t) && weight.Cols % t.BlockSize() == 0:
+                return UploadQuant(weight);
             default:
                 throw new GpuLlamaException($"{DTypeInfo.DisplayName(weight.Type)} weights are not supported on {Name} yet (tensor {weight.Info.Name})");
         }
@@ -213,6 +229,46 @@ public sealed unsafe class IlgpuDevice : IDevice
 
         return new IlgpuWeight(this, weight.Info, memory);
     }
+
+    /// <summary>Repacks a quantized weight into four aligned streams, each padded to 256 B as <see cref="QuantRepack.DeviceBytes"/> counts.</summary>
+    private unsafe IlgpuWeight UploadQuant(WeightView weight)
+    {
+        Bind();
+        QuantRepack r = QuantRepack.Create(weight.Type, weight.Pointer, checked((int)weight.Rows), checked((int)weight.Cols));
+        string what = $"weight {weight.Info.Name}";
+        var streams = new List<MemoryBuffer>();
+        try
+        {
+            MemoryBuffer1D<uint, Stride1D.Dense> quants = Stream(r.Quants, what, streams);
+            MemoryBuffer1D<uint, Stride1D.Dense> high = Stream(r.High, what, streams);
+            MemoryBuffer1D<float, Stride1D.Dense> scales = Stream(r.Scales, what, streams);
+            MemoryBuffer1D<uint, Stride1D.Dense> aux = Stream(r.Aux, what, streams);
+            return new IlgpuWeight(this, weight.Info, new QuantWeight(r.Type, r.Rows, r.Cols, quants, high, scales, aux));
+        }
+        catch
+        {
+            streams.ForEach(b => b.Dispose());
+            throw;
+        }
+    }
+
+    private MemoryBuffer1D<T, Stride1D.Dense> Stream<T>(T[] data, string what, List<MemoryBuffer> allocated)
+        where T : unmanaged
+    {
+        long padded = MemoryPlan.DeviceBytes((long)data.Length * sizeof(T)) / sizeof(T);
+        MemoryBuffer1D<T, Stride1D.Dense> buffer = AllocateChecked<T>(padded, what);
+        allocated.Add(buffer);
+        buffer.View.SubView(0, data.Length).CopyFromCPU(data);
+        if (padded > data.Length)
+        {
+            buffer.View.SubView(data.Length, padded - data.Length).MemSetToZero();
+        }
+
+        return buffer;
+    }
+
+    /// <summary>Quantized matmul and embedding kernels, compiled on first use (only quantized models need them).</summary>
+    private QuantMatMulKernels QuantKernels => _quantKernels ??= new QuantMatMulKernels(_accelerator);
 
     public DeviceBuffer Allocate(int floats)
     {
@@ -362,6 +418,12 @@ public sealed unsafe class IlgpuDevice : IDevice
         }
 
         _tokens.View.SubView(0, tokens.Length).CopyFromCPU(ref MemoryMarshal.GetReference(tokens), tokens.Length);
+        if (t.Quant is { } quantTable)
+        {
+            QuantKernels.Embed(_accelerator.DefaultStream, Own(x).View, quantTable, _tokens.View, tokens.Length);
+            return;
+        }
+
         int dim = t.Cols;
         _embed(tokens.Length * dim, Own(x).View, t.Words, _tokens.View, Code(t.Type), dim);
     }
@@ -398,6 +460,12 @@ public sealed unsafe class IlgpuDevice : IDevice
         ArrayView<float> input = activations.View;
         int acc = accumulate ? 1 : 0;
         Bind();
+        if (weight.Quant is { } quant)
+        {
+            QuantKernels.MatMul(_accelerator.DefaultStream, y, quant, input, rows, accumulate);
+            return;
+        }
+
         var config = new KernelConfig(checked((int)(((long)outRows * _warp + _group - 1) / _group)), _group);
         int code = Code(weight.Type);
         var args = new MatMulArgs { OutRows = outRows, Cols = cols, Rows = rows, Type = code, Accumulate = acc };

@@ -41,7 +41,9 @@ public static class MemoryPlan
         {
             if (device != LayerPlacement.Cpu && tensors.TryGetValue(tensor, out TensorInfo? t))
             {
-                weights[device] = weights.GetValueOrDefault(device) + DeviceBytes(t.ByteLength);
+                // Quantized weights are repacked into aligned streams at upload (QuantRepack), a little larger than the file.
+                long bytes = QuantRepack.Supports(t.Type) ? QuantRepack.DeviceBytes(t) : DeviceBytes(t.ByteLength);
+                weights[device] = weights.GetValueOrDefault(device) + bytes;
             }
         }
 

@@ -1,0 +1,89 @@
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using GpuLlama.Kernels;
+using GpuLlama.Model;
+using GpuLlama.Tests.Golden;
+using Xunit;
+
+namespace GpuLlama.Tests.Quant;
+
+/// <summary>Quantized weights through IlgpuDevice (upload repacking, MatMul, Embed, memory accounting) on the emulator.</summary>
+public sealed unsafe class QuantDeviceTests
+{
+    public static TheoryData<DType> DeviceTypes() => [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K];
+
+    [Theory]
+    [MemberData(nameof(DeviceTypes))]
+    public void Upload_matmul_and_embed_match_the_cpu(DType type)
+    {
+        var rng = new Random(71 + (int)type);
+        const int rows = 6;
+        int cols = type.BlockSize() == 256 ? 512 : 96;
+        int rowBytes = (int)type.RowBytes(cols);
+        byte[] w = new byte[rows * rowBytes];
+        for (int r = 0; r < rows; r++)
+        {
+            BlockSpec.RandomRow(type, cols, rng).CopyTo(w.AsSpan(r * rowBytes));
+        }
+
+        float[] x = Enumerable.Range(0, 2 * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var info = new TensorInfo("blk.0.ffn_up.weight", type, [rows, cols], 0, 0, w.Length);
+        using IDevice device = new IlgpuDeviceProvider().Create("emulated:0");
+        var ilgpu = (IlgpuDevice)device;
+        fixed (byte* pw = w)
+        {
+            long before = ilgpu.AllocatedBytes;
+            using DeviceWeight weight = device.Upload(new WeightView(info, pw));
+            Assert.Equal(QuantRepack.DeviceBytes(info), ilgpu.AllocatedBytes - before);
+
+            using DeviceBuffer xs = device.Allocate(2 * cols);
+            using DeviceBuffer dst = device.Allocate(2 * rows);
+            device.Write(xs, x);
+            device.MatMul(dst, weight, xs, 2);
+            float[] got = new float[2 * rows];
+            device.Read(dst, got);
+            fixed (float* px = x)
+            {
+                for (int r = 0; r < 2; r++)
+                {
+                    for (int o = 0; o < rows; o++)
+                    {
+                        float want = CpuQuantDot.DotRow(type, pw + o * rowBytes, px + r * cols, cols);
+                        Assert.True(Math.Abs(got[r * rows + o] - want) <= 1e-4 * (1 + Math.Abs(want)), $"{type} row {r} out {o}: {got[r * rows + o]} vs CPU {want}");
+                    }
+                }
+            }
+
+            using DeviceBuffer embedded = device.Allocate(2 * cols);
+            device.Embed(embedded, weight, [5, 1]);
+            float[] e = new float[2 * cols];
+            device.Read(embedded, e);
+            float[] reference = new float[cols];
+            QuantBlocks.DequantizeRow(type, w.AsSpan(5 * rowBytes, rowBytes), reference);
+            Assert.Equal(reference, e.AsSpan(0, cols).ToArray());
+            QuantBlocks.DequantizeRow(type, w.AsSpan(1 * rowBytes, rowBytes), reference);
+            Assert.Equal(reference, e.AsSpan(cols, cols).ToArray());
+        }
+    }
+
+    public static TheoryData<string, string, string> Cases => new()
+    {
+        { "tiny-llama-a", "tiny-llama-a-Q4_0.gguf", "Q4_0" },
+        { "tiny-llama-a", "tiny-llama-a-Q4_K_M.gguf", "Q4_K_M" },   // Q5_0 + Q8_0
+        { "tiny-llama-kq", "tiny-llama-kq-Q4_K_M.gguf", "Q4_K_M" }, // Q4_K + Q6_K
+    };
+
+    /// <summary>Whole quantized models on the emulated accelerator reproduce golden.json's dequantized-F32 reference.</summary>
+    [FixtureTheory("tiny-llama-kq/golden.json")]
+    [MemberData(nameof(Cases))]
+    public void Quantized_models_on_the_device_match_the_dequantized_reference(string fixture, string file, string variant)
+    {
+        GpuLlama.Tests.Golden.Golden golden = GpuLlama.Tests.Golden.Golden.Load(fixture, variant, dequantReference: true);
+        using IWeightSource source = WeightSource.Open(Fixtures.Get(fixture, file));
+        using IDevice device = new IlgpuDeviceProvider().Create("emulated:0");
+        (float[] logits, int[] greedy) = GoldenRun.Run(source, DevicePlacement.All(device, source.Config.Layers), golden.PromptIds, 2);
+        double error = GpuLlama.Tests.Golden.Golden.RelativeError(logits, golden.LastLogits);
+        Assert.True(error <= 2e-3, $"{file} on the emulator: max|Δ|/max|ref| = {error:E2} > 2e-3");
+        Assert.Equal(golden.Greedy.Take(2), greedy);
+    }
+}
