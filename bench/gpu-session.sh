@@ -12,12 +12,13 @@ $G devices | tee -a "$OUT/gpu.txt"
 MODE=${1:-all}
 if [ "$MODE" = all ] || [ "$MODE" = check ]; then
   ids=1,403,461,407,346,403,417,418,262,264,260,332,404,315,261,404,288,314,264,284,420,281,412,403,290,423,406,405
-  for m in tiny-llama-a-f32.gguf:f32 tiny-llama-a-f16.gguf:f16 tiny-llama-a-bf16.gguf:bf16.dequant_f32 tiny-llama-a:bf16.dequant_f32 ${EXTRA_MODELS:-}; do
+  # FILE:GOLDEN, both relative to .gpu/fix (GOLDEN is the prefix of the golden .bin files)
+  for m in ${MODELS:-tiny-llama-a-f32.gguf:golden/f32 tiny-llama-a-f16.gguf:golden/f16 tiny-llama-a-bf16.gguf:golden/bf16.dequant_f32 tiny-llama-a:golden/bf16.dequant_f32}; do
     file=${m%%:*}; golden=${m##*:}
-    for ngl in 0 1 2 4 5; do
+    for ngl in ${NGL:-0 1 2 4 5}; do
       $G run .gpu/fix/$file --prompt-tokens $ids -n 32 --temp 0 --json --gpu-layers $ngl --devices cuda:0 \
         --logits-out "$OUT/logits.bin" > "$OUT/run.json" 2> "$OUT/run.err" || { echo "FAIL $file ngl=$ngl: $(tail -1 "$OUT/run.err")"; continue; }
-      python3 - "$OUT/run.json" "$OUT/logits.bin" ".gpu/fix/golden/$golden" "$file ngl=$ngl" <<'PY'
+      python3 - "$OUT/run.json" "$OUT/logits.bin" ".gpu/fix/$golden" "$file ngl=$ngl" <<'PY'
 import json, sys, numpy as np
 run = json.load(open(sys.argv[1])); got = np.fromfile(sys.argv[2], dtype=np.float32)
 g = sys.argv[3]; ref = np.fromfile(g + ".last_logits.f32.bin", dtype=np.float32)
@@ -29,9 +30,12 @@ PY
     done
   done
 fi
+if [ "$MODE" = probe ]; then
+  bash .gpu/run GpuLlama.GpuProbe cuda:0 2>&1 | tee "$OUT/probe.txt"
+fi
 if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   $G bench --memory --devices cuda:0 | tee "$OUT/memory.txt"
-  $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p 512 -n 128 -r 3 -o json > "$OUT/bench.json" 2> "$OUT/bench.err"
+  $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p ${PP:-512} -n 128 -r 3 -o json > "$OUT/bench.json" 2> "$OUT/bench.err"
   python3 -c "
 import json; rows=json.load(open('$OUT/bench.json'))
 for r in rows: print(r['model_type'], 'pp%d'%r['n_prompt'] if r['n_prompt'] else 'tg%d'%r['n_gen'], '%.2f +- %.2f tok/s'%(r['avg_ts'], r['stddev_ts']), 'GB/s', r.get('gb_per_s'), 'roofline %', r.get('roofline_pct'))

@@ -20,13 +20,13 @@ public sealed class EmulatedPlacementTests
     public static TheoryData<string, double, string> Models => new()
     {
         { "tiny-llama-a/tiny-llama-a-f32.gguf", 1e-4, "0,1,n/2,n,n+1" },
-        { "tiny-llama-a/tiny-llama-a-f16.gguf", 1e-3, "1,n+1" },
-        { "tiny-llama-a/tiny-llama-a-bf16.gguf", 1e-3, "1,n+1" },
-        { "tiny-llama-a", 1e-3, "n/2,n+1" },                          // HF directory: BF16, RopeStyle.Halves
-        { "stories260K/stories260K.bin", 1e-4, "n,n+1" },             // llama2.c, GQA, tied head
+        { "tiny-llama-a/tiny-llama-a-f16.gguf", 1e-3, "n+1" },
+        { "tiny-llama-a/tiny-llama-a-bf16.gguf", 1e-3, "1" },
+        { "tiny-llama-a", 1e-3, "n/2" },                              // HF directory: BF16, RopeStyle.Halves
+        { "stories260K/stories260K.bin", 1e-4, "n+1" },               // llama2.c, GQA, tied head
     };
 
-    private const int Steps = 4;
+    private const int Steps = 3;
 
     private static (float[] Logits, int[] Greedy) Cpu(IWeightSource source, int[] prompt)
     {
@@ -34,9 +34,8 @@ public sealed class EmulatedPlacementTests
         return GoldenRun.Run(source, DevicePlacement.All(cpu, source.Config.Layers), prompt, Steps);
     }
 
-    private static int[] Prompt(IWeightSource s) => s.Config.VocabSize == 512 && s.Format != "llama2c"
-        ? Golden.Load("tiny-llama-a", "f32").PromptIds
-        : [1, 403, 461, 407, 346, 403];
+    // a short prompt still exercises the batched (prefill) kernels; the CPU path is checked on the full prompt elsewhere
+    private static int[] Prompt(IWeightSource s) => Golden.Load("tiny-llama-a", "f32").PromptIds[..8];
 
     [FixtureTheory("tiny-llama-a/golden.json")]
     [MemberData(nameof(Models))]
@@ -60,7 +59,6 @@ public sealed class EmulatedPlacementTests
     }
 
     [FixtureTheory("tiny-llama-a/golden.json")]
-    [InlineData("3,1")]
     [InlineData("1,1,2")]
     public void LayerSplitsOverSeveralDevicesMatchTheCpuPath(string split)
     {

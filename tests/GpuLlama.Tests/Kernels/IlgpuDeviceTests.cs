@@ -191,14 +191,6 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
     }
 
     [Fact]
-    public void Quantized_weights_are_refused_with_the_type_and_device()
-    {
-        using var host = new HostWeight("blk.0.attn_q.weight", DType.Q8_0, 2, 32, new byte[2 * 34]);
-        var e = Assert.Throws<GpuLlamaException>(() => _d.Upload(host.View));
-        Assert.Contains("Q8_0 weights are not supported on emulated:0 yet", e.Message);
-    }
-
-    [Fact]
     public void Write_Read_and_CopyFrom_move_the_right_floats()
     {
         float[] a = Random(29, 1);

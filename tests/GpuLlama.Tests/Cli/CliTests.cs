@@ -1,0 +1,159 @@
+using System.Text.Json;
+using GpuLlama.Host;
+using Xunit;
+
+namespace GpuLlama.Tests.Cli;
+
+[CollectionDefinition("console", DisableParallelization = true)]
+public sealed class ConsoleCollection
+{
+}
+
+/// <summary>The gpullama command end to end: exit codes, one-line errors (no stack traces), JSON outputs.</summary>
+[Collection("console")]
+public sealed class CliTests
+{
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        TextWriter stdout = Console.Out, stderr = Console.Error;
+        var o = new StringWriter();
+        var e = new StringWriter();
+        Console.SetOut(o);
+        Console.SetError(e);
+        try
+        {
+            int code = Program.Main(args);
+            return (code, o.ToString(), e.ToString());
+        }
+        finally
+        {
+            Console.SetOut(stdout);
+            Console.SetError(stderr);
+        }
+    }
+
+    private static void AssertOneLineError((int Code, string Out, string Err) r, params string[] contains)
+    {
+        Assert.NotEqual(0, r.Code);
+        string[] lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("gpullama: error: ", lines[0]);
+        Assert.DoesNotContain("   at ", r.Err);
+        foreach (string c in contains)
+        {
+            Assert.Contains(c, lines[0]);
+        }
+    }
+
+    [Fact]
+    public void MissingModelIsOneLine() => AssertOneLineError(Run("run", "/nonexistent/model.gguf", "-p", "hi"), "/nonexistent/model.gguf", "not found");
+
+    [Fact]
+    public void TruncatedGgufIsOneLine()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"gpullama-truncated-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            Run("export", "synthetic:tiny", path);
+            byte[] bytes = File.ReadAllBytes(path);
+            File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+            AssertOneLineError(Run("run", path, "-p", "hi"), path);
+            AssertOneLineError(Run("info", path), path);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void BadFlagsAreOneLine()
+    {
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--gpu-layers", "lots"), "--gpu-layers");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--tensor-split", "1,x"), "--tensor-split");
+        AssertOneLineError(Run("run", "synthetic:nonexistent"), "nonexistent");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--devices", "cuda:42"), "cuda:42");
+    }
+
+    [Fact]
+    public void PromptLongerThanTheContextIsOneLine()
+    {
+        string longPrompt = string.Join(" ", Enumerable.Repeat("once upon a time", 40));
+        AssertOneLineError(Run("run", "synthetic:tiny", "--ctx", "16", "-p", longPrompt), "context");
+    }
+
+    [Fact]
+    public void RunJsonHasTokensTextAndTimingsAndIsDeterministic()
+    {
+        var a = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "8", "--temp", "0", "--json");
+        Assert.True(a.Code == 0, a.Err);
+        using JsonDocument doc = JsonDocument.Parse(a.Out);
+        JsonElement root = doc.RootElement;
+        Assert.Equal(8, root.GetProperty("tokens").GetArrayLength());
+        Assert.Equal(1, root.GetProperty("prompt_tokens")[0].GetInt32()); // BOS
+        Assert.True(root.GetProperty("timings").GetProperty("generation_tokens_per_s").GetDouble() > 0);
+        Assert.Equal("limit", root.GetProperty("stop_reason").GetString());
+        var b = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "8", "--temp", "0.9", "--seed", "7", "--json");
+        var c = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "8", "--temp", "0.9", "--seed", "7", "--json");
+        using JsonDocument db = JsonDocument.Parse(b.Out), dc = JsonDocument.Parse(c.Out);
+        Assert.Equal(db.RootElement.GetProperty("tokens").GetRawText(), dc.RootElement.GetProperty("tokens").GetRawText());
+    }
+
+    [Fact]
+    public void LogitsOutWritesTheVocabulary()
+    {
+        string path = Path.GetTempFileName();
+        try
+        {
+            var r = Run("run", "synthetic:tiny", "--prompt-tokens", "1,100,200", "-n", "1", "--temp", "0", "--logits-out", path, "--json");
+            Assert.True(r.Code == 0, r.Err);
+            Assert.Equal(4096 * 4, new FileInfo(path).Length);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void InfoVerifiesTheModel()
+    {
+        var r = Run("info", "synthetic:tinyllama-1.1b:bf16");
+        Assert.Equal(0, r.Code);
+        Assert.Contains("verify: ok", r.Out);
+        Assert.Contains("1,100,048,384", r.Out); // TinyLlama-1.1B's published parameter count
+    }
+
+    [Fact]
+    public void BenchPrintsLlamaBenchJson()
+    {
+        var r = Run("bench", "--synthetic", "tiny", "-p", "8", "-n", "4", "-r", "2", "-o", "json");
+        Assert.True(r.Code == 0, r.Err);
+        using JsonDocument doc = JsonDocument.Parse(r.Out);
+        Assert.Equal(2, doc.RootElement.GetArrayLength());
+        JsonElement tg = doc.RootElement[1];
+        Assert.Equal(4, tg.GetProperty("n_gen").GetInt32());
+        Assert.Equal(2, tg.GetProperty("samples_ns").GetArrayLength());
+        Assert.True(tg.GetProperty("bytes_per_token").GetInt64() > 0);
+        Assert.True(tg.GetProperty("roofline_pct").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void PlanNeedsNoWeights()
+    {
+        var r = Run("plan", "synthetic:tiny", "--gpu-layers", "0", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        using JsonDocument doc = JsonDocument.Parse(r.Out);
+        Assert.Equal(0, doc.RootElement.GetProperty("offloaded").GetInt32());
+    }
+
+    [FixtureFact("vocab/llama3/tokenizer.json")]
+    public void TokenizePrintsIdsAndPieces()
+    {
+        var r = Run("tokenize", Fixtures.Get("tiny-llama-a", "tokenizer.model"), "Once upon a time there was a small robot", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        using JsonDocument doc = JsonDocument.Parse(r.Out);
+        int[] ids = [.. doc.RootElement.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt32())];
+        Assert.Equal(Golden.Golden.Load("tiny-llama-a", "f32").PromptIds, ids);
+    }
+}
