@@ -10,9 +10,11 @@ namespace GpuLlama.Generation;
 /// merge rank is merged (ties → leftmost) until none is left.
 /// </summary>
 /// <remarks>
-/// Ranks come from the merges list, not from token ids: Microsoft.ML.Tokenizers' <c>TiktokenTokenizer</c> ranks
-/// by id, which happens to agree for Llama 3 (tiktoken-born) but not for byte-level vocabularies in general, so the
-/// merge step is ours and exact for every "gpt2" vocabulary; .NET's <see cref="Regex"/> runs the split.
+/// Ranks come from the merges list, not from token ids. Microsoft.ML.Tokenizers' <c>TiktokenTokenizer</c> ranks by
+/// id, which agrees for Llama 3 (tiktoken-born) but not for byte-level vocabularies in general (GPT-2's among them):
+/// <see cref="ModelTokenizer"/> uses the library where <see cref="TiktokenBpe.TryCreate"/> finds it exact and this
+/// class, exact for every "gpt2" vocabulary, everywhere else. The pre-tokenizer split (<see cref="Split(Regex, string)"/>)
+/// serves both.
 /// </remarks>
 internal sealed partial class ByteLevelBpe
 {
@@ -39,15 +41,17 @@ internal sealed partial class ByteLevelBpe
             _ranks.TryAdd(merges[i], i);
         }
 
-        // The known patterns are source-generated (no start-up cost); any other is compiled at load.
-        _split = pattern switch
-        {
-            Llama3Pattern => Llama3Regex(),
-            Gpt2Pattern => Gpt2Regex(),
-            _ => new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled),
-        };
+        _split = SplitRegex(pattern);
         _ignoreMerges = ignoreMerges;
     }
+
+    /// <summary>The known patterns are source-generated (no start-up cost); any other is compiled at load.</summary>
+    internal static Regex SplitRegex(string pattern) => pattern switch
+    {
+        Llama3Pattern => Llama3Regex(),
+        Gpt2Pattern => Gpt2Regex(),
+        _ => new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled),
+    };
 
     [GeneratedRegex(Llama3Pattern, RegexOptions.CultureInvariant)]
     private static partial Regex Llama3Regex();
@@ -113,7 +117,10 @@ internal sealed partial class ByteLevelBpe
     /// on a shadow string in which each surrogate pair is one BMP stand-in of the same class (letter, number, other)
     /// and the matches are mapped back.
     /// </remarks>
-    internal List<(int Start, int Length)> Split(string text)
+    internal List<(int Start, int Length)> Split(string text) => Split(_split, text);
+
+    /// <inheritdoc cref="Split(string)"/>
+    internal static List<(int Start, int Length)> Split(Regex split, string text)
     {
         var words = new List<(int, int)>();
         string subject = text;
@@ -124,7 +131,7 @@ internal sealed partial class ByteLevelBpe
         }
 
         int last = 0;
-        foreach (ValueMatch m in _split.EnumerateMatches(subject))
+        foreach (ValueMatch m in split.EnumerateMatches(subject))
         {
             if (m.Index > last)
             {

@@ -1,5 +1,6 @@
 using System.Text;
 using GpuLlama.Formats;
+using Microsoft.ML.Tokenizers;
 
 namespace GpuLlama.Generation;
 
@@ -26,9 +27,16 @@ internal static class TokenType
 /// The model's tokenizer, built from whatever the model came with (GGUF metadata, <c>tokenizer.model</c>,
 /// <c>tokenizer.json</c>, llama2.c <c>tokenizer.bin</c>), behaving like llama.cpp's <c>llama_tokenize</c> /
 /// <c>llama_token_to_piece</c> so that prompts give llama.cpp's ids.
-/// SentencePiece vocabularies use our <see cref="SentencePieceBpe"/>; byte-level BPE ones our <see cref="ByteLevelBpe"/>
-/// (each says why the Microsoft.ML.Tokenizers equivalent is not used).
+/// SentencePiece vocabularies use our <see cref="SentencePieceBpe"/> (it says why the library's LlamaTokenizer is not
+/// used). Byte-level BPE ones use Microsoft.ML.Tokenizers' <see cref="TiktokenTokenizer"/> when the vocabulary passes
+/// the exactness check of <see cref="TiktokenBpe"/> (Llama 3 does), else our merge-ranked <see cref="ByteLevelBpe"/>.
+/// Special tokens are cut out here first (<see cref="Partition"/>) whichever encodes the rest.
 /// </summary>
+/// <remarks>
+/// Decoding is ours for every vocabulary: a token's text is a precomputed byte table lookup, which also gives
+/// llama.cpp's token_to_piece rules (control tokens write nothing, SentencePiece byte tokens and "▁") and lets
+/// <see cref="StreamingDecoder"/> hold incomplete UTF-8 across tokens, which the library's string Decode cannot.
+/// </remarks>
 public sealed class ModelTokenizer
 {
     private readonly string[] _pieces;
@@ -40,8 +48,11 @@ public sealed class ModelTokenizer
     private readonly HashSet<int> _eos;
     private readonly SentencePieceBpe? _spm;
     private readonly ByteLevelBpe? _bpe;
+    private readonly Tokenizer? _tiktoken;
 
-    internal ModelTokenizer(TokenizerData data)
+    /// <param name="data">The vocabulary.</param>
+    /// <param name="useLibrary">False forces our <see cref="ByteLevelBpe"/> even where the library is exact (tests, timings).</param>
+    internal ModelTokenizer(TokenizerData data, bool useLibrary = true)
     {
         _pieces = data.Pieces;
         _types = data.Types;
@@ -88,11 +99,20 @@ public sealed class ModelTokenizer
         }
         else
         {
-            _bpe = new ByteLevelBpe(pieceToId, data.Merges ?? [], data.Pattern ?? ByteLevelBpe.Gpt2Pattern, data.IgnoreMerges);
+            IReadOnlyList<(string, string)> merges = data.Merges ?? [];
+            string pattern = data.Pattern ?? ByteLevelBpe.Gpt2Pattern;
+            _tiktoken = useLibrary ? TiktokenBpe.TryCreate(_pieces, _types, pieceToId, merges, pattern, data.IgnoreMerges) : null;
+            if (_tiktoken is null)
+            {
+                _bpe = new ByteLevelBpe(pieceToId, merges, pattern, data.IgnoreMerges);
+            }
         }
     }
 
     internal VocabKind Kind { get; }
+
+    /// <summary>What encodes raw text: <see cref="SentencePieceBpe"/>, the library's tiktoken or our <see cref="ByteLevelBpe"/>.</summary>
+    internal string Encoder => _spm is not null ? nameof(SentencePieceBpe) : _tiktoken is not null ? nameof(TiktokenTokenizer) : nameof(ByteLevelBpe);
 
     public int VocabSize => _pieces.Length;
 
@@ -160,6 +180,10 @@ public sealed class ModelTokenizer
                 // llama.cpp: prefix a space after BOS/special tokens, then llama_escape_whitespace (' ' → '▁').
                 string escaped = (AddSpacePrefix && prevSpecial ? " " + fragment : fragment).Replace(' ', '\u2581');
                 _spm.Tokenize(escaped, output);
+            }
+            else if (_tiktoken is not null)
+            {
+                output.AddRange(_tiktoken.EncodeToIds(fragment, considerPreTokenization: true, considerNormalization: false));
             }
             else
             {

@@ -74,6 +74,7 @@ public class TokenizerVectorTests
         var cases = Llama3Vectors;
         Assert.Equal(46, cases.Count);
         ModelTokenizer json = ModelTokenizer.Load(Fixtures.Get(Llama3Json));
+        Assert.Equal("TiktokenTokenizer", json.Encoder);
         AssertAllVectors(json, cases);
 
         // The same vocabulary as llama.cpp's converter writes it into a GGUF: tokenizer.ggml.model "gpt2", pre "llama-bpe".
@@ -92,6 +93,7 @@ public class TokenizerVectorTests
             ["tokenizer.ggml.eos_token_id"] = 128009u,
         };
         ModelTokenizer gguf = ModelTokenizer.FromMetadata(metadata, "llama3.gguf");
+        Assert.Equal("TiktokenTokenizer", gguf.Encoder);
         AssertAllVectors(gguf, cases);
         Assert.True(gguf.AddBos);
         Assert.Equal(128000, gguf.BosId);
@@ -101,5 +103,30 @@ public class TokenizerVectorTests
         metadata["tokenizer.ggml.pre"] = "qwen2";
         var e = Assert.Throws<GpuLlamaException>(() => ModelTokenizer.FromMetadata(metadata, "llama3.gguf"));
         Assert.StartsWith("llama3.gguf: pre-tokenizer 'tokenizer.ggml.pre' = 'qwen2' is not supported", e.Message);
+    }
+
+    /// <summary>
+    /// Llama 3 takes the library's tiktoken path; our merge-ranked BPE, forced, must give the same ids on the vectors
+    /// and on a large mixed text (tokenizer_config.json: Jinja, JSON, code-like punctuation, long runs of spaces).
+    /// </summary>
+    [FixtureFact(Llama3Json)]
+    public void Llama3_LibraryAndByteLevelBpe_Agree()
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var library = new ModelTokenizer(TokenizerFiles.Load(Fixtures.Get(Llama3Json)));
+        long libraryMs = sw.ElapsedMilliseconds;
+        sw.Restart();
+        var ours = new ModelTokenizer(TokenizerFiles.Load(Fixtures.Get(Llama3Json)), useLibrary: false);
+        long oursMs = sw.ElapsedMilliseconds;
+        Console.WriteLine($"Llama 3 tokenizer.json load: TiktokenTokenizer {libraryMs} ms, ByteLevelBpe {oursMs} ms");
+        Assert.Equal("TiktokenTokenizer", library.Encoder);
+        Assert.Equal("ByteLevelBpe", ours.Encoder);
+        AssertAllVectors(ours, Llama3Vectors);
+
+        string text = File.ReadAllText(Fixtures.Get("vocab/llama3/tokenizer_config.json")) + File.ReadAllText(Fixtures.Get("vocab/llama3/llama-bpe.inp"));
+        int[] expected = ours.Encode(text, addBos: false, parseSpecial: false);
+        Assert.True(expected.Length > 10_000, $"{expected.Length} tokens");
+        Assert.Equal(expected, library.Encode(text, addBos: false, parseSpecial: false));
+        Assert.Equal(ours.Encode(text), library.Encode(text));
     }
 }
