@@ -35,13 +35,15 @@ public sealed class CliTests
     private static void AssertOneLineError((int Code, string Out, string Err) r, params string[] contains)
     {
         Assert.NotEqual(0, r.Code);
+        // Progress lines (device, load time) may come before the failure; the failure itself is one line, last.
         string[] lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.StartsWith("gpullama: error: ", lines[0]);
+        string error = Assert.Single(lines, l => l.Contains("error", StringComparison.OrdinalIgnoreCase));
+        Assert.Equal(lines[^1], error);
+        Assert.StartsWith("gpullama: error: ", error);
         Assert.DoesNotContain("   at ", r.Err);
         foreach (string c in contains)
         {
-            Assert.Contains(c, lines[0]);
+            Assert.Contains(c, error);
         }
     }
 
