@@ -106,9 +106,9 @@ public sealed unsafe class IlgpuDevice : IDevice
     private float[] _staging = [];
 
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, int, int, float> _rmsNorm;
-    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvBf16;
-    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvF16;
-    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvF32;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int, int> _gemv;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> _gemv3;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvSwiGlu;
     private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs> _matMulTiled;
     private readonly Action<KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs> _matMulScalar;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
@@ -137,9 +137,9 @@ public sealed unsafe class IlgpuDevice : IDevice
         Bind();
 
         _rmsNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, int, int, float>(NormKernels.RmsNorm);
-        _gemvBf16 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvBf16);
-        _gemvF16 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvF16);
-        _gemvF32 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvF32);
+        _gemv = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int, int>(MatMulKernels.Gemv);
+        _gemv3 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(MatMulKernels.Gemv3);
+        _gemvSwiGlu = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvSwiGlu);
         _matMulTiled = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulTiled);
         _matMulScalar = accelerator.LoadStreamKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulScalar);
         _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
@@ -482,19 +482,53 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
-        ArrayView<F4> x4 = input.Cast<F4>();
-        switch (weight.Type)
+        _gemv(config, weight.Vectors, input.Cast<F4>(), y, outRows, Chunks(weight), code, acc);
+    }
+
+    /// <summary>16-byte chunks per row of a plain weight.</summary>
+    private static int Chunks(IlgpuWeight w) => w.Type == DType.F32 ? w.Cols / 4 : w.Cols / 8;
+
+    /// <summary>Whether the fused decode GEMVs apply: one activation row, plain weights of one type, 16-byte rows.</summary>
+    private static bool FusableDecode(int rows, IlgpuWeight a, IlgpuWeight b) =>
+        rows == 1 && a.Quant is null && b.Quant is null && a.Type == b.Type && a.Cols == b.Cols && a.Cols % 8 == 0;
+
+    public void MatMul3(DeviceBuffer d0, DeviceWeight w0, DeviceBuffer d1, DeviceWeight w1, DeviceBuffer d2, DeviceWeight w2, DeviceBuffer x, int rows)
+    {
+        IlgpuWeight a = Own(w0), b = Own(w1), c = Own(w2);
+        if (!FusableDecode(rows, a, b) || !FusableDecode(rows, a, c))
         {
-            case DType.BF16:
-                _gemvBf16(config, weight.Vectors, x4, y, outRows, cols / 8, acc);
-                break;
-            case DType.F16:
-                _gemvF16(config, weight.Vectors, x4, y, outRows, cols / 8, acc);
-                break;
-            default:
-                _gemvF32(config, weight.Vectors, x4, y, outRows, cols / 4, acc);
-                break;
+            MatMul(d0, w0, x, rows);
+            MatMul(d1, w1, x, rows);
+            MatMul(d2, w2, x, rows);
+            return;
         }
+
+        Need(Own(x).Length >= a.Cols, $"x holds {Own(x).Length} floats, a row of {a.Cols} is needed");
+        Need(Own(d0).Length >= a.Rows && Own(d1).Length >= b.Rows && Own(d2).Length >= c.Rows,
+            $"outputs of {a.Rows}, {b.Rows} and {c.Rows} floats are needed");
+        Bind();
+        long total = (long)a.Rows + b.Rows + c.Rows;
+        var config = new KernelConfig(checked((int)((total * _warp + _group - 1) / _group)), _group);
+        _gemv3(config, a.Vectors, b.Vectors, c.Vectors, Own(x).View.Cast<F4>(), Own(d0).View, Own(d1).View, Own(d2).View,
+            a.Rows, b.Rows, c.Rows, Chunks(a), Code(a.Type));
+    }
+
+    public void MatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, int rows, DeviceBuffer scratch)
+    {
+        IlgpuWeight g = Own(gate), u = Own(up);
+        if (!FusableDecode(rows, g, u) || g.Rows != u.Rows)
+        {
+            MatMul(dst, gate, x, rows);
+            MatMul(scratch, up, x, rows);
+            SwiGlu(dst, scratch, rows * g.Rows);
+            return;
+        }
+
+        Need(Own(x).Length >= g.Cols, $"x holds {Own(x).Length} floats, a row of {g.Cols} is needed");
+        Need(Own(dst).Length >= g.Rows, $"dst holds {Own(dst).Length} floats, {g.Rows} are needed");
+        Bind();
+        var config = new KernelConfig(checked((int)(((long)g.Rows * _warp + _group - 1) / _group)), _group);
+        _gemvSwiGlu(config, g.Vectors, u.Vectors, Own(x).View.Cast<F4>(), Own(dst).View, g.Rows, Chunks(g), Code(g.Type));
     }
 
     public void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape)

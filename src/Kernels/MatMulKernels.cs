@@ -41,115 +41,153 @@ internal static class MatMulKernels
     private static float DotF32(U4 v, F4 a) =>
         Interop.IntAsFloat(v.X) * a.X + Interop.IntAsFloat(v.Y) * a.Y + Interop.IntAsFloat(v.Z) * a.Z + Interop.IntAsFloat(v.W) * a.W;
 
-    private static void StoreRow(ArrayView<float> y, int row, float acc0, float acc1, int accumulate)
+    /// <summary>
+    /// This lane's share of W[row] · x (two partial sums folded), for a row starting at chunk <paramref name="rowBase"/>
+    /// of <paramref name="chunks"/> 16-byte chunks. Four independent loads stay in flight per lane. The type branch is
+    /// uniform across the grid and outside the loop.
+    /// </summary>
+    private static float RowDot(ArrayView<U4> w, ArrayView<F4> x, long rowBase, int chunks, int type)
     {
-        float sum = KernelMath.WarpSum(acc0 + acc1);
+        int ws = Warp.WarpSize;
+        float acc0 = 0;
+        float acc1 = 0;
+        int c = Warp.LaneIdx;
+        if (type == WeightCode.BF16)
+        {
+            for (; c + 3 * ws < chunks; c += 4 * ws)
+            {
+                U4 v0 = w[rowBase + c];
+                U4 v1 = w[rowBase + c + ws];
+                U4 v2 = w[rowBase + c + 2 * ws];
+                U4 v3 = w[rowBase + c + 3 * ws];
+                acc0 += DotBf16(v0, x[2 * c], x[2 * c + 1]);
+                acc1 += DotBf16(v1, x[2 * (c + ws)], x[2 * (c + ws) + 1]);
+                acc0 += DotBf16(v2, x[2 * (c + 2 * ws)], x[2 * (c + 2 * ws) + 1]);
+                acc1 += DotBf16(v3, x[2 * (c + 3 * ws)], x[2 * (c + 3 * ws) + 1]);
+            }
+
+            for (; c < chunks; c += ws)
+            {
+                acc0 += DotBf16(w[rowBase + c], x[2 * c], x[2 * c + 1]);
+            }
+        }
+        else if (type == WeightCode.F16)
+        {
+            for (; c + 3 * ws < chunks; c += 4 * ws)
+            {
+                U4 v0 = w[rowBase + c];
+                U4 v1 = w[rowBase + c + ws];
+                U4 v2 = w[rowBase + c + 2 * ws];
+                U4 v3 = w[rowBase + c + 3 * ws];
+                acc0 += DotF16(v0, x[2 * c], x[2 * c + 1]);
+                acc1 += DotF16(v1, x[2 * (c + ws)], x[2 * (c + ws) + 1]);
+                acc0 += DotF16(v2, x[2 * (c + 2 * ws)], x[2 * (c + 2 * ws) + 1]);
+                acc1 += DotF16(v3, x[2 * (c + 3 * ws)], x[2 * (c + 3 * ws) + 1]);
+            }
+
+            for (; c < chunks; c += ws)
+            {
+                acc0 += DotF16(w[rowBase + c], x[2 * c], x[2 * c + 1]);
+            }
+        }
+        else
+        {
+            for (; c + 3 * ws < chunks; c += 4 * ws)
+            {
+                U4 v0 = w[rowBase + c];
+                U4 v1 = w[rowBase + c + ws];
+                U4 v2 = w[rowBase + c + 2 * ws];
+                U4 v3 = w[rowBase + c + 3 * ws];
+                acc0 += DotF32(v0, x[c]);
+                acc1 += DotF32(v1, x[c + ws]);
+                acc0 += DotF32(v2, x[c + 2 * ws]);
+                acc1 += DotF32(v3, x[c + 3 * ws]);
+            }
+
+            for (; c < chunks; c += ws)
+            {
+                acc0 += DotF32(w[rowBase + c], x[c]);
+            }
+        }
+
+        return acc0 + acc1;
+    }
+
+    /// <summary>
+    /// Decode GEMV over a plain type: y[row] (+)= W[row] · x, one warp per row. <paramref name="x"/> holds the
+    /// activation as float4; <paramref name="chunks"/> = row bytes / 16 (cols / 8 for 16-bit types, cols / 4 for F32).
+    /// </summary>
+    public static void Gemv(ArrayView<U4> w, ArrayView<F4> x, ArrayView<float> y, int rows, int chunks, int type, int accumulate)
+    {
+        int row = Grid.GlobalIndex.X / Warp.WarpSize;
+        if (row >= rows)
+        {
+            return; // whole warps only: the row is uniform across a warp
+        }
+
+        float sum = KernelMath.WarpSum(RowDot(w, x, (long)row * chunks, chunks, type));
         if (Warp.LaneIdx == 0)
         {
             y[row] = accumulate != 0 ? y[row] + sum : sum;
         }
     }
 
-    /// <summary>BF16 GEMV; <paramref name="x"/> holds the activation as float4, <paramref name="chunks"/> = cols / 8.</summary>
-    public static void GemvBf16(ArrayView<U4> w, ArrayView<F4> x, ArrayView<float> y, int rows, int chunks, int accumulate)
+    /// <summary>
+    /// Three projections of one activation (Q, K and V) in one launch: warps 0..rows0-1 compute y0 = W0 · x, the
+    /// next rows1 warps y1 = W1 · x, the rest y2 = W2 · x. One launch instead of three, and the small K/V products
+    /// fill the device alongside Q instead of running alone at low occupancy.
+    /// </summary>
+    public static void Gemv3(
+        ArrayView<U4> w0, ArrayView<U4> w1, ArrayView<U4> w2, ArrayView<F4> x,
+        ArrayView<float> y0, ArrayView<float> y1, ArrayView<float> y2, int rows0, int rows1, int rows2, int chunks, int type)
     {
-        int ws = Warp.WarpSize;
-        int row = Grid.GlobalIndex.X / ws;
-        if (row >= rows)
+        int row = Grid.GlobalIndex.X / Warp.WarpSize;
+        if (row >= rows0 + rows1 + rows2)
         {
-            return; // whole warps only: the row is uniform across a warp
+            return;
         }
 
-        long rowBase = (long)row * chunks;
-        float acc0 = 0;
-        float acc1 = 0;
-        int c = Warp.LaneIdx;
-        for (; c + 3 * ws < chunks; c += 4 * ws)
+        ArrayView<U4> w = w0;
+        ArrayView<float> y = y0;
+        if (row >= rows0 + rows1)
         {
-            U4 v0 = w[rowBase + c];
-            U4 v1 = w[rowBase + c + ws];
-            U4 v2 = w[rowBase + c + 2 * ws];
-            U4 v3 = w[rowBase + c + 3 * ws];
-            acc0 += DotBf16(v0, x[2 * c], x[2 * c + 1]);
-            acc1 += DotBf16(v1, x[2 * (c + ws)], x[2 * (c + ws) + 1]);
-            acc0 += DotBf16(v2, x[2 * (c + 2 * ws)], x[2 * (c + 2 * ws) + 1]);
-            acc1 += DotBf16(v3, x[2 * (c + 3 * ws)], x[2 * (c + 3 * ws) + 1]);
+            w = w2;
+            y = y2;
+            row -= rows0 + rows1;
+        }
+        else if (row >= rows0)
+        {
+            w = w1;
+            y = y1;
+            row -= rows0;
         }
 
-        for (; c < chunks; c += ws)
+        float sum = KernelMath.WarpSum(RowDot(w, x, (long)row * chunks, chunks, type));
+        if (Warp.LaneIdx == 0)
         {
-            acc0 += DotBf16(w[rowBase + c], x[2 * c], x[2 * c + 1]);
+            y[row] = sum;
         }
-
-        StoreRow(y, row, acc0, acc1, accumulate);
     }
 
-    /// <summary>F16 GEMV; <paramref name="chunks"/> = cols / 8.</summary>
-    public static void GemvF16(ArrayView<U4> w, ArrayView<F4> x, ArrayView<float> y, int rows, int chunks, int accumulate)
+    /// <summary>
+    /// The SwiGLU input of the FFN in one launch: y[row] = silu(Wg[row] · x) * (Wu[row] · x) (llama.cpp's
+    /// ggml_swiglu). Each warp reads a gate row and an up row; the separate SwiGLU pass and its launch disappear.
+    /// </summary>
+    public static void GemvSwiGlu(ArrayView<U4> wg, ArrayView<U4> wu, ArrayView<F4> x, ArrayView<float> y, int rows, int chunks, int type)
     {
-        int ws = Warp.WarpSize;
-        int row = Grid.GlobalIndex.X / ws;
+        int row = Grid.GlobalIndex.X / Warp.WarpSize;
         if (row >= rows)
         {
             return;
         }
 
         long rowBase = (long)row * chunks;
-        float acc0 = 0;
-        float acc1 = 0;
-        int c = Warp.LaneIdx;
-        for (; c + 3 * ws < chunks; c += 4 * ws)
+        float g = KernelMath.WarpSum(RowDot(wg, x, rowBase, chunks, type));
+        float u = KernelMath.WarpSum(RowDot(wu, x, rowBase, chunks, type));
+        if (Warp.LaneIdx == 0)
         {
-            U4 v0 = w[rowBase + c];
-            U4 v1 = w[rowBase + c + ws];
-            U4 v2 = w[rowBase + c + 2 * ws];
-            U4 v3 = w[rowBase + c + 3 * ws];
-            acc0 += DotF16(v0, x[2 * c], x[2 * c + 1]);
-            acc1 += DotF16(v1, x[2 * (c + ws)], x[2 * (c + ws) + 1]);
-            acc0 += DotF16(v2, x[2 * (c + 2 * ws)], x[2 * (c + 2 * ws) + 1]);
-            acc1 += DotF16(v3, x[2 * (c + 3 * ws)], x[2 * (c + 3 * ws) + 1]);
+            y[row] = g / (1.0f + XMath.Exp(-g)) * u;
         }
-
-        for (; c < chunks; c += ws)
-        {
-            acc0 += DotF16(w[rowBase + c], x[2 * c], x[2 * c + 1]);
-        }
-
-        StoreRow(y, row, acc0, acc1, accumulate);
-    }
-
-    /// <summary>F32 GEMV; <paramref name="chunks"/> = cols / 4.</summary>
-    public static void GemvF32(ArrayView<U4> w, ArrayView<F4> x, ArrayView<float> y, int rows, int chunks, int accumulate)
-    {
-        int ws = Warp.WarpSize;
-        int row = Grid.GlobalIndex.X / ws;
-        if (row >= rows)
-        {
-            return;
-        }
-
-        long rowBase = (long)row * chunks;
-        float acc0 = 0;
-        float acc1 = 0;
-        int c = Warp.LaneIdx;
-        for (; c + 3 * ws < chunks; c += 4 * ws)
-        {
-            U4 v0 = w[rowBase + c];
-            U4 v1 = w[rowBase + c + ws];
-            U4 v2 = w[rowBase + c + 2 * ws];
-            U4 v3 = w[rowBase + c + 3 * ws];
-            acc0 += DotF32(v0, x[c]);
-            acc1 += DotF32(v1, x[c + ws]);
-            acc0 += DotF32(v2, x[c + 2 * ws]);
-            acc1 += DotF32(v3, x[c + 3 * ws]);
-        }
-
-        for (; c < chunks; c += ws)
-        {
-            acc0 += DotF32(w[rowBase + c], x[c]);
-        }
-
-        StoreRow(y, row, acc0, acc1, accumulate);
     }
 
     // ---- batched (prompt) matmul: one warp per weight row, each weight load reused for up to 8 activation rows ----

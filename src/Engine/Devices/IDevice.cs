@@ -90,6 +90,28 @@ public interface IDevice : IDisposable
     void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false);
 
     /// <summary>
+    /// Three projections of the same input, d_i = W_i · x (Q, K and V). A GPU runs them as one launch; the default
+    /// is three <see cref="MatMul"/> calls.
+    /// </summary>
+    void MatMul3(DeviceBuffer d0, DeviceWeight w0, DeviceBuffer d1, DeviceWeight w1, DeviceBuffer d2, DeviceWeight w2, DeviceBuffer x, int rows)
+    {
+        MatMul(d0, w0, x, rows);
+        MatMul(d1, w1, x, rows);
+        MatMul(d2, w2, x, rows);
+    }
+
+    /// <summary>
+    /// The FFN's SwiGLU input: dst = silu(gate · x) * (up · x), row by row. <paramref name="scratch"/> (as large as
+    /// dst) holds the up product where the device computes the two separately, as the default does.
+    /// </summary>
+    void MatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, int rows, DeviceBuffer scratch)
+    {
+        MatMul(dst, gate, x, rows);
+        MatMul(scratch, up, x, rows);
+        SwiGlu(dst, scratch, rows * gate.Rows);
+    }
+
+    /// <summary>
     /// Rotary embedding of q ([rows, QDim]) and k ([rows, KvDim]) in place, row r at absolute position
     /// position + r. <paramref name="ropeTable"/> holds, for each position p and frequency i &lt; HeadDim/2,
     /// cos at [(p*HeadDim/2 + i)*2] and sin at [(p*HeadDim/2 + i)*2 + 1] (see <see cref="RopeTable"/>).

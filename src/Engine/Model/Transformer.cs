@@ -100,9 +100,7 @@ public sealed class Transformer : IDisposable
             dev.RmsNorm(s.Xb, s.X, w.AttnNorm, n, c.RmsEps);
 
             // qkv matmuls for these positions
-            dev.MatMul(s.Q, w.Wq, s.Xb, n);
-            dev.MatMul(s.K, w.Wk, s.Xb, n);
-            dev.MatMul(s.V, w.Wv, s.Xb, n);
+            dev.MatMul3(s.Q, w.Wq, s.K, w.Wk, s.V, w.Wv, s.Xb, n);
 
             // RoPE, then remember k and v for later positions
             dev.Rope(s.Q, s.K, s.Rope, position, n, _shape);
@@ -114,9 +112,7 @@ public sealed class Transformer : IDisposable
 
             // ffn rmsnorm and SwiGLU: x += w2(silu(w1·x) * w3·x)
             dev.RmsNorm(s.Xb, s.X, w.FfnNorm, n, c.RmsEps);
-            dev.MatMul(s.Hb, w.FfnGate, s.Xb, n);
-            dev.MatMul(s.Hb2, w.FfnUp, s.Xb, n);
-            dev.SwiGlu(s.Hb, s.Hb2, n * c.HiddenDim);
+            dev.MatMulSwiGlu(s.Hb, w.FfnGate, w.FfnUp, s.Xb, n, s.Hb2);
             dev.MatMul(s.X, w.FfnDown, s.Hb, n, accumulate: true);
         }
 

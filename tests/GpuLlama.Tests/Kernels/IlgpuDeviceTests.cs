@@ -345,6 +345,102 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         Near(want, Get(y, rows * outRows), 1e-5, scale);
     }
 
+    /// <summary>W · x for one activation row in float64, with the sum of |products| as the error scale.</summary>
+    private static (double[] Want, double[] Scale) Reference(HostWeight w, int outRows, int cols, float[] x)
+    {
+        var want = new double[outRows];
+        var scale = new double[outRows];
+        for (int o = 0; o < outRows; o++)
+        {
+            for (int c = 0; c < cols; c++)
+            {
+                double p = w.Values[o * cols + c] * x[c];
+                want[o] += p;
+                scale[o] += Math.Abs(p);
+            }
+        }
+
+        return (want, scale);
+    }
+
+    [Theory]
+    [InlineData(DType.F32, 168, 1)]   // fused: one launch over 7 + 3 + 3 rows, unrolled body and tail
+    [InlineData(DType.BF16, 168, 1)]
+    [InlineData(DType.F16, 64, 1)]
+    [InlineData(DType.BF16, 40, 3)]   // a batch: three separate matmuls
+    [InlineData(DType.F16, 36, 1)]    // rows not a multiple of 16 bytes: separate scalar matmuls
+    public void MatMul3_gives_three_projections_of_one_input(DType type, int cols, int rows)
+    {
+        int[] outs = [7, 3, 3];
+        float[] x = Random(rows * cols, 11, 3);
+        var hosts = new HostWeight[3];
+        var weights = new DeviceWeight[3];
+        var ys = new DeviceBuffer[3];
+        for (int i = 0; i < 3; i++)
+        {
+            float[] wv = Random(outs[i] * cols, 12 + i);
+            hosts[i] = new HostWeight("w" + i, type, outs[i], cols, j => wv[j]);
+            weights[i] = _d.Upload(hosts[i].View);
+            ys[i] = Buffer(Random(rows * outs[i], 20 + i)); // overwritten, not accumulated
+        }
+
+        using DeviceBuffer xb = Buffer(x);
+        _d.MatMul3(ys[0], weights[0], ys[1], weights[1], ys[2], weights[2], xb, rows);
+        for (int i = 0; i < 3; i++)
+        {
+            float[] got = Get(ys[i], rows * outs[i]);
+            for (int r = 0; r < rows; r++)
+            {
+                var (want, scale) = Reference(hosts[i], outs[i], cols, x[(r * cols)..((r + 1) * cols)]);
+                Near(want, got[(r * outs[i])..((r + 1) * outs[i])], 1e-5, scale);
+            }
+
+            ys[i].Dispose();
+            weights[i].Dispose();
+            hosts[i].Dispose();
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.F32, 168, 1)]   // fused gate·x, up·x and SwiGLU in one launch
+    [InlineData(DType.BF16, 168, 1)]
+    [InlineData(DType.F16, 64, 1)]
+    [InlineData(DType.F16, 40, 2)]    // a batch: matmuls then SwiGLU
+    [InlineData(DType.BF16, 12, 1)]   // rows not a multiple of 16 bytes
+    public void MatMulSwiGlu_is_silu_of_gate_times_up(DType type, int cols, int rows)
+    {
+        const int hidden = 9;
+        float[] gv = Random(hidden * cols, 31);
+        float[] uv = Random(hidden * cols, 32);
+        float[] x = Random(rows * cols, 33, 2);
+        using var gh = new HostWeight("gate", type, hidden, cols, i => gv[i]);
+        using var uh = new HostWeight("up", type, hidden, cols, i => uv[i]);
+        using DeviceWeight g = _d.Upload(gh.View);
+        using DeviceWeight u = _d.Upload(uh.View);
+        using DeviceBuffer xb = Buffer(x);
+        using DeviceBuffer y = _d.Allocate(rows * hidden);
+        using DeviceBuffer scratch = _d.Allocate(rows * hidden);
+        _d.MatMulSwiGlu(y, g, u, xb, rows, scratch);
+        float[] got = Get(y, rows * hidden);
+        for (int r = 0; r < rows; r++)
+        {
+            float[] xr = x[(r * cols)..((r + 1) * cols)];
+            var (gw, gs) = Reference(gh, hidden, cols, xr);
+            var (uw, us) = Reference(uh, hidden, cols, xr);
+            var want = new double[hidden];
+            var scale = new double[hidden];
+            for (int i = 0; i < hidden; i++)
+            {
+                double silu = gw[i] / (1 + Math.Exp(-gw[i]));
+                want[i] = silu * uw[i];
+                // d(silu·u) = silu'·u·dg + silu·du, with |silu'| <= 1.1
+                scale[i] = 1.1 * Math.Abs(uw[i]) * gs[i] + Math.Abs(silu) * us[i];
+            }
+
+            Near(want, got[(r * hidden)..((r + 1) * hidden)], 1e-5, scale);
+        }
+    }
+
     [Theory]
     [InlineData(RopeStyle.Interleaved)]
     [InlineData(RopeStyle.Halves)]

@@ -24,9 +24,9 @@ public sealed class PtxGateTests
     public static TheoryData<string, bool, bool, bool> Kernels() => new()
     {
         { "NormKernels.RmsNorm", true, true, false },
-        { "MatMulKernels.GemvBf16", true, true, true },
-        { "MatMulKernels.GemvF16", true, true, true },
-        { "MatMulKernels.GemvF32", true, true, true },
+        { "MatMulKernels.Gemv", true, true, true },
+        { "MatMulKernels.Gemv3", true, true, true },
+        { "MatMulKernels.GemvSwiGlu", true, true, true },
         { "MatMulKernels.MatMulTiled", true, true, true },
         { "MatMulKernels.MatMulScalar", true, true, false },
         { "AttentionKernels.Rope", false, false, false },
@@ -85,7 +85,7 @@ public sealed class PtxGateTests
     public void F16_weights_widen_with_the_hardware_conversion_and_activations_stay_float32_on_PTX()
     {
         // Activations are never rounded to half (see IDevice.MatMul): the only conversion is f16 -> f32 of the weights.
-        string ptx = CompilePtx(Find("MatMulKernels.GemvF16"), true);
+        string ptx = CompilePtx(Find("MatMulKernels.Gemv"), true);
         Assert.Contains("cvt.f32.f16", ptx);
         Assert.DoesNotContain("cvt.rn.f16.f32", ptx);
     }
