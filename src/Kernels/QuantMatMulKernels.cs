@@ -61,9 +61,10 @@ public sealed class QuantWeight : IDisposable
 
 /// <summary>
 /// Quantized GEMV/GEMM and embedding lookup on the device, weights read in their (repacked) blocks. MatMul: one warp
-/// per output row; each lane takes one quant word (4 or 8 weights) at a time, so a warp's loads of quants and of x
-/// are consecutive words; partial sums meet in a shuffle reduction and lane 0 writes; the grid's Y dimension runs
-/// over the x rows. Kernels are warp-size agnostic (ILGPU's CPU accelerator uses small warps).
+/// per output row; each lane takes 16 bytes of quants at a time (a whole Q4_0/Q5_0 block, half a Q8_0 block, a
+/// sixteenth of a K-quant super-block) with one 16-byte load, and the matching activations as float4 loads, so a
+/// warp's loads are wide and consecutive; partial sums meet in a shuffle reduction and lane 0 writes; the grid's Y
+/// dimension runs over the x rows. Kernels are warp-size agnostic (ILGPU's CPU accelerator uses small warps).
 /// </summary>
 public sealed class QuantMatMulKernels
 {
@@ -71,17 +72,17 @@ public sealed class QuantMatMulKernels
     public const int WarpsPerGroup = 4;
 
     private readonly Accelerator _accelerator;
-    private readonly Dictionary<DType, Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>> _kernels = [];
+    private readonly Dictionary<DType, Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>> _kernels = [];
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
 
     public QuantMatMulKernels(Accelerator accelerator)
     {
         _accelerator = accelerator;
-        _kernels[DType.Q8_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q8_0Kernel);
-        _kernels[DType.Q4_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q4_0Kernel);
-        _kernels[DType.Q5_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q5_0Kernel);
-        _kernels[DType.Q4_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q4_KKernel);
-        _kernels[DType.Q6_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<float>, int, int, int>(Q6_KKernel);
+        _kernels[DType.Q8_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q8_0Kernel);
+        _kernels[DType.Q4_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q4_0Kernel);
+        _kernels[DType.Q5_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q5_0Kernel);
+        _kernels[DType.Q4_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q4_KKernel);
+        _kernels[DType.Q6_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q6_KKernel);
         _embed = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(EmbedKernel);
     }
 
@@ -90,7 +91,9 @@ public sealed class QuantMatMulKernels
     {
         int warp = _accelerator.WarpSize;
         var config = new KernelConfig(new Index2D((w.Rows + WarpsPerGroup - 1) / WarpsPerGroup, xRows), new Index2D(warp * WarpsPerGroup, 1));
-        _kernels[w.Type](stream, config, dst, w.Quants.View, w.High.View, w.Scales.View, w.Aux.View, x, w.Rows, w.Cols, accumulate ? 1 : 0);
+        // 16-byte views: the kernels' quants, qh chunks and activations move in vector loads (cols is a multiple of 32)
+        _kernels[w.Type](stream, config, dst, ((ArrayView<uint>)w.Quants.View).Cast<U4>(), w.High.View, ((ArrayView<uint>)w.High.View).Cast<U4>(), w.Scales.View, w.Aux.View,
+            x.Cast<F4>(), w.Rows, w.Cols, accumulate ? 1 : 0);
     }
 
     /// <summary>dst[r·Cols + c] = dequant(W[tokens[r]])[c] for r &lt; <paramref name="count"/> (ids already checked).</summary>
@@ -127,7 +130,45 @@ public sealed class QuantMatMulKernels
     private static int Six(uint ql, int nibbleShift, uint qh, int pairShift) =>
         (int)(((ql >> nibbleShift) & 0xF) | (((qh >> pairShift) & 3) << 4)) - 32;
 
-    private static void Q8_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
+    /// <summary>Σ int8(q byte t) · x_t over the four bytes of a word.</summary>
+    private static float DotI8(uint q, F4 x) => I8(q, 0) * x.X + I8(q, 1) * x.Y + I8(q, 2) * x.Z + I8(q, 3) * x.W;
+
+    /// <summary>
+    /// Σ (nibble t + 16·bit t of <paramref name="hi"/> − <paramref name="offset"/>) · x_t, the nibble of byte t at
+    /// <paramref name="shift"/> (0: low nibbles, 4: high nibbles); Q4_0 passes hi = 0, offset 8; Q5_0 its qh bits, 16.
+    /// </summary>
+    private static float DotNibbles(uint q, int shift, uint hi, int offset, F4 x) =>
+        ((int)(((q >> shift) & 0xF) | ((hi << 4) & 0x10)) - offset) * x.X
+        + ((int)(((q >> (shift + 8)) & 0xF) | ((hi << 3) & 0x10)) - offset) * x.Y
+        + ((int)(((q >> (shift + 16)) & 0xF) | ((hi << 2) & 0x10)) - offset) * x.Z
+        + ((int)(((q >> (shift + 24)) & 0xF) | ((hi << 1) & 0x10)) - offset) * x.W;
+
+    /// <summary>Σ nibble t · x_t (K-quants: the scale and min are applied per sub-block by the caller).</summary>
+    private static float DotNibbles(uint q, int shift, F4 x) =>
+        ((q >> shift) & 0xF) * x.X + ((q >> (shift + 8)) & 0xF) * x.Y + ((q >> (shift + 16)) & 0xF) * x.Z + ((q >> (shift + 24)) & 0xF) * x.W;
+
+    private static float Sum(F4 x) => x.X + x.Y + x.Z + x.W;
+
+    /// <summary>Σ six-bit Q6_K value t · x_t: nibbles of ql at <paramref name="nibbleShift"/>, 2-bit qh fields at <paramref name="pairShift"/>.</summary>
+    private static float DotSix(uint ql, int nibbleShift, uint qh, int pairShift, F4 x) =>
+        Six(ql, nibbleShift, qh, pairShift) * x.X + Six(ql, nibbleShift + 8, qh, pairShift + 8) * x.Y
+        + Six(ql, nibbleShift + 16, qh, pairShift + 16) * x.Z + Six(ql, nibbleShift + 24, qh, pairShift + 24) * x.W;
+
+    /// <summary>Half a Q8_0 block (16 int8 in one 16-byte chunk) · 16 activations from float4 index <paramref name="xi"/>.</summary>
+    private static float Q8Chunk(U4 q, ArrayView<F4> x, long xi) =>
+        DotI8(q.X, x[xi]) + DotI8(q.Y, x[xi + 1]) + DotI8(q.Z, x[xi + 2]) + DotI8(q.W, x[xi + 3]);
+
+    /// <summary>
+    /// One Q4_0/Q5_0 block (16 nibble bytes as a 16-byte chunk) · 32 activations from float4 index <paramref name="xi"/>:
+    /// word j's low nibbles are values 4j..4j+3, its high nibbles 16+4j..16+4j+3; bit e of <paramref name="qh"/> is value e's 5th bit.
+    /// </summary>
+    private static float Q4Block(U4 q, uint qh, int offset, ArrayView<F4> x, long xi) =>
+        DotNibbles(q.X, 0, qh, offset, x[xi]) + DotNibbles(q.Y, 0, qh >> 4, offset, x[xi + 1])
+        + DotNibbles(q.Z, 0, qh >> 8, offset, x[xi + 2]) + DotNibbles(q.W, 0, qh >> 12, offset, x[xi + 3])
+        + DotNibbles(q.X, 4, qh >> 16, offset, x[xi + 4]) + DotNibbles(q.Y, 4, qh >> 20, offset, x[xi + 5])
+        + DotNibbles(q.Z, 4, qh >> 24, offset, x[xi + 6]) + DotNibbles(q.W, 4, qh >> 28, offset, x[xi + 7]);
+
+    private static void Q8_0Kernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -136,24 +177,32 @@ public sealed class QuantMatMulKernels
             return;
         }
 
-        // Word w of the row holds values 4w..4w+3 of block w/8.
-        int words = cols / 4;
-        long qBase = (long)o * words;
+        // 16-byte chunk c of the row holds values 16c..16c+15 of block c/2; two chunks in flight per lane.
+        int ws = Warp.WarpSize;
+        int chunks = cols / 16;
+        long qBase = (long)o * chunks;
         long sBase = (long)o * (cols / 32);
-        long xBase = (long)r * cols;
-        float sum = 0;
-        for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
+        long xBase = (long)r * (cols / 4);
+        float sum0 = 0;
+        float sum1 = 0;
+        int c = Warp.LaneIdx;
+        for (; c + ws < chunks; c += 2 * ws)
         {
-            uint q = quants[qBase + w];
-            float d = scales[sBase + w / 8];
-            long xi = xBase + 4 * w;
-            sum += I8(q, 0) * d * x[xi] + I8(q, 1) * d * x[xi + 1] + I8(q, 2) * d * x[xi + 2] + I8(q, 3) * d * x[xi + 3];
+            U4 q0 = q[qBase + c];
+            U4 q1 = q[qBase + c + ws];
+            sum0 += scales[sBase + c / 2] * Q8Chunk(q0, x4, xBase + 4L * c);
+            sum1 += scales[sBase + (c + ws) / 2] * Q8Chunk(q1, x4, xBase + 4L * (c + ws));
         }
 
-        Finish(dst, rows, o, r, sum, accumulate);
+        for (; c < chunks; c += ws)
+        {
+            sum0 += scales[sBase + c / 2] * Q8Chunk(q[qBase + c], x4, xBase + 4L * c);
+        }
+
+        Finish(dst, rows, o, r, sum0 + sum1, accumulate);
     }
 
-    private static void Q4_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q4_0Kernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -162,30 +211,31 @@ public sealed class QuantMatMulKernels
             return;
         }
 
-        // Word w holds bytes 4j..4j+3 (j = w % 4) of block w/4: low nibbles are values 4j.., high nibbles 16+4j...
-        int words = cols / 8;
-        long qBase = (long)o * words;
-        long sBase = (long)o * (cols / 32);
-        float sum = 0;
-        for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
+        // One block (16 bytes of nibbles) per lane per step, two in flight.
+        int ws = Warp.WarpSize;
+        int blocks = cols / 32;
+        long bBase = (long)o * blocks;
+        long xBase = (long)r * (cols / 4);
+        float sum0 = 0;
+        float sum1 = 0;
+        int b = Warp.LaneIdx;
+        for (; b + ws < blocks; b += 2 * ws)
         {
-            uint q = quants[qBase + w];
-            float d = scales[sBase + w / 4];
-            long xi = (long)r * cols + 32 * (w / 4) + 4 * (w % 4);
-            sum += (((int)(q & 0xF) - 8) * d) * x[xi]
-                + (((int)((q >> 8) & 0xF) - 8) * d) * x[xi + 1]
-                + (((int)((q >> 16) & 0xF) - 8) * d) * x[xi + 2]
-                + (((int)((q >> 24) & 0xF) - 8) * d) * x[xi + 3]
-                + (((int)((q >> 4) & 0xF) - 8) * d) * x[xi + 16]
-                + (((int)((q >> 12) & 0xF) - 8) * d) * x[xi + 17]
-                + (((int)((q >> 20) & 0xF) - 8) * d) * x[xi + 18]
-                + (((int)((q >> 28) & 0xF) - 8) * d) * x[xi + 19];
+            U4 q0 = q[bBase + b];
+            U4 q1 = q[bBase + b + ws];
+            sum0 += scales[bBase + b] * Q4Block(q0, 0, 8, x4, xBase + 8L * b);
+            sum1 += scales[bBase + b + ws] * Q4Block(q1, 0, 8, x4, xBase + 8L * (b + ws));
         }
 
-        Finish(dst, rows, o, r, sum, accumulate);
+        for (; b < blocks; b += ws)
+        {
+            sum0 += scales[bBase + b] * Q4Block(q[bBase + b], 0, 8, x4, xBase + 8L * b);
+        }
+
+        Finish(dst, rows, o, r, sum0 + sum1, accumulate);
     }
 
-    private static void Q5_0Kernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q5_0Kernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -195,33 +245,20 @@ public sealed class QuantMatMulKernels
         }
 
         // As Q4_0, plus the 5th bit of value e of the block from bit e of qh.
-        int words = cols / 8;
-        long qBase = (long)o * words;
-        long bBase = (long)o * (cols / 32);
+        int ws = Warp.WarpSize;
+        int blocks = cols / 32;
+        long bBase = (long)o * blocks;
+        long xBase = (long)r * (cols / 4);
         float sum = 0;
-        for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
+        for (int b = Warp.LaneIdx; b < blocks; b += ws)
         {
-            uint q = quants[qBase + w];
-            long block = bBase + w / 4;
-            float d = scales[block];
-            int e = 4 * (w % 4);
-            uint hl = high[block] >> e;
-            uint hh = high[block] >> (e + 16);
-            long xi = (long)r * cols + 32 * (w / 4) + e;
-            sum += (((int)((q & 0xF) | ((hl << 4) & 0x10)) - 16) * d) * x[xi]
-                + (((int)(((q >> 8) & 0xF) | ((hl << 3) & 0x10)) - 16) * d) * x[xi + 1]
-                + (((int)(((q >> 16) & 0xF) | ((hl << 2) & 0x10)) - 16) * d) * x[xi + 2]
-                + (((int)(((q >> 24) & 0xF) | ((hl << 1) & 0x10)) - 16) * d) * x[xi + 3]
-                + (((int)(((q >> 4) & 0xF) | ((hh << 4) & 0x10)) - 16) * d) * x[xi + 16]
-                + (((int)(((q >> 12) & 0xF) | ((hh << 3) & 0x10)) - 16) * d) * x[xi + 17]
-                + (((int)(((q >> 20) & 0xF) | ((hh << 2) & 0x10)) - 16) * d) * x[xi + 18]
-                + (((int)(((q >> 28) & 0xF) | ((hh << 1) & 0x10)) - 16) * d) * x[xi + 19];
+            sum += scales[bBase + b] * Q4Block(q[bBase + b], high[bBase + b], 16, x4, xBase + 8L * b);
         }
 
         Finish(dst, rows, o, r, sum, accumulate);
     }
 
-    private static void Q4_KKernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q4_KKernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -230,42 +267,47 @@ public sealed class QuantMatMulKernels
             return;
         }
 
-        // Super-block word w (0..31): group g = w/8 covers values 64g..64g+63; bytes l0..l0+3 (l0 = 4·(w%8)) give
-        // values 64g+l0+t (low nibble, sub-block 2g) and 64g+32+l0+t (high nibble, sub-block 2g+1). Aux bytes 2g, 2g+1
-        // are those sub-blocks' scales, bytes 8+2g, 9+2g their mins; d1 = d·sc and m1 = dmin·m as in ggml.
-        int words = cols / 8;
-        long qBase = (long)o * words;
+        // Chunk m (0..7) of a super-block = qs bytes 16m..16m+15 = bytes l0..l0+15 (l0 = 16·(m%2)) of group g = m/2:
+        // low nibbles are values 64g+l0+t of sub-block 2g, high nibbles 64g+32+l0+t of sub-block 2g+1. Aux bytes 2g,
+        // 2g+1 are those sub-blocks' scales, bytes 8+2g, 9+2g their mins; d1 = d·sc and m1 = dmin·m as in ggml.
+        int ws = Warp.WarpSize;
+        int chunks = cols / 32;
+        long qBase = (long)o * chunks;
         long sbBase = (long)o * (cols / 256);
+        long xBase = (long)r * (cols / 4);
         float sum = 0;
-        for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
+        for (int c = Warp.LaneIdx; c < chunks; c += ws)
         {
-            uint q = quants[qBase + w];
-            long sb = sbBase + w / 32;
-            int g = (w % 32) / 8;
+            U4 v = q[qBase + c];
+            long sb = sbBase + c / 8;
+            int m = c % 8;
+            int g = m / 2;
             float d = scales[2 * sb];
             float dmin = scales[2 * sb + 1];
             uint scWord = aux[4 * sb + g / 2];
             uint mWord = aux[4 * sb + 2 + g / 2];
             int k = 2 * (g % 2);
-            float d1 = d * U8(scWord, k);
-            float m1 = dmin * U8(mWord, k);
-            float d2 = d * U8(scWord, k + 1);
-            float m2 = dmin * U8(mWord, k + 1);
-            long xi = (long)r * cols + 256 * (w / 32) + 64 * g + 4 * (w % 8);
-            sum += (d1 * (q & 0xF) - m1) * x[xi]
-                + (d1 * ((q >> 8) & 0xF) - m1) * x[xi + 1]
-                + (d1 * ((q >> 16) & 0xF) - m1) * x[xi + 2]
-                + (d1 * ((q >> 24) & 0xF) - m1) * x[xi + 3]
-                + (d2 * ((q >> 4) & 0xF) - m2) * x[xi + 32]
-                + (d2 * ((q >> 12) & 0xF) - m2) * x[xi + 33]
-                + (d2 * ((q >> 20) & 0xF) - m2) * x[xi + 34]
-                + (d2 * ((q >> 28) & 0xF) - m2) * x[xi + 35];
+            long xi = xBase + 64L * (c / 8) + 16 * g + 4 * (m % 2);
+            F4 a0 = x4[xi];
+            F4 a1 = x4[xi + 1];
+            F4 a2 = x4[xi + 2];
+            F4 a3 = x4[xi + 3];
+            F4 b0 = x4[xi + 8];
+            F4 b1 = x4[xi + 9];
+            F4 b2 = x4[xi + 10];
+            F4 b3 = x4[xi + 11];
+            float lo = DotNibbles(v.X, 0, a0) + DotNibbles(v.Y, 0, a1) + DotNibbles(v.Z, 0, a2) + DotNibbles(v.W, 0, a3);
+            float hi = DotNibbles(v.X, 4, b0) + DotNibbles(v.Y, 4, b1) + DotNibbles(v.Z, 4, b2) + DotNibbles(v.W, 4, b3);
+            float loSum = Sum(a0) + Sum(a1) + Sum(a2) + Sum(a3);
+            float hiSum = Sum(b0) + Sum(b1) + Sum(b2) + Sum(b3);
+            sum += d * U8(scWord, k) * lo - dmin * U8(mWord, k) * loSum
+                + d * U8(scWord, k + 1) * hi - dmin * U8(mWord, k + 1) * hiSum;
         }
 
         Finish(dst, rows, o, r, sum, accumulate);
     }
 
-    private static void Q6_KKernel(ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<float> x, int rows, int cols, int accumulate)
+    private static void Q6_KKernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         int r = Grid.IdxY;
@@ -274,37 +316,36 @@ public sealed class QuantMatMulKernels
             return;
         }
 
-        // Super-block ql word w (0..31): half c = w/16, byte m0 = 4·(w%16) of the half's 64 ql bytes; quarter
-        // k = m0/32 (low nibbles) or k+2 (high nibbles), lane l0 = m0%32. The matching qh bytes 32c+l0.. are qh word
-        // 8c + l0/4, 2-bit field k of each byte. Value 128c + 32k + l, scale 8c + 2k + l0/16 (aux byte), times d.
-        int words = cols / 8;
-        long qBase = (long)o * words;
+        // ql chunk n (0..7) of a super-block = ql bytes m0..m0+15 (m0 = 16·(n%4)) of half hf = n/4: quarter k = m0/32
+        // (low nibbles) or k+2 (high nibbles), lanes l0 = m0%32 .. l0+15. The matching qh bytes 32hf+l0.. are one
+        // 16-byte qh chunk, 2-bit field k (or k+2) of each byte. Value 128hf + 32k + l, scale 8hf + 2k + l0/16, times d.
+        int ws = Warp.WarpSize;
+        int chunks = cols / 32;
+        long qBase = (long)o * chunks;
         long sbBase = (long)o * (cols / 256);
+        long xBase = (long)r * (cols / 4);
         float sum = 0;
-        for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
+        for (int c = Warp.LaneIdx; c < chunks; c += ws)
         {
-            uint ql = quants[qBase + w];
-            long sb = sbBase + w / 32;
-            int c = (w % 32) / 16;
-            int m0 = 4 * (w % 16);
+            long sb = sbBase + c / 8;
+            int n = c % 8;
+            int hf = n / 4;
+            int m0 = 16 * (n % 4);
             int k = m0 / 32;
             int l0 = m0 % 32;
-            uint qh = high[16 * sb + 8 * c + l0 / 4];
+            U4 lo = q[qBase + c];
+            U4 hb = high4[4 * sb + 2 * hf + l0 / 16];
             float d = scales[sb];
-            int sLow = 8 * c + 2 * k + l0 / 16;
+            int sLow = 8 * hf + 2 * k + l0 / 16;
             float dLow = d * I8(aux[4 * sb + sLow / 4], sLow % 4);
             float dHigh = d * I8(aux[4 * sb + (sLow + 4) / 4], (sLow + 4) % 4);
-            long xi = (long)r * cols + 256 * (w / 32) + 128 * c + 32 * k + l0;
+            long xi = xBase + 64L * (c / 8) + 32 * hf + 8 * k + l0 / 4;
             int pl = 2 * k;
             int ph = 2 * k + 4;
-            sum += (dLow * Six(ql, 0, qh, pl)) * x[xi]
-                + (dLow * Six(ql, 8, qh, 8 + pl)) * x[xi + 1]
-                + (dLow * Six(ql, 16, qh, 16 + pl)) * x[xi + 2]
-                + (dLow * Six(ql, 24, qh, 24 + pl)) * x[xi + 3]
-                + (dHigh * Six(ql, 4, qh, ph)) * x[xi + 64]
-                + (dHigh * Six(ql, 12, qh, 8 + ph)) * x[xi + 65]
-                + (dHigh * Six(ql, 20, qh, 16 + ph)) * x[xi + 66]
-                + (dHigh * Six(ql, 28, qh, 24 + ph)) * x[xi + 67];
+            sum += dLow * (DotSix(lo.X, 0, hb.X, pl, x4[xi]) + DotSix(lo.Y, 0, hb.Y, pl, x4[xi + 1])
+                    + DotSix(lo.Z, 0, hb.Z, pl, x4[xi + 2]) + DotSix(lo.W, 0, hb.W, pl, x4[xi + 3]))
+                + dHigh * (DotSix(lo.X, 4, hb.X, ph, x4[xi + 16]) + DotSix(lo.Y, 4, hb.Y, ph, x4[xi + 17])
+                    + DotSix(lo.Z, 4, hb.Z, ph, x4[xi + 18]) + DotSix(lo.W, 4, hb.W, ph, x4[xi + 19]));
         }
 
         Finish(dst, rows, o, r, sum, accumulate);

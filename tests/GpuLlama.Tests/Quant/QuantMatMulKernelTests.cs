@@ -119,7 +119,7 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
     public void Kernels_compile_to_ptx_without_local_memory_or_extern_calls(DType type)
     {
         // GPU-free gate (see the ILGPU notes): what the CPU accelerator accepts can still fail on PTX.
-        using Context ctx = Context.Create(b => b.Default());
+        using Context ctx = Context.Create(b => b.Default().EnableAlgorithms().Optimize(OptimizationLevel.O2)); // as the runtime context
         using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, nvvmAPI: null);
         MethodInfo method = typeof(QuantMatMulKernels).GetMethod(type.ToString() + "Kernel", BindingFlags.NonPublic | BindingFlags.Static)!;
         Assert.NotNull(method);
@@ -129,12 +129,15 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
         Assert.DoesNotContain(".extern .func", ptx);
         Assert.DoesNotContain(".local", ptx);
         Assert.Contains("shfl.sync.bfly", ptx);
+        // quants and activations move in 16-byte loads (what makes decode bandwidth-bound rather than load-issue-bound)
+        Assert.True(ptx.Contains("ld.global.v4", StringComparison.Ordinal) || ptx.Contains("ld.global.nc.v4", StringComparison.Ordinal),
+            $"{type}: no 16-byte global loads in the PTX");
     }
 
     [Fact]
     public void Embed_kernel_compiles_to_ptx_without_local_memory_or_extern_calls()
     {
-        using Context ctx = Context.Create(b => b.Default());
+        using Context ctx = Context.Create(b => b.Default().EnableAlgorithms().Optimize(OptimizationLevel.O2)); // as the runtime context
         using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, nvvmAPI: null);
         MethodInfo method = typeof(QuantMatMulKernels).GetMethod("EmbedKernel", BindingFlags.NonPublic | BindingFlags.Static)!;
         var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromImplicitlyGroupedKernel(method), default);
