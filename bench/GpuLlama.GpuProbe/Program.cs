@@ -17,6 +17,13 @@ public static unsafe class Program
 {
     public static int Main(string[] args)
     {
+        if (args.Length > 0 && args[0] == "forward")
+        {
+            // gpuprobe forward MODEL [device] [tokens]
+            ForwardProfile.Run(args[1], args.Length > 2 ? args[2] : "cuda:0", args.Length > 3 ? int.Parse(args[3]) : 32);
+            return 0;
+        }
+
         string name = args.Length > 0 ? args[0] : "cuda:0";
         try
         {
