@@ -61,8 +61,9 @@ public sealed class QuantWeight : IDisposable
 
 /// <summary>
 /// Quantized GEMV/GEMM and embedding lookup on the device, weights read in their (repacked) blocks. MatMul: one warp
-/// per output row; lanes take consecutive quant words (Q6_K: 16-byte chunks) with several loads in flight, and the
-/// matching activations as float4 loads laid out so that a warp's loads are consecutive; partial sums meet in a shuffle reduction and lane 0 writes; the grid's Y
+/// per output row; a lane takes a 16-byte chunk of quants (Q8_0, K-quants) or one quant word (Q4_0/Q5_0) per step,
+/// with the matching activations as float4 loads; which of the two is faster was measured per format on an H100
+/// (docs/performance.md); partial sums meet in a shuffle reduction and lane 0 writes; the grid's Y
 /// dimension runs over the x rows. Kernels are warp-size agnostic (ILGPU's CPU accelerator uses small warps).
 /// </summary>
 public sealed class QuantMatMulKernels
@@ -153,6 +154,10 @@ public sealed class QuantMatMulKernels
         Six(ql, nibbleShift, qh, pairShift) * x.X + Six(ql, nibbleShift + 8, qh, pairShift + 8) * x.Y
         + Six(ql, nibbleShift + 16, qh, pairShift + 16) * x.Z + Six(ql, nibbleShift + 24, qh, pairShift + 24) * x.W;
 
+    /// <summary>Half a Q8_0 block (16 int8 in one 16-byte chunk) · 16 activations from float4 index <paramref name="xi"/>.</summary>
+    private static float Q8Chunk(U4 q, ArrayView<F4> x, long xi) =>
+        DotI8(q.X, x[xi]) + DotI8(q.Y, x[xi + 1]) + DotI8(q.Z, x[xi + 2]) + DotI8(q.W, x[xi + 3]);
+
     private static void Q8_0Kernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
     {
         int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
@@ -162,32 +167,26 @@ public sealed class QuantMatMulKernels
             return;
         }
 
-        // Word w of the row holds values 4w..4w+3 of block w/8: one word per lane per step, so quant and float4
-        // activation loads are both consecutive across the warp; four words in flight per lane.
-        ArrayView<uint> words = q.Cast<uint>();
+        // 16-byte chunk c of the row holds values 16c..16c+15 of block c/2; two chunks in flight per lane.
         int ws = Warp.WarpSize;
-        int n = cols / 4;
-        long qBase = (long)o * n;
+        int chunks = cols / 16;
+        long qBase = (long)o * chunks;
         long sBase = (long)o * (cols / 32);
-        long xBase = (long)r * n;
+        long xBase = (long)r * (cols / 4);
         float sum0 = 0;
         float sum1 = 0;
-        int w = Warp.LaneIdx;
-        for (; w + 3 * ws < n; w += 4 * ws)
+        int c = Warp.LaneIdx;
+        for (; c + ws < chunks; c += 2 * ws)
         {
-            uint a = words[qBase + w];
-            uint b = words[qBase + w + ws];
-            uint c = words[qBase + w + 2 * ws];
-            uint d = words[qBase + w + 3 * ws];
-            sum0 += scales[sBase + w / 8] * DotI8(a, x4[xBase + w]);
-            sum1 += scales[sBase + (w + ws) / 8] * DotI8(b, x4[xBase + w + ws]);
-            sum0 += scales[sBase + (w + 2 * ws) / 8] * DotI8(c, x4[xBase + w + 2 * ws]);
-            sum1 += scales[sBase + (w + 3 * ws) / 8] * DotI8(d, x4[xBase + w + 3 * ws]);
+            U4 q0 = q[qBase + c];
+            U4 q1 = q[qBase + c + ws];
+            sum0 += scales[sBase + c / 2] * Q8Chunk(q0, x4, xBase + 4L * c);
+            sum1 += scales[sBase + (c + ws) / 2] * Q8Chunk(q1, x4, xBase + 4L * (c + ws));
         }
 
-        for (; w < n; w += ws)
+        for (; c < chunks; c += ws)
         {
-            sum0 += scales[sBase + w / 8] * DotI8(words[qBase + w], x4[xBase + w]);
+            sum0 += scales[sBase + c / 2] * Q8Chunk(q[qBase + c], x4, xBase + 4L * c);
         }
 
         Finish(dst, rows, o, r, sum0 + sum1, accumulate);
@@ -289,50 +288,44 @@ public sealed class QuantMatMulKernels
             return;
         }
 
-        // Super-block word w (0..31): group g = w/8 covers values 64g..64g+63; bytes l0..l0+3 (l0 = 4·(w%8)) give
-        // values 64g+l0+t (low nibble, sub-block 2g) and 64g+32+l0+t (high nibble, sub-block 2g+1). Aux bytes 2g, 2g+1
-        // are those sub-blocks' scales, bytes 8+2g, 9+2g their mins; d1 = d·sc and m1 = dmin·m as in ggml. One word per
-        // lane per step (coalesced quant and activation loads, as Q4_0), two in flight.
-        ArrayView<uint> words = q.Cast<uint>();
+        // Chunk m (0..7) of a super-block = qs bytes 16m..16m+15 = bytes l0..l0+15 (l0 = 16·(m%2)) of group g = m/2:
+        // low nibbles are values 64g+l0+t of sub-block 2g, high nibbles 64g+32+l0+t of sub-block 2g+1. Aux bytes 2g,
+        // 2g+1 are those sub-blocks' scales, bytes 8+2g, 9+2g their mins; d1 = d·sc and m1 = dmin·m as in ggml.
         int ws = Warp.WarpSize;
-        int n = cols / 8;
-        long qBase = (long)o * n;
+        int chunks = cols / 32;
+        long qBase = (long)o * chunks;
         long sbBase = (long)o * (cols / 256);
         long xBase = (long)r * (cols / 4);
-        float sum0 = 0;
-        float sum1 = 0;
-        int w = Warp.LaneIdx;
-        for (; w + ws < n; w += 2 * ws)
+        float sum = 0;
+        for (int c = Warp.LaneIdx; c < chunks; c += ws)
         {
-            uint a = words[qBase + w];
-            uint b = words[qBase + w + ws];
-            sum0 += Q4KWord(a, w, sbBase, scales, aux, x4, xBase);
-            sum1 += Q4KWord(b, w + ws, sbBase, scales, aux, x4, xBase);
+            U4 v = q[qBase + c];
+            long sb = sbBase + c / 8;
+            int m = c % 8;
+            int g = m / 2;
+            float d = scales[2 * sb];
+            float dmin = scales[2 * sb + 1];
+            uint scWord = aux[4 * sb + g / 2];
+            uint mWord = aux[4 * sb + 2 + g / 2];
+            int k = 2 * (g % 2);
+            long xi = xBase + 64L * (c / 8) + 16 * g + 4 * (m % 2);
+            F4 a0 = x4[xi];
+            F4 a1 = x4[xi + 1];
+            F4 a2 = x4[xi + 2];
+            F4 a3 = x4[xi + 3];
+            F4 b0 = x4[xi + 8];
+            F4 b1 = x4[xi + 9];
+            F4 b2 = x4[xi + 10];
+            F4 b3 = x4[xi + 11];
+            float lo = DotNibbles(v.X, 0, a0) + DotNibbles(v.Y, 0, a1) + DotNibbles(v.Z, 0, a2) + DotNibbles(v.W, 0, a3);
+            float hi = DotNibbles(v.X, 4, b0) + DotNibbles(v.Y, 4, b1) + DotNibbles(v.Z, 4, b2) + DotNibbles(v.W, 4, b3);
+            float loSum = Sum(a0) + Sum(a1) + Sum(a2) + Sum(a3);
+            float hiSum = Sum(b0) + Sum(b1) + Sum(b2) + Sum(b3);
+            sum += d * U8(scWord, k) * lo - dmin * U8(mWord, k) * loSum
+                + d * U8(scWord, k + 1) * hi - dmin * U8(mWord, k + 1) * hiSum;
         }
 
-        for (; w < n; w += ws)
-        {
-            sum0 += Q4KWord(words[qBase + w], w, sbBase, scales, aux, x4, xBase);
-        }
-
-        Finish(dst, rows, o, r, sum0 + sum1, accumulate);
-    }
-
-    /// <summary>Quant word <paramref name="w"/> of a Q4_K row · its 8 activations, scales and mins applied.</summary>
-    private static float Q4KWord(uint q, int w, long sbBase, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, long xBase)
-    {
-        long sb = sbBase + w / 32;
-        int g = (w % 32) / 8;
-        uint scWord = aux[4 * sb + g / 2];
-        uint mWord = aux[4 * sb + 2 + g / 2];
-        int k = 2 * (g % 2);
-        float d = scales[2 * sb];
-        float dmin = scales[2 * sb + 1];
-        long xi = xBase + 64L * (w / 32) + 16 * g + (w % 8);
-        F4 a = x4[xi];
-        F4 b = x4[xi + 8];
-        return d * (U8(scWord, k) * DotNibbles(q, 0, a) + U8(scWord, k + 1) * DotNibbles(q, 4, b))
-            - dmin * (U8(mWord, k) * Sum(a) + U8(mWord, k + 1) * Sum(b));
+        Finish(dst, rows, o, r, sum, accumulate);
     }
 
     private static void Q6_KKernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
