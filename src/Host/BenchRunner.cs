@@ -22,7 +22,7 @@ public static class BenchRunner
     {
         if (tokens > model.ContextLength)
         {
-            throw new GpuLlamaException($"-p {tokens}: more prompt tokens than the context holds ({model.ContextLength}); raise --ctx");
+            throw new GpuLlamaException($"-p {tokens}: more prompt tokens than the model's context holds ({model.ContextLength})");
         }
 
         int[] ids = Tokens(model, tokens, 1);
@@ -45,7 +45,7 @@ public static class BenchRunner
     {
         if (tokens > model.ContextLength)
         {
-            throw new GpuLlamaException($"-n {tokens}: more tokens than the context holds ({model.ContextLength}); raise --ctx");
+            throw new GpuLlamaException($"-n {tokens}: more tokens than the model's context holds ({model.ContextLength})");
         }
 
         int[] ids = Tokens(model, tokens, 2);

@@ -141,6 +141,37 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void BenchPrintsTheMarkdownTableAndCsv()
+    {
+        var md = Run("bench", "--synthetic", "tiny", "-p", "8", "-n", "4", "-r", "1");
+        Assert.True(md.Code == 0, md.Err);
+        string[] lines = md.Out.TrimEnd('\n').Split('\n');
+        Assert.Equal(4, lines.Length); // header, alignment, pp8, tg4
+        Assert.StartsWith("| model", lines[0]);
+        Assert.Matches(@"\|\s+pp8 \|", lines[2]);
+        Assert.Matches(@"\|\s+tg4 \|", lines[3]);
+        Assert.Contains("measured synthetic:tiny:f16", md.Err);
+
+        var csv = Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "2", "-r", "1", "-o", "csv");
+        Assert.True(csv.Code == 0, csv.Err);
+        string[] rows = csv.Out.TrimEnd('\n').Split('\n');
+        Assert.Equal(2, rows.Length); // -p 0 skips pp
+        Assert.StartsWith("build_commit,", rows[0]);
+        Assert.Equal(rows[0].Split(',').Length, rows[1].Split(',').Length);
+        Assert.Equal("", csv.Err); // progress lines only with the table
+    }
+
+    [Fact]
+    public void BenchFlagsAreCheckedInOneLine()
+    {
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-o", "xml"), "--output xml");
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-p", "8,x"), "--n-prompt");
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-n", "-1"), "--n-gen");
+        AssertOneLineError(Run("bench"), "MODEL");
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-p", "4096", "-n", "0", "-r", "1"), "context");
+    }
+
+    [Fact]
     public void PlanNeedsNoWeights()
     {
         var r = Run("plan", "synthetic:tiny", "--gpu-layers", "0", "--json");
