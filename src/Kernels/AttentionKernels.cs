@@ -124,8 +124,22 @@ internal static class AttentionKernels
                 if (vector)
                 {
                     // 16-byte loads of the key row (kvDim and the head offset are multiples of 4)
+                    // (ILGPU does not unroll loops: four loads are written out so they are in flight together)
                     long k4Base = kBase >> 2;
-                    for (int d = 0; d < hd; d += 4)
+                    int d = 0;
+                    for (; d + 12 < hd; d += 16)
+                    {
+                        F4 k0 = k4[k4Base + (d >> 2)];
+                        F4 k1 = k4[k4Base + (d >> 2) + 1];
+                        F4 k2 = k4[k4Base + (d >> 2) + 2];
+                        F4 k3 = k4[k4Base + (d >> 2) + 3];
+                        dot += qs[d] * k0.X + qs[d + 1] * k0.Y + qs[d + 2] * k0.Z + qs[d + 3] * k0.W
+                            + qs[d + 4] * k1.X + qs[d + 5] * k1.Y + qs[d + 6] * k1.Z + qs[d + 7] * k1.W
+                            + qs[d + 8] * k2.X + qs[d + 9] * k2.Y + qs[d + 10] * k2.Z + qs[d + 11] * k2.W
+                            + qs[d + 12] * k3.X + qs[d + 13] * k3.Y + qs[d + 14] * k3.Z + qs[d + 15] * k3.W;
+                    }
+
+                    for (; d < hd; d += 4)
                     {
                         F4 kv = k4[k4Base + (d >> 2)];
                         dot += qs[d] * kv.X + qs[d + 1] * kv.Y + qs[d + 2] * kv.Z + qs[d + 3] * kv.W;
@@ -153,7 +167,18 @@ internal static class AttentionKernels
             {
                 float acc = os[d] * alpha;
                 long vBase = (long)t0 * kvDim + kvOffset + d;
-                for (int j = 0; j < n; j++)
+                int j = 0;
+                for (; j + 3 < n; j += 4)
+                {
+                    // four value loads in flight per step (the loop is latency-bound otherwise)
+                    float v0 = vCache[vBase + (long)j * kvDim];
+                    float v1 = vCache[vBase + (long)(j + 1) * kvDim];
+                    float v2 = vCache[vBase + (long)(j + 2) * kvDim];
+                    float v3 = vCache[vBase + (long)(j + 3) * kvDim];
+                    acc += ps[j] * v0 + ps[j + 1] * v1 + ps[j + 2] * v2 + ps[j + 3] * v3;
+                }
+
+                for (; j < n; j++)
                 {
                     acc += ps[j] * vCache[vBase + (long)j * kvDim];
                 }

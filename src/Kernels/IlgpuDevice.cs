@@ -99,6 +99,7 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly int _group;
     private readonly int _attentionGroup;
     private readonly int _argmaxGroup;
+    private readonly int _normGroup;
     private long _allocated;
 
     private readonly MemoryBuffer1D<int, Stride1D.Dense> _argmaxResult;
@@ -134,6 +135,7 @@ public sealed unsafe class IlgpuDevice : IDevice
         _group = GroupSize(256, maxGroup);
         _attentionGroup = GroupSize(128, maxGroup);
         _argmaxGroup = GroupSize(1024, maxGroup);
+        _normGroup = GroupSize(1024, maxGroup); // a 4096-wide row in 4 steps per thread: the norm is latency-bound, not bandwidth-bound
         Bind();
 
         _rmsNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, int, int, float>(NormKernels.RmsNorm);
@@ -439,7 +441,7 @@ public sealed unsafe class IlgpuDevice : IDevice
         long n = (long)rows * w.Cols;
         Need(Own(x).Length >= n && Own(dst).Length >= n, $"rmsnorm of {rows} rows of {w.Cols} needs {n} floats in x and dst");
         Bind();
-        _rmsNorm(new KernelConfig(rows, _group), Own(dst).View, Own(x).View, w.Words, Code(w.Type), w.Cols, eps);
+        _rmsNorm(new KernelConfig(rows, _normGroup), Own(dst).View, Own(x).View, w.Words, Code(w.Type), w.Cols, eps);
     }
 
     public void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false)
