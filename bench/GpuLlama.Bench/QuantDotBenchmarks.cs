@@ -20,7 +20,7 @@ public unsafe class QuantDotBenchmarks
     private float* _y;
     private long _rowBytes;
 
-    [Params(DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q6_K, DType.Q5_0)]
+    [Params(DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q6_K, DType.Q5_0, DType.Q4_1, DType.Q5_1, DType.Q5_K)]
     public DType Type { get; set; }
 
     [GlobalSetup]

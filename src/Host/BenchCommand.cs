@@ -16,7 +16,7 @@ public static class BenchCommand
     {
         var model = new Argument<string?>("MODEL") { Description = "A model file or directory (or give --synthetic).", Arity = ArgumentArity.ZeroOrOne };
         var synthetic = new Option<string?>("--synthetic") { Description = "Comma list of synthetic presets to benchmark without a file: " + string.Join(", ", SyntheticPreset.All.Select(p => p.Name)) + "." };
-        var dtype = new Option<string>("--dtype") { Description = "Comma list of dtypes for synthetic models (f32, f16, bf16).", DefaultValueFactory = _ => "f16" };
+        var dtype = new Option<string>("--dtype") { Description = "Comma list of dtypes for synthetic models (" + string.Join(", ", SyntheticSource.SupportedTypes.Select(t => t.ToString().ToLowerInvariant())) + ").", DefaultValueFactory = _ => "f16" };
         var prompt = new Option<string>("--n-prompt", "-p") { Description = "Comma list of prompt lengths (0 = skip pp).", DefaultValueFactory = _ => "512" };
         var gen = new Option<string>("--n-gen", "-n") { Description = "Comma list of generation lengths (0 = skip tg).", DefaultValueFactory = _ => "128" };
         var reps = new Option<int>("--repetitions", "-r") { Description = "Repetitions of each test (after one warm-up).", DefaultValueFactory = _ => 5 };
