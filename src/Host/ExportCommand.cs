@@ -11,7 +11,7 @@ public static class ExportCommand
 {
     public static Command Create()
     {
-        var source = new Argument<string>("MODEL") { Description = "A model file or directory, or synthetic:PRESET[:f32|f16|bf16]." };
+        var source = new Argument<string>("MODEL") { Description = "A model file or directory, or synthetic:PRESET[:dtype] (dtype one of " + string.Join(", ", SyntheticSource.SupportedTypes.Select(t => t.ToString().ToLowerInvariant())) + ")." };
         var output = new Argument<string>("OUTPUT") { Description = "The GGUF file to write." };
         var command = new Command("export", "Write a model as a GGUF file (tensors keep their type).") { source, output };
         command.SetAction(r =>

@@ -237,6 +237,9 @@ public sealed unsafe class IlgpuDevice : IDevice
     {
         Bind();
         QuantRepack r = QuantRepack.Create(weight.Type, weight.Pointer, checked((int)weight.Rows), checked((int)weight.Cols));
+
+        // Compile this format's kernels at load, not on the first token (a model compiles only the formats it holds).
+        QuantKernels.Prepare(r.Type, embed: weight.Info.Name == TensorNames.TokenEmbedding);
         string what = $"weight {weight.Info.Name}";
         var streams = new List<MemoryBuffer>();
         try

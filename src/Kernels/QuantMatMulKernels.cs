@@ -73,17 +73,22 @@ public sealed class QuantMatMulKernels
 
     private readonly Accelerator _accelerator;
     private readonly Dictionary<DType, Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>> _kernels = [];
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> _embed;
+    private Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>? _embed;
 
+    /// <summary>Kernels are compiled per format on first need (<see cref="Prepare"/> at upload), so a model pays only for its own formats.</summary>
     public QuantMatMulKernels(Accelerator accelerator)
     {
         _accelerator = accelerator;
-        _kernels[DType.Q8_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q8_0Kernel);
-        _kernels[DType.Q4_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q4_0Kernel);
-        _kernels[DType.Q5_0] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q5_0Kernel);
-        _kernels[DType.Q4_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q4_KKernel);
-        _kernels[DType.Q6_K] = accelerator.LoadKernel<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int>(Q6_KKernel);
-        _embed = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(EmbedKernel);
+    }
+
+    /// <summary>Compiles the MatMul kernel of <paramref name="type"/> (and the Embed kernel when <paramref name="embed"/>) now, outside the token loop.</summary>
+    public void Prepare(DType type, bool embed)
+    {
+        _ = Kernel(type);
+        if (embed)
+        {
+            _ = EmbedLauncher();
+        }
     }
 
     /// <summary>dst[r·Rows + o] = (accumulate ? dst : 0) + W[o]·x[r·Cols …] for r &lt; <paramref name="xRows"/>.</summary>
@@ -91,14 +96,40 @@ public sealed class QuantMatMulKernels
     {
         int warp = _accelerator.WarpSize;
         var config = new KernelConfig(new Index2D((w.Rows + WarpsPerGroup - 1) / WarpsPerGroup, xRows), new Index2D(warp * WarpsPerGroup, 1));
-        // 16-byte views: the kernels' quants, qh chunks and activations move in vector loads (cols is a multiple of 32)
-        _kernels[w.Type](stream, config, dst, ((ArrayView<uint>)w.Quants.View).Cast<U4>(), w.High.View, ((ArrayView<uint>)w.High.View).Cast<U4>(), w.Scales.View, w.Aux.View,
+        // 16-byte views: quants, Q6_K's qh chunks and activations move in vector loads (cols is a multiple of 32)
+        Kernel(w.Type)(stream, config, dst, ((ArrayView<uint>)w.Quants.View).Cast<U4>(), w.High.View, ((ArrayView<uint>)w.High.View).Cast<U4>(), w.Scales.View, w.Aux.View,
             x.Cast<F4>(), w.Rows, w.Cols, accumulate ? 1 : 0);
     }
 
     /// <summary>dst[r·Cols + c] = dequant(W[tokens[r]])[c] for r &lt; <paramref name="count"/> (ids already checked).</summary>
     public void Embed(AcceleratorStream stream, ArrayView<float> dst, QuantWeight w, ArrayView<int> tokens, int count) =>
-        _embed(stream, checked(count * w.Cols), dst, w.Quants.View, w.High.View, w.Scales.View, w.Aux.View, tokens, w.Cols, (int)w.Type);
+        EmbedLauncher()(stream, checked(count * w.Cols), dst, w.Quants.View, w.High.View, w.Scales.View, w.Aux.View, tokens, w.Cols, (int)w.Type);
+
+    private Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int> Kernel(DType type)
+    {
+        if (!_kernels.TryGetValue(type, out var kernel))
+        {
+            Action<ArrayView<float>, ArrayView<U4>, ArrayView<uint>, ArrayView<U4>, ArrayView<float>, ArrayView<uint>, ArrayView<F4>, int, int, int> method = type switch
+            {
+                DType.Q8_0 => Q8_0Kernel,
+                DType.Q4_0 => Q4_0Kernel,
+                DType.Q4_1 => Q4_1Kernel,
+                DType.Q5_0 => Q5_0Kernel,
+                DType.Q5_1 => Q5_1Kernel,
+                DType.Q4_K => Q4_KKernel,
+                DType.Q5_K => Q5_KKernel,
+                DType.Q6_K => Q6_KKernel,
+                _ => throw new NotSupportedException($"no device kernel for {DTypeInfo.DisplayName(type)} weights"),
+            };
+            kernel = _accelerator.LoadKernel(method);
+            _kernels[type] = kernel;
+        }
+
+        return kernel;
+    }
+
+    private Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int> EmbedLauncher() =>
+        _embed ??= _accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>, ArrayView<int>, int, int>(EmbedKernel);
 
     private static float WarpSum(float v)
     {
@@ -372,6 +403,139 @@ public sealed class QuantMatMulKernels
         Finish(dst, rows, o, r, sum, accumulate);
     }
 
+    /// <summary>A Q4_1/Q5_1 value: level q as <c>q·d + m</c> (ggml's order: convert, multiply, add).</summary>
+    private static float Affine(uint q, float d, float m) => q * d + m;
+
+    /// <summary>A 5-bit level (Q5_1, Q5_K): the nibble at <paramref name="nibbleShift"/> of a quant word, with bit <paramref name="bit"/> of a qh word as its 5th bit.</summary>
+    private static uint Five(uint q, int nibbleShift, uint qh, int bit) => ((q >> nibbleShift) & 0xF) | (((qh >> bit) & 1) << 4);
+
+    /// <summary>Σ (q_t·d + m) · x_t over four nibbles at <paramref name="shift"/>, bit t of <paramref name="hi"/> the 5th bit (Q5_1).</summary>
+    private static float Affine4(uint q, int shift, uint hi, float d, float m, F4 x) =>
+        Affine(((q >> shift) & 0xF) | ((hi << 4) & 0x10), d, m) * x.X
+        + Affine(((q >> (shift + 8)) & 0xF) | ((hi << 3) & 0x10), d, m) * x.Y
+        + Affine(((q >> (shift + 16)) & 0xF) | ((hi << 2) & 0x10), d, m) * x.Z
+        + Affine(((q >> (shift + 24)) & 0xF) | ((hi << 1) & 0x10), d, m) * x.W;
+
+    /// <summary>Quant word <paramref name="w"/> of a Q4_1/Q5_1 row · its 8 activations (layout as <see cref="Q4Word"/>).</summary>
+    private static float AffineWord(uint q, uint qh, int w, float d, float m, ArrayView<F4> x, long xBase)
+    {
+        int j = w % 4;
+        long xi = xBase + 8L * (w / 4) + j;
+        return Affine4(q, 0, qh >> (4 * j), d, m, x[xi]) + Affine4(q, 4, qh >> (16 + 4 * j), d, m, x[xi + 4]);
+    }
+
+    private static void Q4_1Kernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
+    {
+        int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        int r = Grid.IdxY;
+        if (o >= rows)
+        {
+            return;
+        }
+
+        // As Q4_0 (one quant word per lane step, two in flight), values q·d + m with d, m at scales 2·block, 2·block+1.
+        ArrayView<uint> words = q.Cast<uint>();
+        int ws = Warp.WarpSize;
+        int n = cols / 8;
+        long qBase = (long)o * n;
+        long bBase = (long)o * (cols / 32);
+        long xBase = (long)r * (cols / 4);
+        float sum0 = 0;
+        float sum1 = 0;
+        int w = Warp.LaneIdx;
+        for (; w + ws < n; w += 2 * ws)
+        {
+            uint a = words[qBase + w];
+            uint b = words[qBase + w + ws];
+            long ba = bBase + w / 4;
+            long bb = bBase + (w + ws) / 4;
+            sum0 += AffineWord(a, 0, w, scales[2 * ba], scales[2 * ba + 1], x4, xBase);
+            sum1 += AffineWord(b, 0, w + ws, scales[2 * bb], scales[2 * bb + 1], x4, xBase);
+        }
+
+        for (; w < n; w += ws)
+        {
+            long ba = bBase + w / 4;
+            sum0 += AffineWord(words[qBase + w], 0, w, scales[2 * ba], scales[2 * ba + 1], x4, xBase);
+        }
+
+        Finish(dst, rows, o, r, sum0 + sum1, accumulate);
+    }
+
+    private static void Q5_1Kernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
+    {
+        int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        int r = Grid.IdxY;
+        if (o >= rows)
+        {
+            return;
+        }
+
+        // As Q5_0 for the 5-bit values, as Q4_1 for q·d + m.
+        ArrayView<uint> words = q.Cast<uint>();
+        int ws = Warp.WarpSize;
+        int n = cols / 8;
+        long qBase = (long)o * n;
+        long bBase = (long)o * (cols / 32);
+        long xBase = (long)r * (cols / 4);
+        float sum = 0;
+        for (int w = Warp.LaneIdx; w < n; w += ws)
+        {
+            long block = bBase + w / 4;
+            sum += AffineWord(words[qBase + w], high[block], w, scales[2 * block], scales[2 * block + 1], x4, xBase);
+        }
+
+        Finish(dst, rows, o, r, sum, accumulate);
+    }
+
+    private static void Q5_KKernel(ArrayView<float> dst, ArrayView<U4> qv, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
+    {
+        ArrayView<uint> quants = qv.Cast<uint>(); // scalar loads (16-byte loads: see Q4_0/Q4_K)
+        ArrayView<float> x = x4.Cast<float>();
+        int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        int r = Grid.IdxY;
+        if (o >= rows)
+        {
+            return;
+        }
+
+        // As Q4_K; the qh bytes l0..l0+3 of word w are qh word w%8 of the super-block, and in each byte bit 2g is the
+        // 5th bit of the low-nibble value (sub-block 2g), bit 2g+1 that of the high-nibble value (sub-block 2g+1).
+        int words = cols / 8;
+        long qBase = (long)o * words;
+        long sbBase = (long)o * (cols / 256);
+        float sum = 0;
+        for (int w = Warp.LaneIdx; w < words; w += Warp.WarpSize)
+        {
+            uint q = quants[qBase + w];
+            long sb = sbBase + w / 32;
+            int g = (w % 32) / 8;
+            uint qh = high[8 * sb + w % 8];
+            float d = scales[2 * sb];
+            float dmin = scales[2 * sb + 1];
+            uint scWord = aux[4 * sb + g / 2];
+            uint mWord = aux[4 * sb + 2 + g / 2];
+            int k = 2 * (g % 2);
+            float d1 = d * U8(scWord, k);
+            float m1 = dmin * U8(mWord, k);
+            float d2 = d * U8(scWord, k + 1);
+            float m2 = dmin * U8(mWord, k + 1);
+            int lo = 2 * g;
+            int hi = 2 * g + 1;
+            long xi = (long)r * cols + 256 * (w / 32) + 64 * g + 4 * (w % 8);
+            sum += (d1 * Five(q, 0, qh, lo) - m1) * x[xi]
+                + (d1 * Five(q, 8, qh, 8 + lo) - m1) * x[xi + 1]
+                + (d1 * Five(q, 16, qh, 16 + lo) - m1) * x[xi + 2]
+                + (d1 * Five(q, 24, qh, 24 + lo) - m1) * x[xi + 3]
+                + (d2 * Five(q, 4, qh, hi) - m2) * x[xi + 32]
+                + (d2 * Five(q, 12, qh, 8 + hi) - m2) * x[xi + 33]
+                + (d2 * Five(q, 20, qh, 16 + hi) - m2) * x[xi + 34]
+                + (d2 * Five(q, 28, qh, 24 + hi) - m2) * x[xi + 35];
+        }
+
+        Finish(dst, rows, o, r, sum, accumulate);
+    }
+
     /// <summary>One dequantized element per thread: value e of row tokens[i / cols], by the formats' element formulas.</summary>
     private static void EmbedKernel(Index1D i, ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<int> tokens, int cols, int type)
     {
@@ -382,19 +546,41 @@ public sealed class QuantMatMulKernels
         {
             v = I8(quants[o * (cols / 4) + e / 4], e % 4) * scales[o * (cols / 32) + e / 32];
         }
-        else if (type == (int)DType.Q4_0 || type == (int)DType.Q5_0)
+        else if (type == (int)DType.Q4_0 || type == (int)DType.Q5_0 || type == (int)DType.Q4_1 || type == (int)DType.Q5_1)
         {
             long block = o * (cols / 32) + e / 32;
             int j = e % 32;
             int q = (int)((quants[4 * block + (j % 16) / 4] >> (8 * (j % 4) + (j >= 16 ? 4 : 0))) & 0xF);
-            v = type == (int)DType.Q4_0 ? (q - 8) * scales[block] : ((q | (int)(((high[block] >> j) & 1) << 4)) - 16) * scales[block];
+            if (type == (int)DType.Q5_0 || type == (int)DType.Q5_1)
+            {
+                q |= (int)(((high[block] >> j) & 1) << 4);
+            }
+
+            if (type == (int)DType.Q4_0)
+            {
+                v = (q - 8) * scales[block];
+            }
+            else if (type == (int)DType.Q5_0)
+            {
+                v = (q - 16) * scales[block];
+            }
+            else
+            {
+                v = Affine((uint)q, scales[2 * block], scales[2 * block + 1]);
+            }
         }
-        else if (type == (int)DType.Q4_K)
+        else if (type == (int)DType.Q4_K || type == (int)DType.Q5_K)
         {
             long sb = o * (cols / 256) + e / 256;
             int rr = e % 256;
             int s = rr / 32;
             int q = (int)((quants[32 * sb + 8 * (rr / 64) + (rr % 32) / 4] >> (8 * (rr % 4) + 4 * (s % 2))) & 0xF);
+            if (type == (int)DType.Q5_K)
+            {
+                // Bit s of qh byte rr % 32.
+                q |= (int)(((high[8 * sb + (rr % 32) / 4] >> (8 * (rr % 4) + s)) & 1) << 4);
+            }
+
             v = scales[2 * sb] * U8(aux[4 * sb + s / 4], s % 4) * q - scales[2 * sb + 1] * U8(aux[4 * sb + 2 + s / 4], s % 4);
         }
         else

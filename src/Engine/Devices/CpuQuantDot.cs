@@ -20,8 +20,9 @@ namespace GpuLlama.Devices;
 /// format with the decoder inlined and the accumulators in registers. 4- and 5-bit formats dequantize by table
 /// lookup: the 16 (32) possible values of a (sub-)block form one (two) vector(s) — <c>(q - 8)·d</c>,
 /// <c>d·sc·q - dmin·m</c> — and <c>vpermps</c>/<c>vpermt2ps</c> pick them by index, which replaces mask, convert and
-/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 dot kernels, Q5_0/Q4_K/Q6_K an AVX2 dequantization into a stack
-/// buffer followed by a vectorized dot, and the rest (Q8_K everywhere) the scalar block dequantization.
+/// multiply. Without AVX-512, Q8_0 and Q4_0 have AVX2 dot kernels, Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K an AVX2 dequantization
+/// into a stack buffer followed by a vectorized dot, and the rest (Q2_K, Q3_K; Q8_K everywhere) the scalar block
+/// dequantization.
 /// </remarks>
 public static unsafe class CpuQuantDot
 {
@@ -743,7 +744,7 @@ public static unsafe class CpuQuantDot
     }
 
     /// <summary>
-    /// AVX2 dequantization of the Q4_K_M / Q8_0 / Q4_0 family into a buffer; without AVX-512 the dot products of these
+    /// AVX2 dequantization of the legacy and 4/5/6-bit K formats into a buffer; without AVX-512 the dot products of these
     /// types go through it (<see cref="DotChunked"/>), which beats the scalar reference by far.
     /// </summary>
     internal static bool DequantizeAvx2(DType type, byte* row, float* dst, int cols)
@@ -752,8 +753,11 @@ public static unsafe class CpuQuantDot
         {
             case DType.Q8_0: Store256<Q8_0Decoder256>(type, row, dst, cols); return true;
             case DType.Q4_0: Store256<Q4_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q4_1: Store256<Q4_1Decoder256>(type, row, dst, cols); return true;
             case DType.Q5_0: Store256<Q5_0Decoder256>(type, row, dst, cols); return true;
+            case DType.Q5_1: Store256<Q5_1Decoder256>(type, row, dst, cols); return true;
             case DType.Q4_K: Store256<Q4_KDecoder256>(type, row, dst, cols); return true;
+            case DType.Q5_K: Store256<Q5_KDecoder256>(type, row, dst, cols); return true;
             case DType.Q6_K: Store256<Q6_KDecoder256>(type, row, dst, cols); return true;
             default: return false;
         }
@@ -830,21 +834,72 @@ public static unsafe class CpuQuantDot
         {
             Vector128<byte> low4 = Vector128.Create((byte)0x0F);
             Vector128<sbyte> sixteen = Vector128.Create((sbyte)16);
-            Vector128<byte> bits = Vector128.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
-            Vector128<byte> lowBytes = Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-            Vector128<byte> highBytes = Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
             for (int k = 0; k < 2; k++)
             {
                 byte* b = row + 44 * g + 22 * k;
                 Vector256<float> d = Vector256.Create(Half(b));
-                Vector128<byte> qh = Vector128.Create(*(uint*)(b + 2)).AsByte();
-
-                // Bit j of qh → 0x10 in byte j: spread qh's bytes (byte j/8 to lane j), test lane j's bit.
-                Vector128<byte> h0 = Vector128.Equals(Ssse3.Shuffle(qh, lowBytes) & bits, bits) & Vector128.Create((byte)0x10);
-                Vector128<byte> h1 = Vector128.Equals(Ssse3.Shuffle(qh, highBytes) & bits, bits) & Vector128.Create((byte)0x10);
+                HighBits5(*(uint*)(b + 2), out Vector128<byte> h0, out Vector128<byte> h1);
                 Vector128<byte> qs = Vector128.Load(b + 6);
                 Store16(((qs & low4) | h0).AsSByte() - sixteen, d, dst + 32 * k);
                 Store16(((qs >> 4) | h1).AsSByte() - sixteen, d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    /// <summary>16 unsigned values q as <c>q·d + m</c> (the reference's order: convert, multiply, add), stored as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreAffine16(Vector128<byte> q, Vector256<float> d, Vector256<float> m, float* dst)
+    {
+        (Bytes8(q, false) * d + m).Store(dst);
+        (Bytes8(q, true) * d + m).Store(dst + 8);
+    }
+
+    /// <summary>
+    /// The 5th bits of a legacy 5-bit block as 0x10 in byte lanes: bit j of qh → lane j of h0 (values 0-15) and bit 16+j → lane j
+    /// of h1 (values 16-31), by spreading qh's bytes (byte j/8 to lane j) and testing each lane's bit.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void HighBits5(uint qhWord, out Vector128<byte> h0, out Vector128<byte> h1)
+    {
+        Vector128<byte> bits = Vector128.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+        Vector128<byte> lowBytes = Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        Vector128<byte> highBytes = Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        Vector128<byte> qh = Vector128.Create(qhWord).AsByte();
+        h0 = Vector128.Equals(Ssse3.Shuffle(qh, lowBytes) & bits, bits) & Vector128.Create((byte)0x10);
+        h1 = Vector128.Equals(Ssse3.Shuffle(qh, highBytes) & bits, bits) & Vector128.Create((byte)0x10);
+    }
+
+    private struct Q4_1Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 40 * g + 20 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Vector256<float> m = Vector256.Create(Half(b + 2));
+                Vector128<byte> qs = Vector128.Load(b + 4);
+                StoreAffine16(qs & low4, d, m, dst + 32 * k);
+                StoreAffine16(qs >> 4, d, m, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    private struct Q5_1Decoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            for (int k = 0; k < 2; k++)
+            {
+                byte* b = row + 48 * g + 24 * k;
+                Vector256<float> d = Vector256.Create(Half(b));
+                Vector256<float> m = Vector256.Create(Half(b + 2));
+                HighBits5(*(uint*)(b + 4), out Vector128<byte> h0, out Vector128<byte> h1);
+                Vector128<byte> qs = Vector128.Load(b + 8);
+                StoreAffine16((qs & low4) | h0, d, m, dst + 32 * k);
+                StoreAffine16((qs >> 4) | h1, d, m, dst + 32 * k + 16);
             }
         }
     }
@@ -871,6 +926,40 @@ public static unsafe class CpuQuantDot
                 Vector128<byte> a = Vector128.Load(qs + 16 * half);
                 Vector128<byte> lo = a & low4;
                 Vector128<byte> hi = a >> 4;
+                float* o = dst + 16 * half;
+                (Bytes8(lo, false) * d1 - min1).Store(o);
+                (Bytes8(lo, true) * d1 - min1).Store(o + 8);
+                (Bytes8(hi, false) * d2 - min2).Store(o + 32);
+                (Bytes8(hi, true) * d2 - min2).Store(o + 40);
+            }
+        }
+    }
+
+    private struct Q5_KDecoder256 : IDecoder256
+    {
+        public static void Decode(byte* row, int g, float* dst)
+        {
+            // As Q4_K; value l of sub-block 2j (low nibbles) takes bit 2j of qh[l] as its 5th bit, sub-block 2j+1 bit 2j+1.
+            byte* b = row + 176 * (g >> 2);
+            int j = g & 3;
+            float d = Half(b);
+            float dmin = Half(b + 2);
+            ReadOnlySpan<byte> scales = new(b + 4, QuantBlocks.KScaleSize);
+            QuantBlocks.ScaleMinK4(2 * j, scales, out int sc1, out int m1);
+            QuantBlocks.ScaleMinK4(2 * j + 1, scales, out int sc2, out int m2);
+            Vector256<float> d1 = Vector256.Create(d * sc1);
+            Vector256<float> min1 = Vector256.Create(dmin * m1);
+            Vector256<float> d2 = Vector256.Create(d * sc2);
+            Vector256<float> min2 = Vector256.Create(dmin * m2);
+            Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+            Vector128<byte> one = Vector128.Create((byte)1);
+            byte* qs = b + 48 + 32 * j;
+            for (int half = 0; half < 2; half++)
+            {
+                Vector128<byte> a = Vector128.Load(qs + 16 * half);
+                Vector128<byte> h = Vector128.Load(b + 16 + 16 * half);
+                Vector128<byte> lo = (a & low4) | (((h >> (2 * j)) & one) << 4);
+                Vector128<byte> hi = (a >> 4) | (((h >> (2 * j + 1)) & one) << 4);
                 float* o = dst + 16 * half;
                 (Bytes8(lo, false) * d1 - min1).Store(o);
                 (Bytes8(lo, true) * d1 - min1).Store(o + 8);

@@ -4,7 +4,7 @@ using GpuLlama.Formats;
 namespace GpuLlama.Devices;
 
 /// <summary>
-/// A block-quantized weight matrix repacked for a GPU (host side, at upload). GGUF blocks are 18/22/34/144/210 bytes,
+/// A block-quantized weight matrix repacked for a GPU (host side, at upload). GGUF blocks are 18/20/22/24/34/144/176/210 bytes,
 /// so their fields are misaligned for word loads; here each field is its own word-aligned stream and binary16 block
 /// scales are widened to float once. K-quant sub-block scales stay 6/8-bit (one byte each), so the repacked matrix is
 /// at most ~11% larger than the file's. Kernels compute exactly ggml's dequantization from these streams.
@@ -14,23 +14,30 @@ namespace GpuLlama.Devices;
 /// <list type="bullet">
 /// <item>Q8_0: Quants = the 32 int8 of a block as 8 words; Scales = d.</item>
 /// <item>Q4_0: Quants = the 16 nibble bytes as 4 words; Scales = d.</item>
+/// <item>Q4_1: Quants = the 16 nibble bytes as 4 words; Scales = d, m.</item>
 /// <item>Q5_0: Quants = 4 words; High = qh (1 word); Scales = d.</item>
+/// <item>Q5_1: Quants = 4 words; High = qh (1 word); Scales = d, m.</item>
 /// <item>Q4_K: Quants = qs as 32 words; Scales = d, dmin; Aux = the 8 six-bit scales then the 8 mins, one byte each (4 words).</item>
+/// <item>Q5_K: as Q4_K, plus High = qh as 8 words (bit s of byte l is the 5th bit of value l of sub-block s).</item>
 /// <item>Q6_K: Quants = ql as 32 words; High = qh as 16 words; Scales = d; Aux = the 16 int8 scales (4 words).</item>
 /// </list>
 /// </remarks>
 public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, uint[] High, float[] Scales, uint[] Aux)
 {
     /// <summary>Types the device kernels compute in place.</summary>
-    public static bool Supports(DType type) => type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K;
+    public static bool Supports(DType type) =>
+        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Words per block of each stream: quants, high, scales, aux.</summary>
     public static (int Quants, int High, int Scales, int Aux) WordsPerBlock(DType type) => type switch
     {
         DType.Q8_0 => (8, 0, 1, 0),
         DType.Q4_0 => (4, 0, 1, 0),
+        DType.Q4_1 => (4, 0, 2, 0),
         DType.Q5_0 => (4, 1, 1, 0),
+        DType.Q5_1 => (4, 1, 2, 0),
         DType.Q4_K => (32, 0, 2, 4),
+        DType.Q5_K => (32, 8, 2, 4),
         DType.Q6_K => (32, 16, 1, 4),
         _ => throw new NotSupportedException($"device kernels for {DTypeInfo.DisplayName(type)} weights are not implemented"),
     };
@@ -80,12 +87,24 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
                     scales[i] = QuantBlocks.Half(b, 0);
                     CopyWords(b.Slice(2, 16), quants.AsSpan((int)(i * 4), 4));
                     break;
+                case DType.Q4_1:
+                    scales[2 * i] = QuantBlocks.Half(b, 0);
+                    scales[2 * i + 1] = QuantBlocks.Half(b, 2);
+                    CopyWords(b.Slice(4, 16), quants.AsSpan((int)(i * 4), 4));
+                    break;
                 case DType.Q5_0:
                     scales[i] = QuantBlocks.Half(b, 0);
                     high[i] = BinaryPrimitives.ReadUInt32LittleEndian(b.Slice(2));
                     CopyWords(b.Slice(6, 16), quants.AsSpan((int)(i * 4), 4));
                     break;
+                case DType.Q5_1:
+                    scales[2 * i] = QuantBlocks.Half(b, 0);
+                    scales[2 * i + 1] = QuantBlocks.Half(b, 2);
+                    high[i] = BinaryPrimitives.ReadUInt32LittleEndian(b.Slice(4));
+                    CopyWords(b.Slice(8, 16), quants.AsSpan((int)(i * 4), 4));
+                    break;
                 case DType.Q4_K:
+                case DType.Q5_K:
                 {
                     scales[2 * i] = QuantBlocks.Half(b, 0);
                     scales[2 * i + 1] = QuantBlocks.Half(b, 2);
@@ -97,7 +116,16 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
                     }
 
                     CopyWords(unpacked, aux.AsSpan((int)(i * 4), 4));
-                    CopyWords(b.Slice(16, 128), quants.AsSpan((int)(i * 32), 32));
+                    if (type == DType.Q4_K)
+                    {
+                        CopyWords(b.Slice(16, 128), quants.AsSpan((int)(i * 32), 32));
+                    }
+                    else
+                    {
+                        CopyWords(b.Slice(16, 32), high.AsSpan((int)(i * 8), 8));
+                        CopyWords(b.Slice(48, 128), quants.AsSpan((int)(i * 32), 32));
+                    }
+
                     break;
                 }
 

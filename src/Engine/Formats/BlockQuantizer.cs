@@ -3,10 +3,11 @@ using System.Buffers.Binary;
 namespace GpuLlama.Formats;
 
 /// <summary>
-/// Float32 → block-quantized rows, for writing quantized models and for tests. Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0
-/// follow ggml's <c>quantize_row_*_ref</c> exactly (same rounding, same clamping). The K-quants use a plain
-/// min/max fit per sub-block (ggml's <c>make_qkx2_quants</c> search for the error-minimizing scale is not
-/// reproduced), which yields valid blocks with a somewhat larger error than llama-quantize.
+/// Float32 → block-quantized rows, for writing quantized models and for tests. Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
+/// Q5_K follow ggml's <c>quantize_row_*_ref</c> exactly (same search, same rounding, same clamping, float32
+/// arithmetic in the same order without FMA contraction), which is what llama-quantize writes without an importance
+/// matrix. Q2_K, Q3_K, Q4_K and Q6_K use a plain min/max (or abs-max) fit per sub-block instead of ggml's
+/// error-minimizing scale search, which yields valid blocks with a somewhat larger error than llama-quantize.
 /// </summary>
 public static class BlockQuantizer
 {
@@ -52,8 +53,8 @@ public static class BlockQuantizer
                 case DType.Q8_0: QuantizeQ8_0(x, y); break;
                 case DType.Q2_K: QuantizeQ2_K(x, y); break;
                 case DType.Q3_K: QuantizeQ3_K(x, y); break;
-                case DType.Q4_K: QuantizeQ4_K(x, y, fiveBit: false); break;
-                case DType.Q5_K: QuantizeQ4_K(x, y, fiveBit: true); break;
+                case DType.Q4_K: QuantizeQ4_K(x, y); break;
+                case DType.Q5_K: QuantizeQ5_K(x, y); break;
                 case DType.Q6_K: QuantizeQ6_K(x, y); break;
                 case DType.Q8_K: QuantizeQ8_K(x, y); break;
             }
@@ -199,7 +200,7 @@ public static class BlockQuantizer
     }
 
     /// <summary>
-    /// Affine sub-block fit used by Q2_K/Q4_K/Q5_K: value ≈ scale·q − min with q in [0, levels], min ≥ 0 (the range
+    /// Affine sub-block fit used by Q2_K/Q4_K: value ≈ scale·q − min with q in [0, levels], min ≥ 0 (the range
     /// always includes zero, as ggml's make_qkx2_quants enforces).
     /// </summary>
     private static (float Scale, float Min) AffineFit(ReadOnlySpan<float> x, int levels)
@@ -301,14 +302,13 @@ public static class BlockQuantizer
         }
     }
 
-    private static void QuantizeQ4_K(ReadOnlySpan<float> x, Span<byte> y, bool fiveBit)
+    private static void QuantizeQ4_K(ReadOnlySpan<float> x, Span<byte> y)
     {
-        int levels = fiveBit ? 31 : 15;
         Span<float> scales = stackalloc float[8];
         Span<float> mins = stackalloc float[8];
         for (int s = 0; s < 8; s++)
         {
-            (scales[s], mins[s]) = AffineFit(x.Slice(32 * s, 32), levels);
+            (scales[s], mins[s]) = AffineFit(x.Slice(32 * s, 32), 15);
         }
 
         Span<int> qs = stackalloc int[8];
@@ -319,39 +319,222 @@ public static class BlockQuantizer
         WriteHalf(y, 2, dmin);
         d = QuantBlocks.Half(y, 0);
         dmin = QuantBlocks.Half(y, 2);
-
-        // Inverse of get_scale_min_k4.
-        Span<byte> packed = y.Slice(4, QuantBlocks.KScaleSize);
-        for (int j = 0; j < 8; j++)
-        {
-            if (j < 4)
-            {
-                packed[j] |= (byte)qs[j];
-                packed[j + 4] |= (byte)qm[j];
-            }
-            else
-            {
-                packed[j + 4] = (byte)((qs[j] & 0xF) | ((qm[j] & 0xF) << 4));
-                packed[j - 4] |= (byte)((qs[j] >> 4) << 6);
-                packed[j] |= (byte)((qm[j] >> 4) << 6);
-            }
-        }
-
-        int qsOffset = fiveBit ? 48 : 16;
+        PackScaleMinK4(qs, qm, y.Slice(4, QuantBlocks.KScaleSize));
         for (int e = 0; e < QuantBlocks.QK_K; e++)
         {
             int s = e / 32;
             float dl = d * qs[s];
             float ml = dmin * qm[s];
-            int q = dl != 0 ? Math.Clamp(NearestInt((x[e] + ml) / dl), 0, levels) : 0;
-            int group = e / 64;
-            bool high = (e / 32) % 2 == 1;
-            y[qsOffset + 32 * group + e % 32] |= (byte)((q & 0xF) << (high ? 4 : 0));
-            if (fiveBit && (q & 0x10) != 0)
+            int q = dl != 0 ? Math.Clamp(NearestInt((x[e] + ml) / dl), 0, 15) : 0;
+            y[16 + 32 * (e / 64) + e % 32] |= (byte)(q << (s % 2 == 1 ? 4 : 0));
+        }
+    }
+
+    /// <summary>The inverse of <see cref="QuantBlocks.ScaleMinK4"/>: eight 6-bit scales and mins into 12 bytes (<paramref name="packed"/> zeroed).</summary>
+    private static void PackScaleMinK4(ReadOnlySpan<int> scales, ReadOnlySpan<int> mins, Span<byte> packed)
+    {
+        for (int j = 0; j < 8; j++)
+        {
+            if (j < 4)
             {
-                y[16 + e % 32] |= (byte)(1 << (2 * group + (high ? 1 : 0)));
+                packed[j] |= (byte)scales[j];
+                packed[j + 4] |= (byte)mins[j];
+            }
+            else
+            {
+                packed[j + 4] = (byte)((scales[j] & 0xF) | ((mins[j] & 0xF) << 4));
+                packed[j - 4] |= (byte)((scales[j] >> 4) << 6);
+                packed[j] |= (byte)((mins[j] >> 4) << 6);
             }
         }
+    }
+
+    /// <summary>
+    /// quantize_row_q5_K_ref: each 32-value sub-block gets an affine fit (value ≈ scale·q − min, q in 0..31) from
+    /// <see cref="MakeQkx2Quants"/> with weights rms(x) + |x|; the eight scales and mins become 6-bit integers under
+    /// d = max scale / 63 and dmin = max min / 63 (binary16); then every value is re-rounded against the stored
+    /// d·sc and dmin·m. A sub-block whose stored scale is zero keeps the search's levels, as in ggml.
+    /// </summary>
+    private static void QuantizeQ5_K(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        Span<byte> levels = stackalloc byte[QuantBlocks.QK_K];
+        Span<byte> scratch = stackalloc byte[32];
+        Span<float> weights = stackalloc float[32];
+        Span<float> scales = stackalloc float[8];
+        Span<float> mins = stackalloc float[8];
+        float maxScale = 0;
+        float maxMin = 0;
+        for (int j = 0; j < 8; j++)
+        {
+            ReadOnlySpan<float> xs = x.Slice(32 * j, 32);
+            float sumX2 = 0;
+            for (int l = 0; l < 32; l++)
+            {
+                sumX2 += xs[l] * xs[l];
+            }
+
+            float avX = MathF.Sqrt(sumX2 / 32);
+            for (int l = 0; l < 32; l++)
+            {
+                weights[l] = avX + MathF.Abs(xs[l]);
+            }
+
+            scales[j] = MakeQkx2Quants(xs, weights, 31, levels.Slice(32 * j, 32), out mins[j], scratch, -0.5f, 0.1f, 15);
+            if (scales[j] > maxScale)
+            {
+                maxScale = scales[j];
+            }
+
+            if (mins[j] > maxMin)
+            {
+                maxMin = mins[j];
+            }
+        }
+
+        float invScale = maxScale > 0 ? 63f / maxScale : 0f;
+        float invMin = maxMin > 0 ? 63f / maxMin : 0f;
+        Span<int> ls = stackalloc int[8];
+        Span<int> lm = stackalloc int[8];
+        for (int j = 0; j < 8; j++)
+        {
+            // ggml stores nearest_int(...) in a uint8_t, then takes MIN(63, ·).
+            ls[j] = Math.Min(63, (int)(byte)NearestInt(invScale * scales[j]));
+            lm[j] = Math.Min(63, (int)(byte)NearestInt(invMin * mins[j]));
+        }
+
+        PackScaleMinK4(ls, lm, y.Slice(4, QuantBlocks.KScaleSize));
+        WriteHalf(y, 0, maxScale / 63f);
+        WriteHalf(y, 2, maxMin / 63f);
+        float d = QuantBlocks.Half(y, 0);
+        float dmin = QuantBlocks.Half(y, 2);
+        for (int j = 0; j < 8; j++)
+        {
+            float dl = d * ls[j];
+            if (dl == 0)
+            {
+                continue;
+            }
+
+            float ml = dmin * lm[j];
+            for (int i = 0; i < 32; i++)
+            {
+                levels[32 * j + i] = (byte)Math.Clamp(NearestInt((x[32 * j + i] + ml) / dl), 0, 31);
+            }
+        }
+
+        // Sub-blocks 2g and 2g+1 share qs[32g..32g+31] (low and high nibbles); their 5th bits are bits 2g and 2g+1 of qh[l].
+        for (int g = 0; g < 4; g++)
+        {
+            for (int l = 0; l < 32; l++)
+            {
+                int l1 = levels[64 * g + l];
+                int l2 = levels[64 * g + 32 + l];
+                y[48 + 32 * g + l] = (byte)((l1 & 0xF) | ((l2 & 0xF) << 4));
+                y[16 + l] |= (byte)(((l1 >> 4) << (2 * g)) | ((l2 >> 4) << (2 * g + 1)));
+            }
+        }
+    }
+
+    /// <summary>
+    /// ggml <c>make_qkx2_quants</c> (squared error): the weighted least-squares affine fit x ≈ scale·L + min with
+    /// L in 0..<paramref name="nmax"/> and min ≤ 0, starting from the min/max grid and trying nstep+1 grid widths
+    /// (nmax + rmin + rdelta·k). Returns the scale; <paramref name="theMin"/> is −min (≥ 0). Float32 arithmetic in
+    /// ggml's order, so the chosen levels are llama.cpp's.
+    /// </summary>
+    private static float MakeQkx2Quants(ReadOnlySpan<float> x, ReadOnlySpan<float> weights, int nmax, Span<byte> levels, out float theMin,
+        Span<byte> scratch, float rmin, float rdelta, int nstep)
+    {
+        int n = x.Length;
+        float min = x[0];
+        float max = x[0];
+        float sumW = weights[0];
+        float sumX = sumW * x[0];
+        for (int i = 1; i < n; i++)
+        {
+            if (x[i] < min)
+            {
+                min = x[i];
+            }
+
+            if (x[i] > max)
+            {
+                max = x[i];
+            }
+
+            float w = weights[i];
+            sumW += w;
+            sumX += w * x[i];
+        }
+
+        if (min > 0)
+        {
+            min = 0;
+        }
+
+        if (max == min)
+        {
+            levels.Slice(0, n).Clear();
+            theMin = -min;
+            return 0f;
+        }
+
+        float iscale = nmax / (max - min);
+        float scale = 1 / iscale;
+        float bestError = 0;
+        for (int i = 0; i < n; i++)
+        {
+            int l = NearestInt(iscale * (x[i] - min));
+            levels[i] = (byte)Math.Max(0, Math.Min(nmax, l));
+            float diff = scale * levels[i] + min - x[i];
+            bestError += weights[i] * (diff * diff);
+        }
+
+        for (int step = 0; step <= nstep; step++)
+        {
+            iscale = (rmin + rdelta * step + nmax) / (max - min);
+            float sumL = 0;
+            float sumL2 = 0;
+            float sumXL = 0;
+            for (int i = 0; i < n; i++)
+            {
+                int l = Math.Max(0, Math.Min(nmax, NearestInt(iscale * (x[i] - min))));
+                scratch[i] = (byte)l;
+                float w = weights[i];
+                sumL += w * l;
+                sumL2 += w * l * l;
+                sumXL += w * l * x[i];
+            }
+
+            float det = sumW * sumL2 - sumL * sumL;
+            if (det > 0)
+            {
+                float thisScale = (sumW * sumXL - sumX * sumL) / det;
+                float thisMin = (sumL2 * sumX - sumL * sumXL) / det;
+                if (thisMin > 0)
+                {
+                    thisMin = 0;
+                    thisScale = sumXL / sumL2;
+                }
+
+                float error = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    float diff = thisScale * scratch[i] + thisMin - x[i];
+                    error += weights[i] * (diff * diff);
+                }
+
+                if (error < bestError)
+                {
+                    scratch.Slice(0, n).CopyTo(levels);
+                    bestError = error;
+                    scale = thisScale;
+                    min = thisMin;
+                }
+            }
+        }
+
+        theMin = -min;
+        return scale;
     }
 
     private static void QuantizeQ6_K(ReadOnlySpan<float> x, Span<byte> y)

@@ -1,5 +1,7 @@
 using System.Text.Json;
+using GpuLlama.Formats;
 using GpuLlama.Host;
+using GpuLlama.Tests.Formats;
 using Xunit;
 
 namespace GpuLlama.Tests.Cli;
@@ -124,6 +126,26 @@ public sealed class CliTests
         Assert.Equal(0, r.Code);
         Assert.Contains("verify: ok", r.Out);
         Assert.Contains("1,100,048,384", r.Out); // TinyLlama-1.1B's published parameter count
+    }
+
+    [Theory]
+    [InlineData(DType.Q4_1, "5.00")]
+    [InlineData(DType.Q5_1, "6.00")]
+    [InlineData(DType.Q5_K, "5.50")]
+    public void InfoPrintsBitsPerWeightOfExportedQuantizedModels(DType type, string bpw)
+    {
+        // A small shape with rows of 256 (K-quants), written the way `gpullama export` writes.
+        using var file = new TempFile();
+        var preset = new SyntheticPreset("info-test", "a one-layer test model", 256, 1, 4, 2, 256, 260, 64);
+        using (SyntheticSource source = SyntheticSource.Create(preset, type))
+        {
+            GgufExport.ExportGguf(source, file.Path);
+        }
+
+        var r = Run("info", file.Path);
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("verify: ok", r.Out);
+        Assert.Matches($@"\n\s+{type}\s+\d+ tensors .* {bpw} bpw", r.Out);
     }
 
     [Fact]

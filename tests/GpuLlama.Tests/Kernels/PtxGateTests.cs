@@ -1,4 +1,6 @@
 using System.Reflection;
+using GpuLlama.Devices;
+using GpuLlama.Formats;
 using GpuLlama.Kernels;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -37,7 +39,19 @@ public sealed class PtxGateTests
         { "ElementwiseKernels.Add", false, false, false },
         { "ElementwiseKernels.Embed", false, false, false },
         { "ElementwiseKernels.Argmax", true, false, false },
+        { "QuantMatMulKernels.Q8_0Kernel", true, true, true },
+        { "QuantMatMulKernels.Q4_0Kernel", true, true, true },
+        { "QuantMatMulKernels.Q4_1Kernel", true, true, true },
+        { "QuantMatMulKernels.Q5_0Kernel", true, true, true },
+        { "QuantMatMulKernels.Q5_1Kernel", true, true, true },
+        { "QuantMatMulKernels.Q4_KKernel", true, true, true },
+        { "QuantMatMulKernels.Q5_KKernel", true, true, false },
+        { "QuantMatMulKernels.Q6_KKernel", true, true, true },
+        { "QuantMatMulKernels.EmbedKernel", false, true, false },
     };
+
+    /// <summary>Classes whose kernels are gated; QuantMatMulKernels keeps its kernels private (the <c>…Kernel</c> methods).</summary>
+    private static readonly string[] KernelClasses = ["NormKernels", "MatMulKernels", "AttentionKernels", "ElementwiseKernels", "QuantMatMulKernels"];
 
     internal static MethodInfo Find(string name)
     {
@@ -74,6 +88,12 @@ public sealed class PtxGateTests
             Assert.DoesNotContain(".local", ptx);
         }
 
+        if (explicitlyGrouped && name.StartsWith("QuantMatMulKernels.", StringComparison.Ordinal))
+        {
+            // One warp per output row: the partial sums must meet in register shuffles, not shared memory or atomics.
+            Assert.Contains("shfl.sync.bfly", ptx);
+        }
+
         if (vectorLoads)
         {
             Assert.True(ptx.Contains("ld.global.v4", StringComparison.Ordinal) || ptx.Contains("ld.global.nc.v4", StringComparison.Ordinal),
@@ -94,14 +114,27 @@ public sealed class PtxGateTests
     public void Every_kernel_is_gated()
     {
         var gated = Kernels().Select(row => (string)row[0]).ToHashSet();
-        string[] classes = ["NormKernels", "MatMulKernels", "AttentionKernels", "ElementwiseKernels"];
-        foreach (string c in classes)
+        foreach (string c in KernelClasses)
         {
             Type type = typeof(IlgpuDevice).Assembly.GetType("GpuLlama.Kernels." + c, throwOnError: true)!;
             foreach (MethodInfo m in type.GetMethods(BindingFlags.Public | BindingFlags.Static | BindingFlags.DeclaredOnly))
             {
                 Assert.Contains($"{c}.{m.Name}", gated);
             }
+
+            foreach (MethodInfo m in type.GetMethods(BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.DeclaredOnly))
+            {
+                if (m.Name.EndsWith("Kernel", StringComparison.Ordinal))
+                {
+                    Assert.Contains($"{c}.{m.Name}", gated);
+                }
+            }
+        }
+
+        // Every block format the device computes has its MatMul kernel here.
+        foreach (DType t in Enum.GetValues<DType>().Where(QuantRepack.Supports))
+        {
+            Assert.Contains($"QuantMatMulKernels.{t}Kernel", gated);
         }
     }
 }

@@ -103,4 +103,41 @@ public sealed class MemoryPlanTests
         LayerPlan p = MemoryPlan.AutoFit(s_model.Config, s_model.Tensors, [opencl], null, SplitMode.Layer, 0, s_options);
         Assert.Equal(23, p.OffloadedCount);
     }
+
+    /// <summary>
+    /// Device bytes per block of each repacked format (quants, 5th bits, float scales, K-quant scale bytes) against the
+    /// file's: a tensor of 256 × 256 blocks has every stream a multiple of 256 B, and an unused stream is one padded
+    /// 256 B allocation. The planner counts exactly this for a quantized model's layers.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q8_0, 36, 2)]
+    [InlineData(DType.Q4_0, 20, 2)]
+    [InlineData(DType.Q4_1, 24, 2)]
+    [InlineData(DType.Q5_0, 24, 1)]
+    [InlineData(DType.Q5_1, 28, 1)]
+    [InlineData(DType.Q4_K, 152, 1)]
+    [InlineData(DType.Q5_K, 184, 0)]
+    [InlineData(DType.Q6_K, 212, 0)]
+    public void Quantized_weights_are_counted_at_their_repacked_size(DType type, int bytesPerBlock, int unusedStreams)
+    {
+        int cols = 256 * type.BlockSize();
+        var info = new TensorInfo("blk.0.ffn_up.weight", type, [256, cols], 0, 0, 256 * type.RowBytes(cols));
+        Assert.Equal(256L * 256 * bytesPerBlock + 256L * unusedStreams, QuantRepack.DeviceBytes(info));
+
+        // A one-layer model in this type, everything (token embedding too) on the device: weights = repacked matrices + padded F32 norms.
+        ModelConfig c = new SyntheticPreset("plan-test", "a one-layer test model", 256, 1, 4, 2, 512, 512, 64).ToConfig();
+        var tensors = new Dictionary<string, TensorInfo>();
+        long want = 0;
+        foreach ((string name, long[] shape) in TensorNames.Required(c))
+        {
+            DType t = shape.Length == 1 ? DType.F32 : type;
+            var ti = new TensorInfo(name, t, shape, 0, 0, t.RowBytes(shape[^1]) * (shape.Length == 1 ? 1 : shape[0]));
+            tensors[name] = ti;
+            want += shape.Length == 1 ? MemoryPlan.DeviceBytes(ti.ByteLength) : QuantRepack.DeviceBytes(ti);
+        }
+
+        var all = new LayerPlan("cuda:0", ["cuda:0"], "cuda:0");
+        DeviceMemory gpu = MemoryPlan.Estimate(c, tensors, all, s_options).Single(m => m.Device == "cuda:0");
+        Assert.Equal(want, gpu.Weights);
+    }
 }

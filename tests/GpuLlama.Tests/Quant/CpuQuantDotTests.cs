@@ -173,8 +173,11 @@ public unsafe class CpuQuantDotTests
     [Theory]
     [InlineData(DType.Q8_0)]
     [InlineData(DType.Q4_0)]
+    [InlineData(DType.Q4_1)]
     [InlineData(DType.Q5_0)]
+    [InlineData(DType.Q5_1)]
     [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q5_K)]
     [InlineData(DType.Q6_K)]
     public void Avx2_dequantization_is_bit_identical_to_the_reference(DType type)
     {

@@ -119,6 +119,81 @@ public class QuantBlocksTests
         Assert.Equal(0, block[2] & 15);
     }
 
+    [Fact]
+    public void Q4_1_and_Q5_1_quantizers_follow_ggml_reference()
+    {
+        // x_j = j - 16: min -16, max 15. Q5_1: d = 31/31 = 1, m = -16, so q = trunc(x - m + 0.5) = j and every value is
+        // exact. Q4_1: d = 31/15, q = min(15, trunc((x - m)/d + 0.5)) = round(15j/31) (no ties).
+        float[] x = Enumerable.Range(0, 32).Select(j => (float)(j - 16)).ToArray();
+        byte[] q5 = new byte[24];
+        BlockQuantizer.QuantizeRow(DType.Q5_1, x, q5);
+        Assert.Equal(1f, (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(q5)));
+        Assert.Equal(-16f, (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(q5.AsSpan(2))));
+        uint qh = BinaryPrimitives.ReadUInt32LittleEndian(q5.AsSpan(4));
+        for (int j = 0; j < 32; j++)
+        {
+            int low4 = j < 16 ? q5[8 + j] & 15 : q5[8 + j - 16] >> 4;
+            Assert.Equal(j, low4 | (int)(((qh >> j) & 1) << 4));
+        }
+
+        float[] back = new float[32];
+        QuantBlocks.DequantizeRow(DType.Q5_1, q5, back);
+        Assert.Equal(x, back);
+
+        byte[] q4 = new byte[20];
+        BlockQuantizer.QuantizeRow(DType.Q4_1, x, q4);
+        Assert.Equal((float)(Half)(31f / 15), (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(q4)));
+        Assert.Equal(-16f, (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(q4.AsSpan(2))));
+        for (int j = 0; j < 32; j++)
+        {
+            int got = j < 16 ? q4[4 + j] & 15 : q4[4 + j - 16] >> 4;
+            Assert.Equal((int)Math.Floor(15.0 * j / 31 + 0.5), got);
+        }
+    }
+
+    /// <summary>
+    /// SHA-256 of llama.cpp's <c>quantize_row_*_ref</c> output (ggml's ggml-quants.c built with gcc, with and without
+    /// -march=native: the same bytes) for <see cref="ReferenceTestValue"/>'s 16384 values.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q4_1, "09431984a9fb21c674b7c7f170c1ca630710c2dc55e7afc2dbeeb563b56e9404")]
+    [InlineData(DType.Q5_1, "85f99227537df3d0313c7aa2b9c1b807a447d1c7799c86f22dabb298abb53628")]
+    [InlineData(DType.Q5_K, "ca6f305b2f47711e479359ffd226c7c03062d0e5c8057ad92f18ac4ec0470e1d")]
+    public void Quantizer_reproduces_llama_cpp_reference_bytes(DType type, string sha256)
+    {
+        float[] x = Enumerable.Range(0, 256 * 64).Select(ReferenceTestValue).ToArray();
+        byte[] q = new byte[type.RowBytes(x.Length)];
+        BlockQuantizer.QuantizeRow(type, x, q);
+        Assert.Equal(sha256, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(q)));
+    }
+
+    /// <summary>
+    /// Test data exactly representable in float32 (no platform's float rounding involved): a hashed uniform u in
+    /// [-1, 1) on a 2^-22 grid, shaped per 256-value super-block (kind = block % 8) into plain data at five scales, all
+    /// positive data (ggml's min clamped to 0), sub-blocks that are constant, zero, all negative or tiny, outliers,
+    /// and all negative data.
+    /// </summary>
+    private static float ReferenceTestValue(int i)
+    {
+        uint h = unchecked((uint)i * 0x9E3779B1u + 12345u);
+        h ^= h >> 16;
+        h = unchecked(h * 0x7feb352du);
+        h ^= h >> 15;
+        h = unchecked(h * 0x846ca68bu);
+        h ^= h >> 16;
+        float u = ((int)(h >> 9) - (1 << 22)) / 4194304f;
+        int block = i / 256;
+        int sub = (i / 32) % 8;
+        return (block % 8) switch
+        {
+            <= 3 => u * (block % 5) switch { 0 => 0.25f, 1 => 0.5f, 2 => 1f, 3 => 2f, _ => 4f },
+            4 => MathF.Abs(u) * 0.5f + 0.25f,
+            5 => sub switch { 0 => 0.5f, 1 => 0f, 2 => -MathF.Abs(u) - 0.125f, 3 => u / 1024, _ => u },
+            6 => i % 32 == 7 ? u * 16 : u,
+            _ => (u - 3) * 0.25f,
+        };
+    }
+
     [Theory]
     [MemberData(nameof(Types))]
     public void Quantize_round_trip_error_is_within_ggml_bounds(DType type)

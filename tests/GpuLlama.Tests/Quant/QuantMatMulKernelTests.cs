@@ -1,18 +1,14 @@
-using System.Reflection;
 using GpuLlama.Devices;
 using GpuLlama.Formats;
 using GpuLlama.Kernels;
 using ILGPU;
-using ILGPU.Backends.EntryPoints;
-using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
-using ILGPU.Runtime.Cuda;
 using Xunit;
 
 namespace GpuLlama.Tests.Quant;
 
-/// <summary>The device kernels on ILGPU's CPU accelerator (small warps) against CpuQuantDot, plus a GPU-free PTX gate.</summary>
+/// <summary>The device kernels on ILGPU's CPU accelerator (small warps) against CpuQuantDot (their PTX gate is in PtxGateTests).</summary>
 public sealed unsafe class QuantMatMulKernelTests : IDisposable
 {
     private readonly Context _context;
@@ -32,7 +28,7 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
         _context.Dispose();
     }
 
-    public static TheoryData<DType> DeviceTypes() => [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K];
+    public static TheoryData<DType> DeviceTypes() => [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K];
 
     [Theory]
     [MemberData(nameof(DeviceTypes))]
@@ -114,44 +110,13 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
         }
     }
 
-    [Theory]
-    [MemberData(nameof(DeviceTypes))]
-    public void Kernels_compile_to_ptx_without_local_memory_or_extern_calls(DType type)
-    {
-        // GPU-free gate (see the ILGPU notes): what the CPU accelerator accepts can still fail on PTX.
-        using Context ctx = Context.Create(b => b.Default().EnableAlgorithms().Optimize(OptimizationLevel.O2)); // as the runtime context
-        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, nvvmAPI: null);
-        MethodInfo method = typeof(QuantMatMulKernels).GetMethod(type.ToString() + "Kernel", BindingFlags.NonPublic | BindingFlags.Static)!;
-        Assert.NotNull(method);
-        var entry = EntryPointDescription.FromExplicitlyGroupedKernel(method);
-        var compiled = (PTXCompiledKernel)backend.Compile(entry, default);
-        string ptx = compiled.PTXAssembly;
-        Assert.DoesNotContain(".extern .func", ptx);
-        Assert.DoesNotContain(".local", ptx);
-        Assert.Contains("shfl.sync.bfly", ptx);
-        // quants and activations move in 16-byte loads (what makes decode bandwidth-bound rather than load-issue-bound)
-        Assert.True(ptx.Contains("ld.global.v4", StringComparison.Ordinal) || ptx.Contains("ld.global.nc.v4", StringComparison.Ordinal),
-            $"{type}: no 16-byte global loads in the PTX");
-    }
-
-    [Fact]
-    public void Embed_kernel_compiles_to_ptx_without_local_memory_or_extern_calls()
-    {
-        using Context ctx = Context.Create(b => b.Default().EnableAlgorithms().Optimize(OptimizationLevel.O2)); // as the runtime context
-        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, nvvmAPI: null);
-        MethodInfo method = typeof(QuantMatMulKernels).GetMethod("EmbedKernel", BindingFlags.NonPublic | BindingFlags.Static)!;
-        var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromImplicitlyGroupedKernel(method), default);
-        Assert.DoesNotContain(".extern .func", compiled.PTXAssembly);
-        Assert.DoesNotContain(".local", compiled.PTXAssembly);
-    }
-
     [Fact]
     public void Repack_keeps_every_block_value()
     {
         // The repacked streams, read back by hand, give the reference dequantization.
         var rng = new Random(5);
         const int cols = 256;
-        foreach (DType type in new[] { DType.Q4_K, DType.Q6_K, DType.Q5_0 })
+        foreach (DType type in new[] { DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.Q5_0, DType.Q4_1, DType.Q5_1 })
         {
             byte[] row = BlockSpec.RandomRow(type, cols, rng);
             float[] want = new float[cols];
@@ -166,9 +131,12 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
             {
                 float v = type switch
                 {
-                    DType.Q4_K => p.Scales[0] * AuxByte(p, e / 32) * ((p.Quants[(e / 64) * 8 + (e % 32) / 4] >> (8 * (e % 4) + 4 * ((e / 32) % 2))) & 0xF) - p.Scales[1] * AuxByte(p, 8 + e / 32),
+                    DType.Q4_K => p.Scales[0] * AuxByte(p, e / 32) * KNibble(p, e) - p.Scales[1] * AuxByte(p, 8 + e / 32),
+                    DType.Q5_K => p.Scales[0] * AuxByte(p, e / 32) * (KNibble(p, e) | (((p.High[(e % 32) / 4] >> (8 * (e % 4) + e / 32)) & 1) << 4)) - p.Scales[1] * AuxByte(p, 8 + e / 32),
                     DType.Q6_K => p.Scales[0] * (sbyte)AuxByte(p, e / 16) * Q6(p, e),
-                    _ => ((int)(((p.Quants[(e / 32) * 4 + (e % 16) / 4] >> (8 * (e % 4) + ((e % 32) >= 16 ? 4 : 0))) & 0xF) | (((p.High[e / 32] >> (e % 32)) & 1) << 4)) - 16) * p.Scales[e / 32],
+                    DType.Q5_0 => ((int)(LegacyNibble(p, e) | (((p.High[e / 32] >> (e % 32)) & 1) << 4)) - 16) * p.Scales[e / 32],
+                    DType.Q4_1 => LegacyNibble(p, e) * p.Scales[2 * (e / 32)] + p.Scales[2 * (e / 32) + 1],
+                    _ => (LegacyNibble(p, e) | (((p.High[e / 32] >> (e % 32)) & 1) << 4)) * p.Scales[2 * (e / 32)] + p.Scales[2 * (e / 32) + 1],
                 };
                 Assert.Equal(want[e], v);
             }
@@ -176,6 +144,12 @@ public sealed unsafe class QuantMatMulKernelTests : IDisposable
     }
 
     private static byte AuxByte(QuantRepack p, int i) => (byte)(p.Aux[i / 4] >> (8 * (i % 4)));
+
+    /// <summary>The 4-bit part of value e of a legacy block row: byte e%16 of its block, high nibble for e%32 ≥ 16.</summary>
+    private static uint LegacyNibble(QuantRepack p, int e) => (p.Quants[(e / 32) * 4 + (e % 16) / 4] >> (8 * (e % 4) + ((e % 32) >= 16 ? 4 : 0))) & 0xF;
+
+    /// <summary>The 4-bit part of value e of a Q4_K/Q5_K super-block: byte 32·(e/64) + e%32, high nibble for odd sub-blocks.</summary>
+    private static uint KNibble(QuantRepack p, int e) => (p.Quants[(e / 64) * 8 + (e % 32) / 4] >> (8 * (e % 4) + 4 * ((e / 32) % 2))) & 0xF;
 
     private static int Q6(QuantRepack p, int e)
     {
