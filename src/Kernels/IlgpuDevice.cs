@@ -611,13 +611,11 @@ public sealed unsafe class IlgpuDevice : IDevice
         // decode: rows × heads groups leave most multiprocessors idle, so split the keys (flash-decoding)
         int jobs = rows * shape.Heads;
         int keys = position + rows;
-        // (even at short contexts: one group per head walks its values serially, so 32 heads on 132 SMs are latency-bound)
-        int unit = Math.Max(1, _attentionGroup / 2);
-        if (jobs < AttentionParallelism && keys > unit)
+        if (jobs < AttentionParallelism && keys > 2 * _attentionGroup)
         {
             int wanted = (AttentionParallelism + jobs - 1) / jobs;
             int length = (keys + wanted - 1) / wanted;
-            args.SplitLength = Math.Max(unit, (length + unit - 1) / unit * unit);
+            args.SplitLength = Math.Max(2 * _attentionGroup, (length + _attentionGroup - 1) / _attentionGroup * _attentionGroup);
             args.Splits = (keys + args.SplitLength - 1) / args.SplitLength;
         }
 
