@@ -27,15 +27,27 @@ internal static class TokenType
 /// The model's tokenizer, built from whatever the model came with (GGUF metadata, <c>tokenizer.model</c>,
 /// <c>tokenizer.json</c>, llama2.c <c>tokenizer.bin</c>), behaving like llama.cpp's <c>llama_tokenize</c> /
 /// <c>llama_token_to_piece</c> so that prompts give llama.cpp's ids.
-/// SentencePiece vocabularies use our <see cref="SentencePieceBpe"/> (it says why the library's LlamaTokenizer is not
-/// used). Byte-level BPE ones use Microsoft.ML.Tokenizers' <see cref="TiktokenTokenizer"/> when the vocabulary passes
-/// the exactness check of <see cref="TiktokenBpe"/> (Llama 3 does), else our merge-ranked <see cref="ByteLevelBpe"/>.
+/// SentencePiece vocabularies encode through <see cref="SentencePieceBpe"/>: Microsoft.ML.Tokenizers'
+/// <see cref="SentencePieceTokenizer"/> model, normalizer and byte fallback around our own merge step (it says why).
+/// Byte-level BPE ones use the library's <see cref="TiktokenTokenizer"/> when the vocabulary passes the exactness check
+/// of <see cref="TiktokenBpe"/> (Llama 3 does), else our merge-ranked <see cref="ByteLevelBpe"/>.
 /// Special tokens are cut out here first (<see cref="Partition"/>) whichever encodes the rest.
 /// </summary>
 /// <remarks>
-/// Decoding is ours for every vocabulary: a token's text is a precomputed byte table lookup, which also gives
-/// llama.cpp's token_to_piece rules (control tokens write nothing, SentencePiece byte tokens and "▁") and lets
+/// <para>
+/// Special tokens are ours for every vocabulary: llama.cpp cuts them out longest first, control ones only with
+/// parse_special and user-defined ones always, and gives the raw text after each of them SentencePiece's dummy prefix.
+/// The library's special tokens (a fixed set per tokenizer, split by a regex alternation, dummy prefix only at the start
+/// of the text) would give "&lt;s&gt;hi&lt;/s&gt;there" "there" where llama.cpp gives "▁there".
+/// </para>
+/// <para>
+/// Decoding is ours for every vocabulary: a token's text is a precomputed byte table lookup, which gives llama.cpp's
+/// token_to_piece rules (control tokens write nothing, SentencePiece byte tokens and "▁") and lets
 /// <see cref="StreamingDecoder"/> hold incomplete UTF-8 across tokens, which the library's string Decode cannot.
+/// <see cref="SentencePieceTokenizer.Decode(IEnumerable{int})"/> agrees with it after BOS, but writes control tokens
+/// other than BOS/EOS/UNK as text and drops the dummy-prefix space of the first piece whatever precedes it, so that a
+/// continuation decoded on its own would lose the space between words.
+/// </para>
 /// </remarks>
 public sealed class ModelTokenizer
 {
@@ -89,13 +101,9 @@ public sealed class ModelTokenizer
 
         if (Kind == VocabKind.SentencePiece)
         {
-            var byteTokens = new int[256];
-            for (int b = 0; b < 256; b++)
-            {
-                byteTokens[b] = pieceToId.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
-            }
-
-            _spm = new SentencePieceBpe(pieceToId, data.Scores ?? new float[_pieces.Length], byteTokens, data.UnkId);
+            SentencePieceTokenizer library = data.SentencePiece
+                ?? throw new InvalidOperationException("a SentencePiece vocabulary needs its library model (TokenizerFiles builds it)");
+            _spm = new SentencePieceBpe(library, pieceToId, data.Scores ?? new float[_pieces.Length]);
         }
         else
         {
@@ -177,9 +185,8 @@ public sealed class ModelTokenizer
             string fragment = text.Substring(start, length);
             if (_spm is not null)
             {
-                // llama.cpp: prefix a space after BOS/special tokens, then llama_escape_whitespace (' ' → '▁').
-                string escaped = (AddSpacePrefix && prevSpecial ? " " + fragment : fragment).Replace(' ', '\u2581');
-                _spm.Tokenize(escaped, output);
+                // llama.cpp: the dummy-prefix space goes before raw text that follows BOS or a special token.
+                _spm.Encode(fragment, dummyPrefix: AddSpacePrefix && prevSpecial, output);
             }
             else if (_tiktoken is not null)
             {

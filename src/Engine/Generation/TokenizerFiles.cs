@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 using GpuLlama.Formats;
+using Microsoft.ML.Tokenizers;
 
 namespace GpuLlama.Generation;
 
@@ -22,6 +23,9 @@ internal sealed class TokenizerData
     public bool AddEos { get; set; }
     public bool AddSpacePrefix { get; set; }
     public string? ChatTemplate { get; set; }
+
+    /// <summary>Microsoft.ML.Tokenizers' model of a SentencePiece vocabulary (null for byte-level BPE).</summary>
+    public SentencePieceTokenizer? SentencePiece { get; set; }
 
     /// <summary>
     /// Adds end-of-turn tokens found by their text, as llama.cpp does when a vocabulary names no eot id
@@ -196,6 +200,11 @@ internal static class TokenizerFiles
         }
 
         data.ChatTemplate = md.TryGetValue("tokenizer.chat_template", out object? ct) ? ct as string : null;
+        if (data.Kind == VocabKind.SentencePiece)
+        {
+            AddLibraryModel(data, path);
+        }
+
         return data;
     }
 
@@ -313,205 +322,26 @@ internal static class TokenizerFiles
     // ---------------------------------------------------------------- SentencePiece tokenizer.model
 
     /// <summary>
-    /// Reads SentencePiece's <c>ModelProto</c> by hand (pieces, normalizer add_dummy_prefix, trainer unk/bos/eos ids):
-    /// Microsoft.ML.Tokenizers' SentencePieceTokenizer exposes the vocabulary but not the scores our merge step needs.
+    /// A SentencePiece <c>tokenizer.model</c>: Microsoft.ML.Tokenizers loads it as the library's model; the fields the
+    /// library keeps to itself (scores, piece types) are read by <see cref="SentencePieceModelProto.Read"/>.
     /// </summary>
     public static TokenizerData LoadSentencePiece(string path)
     {
         byte[] bytes = ReadAll(path);
-        var pieces = new List<string>();
-        var scores = new List<float>();
-        var types = new List<int>();
-        bool addDummyPrefix = true;
-        int unk = 0, bos = 1, eos = 2;
-        try
-        {
-            var reader = new ProtoReader(bytes);
-            while (reader.Next(out int field, out int wire))
-            {
-                if (field == 1 && wire == 2)
-                {
-                    // SentencePiece { string piece = 1; float score = 2; Type type = 3 [default NORMAL]; }
-                    var sub = new ProtoReader(reader.ReadBytes());
-                    string piece = "";
-                    float score = 0;
-                    int type = TokenType.Normal;
-                    while (sub.Next(out int f, out int w))
-                    {
-                        switch (f, w)
-                        {
-                            case (1, 2): piece = Encoding.UTF8.GetString(sub.ReadBytes()); break;
-                            case (2, 5): score = BitConverter.Int32BitsToSingle((int)sub.ReadFixed32()); break;
-                            case (3, 0): type = (int)sub.ReadVarint(); break;
-                            default: sub.Skip(w); break;
-                        }
-                    }
-
-                    pieces.Add(piece);
-                    scores.Add(score);
-                    types.Add(type);
-                }
-                else if (field == 2 && wire == 2)
-                {
-                    // TrainerSpec: unk_id = 40, bos_id = 41, eos_id = 42 (int32, -1 = none).
-                    var sub = new ProtoReader(reader.ReadBytes());
-                    while (sub.Next(out int f, out int w))
-                    {
-                        switch (f, w)
-                        {
-                            case (40, 0): unk = (int)sub.ReadVarint(); break;
-                            case (41, 0): bos = (int)sub.ReadVarint(); break;
-                            case (42, 0): eos = (int)sub.ReadVarint(); break;
-                            default: sub.Skip(w); break;
-                        }
-                    }
-                }
-                else if (field == 3 && wire == 2)
-                {
-                    // NormalizerSpec: add_dummy_prefix = 3 (default true). remove_extra_whitespaces is ignored, as llama.cpp does.
-                    var sub = new ProtoReader(reader.ReadBytes());
-                    while (sub.Next(out int f, out int w))
-                    {
-                        if (f == 3 && w == 0)
-                        {
-                            addDummyPrefix = sub.ReadVarint() != 0;
-                        }
-                        else
-                        {
-                            sub.Skip(w);
-                        }
-                    }
-                }
-                else
-                {
-                    reader.Skip(wire);
-                }
-            }
-        }
-        catch (FormatException e)
-        {
-            throw new GpuLlamaException($"{path}: not a SentencePiece model ({e.Message})");
-        }
-
-        if (pieces.Count == 0)
-        {
-            throw new GpuLlamaException($"{path}: not a SentencePiece model (no pieces)");
-        }
-
-        var data = new TokenizerData
-        {
-            Kind = VocabKind.SentencePiece,
-            Pieces = pieces.ToArray(),
-            Types = types.ToArray(),
-            Scores = scores.ToArray(),
-        };
-        data.UnkId = unk;
-        data.BosId = bos;
-        if (eos >= 0)
-        {
-            data.EosIds.Add(eos);
-        }
-
-        data.AddBos = true;
-        data.AddSpacePrefix = addDummyPrefix;
+        TokenizerData data = SentencePieceModelProto.Read(bytes, path);
+        data.SentencePiece = SentencePieceModelProto.CreateLibraryModel(bytes, path);
+        SentencePieceModelProto.CheckByteFallback(data, data.SentencePiece, path);
         data = ApplyConfig(data, path);
         data.AddEndOfTurnTokens();
         CheckIds(data, path);
         return data;
     }
 
-    /// <summary>A minimal protobuf wire-format reader, enough for SentencePiece's ModelProto.</summary>
-    private ref struct ProtoReader(ReadOnlySpan<byte> data)
+    /// <summary>A vocabulary that came without a tokenizer.model gets one written for the library (<see cref="SentencePieceModelProto.Write"/>).</summary>
+    private static void AddLibraryModel(TokenizerData data, string path)
     {
-        private readonly ReadOnlySpan<byte> _data = data;
-        private int _pos;
-
-        public bool Next(out int field, out int wire)
-        {
-            if (_pos >= _data.Length)
-            {
-                field = wire = 0;
-                return false;
-            }
-
-            ulong key = ReadVarint();
-            field = (int)(key >> 3);
-            wire = (int)(key & 7);
-            if (field == 0)
-            {
-                throw new FormatException($"field number 0 at byte {_pos}");
-            }
-
-            return true;
-        }
-
-        public ulong ReadVarint()
-        {
-            ulong value = 0;
-            for (int shift = 0; shift < 64; shift += 7)
-            {
-                if (_pos >= _data.Length)
-                {
-                    throw new FormatException("truncated varint");
-                }
-
-                byte b = _data[_pos++];
-                value |= (ulong)(b & 0x7F) << shift;
-                if (b < 0x80)
-                {
-                    return value;
-                }
-            }
-
-            throw new FormatException($"varint longer than 10 bytes at byte {_pos}");
-        }
-
-        public uint ReadFixed32()
-        {
-            if (_pos + 4 > _data.Length)
-            {
-                throw new FormatException("truncated fixed32");
-            }
-
-            uint v = BinaryPrimitives.ReadUInt32LittleEndian(_data[_pos..]);
-            _pos += 4;
-            return v;
-        }
-
-        public ReadOnlySpan<byte> ReadBytes()
-        {
-            ulong len = ReadVarint();
-            if (len > (ulong)(_data.Length - _pos))
-            {
-                throw new FormatException($"length {len} at byte {_pos} runs past the end");
-            }
-
-            ReadOnlySpan<byte> s = _data.Slice(_pos, (int)len);
-            _pos += (int)len;
-            return s;
-        }
-
-        public void Skip(int wire)
-        {
-            switch (wire)
-            {
-                case 0: ReadVarint(); break;
-                case 1: Advance(8); break;
-                case 2: ReadBytes(); break;
-                case 5: Advance(4); break;
-                default: throw new FormatException($"unsupported wire type {wire} at byte {_pos}");
-            }
-        }
-
-        private void Advance(int n)
-        {
-            if (_pos + n > _data.Length)
-            {
-                throw new FormatException("truncated field");
-            }
-
-            _pos += n;
-        }
+        data.SentencePiece = SentencePieceModelProto.CreateLibraryModel(SentencePieceModelProto.Write(data, path), path);
+        SentencePieceModelProto.CheckByteFallback(data, data.SentencePiece, path);
     }
 
     // ---------------------------------------------------------------- llama2.c tokenizer.bin
@@ -587,6 +417,7 @@ internal static class TokenizerFiles
         data.EosIds.Add(2);
         data.AddBos = true;
         data.AddSpacePrefix = true;
+        AddLibraryModel(data, path);
         return data;
     }
 
@@ -930,6 +761,7 @@ internal static class TokenizerFiles
             AddEos = data.AddEos,
             AddSpacePrefix = data.AddSpacePrefix,
             ChatTemplate = data.ChatTemplate,
+            SentencePiece = data.SentencePiece,
         };
         copy.EosIds.AddRange(data.EosIds);
         return copy;
