@@ -91,6 +91,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _scoreScratch = new float*[Threads];
         _scoreScratchLength = new int[Threads];
         _matMulBody = MatMulRows;
+        _matVecBody = MatVecGroups;
         _attentionBody = AttentionRange;
         _normBody = RmsNormRows;
     }
@@ -169,15 +170,54 @@ public sealed unsafe partial class CpuDevice : IDevice
     public void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false)
     {
         CpuWeight weight = Own(w);
-        CpuBuffer input = Own(x);
-        int cols = weight.Cols;
-        float* xp = input.Pointer;
-        _mmDst = Own(dst).Pointer;
-        _mmW = weight;
-        _mmX = xp;
-        _mmRows = rows;
-        _mmAccumulate = accumulate;
-        _pool.For(weight.Rows, _matMulBody);
+        float* xp = Own(x).Pointer;
+        float* dp = Own(dst).Pointer;
+        if (rows == 1)
+        {
+            _mvCount = 0;
+            AddMatVec(weight, dp, accumulate);
+            RunMatVecs(xp, weight.Cols);
+            return;
+        }
+
+        MultiplyBatch(dp, weight, xp, rows, accumulate);
+    }
+
+    /// <summary>Decode runs the three projections as one dispatch over all their rows; prompts run three matrix products.</summary>
+    public void MatMul3(DeviceBuffer d0, DeviceWeight w0, DeviceBuffer d1, DeviceWeight w1, DeviceBuffer d2, DeviceWeight w2, DeviceBuffer x, int rows)
+    {
+        if (rows != 1)
+        {
+            MatMul(d0, w0, x, rows);
+            MatMul(d1, w1, x, rows);
+            MatMul(d2, w2, x, rows);
+            return;
+        }
+
+        _mvCount = 0;
+        AddMatVec(Own(w0), Own(d0).Pointer, false);
+        AddMatVec(Own(w1), Own(d1).Pointer, false);
+        AddMatVec(Own(w2), Own(d2).Pointer, false);
+        RunMatVecs(Own(x).Pointer, w0.Cols);
+    }
+
+    /// <summary>Decode runs gate and up as one dispatch; then SwiGLU.</summary>
+    public void MatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, int rows, DeviceBuffer scratch)
+    {
+        if (rows != 1)
+        {
+            MatMul(dst, gate, x, rows);
+            MatMul(scratch, up, x, rows);
+        }
+        else
+        {
+            _mvCount = 0;
+            AddMatVec(Own(gate), Own(dst).Pointer, false);
+            AddMatVec(Own(up), Own(scratch).Pointer, false);
+            RunMatVecs(Own(x).Pointer, gate.Cols);
+        }
+
+        SwiGlu(dst, scratch, rows * gate.Rows);
     }
 
     public void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape)
@@ -253,6 +293,8 @@ public sealed unsafe partial class CpuDevice : IDevice
     public void Dispose()
     {
         _pool.Dispose();
+        _xF16?.Dispose();
+        _xBf16?.Dispose();
         for (int t = 0; t < Threads; t++)
         {
             NativeMemory.AlignedFree(_rowScratch[t]);
@@ -264,6 +306,144 @@ public sealed unsafe partial class CpuDevice : IDevice
 
     // ---- op bodies: arguments are passed through fields so the pool's delegates are allocated once ----
 
+    // decode: up to three matrix-vector products of one input, split over the pool by groups of four rows
+    private readonly Action<int, int, int> _matVecBody;
+    private readonly CpuWeight?[] _mvW = new CpuWeight?[3];
+    private readonly long[] _mvDst = new long[3];
+    private readonly bool[] _mvAccumulate = new bool[3];
+    private readonly int[] _mvGroups = new int[3];
+    private int _mvCount;
+    private float* _mvX;
+    private float* _mvXF16;
+    private float* _mvXBf16;
+    private CpuBuffer? _xF16;
+    private CpuBuffer? _xBf16;
+
+    private void AddMatVec(CpuWeight w, float* dst, bool accumulate)
+    {
+        int j = _mvCount++;
+        _mvW[j] = w;
+        _mvDst[j] = (long)dst;
+        _mvAccumulate[j] = accumulate;
+        _mvGroups[j] = (w.Rows + 3) / 4;
+    }
+
+    /// <summary>
+    /// Runs the queued matrix-vector products of x: 16-bit weights first get x in their lane order
+    /// (<see cref="CpuMatMul.PrepareHalfActivations"/>), once for all of them.
+    /// </summary>
+    private void RunMatVecs(float* x, int cols)
+    {
+        bool f16 = false, bf16 = false;
+        int groups = 0;
+        for (int j = 0; j < _mvCount; j++)
+        {
+            f16 |= _mvW[j]!.Type == DType.F16;
+            bf16 |= _mvW[j]!.Type == DType.BF16;
+            groups += _mvGroups[j];
+        }
+
+        _mvX = x;
+        if (f16)
+        {
+            _mvXF16 = HalfInput(ref _xF16, cols);
+            CpuMatMul.PrepareHalfActivations(x, _mvXF16, cols, f16: true);
+        }
+
+        if (bf16)
+        {
+            _mvXBf16 = HalfInput(ref _xBf16, cols);
+            CpuMatMul.PrepareHalfActivations(x, _mvXBf16, cols, f16: false);
+        }
+
+        _pool.For(groups, _matVecBody);
+    }
+
+    private float* HalfInput(ref CpuBuffer? buffer, int cols)
+    {
+        if (buffer is null || buffer.Length < cols)
+        {
+            buffer?.Dispose();
+            buffer = new CpuBuffer(this, cols);
+        }
+
+        return buffer.Pointer;
+    }
+
+    // Up to this many columns a float row streams fastest alone (its x stays in L1; see CpuMatMul.DotF16); longer
+    // rows go four at a time so that each x load feeds four rows.
+    private const int SingleRowColumns = 4096;
+
+    /// <summary>Groups [start, end) of four output rows, counted across the queued products.</summary>
+    private void MatVecGroups(int start, int end, int slice)
+    {
+        float* o = stackalloc float[4];
+        int first = 0;
+        for (int j = 0; j < _mvCount && start < end; j++)
+        {
+            int g0 = Math.Max(start, first) - first;
+            int g1 = Math.Min(end, first + _mvGroups[j]) - first;
+            first += _mvGroups[j];
+            if (g0 >= g1)
+            {
+                continue;
+            }
+
+            CpuWeight w = _mvW[j]!;
+            float* dst = (float*)_mvDst[j];
+            bool acc = _mvAccumulate[j];
+            int cols = w.Cols;
+            for (int g = g0; g < g1; g++)
+            {
+                int r0 = g * 4;
+                int n = Math.Min(4, w.Rows - r0);
+                byte* row = w.Row(r0);
+                if (n == 4 && (cols > SingleRowColumns || w.Type.IsQuantized()))
+                {
+                    switch (w.Type)
+                    {
+                        case DType.F32:
+                            CpuMatMul.DotF32x4((float*)row, w.RowBytes / 4, _mvX, cols, o);
+                            break;
+                        case DType.F16:
+                            CpuMatMul.DotF16x4((ushort*)row, w.RowBytes / 2, _mvXF16, _mvX, cols, o);
+                            break;
+                        case DType.BF16:
+                            CpuMatMul.DotBf16x4((ushort*)row, w.RowBytes / 2, _mvXBf16, _mvX, cols, o);
+                            break;
+                        default:
+                            for (int k = 0; k < 4; k++)
+                            {
+                                o[k] = CpuQuantDot.DotRow(w.Type, row + k * w.RowBytes, _mvX, cols);
+                            }
+
+                            break;
+                    }
+                }
+                else
+                {
+                    for (int k = 0; k < n; k++)
+                    {
+                        byte* rk = row + k * w.RowBytes;
+                        o[k] = w.Type switch
+                        {
+                            DType.F32 => CpuMatMul.Dot((float*)rk, _mvX, cols),
+                            DType.F16 => CpuMatMul.DotF16((ushort*)rk, _mvXF16, _mvX, cols),
+                            DType.BF16 => CpuMatMul.DotBf16((ushort*)rk, _mvXBf16, _mvX, cols),
+                            _ => CpuQuantDot.DotRow(w.Type, rk, _mvX, cols),
+                        };
+                    }
+                }
+
+                for (int k = 0; k < n; k++)
+                {
+                    dst[r0 + k] = acc ? dst[r0 + k] + o[k] : o[k];
+                }
+            }
+        }
+    }
+
+    // prompt: a blocked matrix product (CpuGemm), split over the pool by panels of four weight rows
     private readonly Action<int, int, int> _matMulBody;
     private float* _mmDst;
     private CpuWeight? _mmW;
@@ -271,7 +451,17 @@ public sealed unsafe partial class CpuDevice : IDevice
     private int _mmRows;
     private bool _mmAccumulate;
 
-    /// <summary>Output rows [start, end) of the current MatMul, for every activation row.</summary>
+    private void MultiplyBatch(float* dst, CpuWeight w, float* x, int rows, bool accumulate)
+    {
+        _mmDst = dst;
+        _mmW = w;
+        _mmX = x;
+        _mmRows = rows;
+        _mmAccumulate = accumulate;
+        _pool.For(CpuGemm.IsAccelerated ? (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows : w.Rows, _matMulBody);
+    }
+
+    /// <summary>Panels [start, end) of the current product (output rows, without AVX-512), for every activation row.</summary>
     private void MatMulRows(int start, int end, int slice)
     {
         CpuWeight w = _mmW!;
@@ -281,26 +471,14 @@ public sealed unsafe partial class CpuDevice : IDevice
         float* x = _mmX;
         float* dst = _mmDst;
         bool acc = _mmAccumulate;
-        if (rows == 1)
+        if (CpuGemm.IsAccelerated)
         {
-            // decode: stream each weight row once, converting in registers
-            for (int i = start; i < end; i++)
-            {
-                byte* row = w.Row(i);
-                float v = w.Type switch
-                {
-                    DType.F32 => CpuMatMul.Dot((float*)row, x, cols),
-                    DType.F16 => CpuMatMul.DotF16((ushort*)row, x, cols),
-                    DType.BF16 => CpuMatMul.DotBf16((ushort*)row, x, cols),
-                    _ => CpuQuantDot.DotRow(w.Type, row, x, cols),
-                };
-                dst[i] = acc ? dst[i] + v : v;
-            }
-
+            CpuGemm.Multiply(w.Type, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,
+                             RowScratch(slice, CpuGemm.ScratchFloats(cols)));
             return;
         }
 
-        // prompt: convert a weight row to float once, then dot it with activation rows four at a time
+        // without AVX-512: convert a weight row to float once, then dot it with activation rows four at a time
         float* buffer = RowScratch(slice, cols);
         for (int i = start; i < end; i++)
         {

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GpuLlama.Devices;
 
@@ -111,34 +112,329 @@ internal static unsafe class CpuMatMul
         return sum;
     }
 
-    /// <summary>Σ f16(w[j])·x[j], converting in registers (the decode path: weights stream from memory once).</summary>
-    public static float DotF16(ushort* w, float* x, int n)
+    // ---- decode: weight rows against one activation vector, four rows per pass so that every x load feeds four rows ----
+
+    /// <summary>
+    /// Values per chunk of the activation layout <see cref="PrepareHalfActivations"/> writes for 16-bit weights: two
+    /// vectors of floats.
+    /// </summary>
+    public static int HalfChunk => Vector512.IsHardwareAccelerated ? 32 : 16;
+
+    // 2^56 twice makes 2^112, the factor between a half's exponent (bias 15) and a float's (bias 127) when the half's
+    // bits are placed in a float: x is pre-scaled by 2^56 once per matvec, the sums by 2^56 at the end, so that no
+    // weight needs a multiply. Both scalings are exact; products stay normal unless |w·x| < 2^-70 (where rounding a
+    // denormal changes nothing visible in a float sum).
+    private const float F16HalfScale = 7.2057594037927936e16f;
+
+    /// <summary>
+    /// Writes x in the order the weights come out of 32-bit lanes — each chunk of <see cref="HalfChunk"/> values as its
+    /// even-indexed values, then its odd-indexed ones — scaled by 2^56 for F16 weights (see <see cref="DotF16x4"/>).
+    /// Values past the last whole chunk are copied unpermuted (the kernels' scalar tails read them from x).
+    /// </summary>
+    public static void PrepareHalfActivations(float* x, float* xp, int n, bool f16)
+    {
+        float scale = f16 ? F16HalfScale : 1f;
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        {
+            Vector512<int> evenIdx = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            Vector512<int> oddIdx = evenIdx + Vector512<int>.One;
+            Vector512<float> s = Vector512.Create(scale);
+            for (; i + 32 <= n; i += 32)
+            {
+                Vector512<float> a = Vector512.Load(x + i);
+                Vector512<float> b = Vector512.Load(x + i + 16);
+                Vector512.Store(Avx512F.PermuteVar16x32x2(a, evenIdx, b) * s, xp + i);
+                Vector512.Store(Avx512F.PermuteVar16x32x2(a, oddIdx, b) * s, xp + i + 16);
+            }
+        }
+        else
+        {
+            int chunk = HalfChunk;
+            int lanes = chunk / 2;
+            for (; i + chunk <= n; i += chunk)
+            {
+                for (int l = 0; l < lanes; l++)
+                {
+                    xp[i + l] = x[i + 2 * l] * scale;
+                    xp[i + lanes + l] = x[i + 2 * l + 1] * scale;
+                }
+            }
+        }
+
+        for (; i < n; i++)
+        {
+            xp[i] = x[i];
+        }
+    }
+
+    /// <summary>o[k] = Σ w_k[j]·x[j] for the four float rows w_k = w + k·stride.</summary>
+    public static void DotF32x4(float* w, long stride, float* x, int n, float* o)
+    {
+        float* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+        int i = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector512<float> xv = Vector512.Load(x + i);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), xv, a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w1 + i), xv, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(w2 + i), xv, a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(w3 + i), xv, a3);
+            }
+
+            s0 = Vector512.Sum(a0);
+            s1 = Vector512.Sum(a1);
+            s2 = Vector512.Sum(a2);
+            s3 = Vector512.Sum(a3);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; i + 8 <= n; i += 8)
+            {
+                Vector256<float> xv = Vector256.Load(x + i);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), xv, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w1 + i), xv, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(w2 + i), xv, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Load(w3 + i), xv, a3);
+            }
+
+            s0 = Vector256.Sum(a0);
+            s1 = Vector256.Sum(a1);
+            s2 = Vector256.Sum(a2);
+            s3 = Vector256.Sum(a3);
+        }
+
+        for (; i < n; i++)
+        {
+            s0 += w[i] * x[i];
+            s1 += w1[i] * x[i];
+            s2 += w2[i] * x[i];
+            s3 += w3[i] * x[i];
+        }
+
+        o[0] = s0;
+        o[1] = s1;
+        o[2] = s2;
+        o[3] = s3;
+    }
+
+    /// <summary>
+    /// o[k] = Σ f16(w_k[j])·x[j] for four F16 rows, with xp = <see cref="PrepareHalfActivations"/>(x, f16: true).
+    /// A 32-bit lane holds two halves: the odd one is <c>(lane &gt;&gt; 3) &amp; 0x8FFFE000</c> (arithmetic shift:
+    /// the sign lands in bit 31, the exponent and mantissa in a float's places) and the even one the same after a
+    /// shift left by 16 — exact for finite halves, denormals included, up to the factor 2^112 that the scaling of x
+    /// and of the sums carries. Four integer ops and two FMAs per 32 weights: .NET 10 exposes no F16C conversion, and
+    /// the classic widen-and-fix-up sequence costs twice that, which made the F16 matvec compute-bound.
+    /// Infinite and NaN weights are not represented (they read as large finite values).
+    /// </summary>
+    public static void DotF16x4(ushort* w, long stride, float* xp, float* x, int n, float* o)
+    {
+        ushort* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+        int i = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<int> m = Vector512.Create(unchecked((int)0x8FFFE000));
+            Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
+            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (; i + 32 <= n; i += 32)
+            {
+                Vector512<float> xe = Vector512.Load(xp + i);
+                Vector512<float> xo = Vector512.Load(xp + i + 16);
+                Vector512<int> u = Vector512.Load((int*)(w + i));
+                e0 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e0);
+                o0 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o0);
+                u = Vector512.Load((int*)(w1 + i));
+                e1 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e1);
+                o1 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o1);
+                u = Vector512.Load((int*)(w2 + i));
+                e2 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e2);
+                o2 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o2);
+                u = Vector512.Load((int*)(w3 + i));
+                e3 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e3);
+                o3 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o3);
+            }
+
+            s0 = Vector512.Sum(e0 + o0) * F16HalfScale;
+            s1 = Vector512.Sum(e1 + o1) * F16HalfScale;
+            s2 = Vector512.Sum(e2 + o2) * F16HalfScale;
+            s3 = Vector512.Sum(e3 + o3) * F16HalfScale;
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<int> m = Vector256.Create(unchecked((int)0x8FFFE000));
+            Vector256<float> e0 = default, e1 = default, e2 = default, e3 = default;
+            Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector256<float> xe = Vector256.Load(xp + i);
+                Vector256<float> xo = Vector256.Load(xp + i + 8);
+                Vector256<int> u = Vector256.Load((int*)(w + i));
+                e0 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e0);
+                o0 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o0);
+                u = Vector256.Load((int*)(w1 + i));
+                e1 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e1);
+                o1 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o1);
+                u = Vector256.Load((int*)(w2 + i));
+                e2 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e2);
+                o2 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o2);
+                u = Vector256.Load((int*)(w3 + i));
+                e3 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e3);
+                o3 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o3);
+            }
+
+            s0 = Vector256.Sum(e0 + o0) * F16HalfScale;
+            s1 = Vector256.Sum(e1 + o1) * F16HalfScale;
+            s2 = Vector256.Sum(e2 + o2) * F16HalfScale;
+            s3 = Vector256.Sum(e3 + o3) * F16HalfScale;
+        }
+
+        for (; i < n; i++)
+        {
+            float xv = x[i];
+            s0 += (float)BitConverter.UInt16BitsToHalf(w[i]) * xv;
+            s1 += (float)BitConverter.UInt16BitsToHalf(w1[i]) * xv;
+            s2 += (float)BitConverter.UInt16BitsToHalf(w2[i]) * xv;
+            s3 += (float)BitConverter.UInt16BitsToHalf(w3[i]) * xv;
+        }
+
+        o[0] = s0;
+        o[1] = s1;
+        o[2] = s2;
+        o[3] = s3;
+    }
+
+    /// <summary>
+    /// o[k] = Σ bf16(w_k[j])·x[j] for four BF16 rows, with xp = <see cref="PrepareHalfActivations"/>(x, f16: false):
+    /// a 32-bit lane holding two bfloat16s is the odd one as a float once its low half is masked off, and the even one
+    /// once shifted left by 16 (exact for every value).
+    /// </summary>
+    public static void DotBf16x4(ushort* w, long stride, float* xp, float* x, int n, float* o)
+    {
+        ushort* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+        int i = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<uint> m = Vector512.Create(0xFFFF0000u);
+            Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
+            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (; i + 32 <= n; i += 32)
+            {
+                Vector512<float> xe = Vector512.Load(xp + i);
+                Vector512<float> xo = Vector512.Load(xp + i + 16);
+                Vector512<uint> u = Vector512.Load((uint*)(w + i));
+                e0 = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), xe, e0);
+                o0 = Vector512.FusedMultiplyAdd((u & m).AsSingle(), xo, o0);
+                u = Vector512.Load((uint*)(w1 + i));
+                e1 = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), xe, e1);
+                o1 = Vector512.FusedMultiplyAdd((u & m).AsSingle(), xo, o1);
+                u = Vector512.Load((uint*)(w2 + i));
+                e2 = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), xe, e2);
+                o2 = Vector512.FusedMultiplyAdd((u & m).AsSingle(), xo, o2);
+                u = Vector512.Load((uint*)(w3 + i));
+                e3 = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), xe, e3);
+                o3 = Vector512.FusedMultiplyAdd((u & m).AsSingle(), xo, o3);
+            }
+
+            s0 = Vector512.Sum(e0 + o0);
+            s1 = Vector512.Sum(e1 + o1);
+            s2 = Vector512.Sum(e2 + o2);
+            s3 = Vector512.Sum(e3 + o3);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<uint> m = Vector256.Create(0xFFFF0000u);
+            Vector256<float> e0 = default, e1 = default, e2 = default, e3 = default;
+            Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector256<float> xe = Vector256.Load(xp + i);
+                Vector256<float> xo = Vector256.Load(xp + i + 8);
+                Vector256<uint> u = Vector256.Load((uint*)(w + i));
+                e0 = Vector256.FusedMultiplyAdd((u << 16).AsSingle(), xe, e0);
+                o0 = Vector256.FusedMultiplyAdd((u & m).AsSingle(), xo, o0);
+                u = Vector256.Load((uint*)(w1 + i));
+                e1 = Vector256.FusedMultiplyAdd((u << 16).AsSingle(), xe, e1);
+                o1 = Vector256.FusedMultiplyAdd((u & m).AsSingle(), xo, o1);
+                u = Vector256.Load((uint*)(w2 + i));
+                e2 = Vector256.FusedMultiplyAdd((u << 16).AsSingle(), xe, e2);
+                o2 = Vector256.FusedMultiplyAdd((u & m).AsSingle(), xo, o2);
+                u = Vector256.Load((uint*)(w3 + i));
+                e3 = Vector256.FusedMultiplyAdd((u << 16).AsSingle(), xe, e3);
+                o3 = Vector256.FusedMultiplyAdd((u & m).AsSingle(), xo, o3);
+            }
+
+            s0 = Vector256.Sum(e0 + o0);
+            s1 = Vector256.Sum(e1 + o1);
+            s2 = Vector256.Sum(e2 + o2);
+            s3 = Vector256.Sum(e3 + o3);
+        }
+
+        for (; i < n; i++)
+        {
+            float xv = x[i];
+            s0 += BitConverter.UInt32BitsToSingle((uint)w[i] << 16) * xv;
+            s1 += BitConverter.UInt32BitsToSingle((uint)w1[i] << 16) * xv;
+            s2 += BitConverter.UInt32BitsToSingle((uint)w2[i] << 16) * xv;
+            s3 += BitConverter.UInt32BitsToSingle((uint)w3[i] << 16) * xv;
+        }
+
+        o[0] = s0;
+        o[1] = s1;
+        o[2] = s2;
+        o[3] = s3;
+    }
+
+    /// <summary>
+    /// One F16 row with <see cref="DotF16x4"/>'s arithmetic. Rows that fit the L1 cache with their x (up to 4096
+    /// columns) stream faster one at a time than four side by side: rows of 2048 or 4096 halves lie 4 KiB apart, so
+    /// four of them fight over the same L1 sets, and one stream is what the hardware prefetcher follows best.
+    /// </summary>
+    public static float DotF16(ushort* w, float* xp, float* x, int n)
     {
         int i = 0;
         float sum = 0;
         if (Vector512.IsHardwareAccelerated)
         {
-            Vector512<float> a0 = default, a1 = default;
-            for (; i + 32 <= n; i += 32)
+            Vector512<int> m = Vector512.Create(unchecked((int)0x8FFFE000));
+            Vector512<float> e = default, o = default, e2 = default, o2 = default;
+            for (; i + 64 <= n; i += 64)
             {
-                Vector512<ushort> h = Vector512.Load(w + i);
-                a0 = Vector512.FusedMultiplyAdd(HalfToSingle(Vector512.WidenLower(h)), Vector512.Load(x + i), a0);
-                a1 = Vector512.FusedMultiplyAdd(HalfToSingle(Vector512.WidenUpper(h)), Vector512.Load(x + i + 16), a1);
+                Vector512<int> u = Vector512.Load((int*)(w + i));
+                e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Vector512.Load(xp + i), e);
+                o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Vector512.Load(xp + i + 16), o);
+                u = Vector512.Load((int*)(w + i + 32));
+                e2 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Vector512.Load(xp + i + 32), e2);
+                o2 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Vector512.Load(xp + i + 48), o2);
             }
 
-            sum = Vector512.Sum(a0 + a1);
+            for (; i + 32 <= n; i += 32)
+            {
+                Vector512<int> u = Vector512.Load((int*)(w + i));
+                e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Vector512.Load(xp + i), e);
+                o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Vector512.Load(xp + i + 16), o);
+            }
+
+            sum = Vector512.Sum((e + o) + (e2 + o2)) * F16HalfScale;
         }
         else if (Vector256.IsHardwareAccelerated)
         {
-            Vector256<float> a0 = default, a1 = default;
+            Vector256<int> m = Vector256.Create(unchecked((int)0x8FFFE000));
+            Vector256<float> e = default, o = default;
             for (; i + 16 <= n; i += 16)
             {
-                Vector256<ushort> h = Vector256.Load(w + i);
-                a0 = Vector256.FusedMultiplyAdd(HalfToSingle(Vector256.WidenLower(h)), Vector256.Load(x + i), a0);
-                a1 = Vector256.FusedMultiplyAdd(HalfToSingle(Vector256.WidenUpper(h)), Vector256.Load(x + i + 8), a1);
+                Vector256<int> u = Vector256.Load((int*)(w + i));
+                e = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Vector256.Load(xp + i), e);
+                o = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Vector256.Load(xp + i + 8), o);
             }
 
-            sum = Vector256.Sum(a0 + a1);
+            sum = Vector256.Sum(e + o) * F16HalfScale;
         }
 
         for (; i < n; i++)
@@ -149,34 +445,46 @@ internal static unsafe class CpuMatMul
         return sum;
     }
 
-    /// <summary>Σ bf16(w[j])·x[j], converting in registers.</summary>
-    public static float DotBf16(ushort* w, float* x, int n)
+    /// <summary>One BF16 row with <see cref="DotBf16x4"/>'s arithmetic (see <see cref="DotF16"/> for when).</summary>
+    public static float DotBf16(ushort* w, float* xp, float* x, int n)
     {
         int i = 0;
         float sum = 0;
         if (Vector512.IsHardwareAccelerated)
         {
-            Vector512<float> a0 = default, a1 = default;
-            for (; i + 32 <= n; i += 32)
+            Vector512<uint> m = Vector512.Create(0xFFFF0000u);
+            Vector512<float> e = default, o = default, e2 = default, o2 = default;
+            for (; i + 64 <= n; i += 64)
             {
-                Vector512<ushort> h = Vector512.Load(w + i);
-                a0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(Vector512.WidenLower(h), 16).AsSingle(), Vector512.Load(x + i), a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(Vector512.WidenUpper(h), 16).AsSingle(), Vector512.Load(x + i + 16), a1);
+                Vector512<uint> u = Vector512.Load((uint*)(w + i));
+                e = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), Vector512.Load(xp + i), e);
+                o = Vector512.FusedMultiplyAdd((u & m).AsSingle(), Vector512.Load(xp + i + 16), o);
+                u = Vector512.Load((uint*)(w + i + 32));
+                e2 = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), Vector512.Load(xp + i + 32), e2);
+                o2 = Vector512.FusedMultiplyAdd((u & m).AsSingle(), Vector512.Load(xp + i + 48), o2);
             }
 
-            sum = Vector512.Sum(a0 + a1);
+            for (; i + 32 <= n; i += 32)
+            {
+                Vector512<uint> u = Vector512.Load((uint*)(w + i));
+                e = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), Vector512.Load(xp + i), e);
+                o = Vector512.FusedMultiplyAdd((u & m).AsSingle(), Vector512.Load(xp + i + 16), o);
+            }
+
+            sum = Vector512.Sum((e + o) + (e2 + o2));
         }
         else if (Vector256.IsHardwareAccelerated)
         {
-            Vector256<float> a0 = default, a1 = default;
+            Vector256<uint> m = Vector256.Create(0xFFFF0000u);
+            Vector256<float> e = default, o = default;
             for (; i + 16 <= n; i += 16)
             {
-                Vector256<ushort> h = Vector256.Load(w + i);
-                a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(Vector256.WidenLower(h), 16).AsSingle(), Vector256.Load(x + i), a0);
-                a1 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(Vector256.WidenUpper(h), 16).AsSingle(), Vector256.Load(x + i + 8), a1);
+                Vector256<uint> u = Vector256.Load((uint*)(w + i));
+                e = Vector256.FusedMultiplyAdd((u << 16).AsSingle(), Vector256.Load(xp + i), e);
+                o = Vector256.FusedMultiplyAdd((u & m).AsSingle(), Vector256.Load(xp + i + 8), o);
             }
 
-            sum = Vector256.Sum(a0 + a1);
+            sum = Vector256.Sum(e + o);
         }
 
         for (; i < n; i++)

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace GpuLlama.Devices;
 
 /// <summary>
@@ -6,13 +8,24 @@ namespace GpuLlama.Devices;
 /// nothing per call (the body is a cached delegate reading its arguments from the caller's fields), which keeps
 /// decoding free of per-token garbage.
 /// </summary>
+/// <remarks>
+/// A decode step is a few hundred ops of tens of microseconds each, so waking a sleeping thread for every op (a
+/// futex round trip, 5–50 µs) would cost as much as the work. Workers therefore spin on the op counter for a while
+/// after each op, as ggml's thread pool does, and only then sleep on their semaphore; the caller spins until the
+/// slices are done. An idle engine costs nothing after <see cref="SpinTicks"/>.
+/// </remarks>
 internal sealed class WorkerPool : IDisposable
 {
+    private static readonly long SpinTicks = Stopwatch.Frequency / 2000; // 0.5 ms
+
     private readonly Thread[] _threads;
-    private readonly SemaphoreSlim[] _start;
-    private readonly CountdownEvent _done;
+    private readonly SemaphoreSlim[] _wake;
+    private readonly int[] _sleeping;
     private Action<int, int, int>? _body;
     private int _count;
+    private int _slices;
+    private volatile int _generation;
+    private int _pending;
     private volatile bool _stopping;
     private Exception? _failure;
 
@@ -20,12 +33,12 @@ internal sealed class WorkerPool : IDisposable
     {
         Threads = Math.Max(1, threads);
         _threads = new Thread[Threads - 1];
-        _start = new SemaphoreSlim[Threads - 1];
-        _done = new CountdownEvent(1);
+        _wake = new SemaphoreSlim[Threads - 1];
+        _sleeping = new int[Threads - 1];
         for (int i = 0; i < _threads.Length; i++)
         {
             int slice = i + 1;
-            _start[i] = new SemaphoreSlim(0);
+            _wake[i] = new SemaphoreSlim(0);
             _threads[i] = new Thread(() => Work(slice)) { IsBackground = true, Name = $"gpullama-cpu-{slice}" };
             _threads[i].Start();
         }
@@ -53,42 +66,74 @@ internal sealed class WorkerPool : IDisposable
 
         _body = body;
         _count = count;
+        _slices = slices;
         _failure = null;
-        _done.Reset(slices - 1);
-        for (int i = 0; i < slices - 1; i++)
+        Volatile.Write(ref _pending, Threads - 1);
+        _generation++;
+        for (int i = 0; i < _wake.Length; i++)
         {
-            _start[i].Release();
+            if (Interlocked.Exchange(ref _sleeping[i], 0) == 1)
+            {
+                _wake[i].Release();
+            }
         }
 
-        Run(0, slices);
-        _done.Wait();
-        _body = null;
-        if (_failure is { } e)
+        Exception? own = null;
+        try
         {
-            throw new AggregateException(e);
+            Run(0);
+        }
+        catch (Exception e)
+        {
+            own = e;
+        }
+
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _pending) != 0)
+        {
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+
+        _body = null;
+        if (own is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(own);
+        }
+
+        if (_failure is { } failure)
+        {
+            throw new AggregateException(failure);
         }
     }
 
-    private void Run(int slice, int slices)
+    private void Run(int slice)
     {
-        int start = (int)((long)_count * slice / slices);
-        int end = (int)((long)_count * (slice + 1) / slices);
+        if (slice >= _slices)
+        {
+            return;
+        }
+
+        int start = (int)((long)_count * slice / _slices);
+        int end = (int)((long)_count * (slice + 1) / _slices);
         _body!(start, end, slice);
     }
 
     private void Work(int slice)
     {
+        int seen = 0;
+        int index = slice - 1;
         while (true)
         {
-            _start[slice - 1].Wait();
+            WaitForOp(index, seen);
             if (_stopping)
             {
                 return;
             }
 
+            seen = _generation;
             try
             {
-                Run(slice, Math.Min(Threads, _count));
+                Run(slice);
             }
             catch (Exception e)
             {
@@ -96,17 +141,51 @@ internal sealed class WorkerPool : IDisposable
             }
             finally
             {
-                _done.Signal();
+                Interlocked.Decrement(ref _pending);
             }
+        }
+    }
+
+    /// <summary>Spins until the op counter moves past <paramref name="seen"/>, then sleeps until woken.</summary>
+    private void WaitForOp(int index, int seen)
+    {
+        long deadline = Stopwatch.GetTimestamp() + SpinTicks;
+        var spin = new SpinWait();
+        while (_generation == seen && !_stopping)
+        {
+            if (Stopwatch.GetTimestamp() < deadline)
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+                continue;
+            }
+
+            // Announce the sleep, then look once more: For either sees the flag and releases the semaphore, or
+            // bumped the counter before the flag was up (then take the flag back, or the release it already made).
+            Volatile.Write(ref _sleeping[index], 1);
+            if (_generation != seen || _stopping)
+            {
+                if (Interlocked.Exchange(ref _sleeping[index], 0) == 0)
+                {
+                    _wake[index].Wait();
+                }
+
+                return;
+            }
+
+            _wake[index].Wait();
+            deadline = Stopwatch.GetTimestamp() + SpinTicks;
         }
     }
 
     public void Dispose()
     {
         _stopping = true;
-        foreach (SemaphoreSlim s in _start)
+        for (int i = 0; i < _wake.Length; i++)
         {
-            s.Release();
+            if (Interlocked.Exchange(ref _sleeping[i], 0) == 1)
+            {
+                _wake[i].Release();
+            }
         }
 
         foreach (Thread t in _threads)
@@ -114,11 +193,9 @@ internal sealed class WorkerPool : IDisposable
             t.Join();
         }
 
-        foreach (SemaphoreSlim s in _start)
+        foreach (SemaphoreSlim s in _wake)
         {
             s.Dispose();
         }
-
-        _done.Dispose();
     }
 }

@@ -1,0 +1,167 @@
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using Xunit;
+
+namespace GpuLlama.Tests.Kernels;
+
+/// <summary>
+/// The CPU backend's matrix products against a float64 reference: the decode kernels (one row or four rows at a time,
+/// 16-bit weights through the lane-order activations) and the blocked prompt product (panels, 4×6 tiles, K blocks),
+/// at sizes that leave every tail non-empty.
+/// </summary>
+public sealed class CpuMatMulTests : IDisposable
+{
+    private readonly CpuDevice _cpu = new(2);
+
+    public void Dispose() => _cpu.Dispose();
+
+    public static TheoryData<DType, int, int, int, bool> Cases()
+    {
+        var data = new TheoryData<DType, int, int, int, bool>();
+        foreach (DType t in new[] { DType.F32, DType.F16, DType.BF16 })
+        {
+            data.Add(t, 7, 200, 1, false);    // decode: a group of four and three single rows, vector body and tail
+            data.Add(t, 9, 4100, 1, true);    // decode: more than 4096 columns, four rows per pass, fused residual
+            data.Add(t, 5, 37, 1, false);     // decode: shorter than one vector
+            data.Add(t, 6, 96, 13, false);    // prompt: two 6-row tiles and one single row, a partial panel
+            data.Add(t, 11, 1700, 8, true);   // prompt: K in two blocks (1024 + 676), accumulate
+            data.Add(t, 4, 3000, 6, false);   // prompt: K blocks of 1024, a K tail of 8 columns inside the tile
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MatMul_matches_the_float64_reference(DType type, int outRows, int cols, int rows, bool accumulate)
+    {
+        // weights include small values whose halves are denormal, and both signs
+        var rng = new Random(outRows * 31 + cols);
+        float[] wv = new float[outRows * cols];
+        for (int i = 0; i < wv.Length; i++)
+        {
+            double u = rng.NextDouble() * 2 - 1;
+            wv[i] = (float)(i % 17 == 0 ? u * 1e-6 : u);
+        }
+
+        float[] x = Random(rows * cols, 5, 3);
+        float[] y0 = Random(rows * outRows, 6);
+        using var host = new HostWeight("w", type, outRows, cols, i => wv[i]);
+        using DeviceWeight w = _cpu.Upload(host.View);
+        using DeviceBuffer xb = _cpu.Allocate(x.Length);
+        using DeviceBuffer y = _cpu.Allocate(y0.Length);
+        _cpu.Write(xb, x);
+        _cpu.Write(y, y0);
+        _cpu.MatMul(y, w, xb, rows, accumulate);
+        var got = new float[y0.Length];
+        _cpu.Read(y, got);
+        for (int r = 0; r < rows; r++)
+        {
+            for (int o = 0; o < outRows; o++)
+            {
+                double sum = accumulate ? y0[r * outRows + o] : 0;
+                double mag = Math.Abs(sum);
+                for (int c = 0; c < cols; c++)
+                {
+                    double p = host.Values[o * cols + c] * x[r * cols + c];
+                    sum += p;
+                    mag += Math.Abs(p);
+                }
+
+                double err = Math.Abs(got[r * outRows + o] - sum);
+                Assert.True(err <= 1e-5 * mag, $"{type} row {r} output {o}: got {got[r * outRows + o]:R}, want {sum:R} (error {err / mag:E2} of the sum of |products|)");
+            }
+        }
+    }
+
+    [Fact]
+    public void Every_finite_F16_bit_pattern_multiplies_exactly()
+    {
+        // 63488 finite halves (both signs, denormals, zeros) times 1: the lane trick must give each value exactly.
+        var bits = new List<ushort>();
+        for (int b = 0; b < 65536; b++)
+        {
+            if ((b & 0x7c00) != 0x7c00)
+            {
+                bits.Add((ushort)b);
+            }
+        }
+
+        int cols = 64;
+        int outRows = bits.Count / cols;
+        byte[] raw = new byte[outRows * cols * 2];
+        Buffer.BlockCopy(bits.ToArray(), 0, raw, 0, raw.Length);
+        using var host = new HostWeight("w", DType.F16, outRows, cols, raw);
+        using DeviceWeight w = _cpu.Upload(host.View);
+        for (int c = 0; c < cols; c++)
+        {
+            float[] x = new float[cols];
+            x[c] = 1;
+            using DeviceBuffer xb = _cpu.Allocate(cols);
+            using DeviceBuffer y = _cpu.Allocate(outRows);
+            _cpu.Write(xb, x);
+            _cpu.MatMul(y, w, xb, 1);
+            var got = new float[outRows];
+            _cpu.Read(y, got);
+            for (int o = 0; o < outRows; o++)
+            {
+                float want = (float)BitConverter.UInt16BitsToHalf(bits[o * cols + c]);
+                Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[o]) || (want == 0 && got[o] == 0),
+                            $"half 0x{bits[o * cols + c]:x4}: got {got[o]:R}, want {want:R}");
+            }
+        }
+    }
+
+    [Fact]
+    public void MatMul3_and_MatMulSwiGlu_in_one_dispatch_equal_separate_products()
+    {
+        const int cols = 96;
+        float[] x = Random(cols, 1);
+        using var wq = new HostWeight("q", DType.F16, 10, cols, i => MathF.Sin(i));
+        using var wk = new HostWeight("k", DType.BF16, 6, cols, i => MathF.Cos(i));
+        using var wv = new HostWeight("v", DType.F32, 5, cols, i => MathF.Sin(0.3f * i));
+        using DeviceWeight q = _cpu.Upload(wq.View), k = _cpu.Upload(wk.View), v = _cpu.Upload(wv.View);
+        using DeviceBuffer xb = _cpu.Allocate(cols);
+        _cpu.Write(xb, x);
+        using DeviceBuffer dq = _cpu.Allocate(10), dk = _cpu.Allocate(6), dv = _cpu.Allocate(5), sq = _cpu.Allocate(10), sk = _cpu.Allocate(6), sv = _cpu.Allocate(5);
+        _cpu.MatMul3(dq, q, dk, k, dv, v, xb, 1);
+        _cpu.MatMul(sq, q, xb, 1);
+        _cpu.MatMul(sk, k, xb, 1);
+        _cpu.MatMul(sv, v, xb, 1);
+        Assert.Equal(Get(sq, 10), Get(dq, 10));
+        Assert.Equal(Get(sk, 6), Get(dk, 6));
+        Assert.Equal(Get(sv, 5), Get(dv, 5));
+
+        using var wg = new HostWeight("g", DType.F16, 10, cols, i => MathF.Cos(0.7f * i));
+        using DeviceWeight g = _cpu.Upload(wg.View);
+        using DeviceBuffer h = _cpu.Allocate(10), scratch = _cpu.Allocate(10), gate = _cpu.Allocate(10), up = _cpu.Allocate(10);
+        _cpu.MatMulSwiGlu(h, g, q, xb, 1, scratch);
+        _cpu.MatMul(gate, g, xb, 1);
+        _cpu.MatMul(up, q, xb, 1);
+        float[] gv = Get(gate, 10), uv = Get(up, 10), hv = Get(h, 10);
+        for (int i = 0; i < 10; i++)
+        {
+            double want = gv[i] / (1 + Math.Exp(-gv[i])) * uv[i];
+            Assert.True(Math.Abs(hv[i] - want) <= 1e-6 * Math.Max(1, Math.Abs(want)), $"element {i}: got {hv[i]}, want {want}");
+        }
+    }
+
+    private float[] Get(DeviceBuffer b, int n)
+    {
+        var a = new float[n];
+        _cpu.Read(b, a);
+        return a;
+    }
+
+    private static float[] Random(int n, int seed, float scale = 1.0f)
+    {
+        var r = new Random(seed);
+        var a = new float[n];
+        for (int i = 0; i < n; i++)
+        {
+            a[i] = (float)(r.NextDouble() * 2 - 1) * scale;
+        }
+
+        return a;
+    }
+}
