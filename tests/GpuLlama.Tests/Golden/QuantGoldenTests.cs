@@ -6,10 +6,12 @@ using Xunit;
 namespace GpuLlama.Tests.Golden;
 
 /// <summary>
-/// Quantized GGUFs computed in place on the CPU. Our kernels keep activations in float32 and dequantize blocks
-/// exactly, so they reproduce the *dequantized-F32 reference* of golden.json (the same weights expanded to F32
-/// and run by llama.cpp), within 2e-3 and with the same greedy tokens — not llama.cpp's own quantized run, which
-/// rounds activations to 8 bits inside its dot products and moves the logits by 0.2–0.4.
+/// Quantized GGUFs computed in place on the CPU, two ways. By default the CPU backend does what llama.cpp's does —
+/// activations rounded to 8 bits (Q8_0 / Q8_K blocks, bit for bit as llama.cpp rounds them) and integer dot products
+/// — so it reproduces *llama.cpp's own quantized run* (golden.json's variant logits and all its greedy tokens), up to
+/// the order of float additions. With exactQuantDots the activations stay float32 and the blocks are dequantized
+/// exactly (what the GPU backend computes), which reproduces the *dequantized-F32 reference* instead: the same
+/// weights expanded to F32 and run by llama.cpp (the two differ by 0.2–0.4 in the logits here).
 /// </summary>
 public sealed class QuantGoldenTests
 {
@@ -23,13 +25,46 @@ public sealed class QuantGoldenTests
         { "tiny-llama-kq", "tiny-llama-kq-Q6_K.gguf", "Q6_K" },
     };
 
+    /// <summary>
+    /// (file, bound on max|Δ|/max|ref| against llama.cpp's quantized run, leading greedy tokens that must agree).
+    /// Q8_0 and the K-quants come out within ~2e-7 of llama.cpp with all 32 tokens: the 8-bit activations are the
+    /// same bits, so only the order of float additions differs. Q4_0 and Q5_0 cannot be held that close, and not
+    /// because of a difference in arithmetic: this tiny random model turns a 1-ulp change of an activation into a
+    /// different 8-bit rounding downstream, and llama.cpp's own two Q4_0 code paths (the repacked 8×8 GEMM that made
+    /// the golden, and ggml_vec_dot_q4_0_q8_0 with repacking disabled) differ by 1.6e-2 on this fixture (measured
+    /// with llama.cpp c392e509 on the development machine). For them the bound: 3e-2 and the first tokens.
+    /// </summary>
+    public static TheoryData<string, string, string, double, int> LlamaCppCases => new()
+    {
+        { "tiny-llama-a", "tiny-llama-a-q8_0.gguf", "q8_0", 1e-5, 32 },
+        { "tiny-llama-a", "tiny-llama-a-Q4_0.gguf", "Q4_0", 3e-2, 16 },
+        { "tiny-llama-a", "tiny-llama-a-Q4_K_M.gguf", "Q4_K_M", 3e-2, 16 },
+        { "tiny-llama-a", "tiny-llama-a-Q6_K.gguf", "Q6_K", 1e-5, 32 },
+        { "tiny-llama-kq", "tiny-llama-kq-Q4_K_M.gguf", "Q4_K_M", 1e-5, 32 },
+        { "tiny-llama-kq", "tiny-llama-kq-Q6_K.gguf", "Q6_K", 1e-5, 32 },
+    };
+
+    [FixtureTheory("tiny-llama-kq/golden.json")]
+    [MemberData(nameof(LlamaCppCases))]
+    public void QuantizedLogitsMatchLlamaCppsQuantizedRun(string fixture, string file, string variant, double bound, int tokens)
+    {
+        Golden golden = Golden.Load(fixture, variant, dequantReference: false);
+        using IWeightSource source = WeightSource.Open(Fixtures.Get(fixture, file));
+        using var cpu = new CpuDevice(2);
+        Assert.False(cpu.ExactQuantDots && CpuQ8Dot.IsSupported);
+        (float[] logits, int[] greedy) = GoldenRun.Run(source, DevicePlacement.All(cpu, source.Config.Layers), golden.PromptIds, golden.Greedy.Length);
+        double error = Golden.RelativeError(logits, golden.LastLogits);
+        Assert.True(error <= bound, $"{file}: max|Δ|/max|ref| = {error:E2} > {bound:E0}");
+        Assert.Equal(golden.Greedy[..tokens], greedy[..tokens]);
+    }
+
     [FixtureTheory("tiny-llama-kq/golden.json")]
     [MemberData(nameof(Cases))]
-    public void QuantizedLogitsMatchTheDequantizedReference(string fixture, string file, string variant)
+    public void ExactQuantDotsMatchTheDequantizedReference(string fixture, string file, string variant)
     {
         Golden golden = Golden.Load(fixture, variant, dequantReference: true);
         using IWeightSource source = WeightSource.Open(Fixtures.Get(fixture, file));
-        using var cpu = new CpuDevice(2);
+        using var cpu = new CpuDevice(2, exactQuantDots: true);
         (float[] logits, int[] greedy) = GoldenRun.Run(source, DevicePlacement.All(cpu, source.Config.Layers), golden.PromptIds, golden.Greedy.Length);
         double error = Golden.RelativeError(logits, golden.LastLogits);
         Assert.True(error <= 2e-3, $"{file}: max|Δ|/max|ref| = {error:E2} > 2e-3");

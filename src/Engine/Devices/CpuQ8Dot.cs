@@ -1,0 +1,446 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using GpuLlama.Formats;
+
+namespace GpuLlama.Devices;
+
+/// <summary>
+/// Activation rows rounded to 8 bits the way llama.cpp's CPU backend rounds them before a quantized dot product:
+/// 32-value blocks (<c>quantize_row_q8_0</c>: d = max|x|/127 stored as F16, q = round-to-even(x·127/max|x|)) for
+/// Q8_0/Q4_0/Q5_0 weights, and 256-value blocks (<c>quantize_row_q8_K_ref</c>: d = 1/(−127/m) with m the value of
+/// largest magnitude, q = nearest(x·(−127/m)) capped at 127, plus the sums of each 16) for the K-quants.
+/// Kept as separate arrays so that the kernels load the quants of a row contiguously.
+/// </summary>
+internal sealed unsafe class Q8Activations : IDisposable
+{
+    private byte* _memory;
+    private long _capacity;
+
+    /// <summary>Columns per row of the last <see cref="Quantize"/>.</summary>
+    public int Cols { get; private set; }
+
+    public int Rows { get; private set; }
+
+    /// <summary>Quants of row r: Qs + r·Cols.</summary>
+    public sbyte* Qs { get; private set; }
+
+    /// <summary>Q8_0 scales (Cols/32 per row; F16-rounded, as floats) and sums of each block's quants.</summary>
+    public float* D32 { get; private set; }
+
+    public int* Sum32 { get; private set; }
+
+    /// <summary>Q8_K scales (Cols/256 per row) and sums of each 16 quants (Cols/16 per row).</summary>
+    public float* D256 { get; private set; }
+
+    public short* BSums { get; private set; }
+
+    public bool HasBlocks32 { get; private set; }
+
+    public bool HasBlocks256 { get; private set; }
+
+    /// <summary>
+    /// Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats: into 32-blocks when
+    /// <paramref name="blocks32"/>, into 256-blocks when <paramref name="blocks256"/> (cols must be a multiple).
+    /// </summary>
+    public void Quantize(float* x, int rows, int cols, bool blocks32, bool blocks256)
+    {
+        long n = (long)rows * cols;
+        long qsBytes = Align(blocks32 && blocks256 ? 2 * n : n);
+        long d32Bytes = Align(4 * (n / 32));
+        long d256Bytes = Align(4 * (n / 256));
+        long need = qsBytes + 2 * d32Bytes + d256Bytes + Align(2 * (n / 16));
+        if (need > _capacity)
+        {
+            NativeMemory.AlignedFree(_memory);
+            _memory = (byte*)NativeMemory.AlignedAlloc((nuint)need, 64);
+            _capacity = need;
+        }
+
+        Qs = (sbyte*)_memory;
+        D32 = (float*)(_memory + qsBytes);
+        Sum32 = (int*)(_memory + qsBytes + d32Bytes);
+        D256 = (float*)(_memory + qsBytes + 2 * d32Bytes);
+        BSums = (short*)(_memory + qsBytes + 2 * d32Bytes + d256Bytes);
+        Rows = rows;
+        Cols = cols;
+        HasBlocks32 = blocks32;
+        HasBlocks256 = blocks256;
+
+        // One layout of quants serves both kinds only when one kind is asked for; with both (a layer mixing Q8_0 and
+        // K-quant weights), the 32-blocks go to the second half of the quant buffer.
+        if (blocks32 && blocks256)
+        {
+            Qs32 = Qs + n;
+        }
+        else
+        {
+            Qs32 = Qs;
+        }
+
+        for (int r = 0; r < rows; r++)
+        {
+            float* xr = x + (long)r * cols;
+            if (blocks32)
+            {
+                for (int b = 0; b < cols / 32; b++)
+                {
+                    long i = (long)r * (cols / 32) + b;
+                    QuantizeBlock32(xr + 32 * b, Qs32 + (long)r * cols + 32 * b, out D32[i], out Sum32[i]);
+                }
+            }
+
+            if (blocks256)
+            {
+                for (int b = 0; b < cols / 256; b++)
+                {
+                    QuantizeBlock256(xr + 256 * b, Qs + (long)r * cols + 256 * b, out D256[(long)r * (cols / 256) + b],
+                                     BSums + (long)r * (cols / 16) + 16 * b);
+                }
+            }
+        }
+    }
+
+    /// <summary>Quants of the 32-blocks (the same buffer as <see cref="Qs"/> unless both kinds were made).</summary>
+    public sbyte* Qs32 { get; private set; }
+
+    private static long Align(long bytes) => (bytes + 63) & ~63L;
+
+    /// <summary>quantize_row_q8_0 (its AVX2 path): d = amax/127 rounded to F16, q = round-to-even(x · (127/amax)).</summary>
+    private static void QuantizeBlock32(float* x, sbyte* q, out float d, out int sum)
+    {
+        Vector256<float> signMask = Vector256.Create(-0.0f);
+        Vector256<float> a = Vector256.Load(x), b = Vector256.Load(x + 8), c = Vector256.Load(x + 16), e = Vector256.Load(x + 24);
+        Vector256<float> m = Vector256.Max(Vector256.Max(Vector256.AndNot(a, signMask), Vector256.AndNot(b, signMask)),
+                                           Vector256.Max(Vector256.AndNot(c, signMask), Vector256.AndNot(e, signMask)));
+        float amax = MaxAcross(m);
+        d = (float)(Half)(amax / 127f);
+        float id = amax != 0 ? 127f / amax : 0f;
+        Vector256<float> mul = Vector256.Create(id);
+        Vector256<int> qa = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(a * mul));
+        Vector256<int> qb = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(b * mul));
+        Vector256<int> qc = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(c * mul));
+        Vector256<int> qe = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(e * mul));
+        sum = Vector256.Sum(qa + qb + qc + qe);
+        Store8(qa, q);
+        Store8(qb, q + 8);
+        Store8(qc, q + 16);
+        Store8(qe, q + 24);
+    }
+
+    /// <summary>quantize_row_q8_K_ref: m = the first value of largest magnitude, iscale = −127/m, q = min(127, nearest(iscale·x)).</summary>
+    private static void QuantizeBlock256(float* x, sbyte* q, out float d, short* bsums)
+    {
+        Vector256<float> signMask = Vector256.Create(-0.0f);
+        Vector256<float> m = Vector256<float>.Zero;
+        for (int i = 0; i < 256; i += 8)
+        {
+            m = Vector256.Max(m, Vector256.AndNot(Vector256.Load(x + i), signMask));
+        }
+
+        float amax = MaxAcross(m);
+        if (amax == 0)
+        {
+            d = 0;
+            new Span<sbyte>(q, 256).Clear();
+            new Span<short>(bsums, 16).Clear();
+            return;
+        }
+
+        float max = 0;
+        for (int i = 0; i < 256; i++)
+        {
+            if (MathF.Abs(x[i]) == amax)
+            {
+                max = x[i];
+                break;
+            }
+        }
+
+        float iscale = -127f / max;
+        Vector256<float> mul = Vector256.Create(iscale);
+        Vector256<int> cap = Vector256.Create(127);
+        for (int g = 0; g < 16; g++)
+        {
+            Vector256<int> q0 = Vector256.Min(Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Vector256.Load(x + 16 * g) * mul)), cap);
+            Vector256<int> q1 = Vector256.Min(Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(Vector256.Load(x + 16 * g + 8) * mul)), cap);
+            bsums[g] = (short)Vector256.Sum(q0 + q1);
+            Store8(q0, q + 16 * g);
+            Store8(q1, q + 16 * g + 8);
+        }
+
+        d = 1 / iscale;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float MaxAcross(Vector256<float> v)
+    {
+        Vector128<float> h = Vector128.Max(v.GetLower(), v.GetUpper());
+        h = Vector128.Max(h, Sse.Shuffle(h, h, 0b_01_00_11_10));
+        h = Vector128.Max(h, Sse.Shuffle(h, h, 0b_10_11_00_01));
+        return h.ToScalar();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store8(Vector256<int> v, sbyte* q)
+    {
+        // the values are in [-127, 127]: narrowing with saturation is exact
+        Vector128<short> s = Sse2.PackSignedSaturate(v.GetLower(), v.GetUpper());
+        Sse2.StoreScalar((long*)q, Sse2.PackSignedSaturate(s, s).AsInt64());
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(_memory);
+        _memory = null;
+        _capacity = 0;
+    }
+}
+
+/// <summary>
+/// Integer dot products of block-quantized weight rows with <see cref="Q8Activations"/> rows — llama.cpp's
+/// <c>ggml_vec_dot_*_q8_0</c> / <c>*_q8_K</c> arithmetic: the products of quants are summed exactly in integers per block
+/// (vpmaddubsw/vpmaddwd), each block's sum is scaled by d_w·d_x in float. The integer sums equal llama.cpp's, so the
+/// results differ from it only by the order of the float additions, and the logits match its quantized runs, not
+/// exact float math on the dequantized weights (see <see cref="CpuQuantDot"/> for that). Two to three times fewer
+/// instructions per weight than widening every quant to float, which is what lets decoding run at memory speed.
+/// AVX2 (256-bit) code: on Zen 4 a 512-bit op costs two 256-bit ones, so this is as fast there as AVX-512 would be,
+/// and it runs on every AVX2 machine.
+/// </summary>
+internal static unsafe class CpuQ8Dot
+{
+    public static readonly bool IsSupported = Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Whether <paramref name="type"/> has an integer kernel here.</summary>
+    public static bool Handles(DType type) => IsSupported && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K;
+
+    /// <summary>Whether the kernel for <paramref name="type"/> reads 256-blocks (Q8_K) rather than 32-blocks (Q8_0).</summary>
+    public static bool UsesBlocks256(DType type) => type is DType.Q4_K or DType.Q6_K;
+
+    /// <summary>Σ dequant(w)·dequant(x row r) for one weight row of <paramref name="type"/>, llama.cpp's way.</summary>
+    public static float Dot(DType type, byte* w, Q8Activations x, int r)
+    {
+        int cols = x.Cols;
+        return type switch
+        {
+            DType.Q8_0 => DotQ8_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), cols / 32),
+            DType.Q4_0 => DotQ4_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
+            DType.Q5_0 => DotQ5_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
+            DType.Q4_K => DotQ4_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
+            DType.Q6_K => DotQ6_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
+            _ => throw new ArgumentException($"no integer kernel for {DTypeInfo.DisplayName(type)}", nameof(type)),
+        };
+    }
+
+    private static Vector256<short> Ones16 => Vector256.Create((short)1);
+
+    /// <summary>Σ u[i]·s[i] over 32 byte pairs, as 8 int32 partial sums (exact: |u·s + u·s| ≤ 2·255·127 fits 16 bits for our ranges).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SumPairs(Vector256<byte> u, Vector256<sbyte> s) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Ones16);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Sum(Vector256<float> v) => Vector256.Sum(v);
+
+    /// <summary>Q8_0: 34-byte blocks (F16 d, 32 int8 quants); signed × signed through |w| and sign(w)·x.</summary>
+    private static float DotQ8_0(byte* w, sbyte* xq, float* xd, int nb)
+    {
+        Vector256<float> acc0 = default, acc1 = default;
+        int b = 0;
+        for (; b + 2 <= nb; b += 2)
+        {
+            byte* w0 = w + 34 * b;
+            Vector256<sbyte> q0 = Vector256.Load((sbyte*)(w0 + 2));
+            Vector256<sbyte> q1 = Vector256.Load((sbyte*)(w0 + 36));
+            Vector256<sbyte> x0 = Vector256.Load(xq + 32 * b);
+            Vector256<sbyte> x1 = Vector256.Load(xq + 32 * b + 32);
+            Vector256<int> p0 = SumPairs(Avx2.Sign(q0, q0).AsByte(), Avx2.Sign(x0, q0));
+            Vector256<int> p1 = SumPairs(Avx2.Sign(q1, q1).AsByte(), Avx2.Sign(x1, q1));
+            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0 + 34) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
+        }
+
+        for (; b < nb; b++)
+        {
+            byte* w0 = w + 34 * b;
+            Vector256<sbyte> q0 = Vector256.Load((sbyte*)(w0 + 2));
+            Vector256<sbyte> x0 = Vector256.Load(xq + 32 * b);
+            Vector256<int> p0 = SumPairs(Avx2.Sign(q0, q0).AsByte(), Avx2.Sign(x0, q0));
+            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+        }
+
+        return Sum(acc0 + acc1);
+    }
+
+    /// <summary>Low nibbles of 16 bytes (values 0..15 of a block), then the high nibbles (values 16..31).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Nibbles32(byte* qs)
+    {
+        Vector128<byte> v = Vector128.Load(qs);
+        Vector128<byte> m = Vector128.Create((byte)0x0F);
+        return Vector256.Create(v & m, Vector128.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m);
+    }
+
+    /// <summary>
+    /// Q4_0: 18-byte blocks (F16 d, 16 bytes of nibbles); Σ(q−8)·x = Σq·x − 8·Σx with the unsigned nibbles, the
+    /// correction taken off one lane so the block's integer total is exact.
+    /// </summary>
+    private static float DotQ4_0(byte* w, sbyte* xq, float* xd, int* xs, int nb)
+    {
+        Vector256<float> acc0 = default, acc1 = default;
+        int b = 0;
+        for (; b + 2 <= nb; b += 2)
+        {
+            byte* w0 = w + 18 * b;
+            Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
+            Vector256<int> p1 = SumPairs(Nibbles32(w0 + 20), Vector256.Load(xq + 32 * b + 32)) - Vector256.CreateScalar(8 * xs[b + 1]);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0 + 18) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
+        }
+
+        for (; b < nb; b++)
+        {
+            byte* w0 = w + 18 * b;
+            Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+        }
+
+        return Sum(acc0 + acc1);
+    }
+
+    /// <summary>0x10 in byte j where bit j of <paramref name="bits"/> is set (ggml's bytes_from_bits_32, masked).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Bit4FromBits32(uint bits)
+    {
+        Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(bits).AsByte(),
+            Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        Vector256<byte> bit = Vector256.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+        return Vector256.Equals(spread & bit, bit) & Vector256.Create((byte)0x10);
+    }
+
+    /// <summary>Q5_0: 22-byte blocks (F16 d, 32 high bits, 16 bytes of nibbles); Σ(q−16)·x = Σq·x − 16·Σx.</summary>
+    private static float DotQ5_0(byte* w, sbyte* xq, float* xd, int* xs, int nb)
+    {
+        Vector256<float> acc = default;
+        for (int b = 0; b < nb; b++)
+        {
+            byte* w0 = w + 22 * b;
+            Vector256<byte> q = Nibbles32(w0 + 6) | Bit4FromBits32(*(uint*)(w0 + 2));
+            Vector256<int> p = SumPairs(q, Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(16 * xs[b]);
+            acc = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p), acc);
+        }
+
+        return Sum(acc);
+    }
+
+    /// <summary>
+    /// Q4_K: 144-byte super-blocks of 256 (F16 d and dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles:
+    /// each 32 bytes hold 64 values, low nibbles first). Σ = d·d_x·Σ_j sc_j·(Σ q·x)_j − dmin·d_x·Σ_j m_j·(Σ x)_j,
+    /// with the x sums from the Q8_K block sums.
+    /// </summary>
+    private static float DotQ4_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
+    {
+        Vector256<float> acc = default;
+        float minAcc = 0;
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        byte* sc = stackalloc byte[8];
+        byte* mn = stackalloc byte[8];
+        for (int b = 0; b < nb; b++)
+        {
+            byte* blk = w + 144 * b;
+            ScalesMinsK4(blk + 4, sc, mn);
+            short* bs = bsums + 16 * b;
+            int mins = 0;
+            for (int j = 0; j < 8; j++)
+            {
+                mins += mn[j] * (bs[2 * j] + bs[2 * j + 1]);
+            }
+
+            sbyte* xb = xq + 256 * b;
+            Vector256<int> sumi = default;
+            for (int j = 0; j < 4; j++)
+            {
+                Vector256<byte> q = Vector256.Load(blk + 16 + 32 * j);
+                Vector256<short> p0 = Avx2.MultiplyAddAdjacent(q & low, Vector256.Load(xb + 64 * j));
+                Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & low, Vector256.Load(xb + 64 * j + 32));
+                sumi += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)sc[2 * j]));
+                sumi += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc[2 * j + 1]));
+            }
+
+            float dx = xd[b];
+            acc = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(blk) * dx), Avx.ConvertToVector256Single(sumi), acc);
+            minAcc += CpuQuantDot.Half(blk + 2) * dx * mins;
+        }
+
+        return Sum(acc) - minAcc;
+    }
+
+    /// <summary>The eight 6-bit scales and mins of a Q4_K/Q5_K super-block (ggml's get_scale_min_k4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScalesMinsK4(byte* q, byte* sc, byte* mn)
+    {
+        for (int j = 0; j < 4; j++)
+        {
+            sc[j] = (byte)(q[j] & 63);
+            mn[j] = (byte)(q[j + 4] & 63);
+        }
+
+        for (int j = 4; j < 8; j++)
+        {
+            sc[j] = (byte)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+            mn[j] = (byte)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+        }
+    }
+
+    /// <summary>
+    /// Q6_K: 210-byte super-blocks of 256 (128 bytes of low nibbles, 64 of 2-bit highs, 16 int8 scales, F16 d).
+    /// Each half of 128 values: low nibbles of ql[0..31] are values 0..31, of ql[32..63] 32..63, high nibbles 64..127,
+    /// with highs from qh bits 0-1, 2-3, 4-5, 6-7; one scale per 16 values. Σ(q−32)·x = Σq·x − 32·Σx per 16, from the
+    /// Q8_K block sums.
+    /// </summary>
+    private static float DotQ6_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
+    {
+        Vector256<float> acc = default;
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        Vector256<byte> bits45 = Vector256.Create((byte)0x30);
+        for (int b = 0; b < nb; b++)
+        {
+            byte* blk = w + 210 * b;
+            sbyte* scales = (sbyte*)(blk + 192);
+            short* bs = bsums + 16 * b;
+            int offset = 0;
+            for (int g = 0; g < 16; g++)
+            {
+                offset += scales[g] * bs[g];
+            }
+
+            Vector256<int> sumi = Vector256.CreateScalar(-32 * offset);
+            for (int n = 0; n < 2; n++)
+            {
+                byte* ql = blk + 64 * n;
+                Vector256<ushort> qh = Vector256.Load(blk + 128 + 32 * n).AsUInt16();
+                Vector256<byte> qa = Vector256.Load(ql);
+                Vector256<byte> qb = Vector256.Load(ql + 32);
+                Vector256<byte> q1 = (qa & low) | (Vector256.ShiftLeft(qh, 4).AsByte() & bits45);
+                Vector256<byte> q2 = (qb & low) | (Vector256.ShiftLeft(qh, 2).AsByte() & bits45);
+                Vector256<byte> q3 = (Vector256.ShiftRightLogical(qa.AsUInt16(), 4).AsByte() & low) | (qh.AsByte() & bits45);
+                Vector256<byte> q4 = (Vector256.ShiftRightLogical(qb.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh, 2).AsByte() & bits45);
+                sbyte* xb = xq + 256 * b + 128 * n;
+                sbyte* sc = scales + 8 * n;
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(xb)), Scale2(sc[0], sc[1]));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(xb + 32)), Scale2(sc[2], sc[3]));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(xb + 64)), Scale2(sc[4], sc[5]));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(xb + 96)), Scale2(sc[6], sc[7]));
+            }
+
+            acc = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(blk + 208) * xd[b]), Avx.ConvertToVector256Single(sumi), acc);
+        }
+
+        return Sum(acc);
+    }
+
+    /// <summary>Eight copies of <paramref name="a"/> (for the first 16 values of 32), then eight of <paramref name="b"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Scale2(sbyte a, sbyte b) => Vector256.Create(Vector128.Create((short)a), Vector128.Create((short)b));
+}

@@ -1,0 +1,201 @@
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using Xunit;
+
+namespace GpuLlama.Tests.Quant;
+
+/// <summary>
+/// The integer kernels (<see cref="CpuQ8Dot"/>) and the activation rounding (<see cref="Q8Activations"/>) against a
+/// scalar float64 reference written here from ggml's reference code: quantize_row_q8_0 / quantize_row_q8_K_ref for x,
+/// QuantBlocks' scalar dequantization for the weights. Random blocks, several rows, a few super-blocks.
+/// </summary>
+public sealed unsafe class CpuQ8DotTests
+{
+    public static TheoryData<DType> Types => [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K];
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void Integer_dot_equals_the_float64_dot_of_the_dequantized_operands(DType type)
+    {
+        if (!CpuQ8Dot.IsSupported)
+        {
+            return; // no AVX2 here: the CPU backend uses the float kernels, tested elsewhere
+        }
+
+        const int cols = 768, rows = 3;
+        var rng = new Random((int)type);
+        float[] w = new float[cols];
+        float[] x = new float[rows * cols];
+        for (int i = 0; i < cols; i++)
+        {
+            w[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 64 < 8 ? 4 : 1);
+        }
+
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 100 == 0 ? 9 : 1);
+        }
+
+        x[5] = 0.5f; // an exact tie at a rounding boundary somewhere is likely; zero blocks too:
+        for (int i = 256; i < 288; i++)
+        {
+            x[i] = 0;
+        }
+
+        byte[] row = new byte[type.RowBytes(cols)];
+        BlockQuantizer.QuantizeRow(type, w, row);
+        float[] wd = new float[cols];
+        QuantBlocks.DequantizeRow(type, row, wd);
+        bool k256 = CpuQ8Dot.UsesBlocks256(type);
+
+        using var q8 = new Q8Activations();
+        fixed (float* px = x)
+        fixed (byte* pw = row)
+        {
+            q8.Quantize(px, rows, cols, !k256, k256);
+            for (int r = 0; r < rows; r++)
+            {
+                double[] xd = k256 ? ReferenceQ8K(x.AsSpan(r * cols, cols)) : ReferenceQ8_0(x.AsSpan(r * cols, cols));
+                double want = 0, mag = 0;
+                for (int i = 0; i < cols; i++)
+                {
+                    want += wd[i] * xd[i];
+                    mag += Math.Abs(wd[i] * xd[i]);
+                }
+
+                float got = CpuQ8Dot.Dot(type, pw, q8, r);
+                Assert.True(Math.Abs(got - want) <= 2e-6 * mag, $"{type} row {r}: got {got:R}, want {want:R} (Σ|p| {mag:G4})");
+            }
+        }
+    }
+
+    [Fact]
+    public void Activation_quants_are_llama_cpps_bit_for_bit()
+    {
+        if (!CpuQ8Dot.IsSupported)
+        {
+            return;
+        }
+
+        var rng = new Random(7);
+        float[] x = new float[512];
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 37 == 0 ? 5 : 1);
+        }
+
+        x[300] = -9; // the largest magnitude negative: q8_K maps it to +127
+        using var q8 = new Q8Activations();
+        fixed (float* px = x)
+        {
+            q8.Quantize(px, 1, 512, blocks32: true, blocks256: true);
+            for (int b = 0; b < 16; b++)
+            {
+                float amax = 0;
+                for (int i = 0; i < 32; i++)
+                {
+                    amax = Math.Max(amax, Math.Abs(x[32 * b + i]));
+                }
+
+                float d = amax / 127f;
+                float id = amax != 0 ? 127f / amax : 0;
+                Assert.Equal((float)(Half)d, q8.D32[b]);
+                int sum = 0;
+                for (int i = 0; i < 32; i++)
+                {
+                    int q = (int)MathF.Round(x[32 * b + i] * id, MidpointRounding.ToEven);
+                    Assert.Equal(q, q8.Qs32[32 * b + i]);
+                    sum += q;
+                }
+
+                Assert.Equal(sum, q8.Sum32[b]);
+            }
+
+            for (int b = 0; b < 2; b++)
+            {
+                float amax = 0, max = 0;
+                for (int i = 0; i < 256; i++)
+                {
+                    float ax = Math.Abs(x[256 * b + i]);
+                    if (ax > amax)
+                    {
+                        amax = ax;
+                        max = x[256 * b + i];
+                    }
+                }
+
+                float iscale = -127f / max;
+                Assert.Equal(1 / iscale, q8.D256[b]);
+                for (int g = 0; g < 16; g++)
+                {
+                    int sum = 0;
+                    for (int i = 0; i < 16; i++)
+                    {
+                        int j = 256 * b + 16 * g + i;
+                        int q = Math.Min(127, (int)MathF.Round(iscale * x[j], MidpointRounding.ToEven));
+                        Assert.Equal(q, q8.Qs[j]);
+                        sum += q;
+                    }
+
+                    Assert.Equal(sum, q8.BSums[16 * b + g]);
+                }
+            }
+        }
+    }
+
+    /// <summary>x after quantize_row_q8_0 and dequantization, in float64.</summary>
+    private static double[] ReferenceQ8_0(ReadOnlySpan<float> x)
+    {
+        var y = new double[x.Length];
+        for (int b = 0; b < x.Length / 32; b++)
+        {
+            float amax = 0;
+            for (int i = 0; i < 32; i++)
+            {
+                amax = Math.Max(amax, Math.Abs(x[32 * b + i]));
+            }
+
+            float d = (float)(Half)(amax / 127f);
+            float id = amax != 0 ? 127f / amax : 0;
+            for (int i = 0; i < 32; i++)
+            {
+                y[32 * b + i] = (double)d * MathF.Round(x[32 * b + i] * id, MidpointRounding.ToEven);
+            }
+        }
+
+        return y;
+    }
+
+    /// <summary>x after quantize_row_q8_K_ref and dequantization, in float64.</summary>
+    private static double[] ReferenceQ8K(ReadOnlySpan<float> x)
+    {
+        var y = new double[x.Length];
+        for (int b = 0; b < x.Length / 256; b++)
+        {
+            float amax = 0, max = 0;
+            for (int i = 0; i < 256; i++)
+            {
+                float ax = Math.Abs(x[256 * b + i]);
+                if (ax > amax)
+                {
+                    amax = ax;
+                    max = x[256 * b + i];
+                }
+            }
+
+            if (amax == 0)
+            {
+                continue;
+            }
+
+            float iscale = -127f / max;
+            float d = 1 / iscale;
+            for (int i = 0; i < 256; i++)
+            {
+                y[256 * b + i] = (double)d * Math.Min(127, (int)MathF.Round(iscale * x[256 * b + i], MidpointRounding.ToEven));
+            }
+        }
+
+        return y;
+    }
+}
