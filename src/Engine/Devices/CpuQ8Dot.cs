@@ -246,6 +246,7 @@ internal static unsafe class CpuQ8Dot
     /// <summary>Q8_0: 34-byte blocks (F16 d, 32 int8 quants); signed × signed through |w| and sign(w)·x.</summary>
     private static float DotQ8_0(byte* w, sbyte* xq, float* xd, int nb)
     {
+        float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc0 = default, acc1 = default;
         int b = 0;
         for (; b + 2 <= nb; b += 2)
@@ -257,8 +258,8 @@ internal static unsafe class CpuQ8Dot
             Vector256<sbyte> x1 = Vector256.Load(xq + 32 * b + 32);
             Vector256<int> p0 = SumPairs(Avx2.Sign(q0, q0).AsByte(), Avx2.Sign(x0, q0));
             Vector256<int> p1 = SumPairs(Avx2.Sign(q1, q1).AsByte(), Avx2.Sign(x1, q1));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0 + 34) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0 + 34) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
         }
 
         for (; b < nb; b++)
@@ -267,7 +268,7 @@ internal static unsafe class CpuQ8Dot
             Vector256<sbyte> q0 = Vector256.Load((sbyte*)(w0 + 2));
             Vector256<sbyte> x0 = Vector256.Load(xq + 32 * b);
             Vector256<int> p0 = SumPairs(Avx2.Sign(q0, q0).AsByte(), Avx2.Sign(x0, q0));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
         }
 
         return Sum(acc0 + acc1);
@@ -288,6 +289,7 @@ internal static unsafe class CpuQ8Dot
     /// </summary>
     private static float DotQ4_0(byte* w, sbyte* xq, float* xd, int* xs, int nb)
     {
+        float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc0 = default, acc1 = default;
         int b = 0;
         for (; b + 2 <= nb; b += 2)
@@ -295,15 +297,15 @@ internal static unsafe class CpuQ8Dot
             byte* w0 = w + 18 * b;
             Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
             Vector256<int> p1 = SumPairs(Nibbles32(w0 + 20), Vector256.Load(xq + 32 * b + 32)) - Vector256.CreateScalar(8 * xs[b + 1]);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0 + 18) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0 + 18) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
         }
 
         for (; b < nb; b++)
         {
             byte* w0 = w + 18 * b;
             Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
         }
 
         return Sum(acc0 + acc1);
@@ -322,13 +324,14 @@ internal static unsafe class CpuQ8Dot
     /// <summary>Q5_0: 22-byte blocks (F16 d, 32 high bits, 16 bytes of nibbles); Σ(q−16)·x = Σq·x − 16·Σx.</summary>
     private static float DotQ5_0(byte* w, sbyte* xq, float* xd, int* xs, int nb)
     {
+        float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
         for (int b = 0; b < nb; b++)
         {
             byte* w0 = w + 22 * b;
             Vector256<byte> q = Nibbles32(w0 + 6) | Bit4FromBits32(*(uint*)(w0 + 2));
             Vector256<int> p = SumPairs(q, Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(16 * xs[b]);
-            acc = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(w0) * xd[b]), Avx.ConvertToVector256Single(p), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p), acc);
         }
 
         return Sum(acc);
@@ -341,6 +344,7 @@ internal static unsafe class CpuQ8Dot
     /// </summary>
     private static float DotQ4_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
     {
+        float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
         float minAcc = 0;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
@@ -369,8 +373,8 @@ internal static unsafe class CpuQ8Dot
             }
 
             float dx = xd[b];
-            acc = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(blk) * dx), Avx.ConvertToVector256Single(sumi), acc);
-            minAcc += CpuQuantDot.Half(blk + 2) * dx * mins;
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk) * dx), Avx.ConvertToVector256Single(sumi), acc);
+            minAcc += H(ht, blk + 2) * dx * mins;
         }
 
         return Sum(acc) - minAcc;
@@ -401,6 +405,7 @@ internal static unsafe class CpuQ8Dot
     /// </summary>
     private static float DotQ6_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
     {
+        float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
         Vector256<byte> bits45 = Vector256.Create((byte)0x30);
@@ -434,11 +439,14 @@ internal static unsafe class CpuQ8Dot
                 sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(xb + 96)), Scale2(sc[6], sc[7]));
             }
 
-            acc = Fma.MultiplyAdd(Vector256.Create(CpuQuantDot.Half(blk + 208) * xd[b]), Avx.ConvertToVector256Single(sumi), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk + 208) * xd[b]), Avx.ConvertToVector256Single(sumi), acc);
         }
 
         return Sum(acc);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float H(float* table, byte* p) => table[*(ushort*)p];
 
     /// <summary>Eight copies of <paramref name="a"/> (for the first 16 values of 32), then eight of <paramref name="b"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

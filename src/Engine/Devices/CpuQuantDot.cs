@@ -227,6 +227,9 @@ public static unsafe class CpuQuantDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float Half(byte* p) => s_halfTable[*(ushort*)p];
 
+    /// <summary>The table itself, for kernels that keep it in a register (a static read per block costs a helper call).</summary>
+    internal static float* HalfTable => s_halfTable;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> BroadcastHalf(byte* p) => Vector512.Create(s_halfTable[*(ushort*)p]);
 
