@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -340,61 +341,67 @@ internal static unsafe class CpuQ8Dot
     /// <summary>
     /// Q4_K: 144-byte super-blocks of 256 (F16 d and dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles:
     /// each 32 bytes hold 64 values, low nibbles first). Σ = d·d_x·Σ_j sc_j·(Σ q·x)_j − dmin·d_x·Σ_j m_j·(Σ x)_j,
-    /// with the x sums from the Q8_K block sums.
+    /// with the x sums from the Q8_K block sums. The scales and mins are unpacked with 32-bit integer ops into 16
+    /// shorts (one vpmovzxbw) and each scale is spread over a vector by a byte shuffle, as in ggml's AVX2 kernel:
+    /// byte-by-byte unpacking on the stack cost as much as the dot products.
     /// </summary>
     private static float DotQ4_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
-        float minAcc = 0;
+        Vector128<float> accMin = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
-        byte* sc = stackalloc byte[8];
-        byte* mn = stackalloc byte[8];
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 144 * b;
-            ScalesMinsK4(blk + 4, sc, mn);
-            short* bs = bsums + 16 * b;
-            int mins = 0;
-            for (int j = 0; j < 8; j++)
-            {
-                mins += mn[j] * (bs[2 * j] + bs[2 * j + 1]);
-            }
+            Vector256<short> scalesMins = UnpackScalesMinsK4(blk + 4);
+            Vector128<short> xSums32 = Ssse3.HorizontalAdd(Vector128.Load(bsums + 16 * b), Vector128.Load(bsums + 16 * b + 8));
+            Vector128<int> mins = Sse2.MultiplyAddAdjacent(scalesMins.GetUpper(), xSums32);
+            Vector256<short> scales = Vector256.Create(scalesMins.GetLower(), scalesMins.GetLower());
 
             sbyte* xb = xq + 256 * b;
-            Vector256<int> sumi = default;
-            for (int j = 0; j < 4; j++)
-            {
-                Vector256<byte> q = Vector256.Load(blk + 16 + 32 * j);
-                Vector256<short> p0 = Avx2.MultiplyAddAdjacent(q & low, Vector256.Load(xb + 64 * j));
-                Vector256<short> p1 = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & low, Vector256.Load(xb + 64 * j + 32));
-                sumi += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)sc[2 * j]));
-                sumi += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc[2 * j + 1]));
-            }
+            byte* q = blk + 16;
+            Vector256<byte> q0 = Vector256.Load(q), q1 = Vector256.Load(q + 32), q2 = Vector256.Load(q + 64), q3 = Vector256.Load(q + 96);
+            Vector256<int> sumi =
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0 & low, Vector256.Load(xb)), Spread(scales, 0)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(High(q0) & low, Vector256.Load(xb + 32)), Spread(scales, 1)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1 & low, Vector256.Load(xb + 64)), Spread(scales, 2)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(High(q1) & low, Vector256.Load(xb + 96)), Spread(scales, 3)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2 & low, Vector256.Load(xb + 128)), Spread(scales, 4)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(High(q2) & low, Vector256.Load(xb + 160)), Spread(scales, 5)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3 & low, Vector256.Load(xb + 192)), Spread(scales, 6)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(High(q3) & low, Vector256.Load(xb + 224)), Spread(scales, 7));
 
             float dx = xd[b];
             acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk) * dx), Avx.ConvertToVector256Single(sumi), acc);
-            minAcc += H(ht, blk + 2) * dx * mins;
+            accMin = Fma.MultiplyAdd(Vector128.Create(H(ht, blk + 2) * dx), Sse2.ConvertToVector128Single(mins), accMin);
         }
 
-        return Sum(acc) - minAcc;
+        return Sum(acc) - Vector128.Sum(accMin);
     }
 
-    /// <summary>The eight 6-bit scales and mins of a Q4_K/Q5_K super-block (ggml's get_scale_min_k4).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScalesMinsK4(byte* q, byte* sc, byte* mn)
-    {
-        for (int j = 0; j < 4; j++)
-        {
-            sc[j] = (byte)(q[j] & 63);
-            mn[j] = (byte)(q[j + 4] & 63);
-        }
+    private static Vector256<byte> High(Vector256<byte> q) => Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte();
 
-        for (int j = 4; j < 8; j++)
-        {
-            sc[j] = (byte)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-            mn[j] = (byte)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-        }
+    /// <summary>Short <paramref name="k"/> of each 128-bit half, in all eight shorts of the half (vpshufb).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Spread(Vector256<short> v, [ConstantExpected] byte k) =>
+        Avx2.Shuffle(v.AsByte(), Vector256.Create((ushort)(0x0100 + 0x0202 * k)).AsByte()).AsInt16();
+
+    /// <summary>
+    /// The 6-bit scales (shorts 0..7) and mins (shorts 8..15) of a Q4_K/Q5_K super-block from its 12 packed bytes
+    /// (ggml's get_scale_min_k4 for all eight at once).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> UnpackScalesMinsK4(byte* p)
+    {
+        const uint k6 = 0x3f3f3f3f, k4 = 0x0f0f0f0f, k2 = 0x03030303;
+        uint a = *(uint*)p, b = *(uint*)(p + 4), c = *(uint*)(p + 8);
+        uint sc0 = a & k6;                                      // scales 0-3
+        uint sc1 = (c & k4) | (((a >> 6) & k2) << 4);          // scales 4-7
+        uint mn0 = b & k6;                                      // mins 0-3
+        uint mn1 = ((c >> 4) & k4) | (((b >> 6) & k2) << 4);   // mins 4-7
+        return Avx2.ConvertToVector256Int16(Vector128.Create(sc0, sc1, mn0, mn1).AsByte());
     }
 
     /// <summary>

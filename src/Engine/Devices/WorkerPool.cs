@@ -161,7 +161,9 @@ internal sealed class WorkerPool : IDisposable
 
             // Announce the sleep, then look once more: For either sees the flag and releases the semaphore, or
             // bumped the counter before the flag was up (then take the flag back, or the release it already made).
-            Volatile.Write(ref _sleeping[index], 1);
+            // The flag is raised with a full fence: a plain store could still sit in the store buffer when the
+            // counter is read (x86 lets a load pass an earlier store), and both sides would miss each other.
+            Interlocked.Exchange(ref _sleeping[index], 1);
             if (_generation != seen || _stopping)
             {
                 if (Interlocked.Exchange(ref _sleeping[index], 0) == 0)

@@ -95,7 +95,7 @@ public sealed unsafe class QuantDeviceTests
         }
 
         int[] prompt = [1, 142, 259];
-        using var cpu = new CpuDevice(2);
+        using var cpu = new CpuDevice(2, exactQuantDots: true);
         (float[] want, int[] wantGreedy) = GoldenRun.Run(source, DevicePlacement.All(cpu, source.Config.Layers), prompt, 2);
         using IDevice device = new IlgpuDeviceProvider().Create("emulated:0");
         (float[] logits, int[] greedy) = GoldenRun.Run(source, DevicePlacement.All(device, source.Config.Layers), prompt, 2);
@@ -115,8 +115,9 @@ public sealed unsafe class QuantDeviceTests
     };
 
     /// <summary>
-    /// Whole quantized models with every layer and the output on the emulated accelerator reproduce the CPU path.
-    /// The CPU path itself matches golden.json's dequantized-F32 reference on the full prompt (QuantGoldenTests);
+    /// Whole quantized models with every layer and the output on the emulated accelerator reproduce the CPU path with
+    /// exact quantized dots (float32 activations; the default CPU path rounds them to 8 bits as llama.cpp does). That
+    /// path itself matches golden.json's dequantized-F32 reference on the full prompt (QuantGoldenTests);
     /// here a short prompt keeps ILGPU's CPU accelerator (one OS thread per GPU thread) within the CI budget, and
     /// both sides do exact float math on the same blocks, so they agree far inside the 2e-3 acceptance bound.
     /// </summary>
@@ -126,7 +127,7 @@ public sealed unsafe class QuantDeviceTests
     {
         int[] prompt = GpuLlama.Tests.Golden.Golden.Load("tiny-llama-a", "f32").PromptIds[..8];
         using IWeightSource source = WeightSource.Open(Fixtures.Get(fixture, file));
-        using var cpu = new CpuDevice(2);
+        using var cpu = new CpuDevice(2, exactQuantDots: true);
         (float[] want, int[] wantGreedy) = GoldenRun.Run(source, DevicePlacement.All(cpu, source.Config.Layers), prompt, 2);
         using IDevice device = new IlgpuDeviceProvider().Create("emulated:0");
         (float[] logits, int[] greedy) = GoldenRun.Run(source, DevicePlacement.All(device, source.Config.Layers), prompt, 2);
