@@ -49,9 +49,10 @@ internal sealed unsafe class Q8Activations : IDisposable
     {
         long n = (long)rows * cols;
         long qsBytes = Align(blocks32 && blocks256 ? 2 * n : n);
+        long pairBytes = blocks32 ? Align(n) : 0;
         long d32Bytes = Align(4 * (n / 32));
         long d256Bytes = Align(4 * (n / 256));
-        long need = qsBytes + 2 * d32Bytes + d256Bytes + Align(2 * (n / 16));
+        long need = qsBytes + pairBytes + 2 * d32Bytes + d256Bytes + Align(2 * (n / 16));
         if (need > _capacity)
         {
             NativeMemory.AlignedFree(_memory);
@@ -64,6 +65,7 @@ internal sealed unsafe class Q8Activations : IDisposable
         Sum32 = (int*)(_memory + qsBytes + d32Bytes);
         D256 = (float*)(_memory + qsBytes + 2 * d32Bytes);
         BSums = (short*)(_memory + qsBytes + 2 * d32Bytes + d256Bytes);
+        Pairs32 = (sbyte*)(_memory + need - pairBytes);
         Rows = rows;
         Cols = cols;
         HasBlocks32 = blocks32;
@@ -90,6 +92,19 @@ internal sealed unsafe class Q8Activations : IDisposable
                     long i = (long)r * (cols / 32) + b;
                     QuantizeBlock32(xr + 32 * b, Qs32 + (long)r * cols + 32 * b, out D32[i], out Sum32[i]);
                 }
+
+                // the pair layout of the 4-bit kernels: for blocks A, B: A[0..15] B[0..15] A[16..31] B[16..31]
+                sbyte* q = Qs32 + (long)r * cols;
+                sbyte* pq = Pairs32 + (long)r * cols;
+                for (int b = 0; b + 2 <= cols / 32; b += 2)
+                {
+                    Vector128<sbyte> a0 = Vector128.Load(q + 32 * b), a1 = Vector128.Load(q + 32 * b + 16);
+                    Vector128<sbyte> b0 = Vector128.Load(q + 32 * b + 32), b1 = Vector128.Load(q + 32 * b + 48);
+                    a0.Store(pq + 32 * b);
+                    b0.Store(pq + 32 * b + 16);
+                    a1.Store(pq + 32 * b + 32);
+                    b1.Store(pq + 32 * b + 48);
+                }
             }
 
             if (blocks256)
@@ -102,6 +117,12 @@ internal sealed unsafe class Q8Activations : IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// The 32-block quants again, two blocks A, B at a time as A[0..15] B[0..15] A[16..31] B[16..31]: the order in
+    /// which the low and high nibbles of two Q4_0/Q5_0 blocks come out of one 32-byte register.
+    /// </summary>
+    public sbyte* Pairs32 { get; private set; }
 
     /// <summary>Quants of the 32-blocks (the same buffer as <see cref="Qs"/> unless both kinds were made).</summary>
     public sbyte* Qs32 { get; private set; }
@@ -226,8 +247,8 @@ internal static unsafe class CpuQ8Dot
         return type switch
         {
             DType.Q8_0 => DotQ8_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), cols / 32),
-            DType.Q4_0 => DotQ4_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
-            DType.Q5_0 => DotQ5_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
+            DType.Q4_0 => DotQ4_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
+            DType.Q5_0 => DotQ5_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
             DType.Q4_K => DotQ4_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q6_K => DotQ6_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             _ => throw new ArgumentException($"no integer kernel for {DTypeInfo.DisplayName(type)}", nameof(type)),
@@ -244,35 +265,84 @@ internal static unsafe class CpuQ8Dot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Sum(Vector256<float> v) => Vector256.Sum(v);
 
-    /// <summary>Q8_0: 34-byte blocks (F16 d, 32 int8 quants); signed × signed through |w| and sign(w)·x.</summary>
+    /// <summary>
+    /// Q8_0: 34-byte blocks (F16 d, 32 int8 quants); signed × signed through |w| and sign(w)·x. Eight blocks per step,
+    /// their sums reduced to one vector by horizontal adds and scaled by one gathered vector of scales (see
+    /// <see cref="DotQ4_0"/>).
+    /// </summary>
     private static float DotQ8_0(byte* w, sbyte* xq, float* xd, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
-        Vector256<float> acc0 = default, acc1 = default;
+        Vector256<float> acc = default;
         int b = 0;
-        for (; b + 2 <= nb; b += 2)
+        for (; b + 8 <= nb; b += 8)
         {
             byte* w0 = w + 34 * b;
-            Vector256<sbyte> q0 = Vector256.Load((sbyte*)(w0 + 2));
-            Vector256<sbyte> q1 = Vector256.Load((sbyte*)(w0 + 36));
-            Vector256<sbyte> x0 = Vector256.Load(xq + 32 * b);
-            Vector256<sbyte> x1 = Vector256.Load(xq + 32 * b + 32);
-            Vector256<int> p0 = SumPairs(Avx2.Sign(q0, q0).AsByte(), Avx2.Sign(x0, q0));
-            Vector256<int> p1 = SumPairs(Avx2.Sign(q1, q1).AsByte(), Avx2.Sign(x1, q1));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0 + 34) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
+            sbyte* x0 = xq + 32 * b;
+            Vector256<int> h01 = Avx2.HorizontalAdd(BlockSum8(w0, x0), BlockSum8(w0 + 34, x0 + 32));
+            Vector256<int> h23 = Avx2.HorizontalAdd(BlockSum8(w0 + 68, x0 + 64), BlockSum8(w0 + 102, x0 + 96));
+            Vector256<int> h45 = Avx2.HorizontalAdd(BlockSum8(w0 + 136, x0 + 128), BlockSum8(w0 + 170, x0 + 160));
+            Vector256<int> h67 = Avx2.HorizontalAdd(BlockSum8(w0 + 204, x0 + 192), BlockSum8(w0 + 238, x0 + 224));
+            Vector256<int> lo = Avx2.HorizontalAdd(h01, h23), hi = Avx2.HorizontalAdd(h45, h67); // halves of blocks 0-3 | 4-7
+            Vector256<int> sums = Avx2.Permute2x128(lo, hi, 0x20) + Avx2.Permute2x128(lo, hi, 0x31);
+            Vector256<float> scale = Scales8(w0, 34, NaturalOrder) * Vector256.Load(xd + b);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
         }
 
         for (; b < nb; b++)
         {
             byte* w0 = w + 34 * b;
-            Vector256<sbyte> q0 = Vector256.Load((sbyte*)(w0 + 2));
-            Vector256<sbyte> x0 = Vector256.Load(xq + 32 * b);
-            Vector256<int> p0 = SumPairs(Avx2.Sign(q0, q0).AsByte(), Avx2.Sign(x0, q0));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(BlockSum8(w0, xq + 32 * b)), acc);
         }
 
-        return Sum(acc0 + acc1);
+        return Sum(acc);
+    }
+
+    /// <summary>Eight partial sums of one Q8_0 block's products with x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BlockSum8(byte* w, sbyte* x)
+    {
+        Vector256<sbyte> q = Vector256.Load((sbyte*)(w + 2));
+        return SumPairs(Avx2.Sign(q, q).AsByte(), Avx2.Sign(Vector256.Load(x), q));
+    }
+
+    private static Vector256<int> NaturalOrder => Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+
+    /// <summary>
+    /// Q4_0: 18-byte blocks (F16 d, 16 bytes of nibbles). Eight blocks per step: two blocks share a register (their
+    /// low nibbles in one, high nibbles in the other, against x in <see cref="Q8Activations.Pairs32"/> order), the
+    /// four pair sums reduce to eight block sums with three horizontal adds, and the eight scales come in with one
+    /// gather — per 256 weights a third of the instructions of a block-at-a-time loop, whose per-block int-to-float,
+    /// scale broadcast and FMA were most of its work. Σ(q−8)·x = Σq·x − 8·Σx with the unsigned nibbles.
+    /// </summary>
+    private static float DotQ4_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc = default;
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        int b = 0;
+        for (; b + 8 <= nb; b += 8)
+        {
+            byte* w0 = w + 18 * b;
+            sbyte* x0 = xp + 32 * b;
+            Vector256<int> p0 = PairSum4(w0, x0, low);
+            Vector256<int> p1 = PairSum4(w0 + 36, x0 + 64, low);
+            Vector256<int> p2 = PairSum4(w0 + 72, x0 + 128, low);
+            Vector256<int> p3 = PairSum4(w0 + 108, x0 + 192, low);
+            Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3)); // blocks 0 2 4 6 | 1 3 5 7
+            sums -= Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder) << 3;
+            Vector256<float> scale = Scales8(w0, 18, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
+        }
+
+        for (; b < nb; b++)
+        {
+            byte* w0 = w + 18 * b;
+            Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc);
+        }
+
+        return Sum(acc);
     }
 
     /// <summary>Low nibbles of 16 bytes (values 0..15 of a block), then the high nibbles (values 16..31).</summary>
@@ -284,32 +354,30 @@ internal static unsafe class CpuQ8Dot
         return Vector256.Create(v & m, Vector128.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m);
     }
 
-    /// <summary>
-    /// Q4_0: 18-byte blocks (F16 d, 16 bytes of nibbles); Σ(q−8)·x = Σq·x − 8·Σx with the unsigned nibbles, the
-    /// correction taken off one lane so the block's integer total is exact.
-    /// </summary>
-    private static float DotQ4_0(byte* w, sbyte* xq, float* xd, int* xs, int nb)
+    /// <summary>Lane order of the block sums after the horizontal adds of eight blocks in pairs.</summary>
+    private static Vector256<int> BlockOrder => Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
+
+    /// <summary>Nibble × x sums of two 4-bit blocks at w (A) and w + stride (B): lanes 0-3 A's partial sums, 4-7 B's.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairSum4(byte* w, sbyte* x, Vector256<byte> low)
     {
-        float* ht = CpuQuantDot.HalfTable;
-        Vector256<float> acc0 = default, acc1 = default;
-        int b = 0;
-        for (; b + 2 <= nb; b += 2)
-        {
-            byte* w0 = w + 18 * b;
-            Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
-            Vector256<int> p1 = SumPairs(Nibbles32(w0 + 20), Vector256.Load(xq + 32 * b + 32)) - Vector256.CreateScalar(8 * xs[b + 1]);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0 + 18) * xd[b + 1]), Avx.ConvertToVector256Single(p1), acc1);
-        }
+        Vector256<byte> q = Vector256.Create(Vector128.Load(w + 2), Vector128.Load(w + 20));
+        Vector256<short> p = Avx2.MultiplyAddAdjacent(q & low, Vector256.Load(x)) +
+                             Avx2.MultiplyAddAdjacent(High(q) & low, Vector256.Load(x + 32)); // |each| ≤ 4·15·127
+        return Avx2.MultiplyAddAdjacent(p, Ones16);
+    }
 
-        for (; b < nb; b++)
-        {
-            byte* w0 = w + 18 * b;
-            Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc0);
-        }
-
-        return Sum(acc0 + acc1);
+    /// <summary>
+    /// The F16 scales of eight blocks <paramref name="stride"/> bytes apart, in the given order, as floats:
+    /// one gather, and the half's bits placed in a float times 2^112 (exact for finite halves, denormals included).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scales8(byte* w, int stride, Vector256<int> order)
+    {
+        Vector256<int> h = Avx2.GatherVector256((int*)w, order * stride, 1);
+        Vector256<int> magnitude = (h & Vector256.Create(0x7fff)) << 13;
+        Vector256<int> sign = (h & Vector256.Create(0x8000)) << 16;
+        return (magnitude.AsSingle() * Vector256.Create(5.192296858534828e33f)) | sign.AsSingle();
     }
 
     /// <summary>0x10 in byte j where bit j of <paramref name="bits"/> is set (ggml's bytes_from_bits_32, masked).</summary>
@@ -322,12 +390,28 @@ internal static unsafe class CpuQ8Dot
         return Vector256.Equals(spread & bit, bit) & Vector256.Create((byte)0x10);
     }
 
-    /// <summary>Q5_0: 22-byte blocks (F16 d, 32 high bits, 16 bytes of nibbles); Σ(q−16)·x = Σq·x − 16·Σx.</summary>
-    private static float DotQ5_0(byte* w, sbyte* xq, float* xd, int* xs, int nb)
+    /// <summary>Q5_0: 22-byte blocks (F16 d, 32 high bits, 16 bytes of nibbles), eight at a time as in <see cref="DotQ4_0"/>; Σ(q−16)·x = Σq·x − 16·Σx.</summary>
+    private static float DotQ5_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
-        for (int b = 0; b < nb; b++)
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        int b = 0;
+        for (; b + 8 <= nb; b += 8)
+        {
+            byte* w0 = w + 22 * b;
+            sbyte* x0 = xp + 32 * b;
+            Vector256<int> p0 = PairSum5(w0, x0, low);
+            Vector256<int> p1 = PairSum5(w0 + 44, x0 + 64, low);
+            Vector256<int> p2 = PairSum5(w0 + 88, x0 + 128, low);
+            Vector256<int> p3 = PairSum5(w0 + 132, x0 + 192, low);
+            Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
+            sums -= Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder) << 4;
+            Vector256<float> scale = Scales8(w0, 22, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
+        }
+
+        for (; b < nb; b++)
         {
             byte* w0 = w + 22 * b;
             Vector256<byte> q = Nibbles32(w0 + 6) | Bit4FromBits32(*(uint*)(w0 + 2));
@@ -336,6 +420,18 @@ internal static unsafe class CpuQ8Dot
         }
 
         return Sum(acc);
+    }
+
+    /// <summary><see cref="PairSum4"/> for two Q5_0 blocks: the fifth bits of A's and B's low (high) halves join one mask.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairSum5(byte* w, sbyte* x, Vector256<byte> low)
+    {
+        Vector256<byte> q = Vector256.Create(Vector128.Load(w + 6), Vector128.Load(w + 28));
+        uint ha = *(uint*)(w + 2), hb = *(uint*)(w + 24);
+        Vector256<byte> lo = (q & low) | Bit4FromBits32((ha & 0xFFFF) | (hb << 16));
+        Vector256<byte> hi = (High(q) & low) | Bit4FromBits32((ha >> 16) | (hb & 0xFFFF0000));
+        Vector256<short> p = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x)) + Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 32)); // |each| ≤ 4·31·127
+        return Avx2.MultiplyAddAdjacent(p, Ones16);
     }
 
     /// <summary>
