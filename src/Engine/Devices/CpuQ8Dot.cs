@@ -515,15 +515,10 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 210 * b;
-            sbyte* scales = (sbyte*)(blk + 192);
-            short* bs = bsums + 16 * b;
-            int offset = 0;
-            for (int g = 0; g < 16; g++)
-            {
-                offset += scales[g] * bs[g];
-            }
-
-            Vector256<int> sumi = Vector256.CreateScalar(-32 * offset);
+            Vector256<short> scales = Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(blk + 192)));
+            // Σ_g sc_g·(Σq·x − 32·Σx)_g: the offsets of all 16 groups in one vpmaddwd against the block sums
+            Vector256<int> sumi = -(Avx2.MultiplyAddAdjacent(scales, Vector256.Load(bsums + 16 * b)) << 5);
+            sbyte* xb = xq + 256 * b;
             for (int n = 0; n < 2; n++)
             {
                 byte* ql = blk + 64 * n;
@@ -532,14 +527,15 @@ internal static unsafe class CpuQ8Dot
                 Vector256<byte> qb = Vector256.Load(ql + 32);
                 Vector256<byte> q1 = (qa & low) | (Vector256.ShiftLeft(qh, 4).AsByte() & bits45);
                 Vector256<byte> q2 = (qb & low) | (Vector256.ShiftLeft(qh, 2).AsByte() & bits45);
-                Vector256<byte> q3 = (Vector256.ShiftRightLogical(qa.AsUInt16(), 4).AsByte() & low) | (qh.AsByte() & bits45);
-                Vector256<byte> q4 = (Vector256.ShiftRightLogical(qb.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(qh, 2).AsByte() & bits45);
-                sbyte* xb = xq + 256 * b + 128 * n;
-                sbyte* sc = scales + 8 * n;
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(xb)), Scale2(sc[0], sc[1]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(xb + 32)), Scale2(sc[2], sc[3]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(xb + 64)), Scale2(sc[4], sc[5]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(xb + 96)), Scale2(sc[6], sc[7]));
+                Vector256<byte> q3 = (High(qa) & low) | (qh.AsByte() & bits45);
+                Vector256<byte> q4 = (High(qb) & low) | (Vector256.ShiftRightLogical(qh, 2).AsByte() & bits45);
+                Vector128<short> half = n == 0 ? scales.GetLower() : scales.GetUpper();  // this half's 8 scales
+                Vector256<short> sc = Vector256.Create(half, half);
+                sbyte* x = xb + 128 * n;
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(x)), SpreadPair(sc, 0));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(x + 32)), SpreadPair(sc, 1));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(x + 64)), SpreadPair(sc, 2));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(x + 96)), SpreadPair(sc, 3));
             }
 
             acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk + 208) * xd[b]), Avx.ConvertToVector256Single(sumi), acc);
@@ -548,10 +544,11 @@ internal static unsafe class CpuQ8Dot
         return Sum(acc);
     }
 
+    /// <summary>Short 2k of v in every short of the low 128-bit half, short 2k+1 in every short of the high half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> SpreadPair(Vector256<short> v, [ConstantExpected] byte k) =>
+        Avx2.Shuffle(v.AsByte(), Vector256.Create(Vector128.Create((ushort)(0x0100 + 0x0404 * k)), Vector128.Create((ushort)(0x0302 + 0x0404 * k))).AsByte()).AsInt16();
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float H(float* table, byte* p) => table[*(ushort*)p];
-
-    /// <summary>Eight copies of <paramref name="a"/> (for the first 16 values of 32), then eight of <paramref name="b"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Scale2(sbyte a, sbyte b) => Vector256.Create(Vector128.Create((short)a), Vector128.Create((short)b));
 }
