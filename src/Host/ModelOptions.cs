@@ -64,6 +64,11 @@ public sealed class ModelOptions
         DefaultValueFactory = _ => 0,
     };
 
+    public Option<bool> ExactQuant { get; } = new("--exact-quant")
+    {
+        Description = "On the CPU, multiply quantized weights with float32 activations (exact float math, as on a GPU) instead of llama.cpp's 8-bit activations and integer dot products.",
+    };
+
     public Option<string?> Tokenizer { get; } = new("--tokenizer")
     {
         Description = "Tokenizer file (tokenizer.bin for llama2.c checkpoints, or tokenizer.model/tokenizer.json/.gguf to override the model's).",
@@ -82,7 +87,7 @@ public sealed class ModelOptions
             command.Arguments.Add(Model);
         }
 
-        foreach (Option o in new Option[] { GpuLayers, Devices, TensorSplit, SplitModeOption, MainGpu, Placement, Context, Batch, Threads, Tokenizer, Verbose })
+        foreach (Option o in new Option[] { GpuLayers, Devices, TensorSplit, SplitModeOption, MainGpu, Placement, Context, Batch, Threads, ExactQuant, Tokenizer, Verbose })
         {
             command.Options.Add(o);
         }
@@ -102,6 +107,7 @@ public sealed class ModelOptions
             ContextLength = r.GetValue(Context),
             BatchSize = Positive(r.GetValue(Batch), "--batch"),
             Threads = NonNegative(r.GetValue(Threads), "--threads"),
+            ExactQuantDots = r.GetValue(ExactQuant),
             TokenizerPath = r.GetValue(Tokenizer),
             Log = log,
         };

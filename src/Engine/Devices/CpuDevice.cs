@@ -305,6 +305,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _pool.Dispose();
         _xF16?.Dispose();
         _xBf16?.Dispose();
+        _xRounded?.Dispose();
         _q8.Dispose();
         for (int t = 0; t < Threads; t++)
         {
@@ -329,6 +330,7 @@ public sealed unsafe partial class CpuDevice : IDevice
     private float* _mvXBf16;
     private CpuBuffer? _xF16;
     private CpuBuffer? _xBf16;
+    private CpuBuffer? _xRounded;
 
     private void AddMatVec(CpuWeight w, float* dst, bool accumulate)
     {
@@ -369,20 +371,20 @@ public sealed unsafe partial class CpuDevice : IDevice
 
         if (f16)
         {
-            _mvXF16 = HalfInput(ref _xF16, cols);
+            _mvXF16 = GrowBuffer(ref _xF16, cols);
             CpuMatMul.PrepareHalfActivations(x, _mvXF16, cols, f16: true);
         }
 
         if (bf16)
         {
-            _mvXBf16 = HalfInput(ref _xBf16, cols);
+            _mvXBf16 = GrowBuffer(ref _xBf16, cols);
             CpuMatMul.PrepareHalfActivations(x, _mvXBf16, cols, f16: false);
         }
 
         _pool.For(groups, _matVecBody);
     }
 
-    private float* HalfInput(ref CpuBuffer? buffer, int cols)
+    private float* GrowBuffer(ref CpuBuffer? buffer, int cols)
     {
         if (buffer is null || buffer.Length < cols)
         {
@@ -493,10 +495,15 @@ public sealed unsafe partial class CpuDevice : IDevice
         _mmAccumulate = accumulate;
         if (UsesQ8(w.Type))
         {
+            // llama.cpp's numerics, the float GEMM's speed: x rounded to 8 bits as for the integer kernels, then
+            // expanded back (d·q) and multiplied by the dequantized weight panels. Products of the same rounded
+            // operands, so the prompt's logits are those of the integer decode path up to float rounding, while the
+            // blocked GEMM, bound by FMAs rather than by a per-block integer reduction, runs twice as fast.
             bool k256 = CpuQ8Dot.UsesBlocks256(w.Type);
             _q8.Quantize(x, rows, w.Cols, !k256, k256);
-            _pool.For(w.Rows, _matMulBody);
-            return;
+            float* xq = GrowBuffer(ref _xRounded, rows * w.Cols);
+            _q8.Dequantize(k256, xq);
+            _mmX = xq;
         }
 
         _pool.For(CpuGemm.IsAccelerated ? (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows : w.Rows, _matMulBody);
@@ -512,20 +519,6 @@ public sealed unsafe partial class CpuDevice : IDevice
         float* x = _mmX;
         float* dst = _mmDst;
         bool acc = _mmAccumulate;
-        if (UsesQ8(w.Type))
-        {
-            for (int i = start; i < end; i++)
-            {
-                byte* row = w.Row(i);
-                for (int r = 0; r < rows; r++)
-                {
-                    Store(dst + (long)r * outRows + i, CpuQ8Dot.Dot(w.Type, row, _q8, r), acc);
-                }
-            }
-
-            return;
-        }
-
         if (CpuGemm.IsAccelerated)
         {
             CpuGemm.Multiply(w.Type, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,

@@ -124,6 +124,28 @@ internal sealed unsafe class Q8Activations : IDisposable
     /// </summary>
     public sbyte* Pairs32 { get; private set; }
 
+    /// <summary>
+    /// The quantized rows back as floats, d·q ([Rows, Cols] into <paramref name="dst"/>), from the 256-blocks or the
+    /// 32-blocks: the input of a float matrix product that then computes Σ dequant(w)·dequant(q8(x)), llama.cpp's
+    /// quantity, up to float rounding.
+    /// </summary>
+    public void Dequantize(bool blocks256, float* dst)
+    {
+        int block = blocks256 ? 256 : 32;
+        sbyte* qs = blocks256 ? Qs : Qs32;
+        float* d = blocks256 ? D256 : D32;
+        long blocks = (long)Rows * Cols / block;
+        for (long b = 0; b < blocks; b++)
+        {
+            Vector256<float> scale = Vector256.Create(d[b]);
+            for (int i = 0; i < block; i += 8)
+            {
+                Vector256<int> q = Avx2.ConvertToVector256Int32(qs + b * block + i);
+                Vector256.Store(Avx.ConvertToVector256Single(q) * scale, dst + b * block + i);
+            }
+        }
+    }
+
     /// <summary>Quants of the 32-blocks (the same buffer as <see cref="Qs"/> unless both kinds were made).</summary>
     public sbyte* Qs32 { get; private set; }
 

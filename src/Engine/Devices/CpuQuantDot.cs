@@ -8,9 +8,9 @@ using GpuLlama.Formats;
 namespace GpuLlama.Devices;
 
 /// <summary>
-/// Fused dequantize-and-dot kernels for block-quantized weight rows on the CPU. Weights stay in their blocks;
-/// activations stay float32 (llama.cpp instead rounds them to 8 bits, see <c>ggml_vec_dot_q4_0_q8_0</c>), so the
-/// result is the float dot product of <see cref="QuantBlocks.DequantizeRow"/>'s output with x, up to summation order.
+/// Fused dequantize-and-dot kernels for block-quantized weight rows on the CPU, with float32 activations: the result
+/// is the float dot product of <see cref="QuantBlocks.DequantizeRow"/>'s output with x, up to summation order. The CPU
+/// device uses them in exact mode and for the formats <see cref="CpuQ8Dot"/> (llama.cpp's 8-bit activations) lacks.
 /// </summary>
 /// <remarks>
 /// On AVX-512 each format has a decoder that turns 64 values of raw blocks into four vectors of dequantized floats,

@@ -82,10 +82,10 @@ public interface IDevice : IDisposable
     /// <summary>
     /// dst[r] = W · x[r] for r &lt; rows (W: [w.Rows, w.Cols] in its stored dtype; x: [rows, w.Cols]; dst: [rows, w.Rows]),
     /// accumulated in float32. With <paramref name="accumulate"/> the product is added to dst (fused residual).
-    /// x stays float32 for every weight type (16-bit and block-quantized weights are widened in registers), so results
-    /// are exact float math on the stored weights. llama.cpp's CPU backend instead rounds x to the weight's
-    /// vec_dot_type (F16/BF16/Q8); for F16 files that moves its logits by ~6e-4 of max|logit| from exact math, for
-    /// BF16 files by ~5e-3 — see docs/formats.md for what the golden tests compare against.
+    /// For float weights x stays float32 (16-bit weights are widened in registers): exact float math on the stored
+    /// weights. For block-quantized weights a device may round x to 8 bits first, as llama.cpp's CPU backend does
+    /// (the CPU device by default, see <see cref="CpuDevice.ExactQuantDots"/>; GPUs compute exactly) — see
+    /// docs/formats.md for what that changes and what the golden tests compare against.
     /// </summary>
     void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false);
 

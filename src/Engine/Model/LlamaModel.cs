@@ -37,6 +37,12 @@ public sealed record LoadOptions
     /// <summary>CPU threads; 0 = all cores.</summary>
     public int Threads { get; init; }
 
+    /// <summary>
+    /// Quantized weights on the CPU meet float32 activations (exact float math on the dequantized blocks, as on a GPU)
+    /// instead of llama.cpp's 8-bit activations and integer dot products (the default: faster, and llama.cpp's logits).
+    /// </summary>
+    public bool ExactQuantDots { get; init; }
+
     /// <summary>Tokenizer file for formats that carry none (llama2.c tokenizer.bin), or to override the model's.</summary>
     public string? TokenizerPath { get; init; }
 
@@ -121,7 +127,7 @@ public sealed class LlamaModel : IDisposable
             LayerPlan plan = PlanPlacement(source, context, options, out _);
             options.Log?.Invoke(LayerPlacement.Summary(plan, config.Layers));
 
-            var cpu = new CpuDevice(options.Threads);
+            var cpu = new CpuDevice(options.Threads, options.ExactQuantDots);
             opened.Add(cpu);
             var byName = new Dictionary<string, IDevice> { ["cpu"] = cpu };
             IDeviceProvider? provider = options.DeviceProvider ?? DeviceProviders.Default;
