@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using GpuLlama.Formats;
 
 namespace GpuLlama.Devices;
@@ -11,7 +12,7 @@ namespace GpuLlama.Devices;
 /// once (F16, BF16 and quantized blocks; F32 is read in place), and every tile of <see cref="TileRows"/> activation rows
 /// is multiplied against the panel by a register-blocked micro-kernel: 4 × 6 accumulators, so each 16-float load of a
 /// weight feeds 6 FMAs and each load of an activation 4 (the old one-weight-row-at-a-time loop fed 4 FMAs with 5 loads
-/// and was bound by the loads). A K block of 64 activation rows (256 KiB) stays in L2 while the panels stream by.
+/// and was bound by the loads). A K block of the activation rows stays in L2 while the panels stream by.
 /// </summary>
 internal static unsafe class CpuGemm
 {
@@ -19,13 +20,27 @@ internal static unsafe class CpuGemm
 
     public const int TileRows = 6;
 
-    private const int KBlockFloats = 1024;
+    private const int KBlockFloats = 3072;
 
     /// <summary>Whether <see cref="Multiply"/> has its register-blocked kernel on this machine (AVX-512).</summary>
     public static bool IsAccelerated => Vector512.IsHardwareAccelerated;
 
-    /// <summary>Columns per K block: 1024, or K itself when that is at most 1.5 blocks (one pass, no partial sums).</summary>
-    public static int KBlock(int k) => k <= KBlockFloats * 3 / 2 ? k : KBlockFloats;
+    /// <summary>
+    /// Columns per K block: K itself up to 3072 (one pass, no partial sums), else K split evenly into blocks of at
+    /// most 3072 rounded up to 256 (so quantized rows split on block boundaries). 64 activation rows of 3072 floats are
+    /// 768 KiB, what an L2 of 1 MiB keeps while the weight panels stream by; each tile's horizontal sums are then
+    /// paid once per up to 192 FMA steps.
+    /// </summary>
+    public static int KBlock(int k)
+    {
+        if (k <= KBlockFloats)
+        {
+            return k;
+        }
+
+        int blocks = (k + KBlockFloats - 1) / KBlockFloats;
+        return (k / blocks + 255) / 256 * 256;
+    }
 
     /// <summary>Floats of panel scratch one thread needs for a weight of <paramref name="k"/> columns.</summary>
     public static int ScratchFloats(int k) => PanelRows * KBlock(k);
@@ -107,6 +122,19 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
+    /// [Σa, Σb, Σc, Σd] in 13 instructions instead of four 12-instruction reductions: halve each vector to 256 bits,
+    /// then a tree of horizontal adds that reduces all four at once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        Vector256<float> a2 = a.GetLower() + a.GetUpper(), b2 = b.GetLower() + b.GetUpper();
+        Vector256<float> c2 = c.GetLower() + c.GetUpper(), d2 = d.GetLower() + d.GetUpper();
+        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(a2, b2), Avx.HorizontalAdd(c2, d2));
+        return h.GetLower() + h.GetUpper();
+    }
+
+    /// <summary>
     /// t[j·4 + r] = Σ_{i&lt;kn} w[r·ws + i]·x[j·xs + i] for 4 weight rows and 6 activation rows: 24 accumulators, 4
     /// weight vectors and 1 activation vector in the 32 AVX-512 registers.
     /// </summary>
@@ -159,30 +187,12 @@ internal static unsafe class CpuGemm
             c53 = Vector512.FusedMultiplyAdd(a3, b, c53);
         }
 
-        t[0] = Vector512.Sum(c00);
-        t[1] = Vector512.Sum(c01);
-        t[2] = Vector512.Sum(c02);
-        t[3] = Vector512.Sum(c03);
-        t[4] = Vector512.Sum(c10);
-        t[5] = Vector512.Sum(c11);
-        t[6] = Vector512.Sum(c12);
-        t[7] = Vector512.Sum(c13);
-        t[8] = Vector512.Sum(c20);
-        t[9] = Vector512.Sum(c21);
-        t[10] = Vector512.Sum(c22);
-        t[11] = Vector512.Sum(c23);
-        t[12] = Vector512.Sum(c30);
-        t[13] = Vector512.Sum(c31);
-        t[14] = Vector512.Sum(c32);
-        t[15] = Vector512.Sum(c33);
-        t[16] = Vector512.Sum(c40);
-        t[17] = Vector512.Sum(c41);
-        t[18] = Vector512.Sum(c42);
-        t[19] = Vector512.Sum(c43);
-        t[20] = Vector512.Sum(c50);
-        t[21] = Vector512.Sum(c51);
-        t[22] = Vector512.Sum(c52);
-        t[23] = Vector512.Sum(c53);
+        Sum4(c00, c01, c02, c03).Store(t);
+        Sum4(c10, c11, c12, c13).Store(t + 4);
+        Sum4(c20, c21, c22, c23).Store(t + 8);
+        Sum4(c30, c31, c32, c33).Store(t + 12);
+        Sum4(c40, c41, c42, c43).Store(t + 16);
+        Sum4(c50, c51, c52, c53).Store(t + 20);
 
         for (; i < kn; i++)
         {

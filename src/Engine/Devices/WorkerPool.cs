@@ -3,8 +3,10 @@ using System.Diagnostics;
 namespace GpuLlama.Devices;
 
 /// <summary>
-/// A fixed set of worker threads for the CPU backend's data-parallel ops. Each op splits its range into one
-/// contiguous slice per thread; the calling thread runs slice 0 itself. Unlike Parallel.For this allocates
+/// A fixed set of worker threads for the CPU backend's data-parallel ops. Each op splits its range into a few
+/// contiguous chunks per thread; every thread starts on its own first chunk and then takes the next free one from a
+/// shared counter (as ggml's thread pool does), so a thread that the OS or a neighbouring VM slows down holds up one
+/// chunk, not half the op. The calling thread takes part as slice 0. Unlike Parallel.For this allocates
 /// nothing per call (the body is a cached delegate reading its arguments from the caller's fields), which keeps
 /// decoding free of per-token garbage.
 /// </summary>
@@ -24,6 +26,8 @@ internal sealed class WorkerPool : IDisposable
     private Action<int, int, int>? _body;
     private int _count;
     private int _slices;
+    private int _chunks;
+    private int _nextChunk;
     private volatile int _generation;
     private int _pending;
     private volatile bool _stopping;
@@ -46,9 +50,12 @@ internal sealed class WorkerPool : IDisposable
 
     public int Threads { get; }
 
+    /// <summary>Chunks per thread and op: enough to even out a slowed thread, few enough to keep long sequential streams.</summary>
+    private const int ChunksPerThread = 4;
+
     /// <summary>
-    /// Runs body(start, end, slice) over [0, count) split into contiguous slices, one per thread (fewer when
-    /// count is small), and waits for all of them.
+    /// Runs body(start, end, slice) over [0, count) split into contiguous chunks (body may be called several times
+    /// per slice, never twice for one index), and waits for all of them.
     /// </summary>
     public void For(int count, Action<int, int, int> body)
     {
@@ -67,6 +74,8 @@ internal sealed class WorkerPool : IDisposable
         _body = body;
         _count = count;
         _slices = slices;
+        _chunks = Math.Min(count, slices * ChunksPerThread);
+        _nextChunk = slices;
         _failure = null;
         Volatile.Write(ref _pending, Threads - 1);
         _generation++;
@@ -113,9 +122,12 @@ internal sealed class WorkerPool : IDisposable
             return;
         }
 
-        int start = (int)((long)_count * slice / _slices);
-        int end = (int)((long)_count * (slice + 1) / _slices);
-        _body!(start, end, slice);
+        for (int chunk = slice; chunk < _chunks; chunk = Interlocked.Increment(ref _nextChunk) - 1)
+        {
+            int start = (int)((long)_count * chunk / _chunks);
+            int end = (int)((long)_count * (chunk + 1) / _chunks);
+            _body!(start, end, slice);
+        }
     }
 
     private void Work(int slice)

@@ -24,8 +24,8 @@ public sealed class CpuMatMulTests : IDisposable
             data.Add(t, 9, 4100, 1, true);    // decode: more than 4096 columns, four rows per pass, fused residual
             data.Add(t, 5, 37, 1, false);     // decode: shorter than one vector
             data.Add(t, 6, 96, 13, false);    // prompt: two 6-row tiles and one single row, a partial panel
-            data.Add(t, 11, 1700, 8, true);   // prompt: K in two blocks (1024 + 676), accumulate
-            data.Add(t, 4, 3000, 6, false);   // prompt: K blocks of 1024, a K tail of 8 columns inside the tile
+            data.Add(t, 11, 4100, 8, true);   // prompt: K in two blocks (2304 + 1796, a tail of 4 inside the tile), accumulate
+            data.Add(t, 4, 3000, 6, false);   // prompt: one K block with a tail of 8 columns inside the tile
         }
 
         return data;
