@@ -68,8 +68,9 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
 
 /// <summary>
 /// The CPU backend: weights are read in place from the memory map, activations live in native memory, and every
-/// op is split over a fixed pool of threads. Numerics follow ggml's CPU backend where it is exact (float32
-/// accumulation, RMSNorm and softmax sums in double); activations stay float32 for every weight type.
+/// op is split over a fixed pool of threads. Numerics follow ggml's CPU backend (float32 accumulation, RMSNorm and
+/// softmax sums in double); activations stay float32 for float weights and, by default, are rounded to 8 bits for
+/// block-quantized ones as ggml rounds them (<see cref="ExactQuantDots"/>).
 /// </summary>
 public sealed unsafe partial class CpuDevice : IDevice
 {
