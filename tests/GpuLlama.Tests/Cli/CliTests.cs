@@ -120,6 +120,41 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void ExactQuantChangesTheQuantizedCpuNumerics()
+    {
+        // synthetic:tiny:q8_0 on the CPU: by default the activations are rounded to 8 bits (llama.cpp's numerics),
+        // with --exact-quant they stay float32; the logits differ a little, and the exact ones are the library's.
+        string rounded = Path.GetTempFileName(), exact = Path.GetTempFileName();
+        try
+        {
+            var a = Run("run", "synthetic:tiny:q8_0", "--prompt-tokens", "1,100,200", "-n", "1", "--temp", "0", "--logits-out", rounded, "--json");
+            var b = Run("run", "synthetic:tiny:q8_0", "--prompt-tokens", "1,100,200", "-n", "1", "--temp", "0", "--logits-out", exact, "--json", "--exact-quant");
+            Assert.True(a.Code == 0 && b.Code == 0, a.Err + b.Err);
+            float[] la = ReadFloats(rounded), lb = ReadFloats(exact);
+            double max = lb.Max(v => Math.Abs(v)), diff = la.Zip(lb).Max(p => Math.Abs(p.First - p.Second));
+            Assert.InRange(diff / max, 1e-6, 5e-2); // different numerics, the same model
+
+            using GpuLlama.Formats.IWeightSource source = GpuLlama.Formats.WeightSource.Open("synthetic:tiny:q8_0");
+            using var cpu = new GpuLlama.Devices.CpuDevice(2, exactQuantDots: true);
+            (float[] want, _) = GpuLlama.Tests.Golden.GoldenRun.Run(source, GpuLlama.Model.DevicePlacement.All(cpu, source.Config.Layers), [1, 100, 200], 1);
+            Assert.True(want.Zip(lb).Max(p => Math.Abs(p.First - p.Second)) <= 1e-5 * max);
+        }
+        finally
+        {
+            File.Delete(rounded);
+            File.Delete(exact);
+        }
+    }
+
+    private static float[] ReadFloats(string path)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        var f = new float[bytes.Length / 4];
+        Buffer.BlockCopy(bytes, 0, f, 0, bytes.Length);
+        return f;
+    }
+
+    [Fact]
     public void InfoVerifiesTheModel()
     {
         var r = Run("info", "synthetic:tinyllama-1.1b:bf16");
