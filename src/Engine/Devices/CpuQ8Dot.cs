@@ -10,7 +10,7 @@ namespace GpuLlama.Devices;
 /// <summary>
 /// Activation rows rounded to 8 bits the way llama.cpp's CPU backend rounds them before a quantized dot product:
 /// 32-value blocks (<c>quantize_row_q8_0</c>: d = max|x|/127 stored as F16, q = round-to-even(x·127/max|x|)) for
-/// Q8_0/Q4_0/Q5_0 weights, and 256-value blocks (<c>quantize_row_q8_K_ref</c>: d = 1/(−127/m) with m the value of
+/// Q8_0/Q4_0/Q5_0 weights (with <c>quantize_row_q8_1</c>'s s = d·Σq for Q4_1/Q5_1), and 256-value blocks (<c>quantize_row_q8_K_ref</c>: d = 1/(−127/m) with m the value of
 /// largest magnitude, q = nearest(x·(−127/m)) capped at 127, plus the sums of each 16) for the K-quants.
 /// Kept as separate arrays so that the kernels load the quants of a row contiguously.
 /// </summary>
@@ -26,6 +26,9 @@ internal sealed unsafe class Q8Activations : IDisposable
 
     /// <summary>Quants of row r: Qs + r·Cols.</summary>
     public sbyte* Qs { get; private set; }
+
+    /// <summary>Q8_1's s of each 32-block (d·Σq, F16-rounded, as floats): what Q4_1/Q5_1 minimums multiply.</summary>
+    public float* S32 { get; private set; }
 
     /// <summary>Q8_0 scales (Cols/32 per row; F16-rounded, as floats) and sums of each block's quants.</summary>
     public float* D32 { get; private set; }
@@ -52,7 +55,7 @@ internal sealed unsafe class Q8Activations : IDisposable
         long pairBytes = blocks32 ? Align(n) : 0;
         long d32Bytes = Align(4 * (n / 32));
         long d256Bytes = Align(4 * (n / 256));
-        long need = qsBytes + pairBytes + 2 * d32Bytes + d256Bytes + Align(2 * (n / 16));
+        long need = qsBytes + pairBytes + 3 * d32Bytes + d256Bytes + Align(2 * (n / 16));
         if (need > _capacity)
         {
             NativeMemory.AlignedFree(_memory);
@@ -65,6 +68,7 @@ internal sealed unsafe class Q8Activations : IDisposable
         Sum32 = (int*)(_memory + qsBytes + d32Bytes);
         D256 = (float*)(_memory + qsBytes + 2 * d32Bytes);
         BSums = (short*)(_memory + qsBytes + 2 * d32Bytes + d256Bytes);
+        S32 = (float*)(_memory + need - pairBytes - d32Bytes);
         Pairs32 = (sbyte*)(_memory + need - pairBytes);
         Rows = rows;
         Cols = cols;
@@ -90,7 +94,7 @@ internal sealed unsafe class Q8Activations : IDisposable
                 for (int b = 0; b < cols / 32; b++)
                 {
                     long i = (long)r * (cols / 32) + b;
-                    QuantizeBlock32(xr + 32 * b, Qs32 + (long)r * cols + 32 * b, out D32[i], out Sum32[i]);
+                    QuantizeBlock32(xr + 32 * b, Qs32 + (long)r * cols + 32 * b, out D32[i], out Sum32[i], out S32[i]);
                 }
 
                 // the pair layout of the 4-bit kernels: for blocks A, B: A[0..15] B[0..15] A[16..31] B[16..31]
@@ -152,7 +156,7 @@ internal sealed unsafe class Q8Activations : IDisposable
     private static long Align(long bytes) => (bytes + 63) & ~63L;
 
     /// <summary>quantize_row_q8_0 (its AVX2 path): d = amax/127 rounded to F16, q = round-to-even(x · (127/amax)).</summary>
-    private static void QuantizeBlock32(float* x, sbyte* q, out float d, out int sum)
+    private static void QuantizeBlock32(float* x, sbyte* q, out float d, out int sum, out float s)
     {
         Vector256<float> signMask = Vector256.Create(-0.0f);
         Vector256<float> a = Vector256.Load(x), b = Vector256.Load(x + 8), c = Vector256.Load(x + 16), e = Vector256.Load(x + 24);
@@ -167,6 +171,7 @@ internal sealed unsafe class Q8Activations : IDisposable
         Vector256<int> qc = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(c * mul));
         Vector256<int> qe = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(e * mul));
         sum = Vector256.Sum(qa + qb + qc + qe);
+        s = (float)(Half)(amax / 127f * sum); // quantize_row_q8_1's s: the unrounded d times the sum, stored as F16
         Store8(qa, q);
         Store8(qb, q + 8);
         Store8(qc, q + 16);
@@ -257,10 +262,11 @@ internal static unsafe class CpuQ8Dot
     public static readonly bool IsSupported = Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Whether <paramref name="type"/> has an integer kernel here.</summary>
-    public static bool Handles(DType type) => IsSupported && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q6_K;
+    public static bool Handles(DType type) =>
+        IsSupported && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
-    /// <summary>Whether the kernel for <paramref name="type"/> reads 256-blocks (Q8_K) rather than 32-blocks (Q8_0).</summary>
-    public static bool UsesBlocks256(DType type) => type is DType.Q4_K or DType.Q6_K;
+    /// <summary>Whether the kernel for <paramref name="type"/> reads 256-blocks (Q8_K) rather than 32-blocks (Q8_0/Q8_1).</summary>
+    public static bool UsesBlocks256(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Σ dequant(w)·dequant(x row r) for one weight row of <paramref name="type"/>, llama.cpp's way.</summary>
     public static float Dot(DType type, byte* w, Q8Activations x, int r)
@@ -271,7 +277,10 @@ internal static unsafe class CpuQ8Dot
             DType.Q8_0 => DotQ8_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), cols / 32),
             DType.Q4_0 => DotQ4_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
             DType.Q5_0 => DotQ5_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
+            DType.Q4_1 => DotQ4_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32), cols / 32),
+            DType.Q5_1 => DotQ5_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32), cols / 32),
             DType.Q4_K => DotQ4_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
+            DType.Q5_K => DotQ5_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q6_K => DotQ6_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             _ => throw new ArgumentException($"no integer kernel for {DTypeInfo.DisplayName(type)}", nameof(type)),
         };
@@ -379,11 +388,15 @@ internal static unsafe class CpuQ8Dot
     /// <summary>Lane order of the block sums after the horizontal adds of eight blocks in pairs.</summary>
     private static Vector256<int> BlockOrder => Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
 
-    /// <summary>Nibble × x sums of two 4-bit blocks at w (A) and w + stride (B): lanes 0-3 A's partial sums, 4-7 B's.</summary>
+    /// <summary>Nibble × x sums of two Q4_0 blocks at w (A) and w + 18 (B): lanes 0-3 A's partial sums, 4-7 B's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> PairSum4(byte* w, sbyte* x, Vector256<byte> low)
+    private static Vector256<int> PairSum4(byte* w, sbyte* x, Vector256<byte> low) => PairSumNibbles(w + 2, w + 20, x, low);
+
+    /// <summary>Nibble × x sums of two blocks whose 16 bytes of nibbles are at qa and qb.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairSumNibbles(byte* qa, byte* qb, sbyte* x, Vector256<byte> low)
     {
-        Vector256<byte> q = Vector256.Create(Vector128.Load(w + 2), Vector128.Load(w + 20));
+        Vector256<byte> q = Vector256.Create(Vector128.Load(qa), Vector128.Load(qb));
         Vector256<short> p = Avx2.MultiplyAddAdjacent(q & low, Vector256.Load(x)) +
                              Avx2.MultiplyAddAdjacent(High(q) & low, Vector256.Load(x + 32)); // |each| ≤ 4·15·127
         return Avx2.MultiplyAddAdjacent(p, Ones16);
@@ -446,10 +459,13 @@ internal static unsafe class CpuQ8Dot
 
     /// <summary><see cref="PairSum4"/> for two Q5_0 blocks: the fifth bits of A's and B's low (high) halves join one mask.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> PairSum5(byte* w, sbyte* x, Vector256<byte> low)
+    private static Vector256<int> PairSum5(byte* w, sbyte* x, Vector256<byte> low) => PairSumFiveBit(w + 6, w + 28, *(uint*)(w + 2), *(uint*)(w + 24), x, low);
+
+    /// <summary>Five-bit values × x for two blocks: nibbles at qa, qb, fifth bits ha, hb.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairSumFiveBit(byte* qa, byte* qb, uint ha, uint hb, sbyte* x, Vector256<byte> low)
     {
-        Vector256<byte> q = Vector256.Create(Vector128.Load(w + 6), Vector128.Load(w + 28));
-        uint ha = *(uint*)(w + 2), hb = *(uint*)(w + 24);
+        Vector256<byte> q = Vector256.Create(Vector128.Load(qa), Vector128.Load(qb));
         Vector256<byte> lo = (q & low) | Bit4FromBits32((ha & 0xFFFF) | (hb << 16));
         Vector256<byte> hi = (High(q) & low) | Bit4FromBits32((ha >> 16) | (hb & 0xFFFF0000));
         Vector256<short> p = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x)) + Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 32)); // |each| ≤ 4·31·127
@@ -489,6 +505,116 @@ internal static unsafe class CpuQ8Dot
                 Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(High(q2) & low, Vector256.Load(xb + 160)), Spread(scales, 5)) +
                 Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3 & low, Vector256.Load(xb + 192)), Spread(scales, 6)) +
                 Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(High(q3) & low, Vector256.Load(xb + 224)), Spread(scales, 7));
+
+            float dx = xd[b];
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk) * dx), Avx.ConvertToVector256Single(sumi), acc);
+            accMin = Fma.MultiplyAdd(Vector128.Create(H(ht, blk + 2) * dx), Sse2.ConvertToVector128Single(mins), accMin);
+        }
+
+        return Sum(acc) - Vector128.Sum(accMin);
+    }
+
+    /// <summary>
+    /// Q4_1: 20-byte blocks (F16 d and m, 16 bytes of nibbles), value d·q + m, against Q8_1 activations:
+    /// Σ = d·d_x·Σq·x + m·s_x with s_x = d_x·Σx (ggml_vec_dot_q4_1_q8_1). Eight blocks a step as in <see cref="DotQ4_0"/>.
+    /// </summary>
+    private static float DotQ4_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc = default, accMin = default;
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        int b = 0;
+        for (; b + 8 <= nb; b += 8)
+        {
+            byte* w0 = w + 20 * b;
+            sbyte* x0 = xp + 32 * b;
+            Vector256<int> p0 = PairSumNibbles(w0 + 4, w0 + 24, x0, low);
+            Vector256<int> p1 = PairSumNibbles(w0 + 44, w0 + 64, x0 + 64, low);
+            Vector256<int> p2 = PairSumNibbles(w0 + 84, w0 + 104, x0 + 128, low);
+            Vector256<int> p3 = PairSumNibbles(w0 + 124, w0 + 144, x0 + 192, low);
+            Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Scales8(w0, 20, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
+            accMin = Fma.MultiplyAdd(Scales8(w0 + 2, 20, BlockOrder), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
+        }
+
+        float tail = 0;
+        for (; b < nb; b++)
+        {
+            byte* w0 = w + 20 * b;
+            Vector256<int> p = SumPairs(Nibbles32(w0 + 4), Vector256.Load(xq + 32 * b));
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p), acc);
+            tail += H(ht, w0 + 2) * xs[b];
+        }
+
+        return Sum(acc) + (Sum(accMin) + tail);
+    }
+
+    /// <summary>Q5_1: 24-byte blocks (F16 d and m, 32 high bits, 16 bytes of nibbles), value d·q + m, against Q8_1 activations.</summary>
+    private static float DotQ5_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc = default, accMin = default;
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        int b = 0;
+        for (; b + 8 <= nb; b += 8)
+        {
+            byte* w0 = w + 24 * b;
+            sbyte* x0 = xp + 32 * b;
+            Vector256<int> p0 = PairSumFiveBit(w0 + 8, w0 + 32, *(uint*)(w0 + 4), *(uint*)(w0 + 28), x0, low);
+            Vector256<int> p1 = PairSumFiveBit(w0 + 56, w0 + 80, *(uint*)(w0 + 52), *(uint*)(w0 + 76), x0 + 64, low);
+            Vector256<int> p2 = PairSumFiveBit(w0 + 104, w0 + 128, *(uint*)(w0 + 100), *(uint*)(w0 + 124), x0 + 128, low);
+            Vector256<int> p3 = PairSumFiveBit(w0 + 152, w0 + 176, *(uint*)(w0 + 148), *(uint*)(w0 + 172), x0 + 192, low);
+            Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Scales8(w0, 24, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
+            accMin = Fma.MultiplyAdd(Scales8(w0 + 2, 24, BlockOrder), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
+        }
+
+        float tail = 0;
+        for (; b < nb; b++)
+        {
+            byte* w0 = w + 24 * b;
+            Vector256<byte> q = Nibbles32(w0 + 8) | Bit4FromBits32(*(uint*)(w0 + 4));
+            Vector256<int> p = SumPairs(q, Vector256.Load(xq + 32 * b));
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p), acc);
+            tail += H(ht, w0 + 2) * xs[b];
+        }
+
+        return Sum(acc) + (Sum(accMin) + tail);
+    }
+
+    /// <summary>
+    /// Q5_K: 176-byte super-blocks (F16 d and dmin, 12 bytes of scales and mins as in Q4_K, 32 bytes of fifth bits, 128
+    /// bytes of nibbles); value 64j + l takes bit 2j of qh[l] as its fifth bit, value 64j + 32 + l bit 2j + 1.
+    /// <see cref="DotQ4_K"/> with the fifth bits or-ed in before the products.
+    /// </summary>
+    private static float DotQ5_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc = default;
+        Vector128<float> accMin = default;
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        Vector256<byte> bit4 = Vector256.Create((byte)0x10);
+        for (int b = 0; b < nb; b++)
+        {
+            byte* blk = w + 176 * b;
+            Vector256<short> scalesMins = UnpackScalesMinsK4(blk + 4);
+            Vector128<short> xSums32 = Ssse3.HorizontalAdd(Vector128.Load(bsums + 16 * b), Vector128.Load(bsums + 16 * b + 8));
+            Vector128<int> mins = Sse2.MultiplyAddAdjacent(scalesMins.GetUpper(), xSums32);
+            Vector256<short> scales = Vector256.Create(scalesMins.GetLower(), scalesMins.GetLower());
+
+            sbyte* xb = xq + 256 * b;
+            Vector256<ushort> qh = Vector256.Load(blk + 16).AsUInt16();
+            byte* q = blk + 48;
+            Vector256<byte> q0 = Vector256.Load(q), q1 = Vector256.Load(q + 32), q2 = Vector256.Load(q + 64), q3 = Vector256.Load(q + 96);
+            Vector256<int> sumi =
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((q0 & low) | (Vector256.ShiftLeft(qh, 4).AsByte() & bit4), Vector256.Load(xb)), Spread(scales, 0)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((High(q0) & low) | (Vector256.ShiftLeft(qh, 3).AsByte() & bit4), Vector256.Load(xb + 32)), Spread(scales, 1)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((q1 & low) | (Vector256.ShiftLeft(qh, 2).AsByte() & bit4), Vector256.Load(xb + 64)), Spread(scales, 2)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((High(q1) & low) | (Vector256.ShiftLeft(qh, 1).AsByte() & bit4), Vector256.Load(xb + 96)), Spread(scales, 3)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((q2 & low) | (qh.AsByte() & bit4), Vector256.Load(xb + 128)), Spread(scales, 4)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((High(q2) & low) | (Vector256.ShiftRightLogical(qh, 1).AsByte() & bit4), Vector256.Load(xb + 160)), Spread(scales, 5)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((q3 & low) | (Vector256.ShiftRightLogical(qh, 2).AsByte() & bit4), Vector256.Load(xb + 192)), Spread(scales, 6)) +
+                Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent((High(q3) & low) | (Vector256.ShiftRightLogical(qh, 3).AsByte() & bit4), Vector256.Load(xb + 224)), Spread(scales, 7));
 
             float dx = xd[b];
             acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk) * dx), Avx.ConvertToVector256Single(sumi), acc);

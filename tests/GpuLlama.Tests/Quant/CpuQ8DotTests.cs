@@ -11,7 +11,7 @@ namespace GpuLlama.Tests.Quant;
 /// </summary>
 public sealed unsafe class CpuQ8DotTests
 {
-    public static TheoryData<DType> Types => [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_K, DType.Q6_K];
+    public static TheoryData<DType> Types => [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_1, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K];
 
     [Theory]
     [MemberData(nameof(Types))]
@@ -61,6 +61,37 @@ public sealed unsafe class CpuQ8DotTests
                 {
                     want += wd[i] * xd[i];
                     mag += Math.Abs(wd[i] * xd[i]);
+                }
+
+                if (type is DType.Q4_1 or DType.Q5_1)
+                {
+                    // ggml_vec_dot_q4_1_q8_1 multiplies each block's m by Q8_1's s = F16(d·Σq), d before its F16 rounding
+                    int blockBytes = type == DType.Q4_1 ? 20 : 24;
+                    for (int b = 0; b < cols / 32; b++)
+                    {
+                        double m = (double)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(row, b * blockBytes + 2));
+                        ReadOnlySpan<float> xb = x.AsSpan(r * cols + 32 * b, 32);
+                        float amax = 0;
+                        foreach (float v in xb)
+                        {
+                            amax = Math.Max(amax, Math.Abs(v));
+                        }
+
+                        double sumq = 0;
+                        for (int i = 0; i < 32; i++)
+                        {
+                            sumq += xd[32 * b + i];
+                        }
+
+                        int qsum = 0;
+                        float id = amax != 0 ? 127f / amax : 0;
+                        foreach (float v in xb)
+                        {
+                            qsum += (int)MathF.Round(v * id, MidpointRounding.ToEven);
+                        }
+
+                        want += m * ((double)(float)(Half)(amax / 127f * qsum) - sumq);
+                    }
                 }
 
                 float got = CpuQ8Dot.Dot(type, pw, q8, r);
