@@ -486,6 +486,7 @@ public sealed unsafe partial class CpuDevice : IDevice
     private float* _mmX;
     private int _mmRows;
     private bool _mmAccumulate;
+    private bool _mmIntegerRows;
 
     private void MultiplyBatch(float* dst, CpuWeight w, float* x, int rows, bool accumulate)
     {
@@ -494,6 +495,17 @@ public sealed unsafe partial class CpuDevice : IDevice
         _mmX = x;
         _mmRows = rows;
         _mmAccumulate = accumulate;
+        if (UsesQ8(w.Type) && w.Type is DType.Q4_1 or DType.Q5_1)
+        {
+            // Q8_1's s (the minimums' factor) is rounded to F16 on its own, which no float product of expanded
+            // operands reproduces: these two formats take the integer kernel for every pair of rows.
+            _q8.Quantize(x, rows, w.Cols, true, false);
+            _mmIntegerRows = true;
+            _pool.For(w.Rows, _matMulBody);
+            _mmIntegerRows = false;
+            return;
+        }
+
         if (UsesQ8(w.Type))
         {
             // llama.cpp's numerics, the float GEMM's speed: x rounded to 8 bits as for the integer kernels, then
@@ -520,6 +532,20 @@ public sealed unsafe partial class CpuDevice : IDevice
         float* x = _mmX;
         float* dst = _mmDst;
         bool acc = _mmAccumulate;
+        if (_mmIntegerRows)
+        {
+            for (int i = start; i < end; i++)
+            {
+                byte* row = w.Row(i);
+                for (int r = 0; r < rows; r++)
+                {
+                    Store(dst + (long)r * outRows + i, CpuQ8Dot.Dot(w.Type, row, _q8, r), acc);
+                }
+            }
+
+            return;
+        }
+
         if (CpuGemm.IsAccelerated)
         {
             CpuGemm.Multiply(w.Type, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,

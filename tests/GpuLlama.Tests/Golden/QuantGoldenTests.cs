@@ -27,18 +27,19 @@ public sealed class QuantGoldenTests
 
     /// <summary>
     /// (file, bound on max|Δ|/max|ref| against llama.cpp's quantized run, leading greedy tokens that must agree).
-    /// Q8_0 and the K-quants come out within ~2e-7 of llama.cpp with all 32 tokens: the 8-bit activations are the
-    /// same bits, so only the order of float additions differs. Q4_0 and Q5_0 cannot be held that close, and not
-    /// because of a difference in arithmetic: this tiny random model turns a 1-ulp change of an activation into a
-    /// different 8-bit rounding downstream, and llama.cpp's own two Q4_0 code paths (the repacked 8×8 GEMM that made
-    /// the golden, and ggml_vec_dot_q4_0_q8_0 with repacking disabled) differ by 1.6e-2 on this fixture (measured
-    /// with llama.cpp c392e509 on the development machine). For them the bound: 3e-2 and the first tokens.
+    /// Q8_0, Q5_0 and the K-quants come out within ~2e-7 of llama.cpp with all 32 tokens: the 8-bit activations are
+    /// the same bits, so only the order of float additions differs. Q4_0 cannot be held that close to this golden:
+    /// llama.cpp repacks Q4_0 weights into 8-row interleaved blocks on AVX2 machines, and its repacked GEMM and its
+    /// ggml_vec_dot_q4_0_q8_0 (repacking disabled) differ from each other by 1.6e-2 on this fixture, because the tiny
+    /// random model turns a 1-ulp difference of an activation into a different 8-bit rounding downstream. We match the
+    /// second within 8e-8 (both measured with llama.cpp c392e509 on the development machine); for Q4_0 the test keeps
+    /// the bound against the golden: 3e-2 and the first 16 tokens.
     /// </summary>
     public static TheoryData<string, string, string, double, int> LlamaCppCases => new()
     {
         { "tiny-llama-a", "tiny-llama-a-q8_0.gguf", "q8_0", 1e-5, 32 },
         { "tiny-llama-a", "tiny-llama-a-Q4_0.gguf", "Q4_0", 3e-2, 16 },
-        { "tiny-llama-a", "tiny-llama-a-Q4_K_M.gguf", "Q4_K_M", 3e-2, 16 },
+        { "tiny-llama-a", "tiny-llama-a-Q4_K_M.gguf", "Q4_K_M", 1e-5, 32 },  // Q5_0 + Q8_0
         { "tiny-llama-a", "tiny-llama-a-Q6_K.gguf", "Q6_K", 1e-5, 32 },
         { "tiny-llama-kq", "tiny-llama-kq-Q4_K_M.gguf", "Q4_K_M", 1e-5, 32 },
         { "tiny-llama-kq", "tiny-llama-kq-Q6_K.gguf", "Q6_K", 1e-5, 32 },
