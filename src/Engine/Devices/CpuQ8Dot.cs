@@ -304,6 +304,7 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ8_0(byte* w, sbyte* xq, float* xd, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
+        var scales = new BlockScales(34, 0, NaturalOrder);
         Vector256<float> acc = default;
         int b = 0;
         for (; b + 8 <= nb; b += 8)
@@ -316,7 +317,7 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> h67 = Avx2.HorizontalAdd(BlockSum8(w0 + 204, x0 + 192), BlockSum8(w0 + 238, x0 + 224));
             Vector256<int> lo = Avx2.HorizontalAdd(h01, h23), hi = Avx2.HorizontalAdd(h45, h67); // halves of blocks 0-3 | 4-7
             Vector256<int> sums = Avx2.Permute2x128(lo, hi, 0x20) + Avx2.Permute2x128(lo, hi, 0x31);
-            Vector256<float> scale = Scales8(w0, 34, NaturalOrder) * Vector256.Load(xd + b);
+            Vector256<float> scale = scales.Read(w0) * Vector256.Load(xd + b);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
         }
 
@@ -351,29 +352,108 @@ internal static unsafe class CpuQ8Dot
         float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
+        var scales = new BlockScales(18, 0, BlockOrder);
         int b = 0;
-        for (; b + 8 <= nb; b += 8)
+        byte* w0 = w;
+        sbyte* x0 = xp;
+        for (; b + 8 <= nb; b += 8, w0 += 144, x0 += 256)
         {
-            byte* w0 = w + 18 * b;
-            sbyte* x0 = xp + 32 * b;
             Vector256<int> p0 = PairSum4(w0, x0, low);
             Vector256<int> p1 = PairSum4(w0 + 36, x0 + 64, low);
             Vector256<int> p2 = PairSum4(w0 + 72, x0 + 128, low);
             Vector256<int> p3 = PairSum4(w0 + 108, x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3)); // blocks 0 2 4 6 | 1 3 5 7
             sums -= Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder) << 3;
-            Vector256<float> scale = Scales8(w0, 18, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
+            Vector256<float> scale = scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
         }
 
         for (; b < nb; b++)
         {
-            byte* w0 = w + 18 * b;
-            Vector256<int> p0 = SumPairs(Nibbles32(w0 + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
-            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(p0), acc);
+            byte* wb = w + 18 * b;
+            Vector256<int> p0 = SumPairs(Nibbles32(wb + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, wb) * xd[b]), Avx.ConvertToVector256Single(p0), acc);
         }
 
         return Sum(acc);
+    }
+
+    /// <summary>
+    /// Reads the F16 scale (or minimum, at <c>offset</c>) of eight consecutive blocks of <c>stride</c> bytes, in a given
+    /// lane order. With AVX-512 VBMI, byte permutes (vpermi2b) over 128-byte windows of the eight blocks — the cache
+    /// lines the quants come from — pick the 16 bytes; that is cheaper on Zen 4 than the vpgatherdd it replaces (the
+    /// gather is the fallback). The windows never leave the eight blocks (which span at least 144 bytes).
+    /// </summary>
+    private readonly struct BlockScales
+    {
+        private readonly int _stride, _offset, _start2;
+        private readonly Vector512<byte> _index1, _index2;
+        private readonly Vector256<int> _order;
+        private readonly bool _permute, _oneWindow;
+
+        public BlockScales(int stride, int offset, Vector256<int> order)
+        {
+            _stride = stride;
+            _offset = offset;
+            _order = order;
+            int group = 8 * stride;
+            // one window when all eight fit in the first 128 bytes (Q4_0); else blocks 0-3 from the first window and
+            // 4-7 from a second one that ends inside the group
+            _oneWindow = 7 * stride + offset + 1 < 128;
+            _start2 = Math.Min(4 * stride, group - 128);
+            byte* i1 = stackalloc byte[64];
+            byte* i2 = stackalloc byte[64];
+            new Span<byte>(i1, 64).Clear();
+            new Span<byte>(i2, 64).Clear();
+            for (int lane = 0; lane < 8; lane++)
+            {
+                int block = _oneWindow ? order.GetElement(lane) : lane;
+                if (_oneWindow || block < 4)
+                {
+                    i1[2 * (_oneWindow ? lane : block)] = (byte)(block * stride + offset);
+                    i1[2 * (_oneWindow ? lane : block) + 1] = (byte)(block * stride + offset + 1);
+                }
+                else
+                {
+                    i2[2 * (block - 4)] = (byte)(block * stride + offset - _start2);
+                    i2[2 * (block - 4) + 1] = (byte)(block * stride + offset - _start2 + 1);
+                }
+            }
+
+            _index1 = Vector512.Load(i1);
+            _index2 = Vector512.Load(i2);
+            _permute = !_oneWindow && order != NaturalOrder;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<float> Read(byte* group)
+        {
+            if (!Avx512Vbmi.IsSupported)
+            {
+                return Scales8(group + _offset, _stride, _order);
+            }
+
+            Vector128<ushort> h = Avx512Vbmi.PermuteVar64x8x2(Vector512.Load(group), _index1, Vector512.Load(group + 64)).GetLower().GetLower().AsUInt16();
+            if (_oneWindow)
+            {
+                return HalfToSingle(h);
+            }
+
+            byte* g2 = group + _start2;
+            Vector128<ushort> h2 = Avx512Vbmi.PermuteVar64x8x2(Vector512.Load(g2), _index2, Vector512.Load(g2 + 64)).GetLower().GetLower().AsUInt16();
+            Vector256<float> f = HalfToSingle(Sse2.UnpackLow(h.AsUInt64(), h2.AsUInt64()).AsUInt16());
+            return _permute ? Avx2.PermuteVar8x32(f, _order) : f;
+        }
+    }
+
+    /// <summary>Eight halves to floats: the bits placed in a float times 2^112 (exact for finite halves, denormals too).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> HalfToSingle(Vector128<ushort> h8)
+    {
+        Vector256<int> h = Avx2.ConvertToVector256Int32(h8).AsInt32();
+        Vector256<int> magnitude = (h & Vector256.Create(0x7fff)) << 13;
+        Vector256<int> sign = (h & Vector256.Create(0x8000)) << 16;
+        return (magnitude.AsSingle() * Vector256.Create(5.192296858534828e33f)) | sign.AsSingle();
     }
 
     /// <summary>Low nibbles of 16 bytes (values 0..15 of a block), then the high nibbles (values 16..31).</summary>
@@ -429,6 +509,7 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ5_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
+        var scales = new BlockScales(22, 0, BlockOrder);
         Vector256<float> acc = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
         int b = 0;
@@ -442,7 +523,7 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> p3 = PairSum5(w0 + 132, x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
             sums -= Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder) << 4;
-            Vector256<float> scale = Scales8(w0, 22, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
+            Vector256<float> scale = scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
         }
 
@@ -521,6 +602,8 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ4_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
+        var scales = new BlockScales(20, 0, BlockOrder);
+        var mins = new BlockScales(20, 2, BlockOrder);
         Vector256<float> acc = default, accMin = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
         int b = 0;
@@ -533,8 +616,8 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> p2 = PairSumNibbles(w0 + 84, w0 + 104, x0 + 128, low);
             Vector256<int> p3 = PairSumNibbles(w0 + 124, w0 + 144, x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Scales8(w0, 20, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
-            accMin = Fma.MultiplyAdd(Scales8(w0 + 2, 20, BlockOrder), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
+            accMin = Fma.MultiplyAdd(mins.Read(w0), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
         }
 
         float tail = 0;
@@ -553,6 +636,8 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ5_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
+        var scales = new BlockScales(24, 0, BlockOrder);
+        var mins = new BlockScales(24, 2, BlockOrder);
         Vector256<float> acc = default, accMin = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
         int b = 0;
@@ -565,8 +650,8 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> p2 = PairSumFiveBit(w0 + 104, w0 + 128, *(uint*)(w0 + 100), *(uint*)(w0 + 124), x0 + 128, low);
             Vector256<int> p3 = PairSumFiveBit(w0 + 152, w0 + 176, *(uint*)(w0 + 148), *(uint*)(w0 + 172), x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Scales8(w0, 24, BlockOrder) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
-            accMin = Fma.MultiplyAdd(Scales8(w0 + 2, 24, BlockOrder), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
+            accMin = Fma.MultiplyAdd(mins.Read(w0), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
         }
 
         float tail = 0;
