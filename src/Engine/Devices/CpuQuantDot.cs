@@ -15,8 +15,8 @@ namespace GpuLlama.Devices;
 /// <remarks>
 /// On AVX-512 each format has a decoder that turns 64 values of raw blocks into four vectors of dequantized floats,
 /// bit-identical to the scalar reference; two drivers use it: <c>Dot</c> multiplies them into four independent
-/// accumulators (four FMA chains hide the FMA latency) and <c>Store</c> writes them out (<see cref="Dequantize"/>,
-/// the batched <see cref="DotRows"/>). Decoders are structs with static methods, so each driver is specialized per
+/// accumulators (four FMA chains hide the FMA latency) and <c>Store</c> writes them out (<see cref="Dequantize"/>:
+/// the prompt GEMM's weight panels, embeddings). Decoders are structs with static methods, so each driver is specialized per
 /// format with the decoder inlined and the accumulators in registers. 4- and 5-bit formats dequantize by table
 /// lookup: the 16 (32) possible values of a (sub-)block form one (two) vector(s) — <c>(q - 8)·d</c>,
 /// <c>d·sc·q - dmin·m</c> — and <c>vpermps</c>/<c>vpermt2ps</c> pick them by index, which replaces mask, convert and
@@ -58,85 +58,8 @@ public static unsafe class CpuQuantDot
     }
 
     /// <summary>
-    /// One weight row against <paramref name="nx"/> activation rows (x row r starts at <c>x + r·xStride</c>):
-    /// results[r] = DotRow(row, x_r). The row is dequantized once per 1024-column chunk and reused for every x row,
-    /// which is what pays in prompt processing.
-    /// </summary>
-    public static void DotRows(DType type, byte* row, float* x, int xStride, int nx, int cols, float* results)
-    {
-        CheckCols(type, cols);
-        if (nx == 1)
-        {
-            results[0] = DotRow(type, row, x, cols);
-            return;
-        }
-
-        // Register tiles pay for the decoders with few live registers; the table-heavy ones (Q4_K, Q5_K, 5-bit legacy)
-        // spill under a tile and do better decoding a chunk once to the stack (measured on Zen, AVX-512).
-        if (s_avx512 && type is DType.Q8_0 or DType.Q4_0 or DType.Q6_K)
-        {
-            int r = 0;
-            for (; r + 4 <= nx; r += 4)
-            {
-                DotTileAvx512(type, row, x + (long)r * xStride, xStride, cols, results + r);
-            }
-
-            for (; r < nx; r++)
-            {
-                results[r] = DotAvx512(type, row, x + (long)r * xStride, cols);
-            }
-
-            return;
-        }
-
-        float* chunk = stackalloc float[ChunkFloats];
-        new Span<float>(results, nx).Clear();
-        for (int c0 = 0; c0 < cols; c0 += ChunkFloats)
-        {
-            int n = Math.Min(ChunkFloats, cols - c0);
-            Dequantize(type, row + type.RowBytes(c0), chunk, n);
-            int r = 0;
-            if (Vector512.IsHardwareAccelerated)
-            {
-                for (; r + 4 <= nx; r += 4)
-                {
-                    Dot4(chunk, x + (long)r * xStride + c0, xStride, n, results + r);
-                }
-            }
-
-            ReadOnlySpan<float> w = new(chunk, n);
-            for (; r < nx; r++)
-            {
-                results[r] += TensorPrimitives.Dot(w, new ReadOnlySpan<float>(x + (long)r * xStride + c0, n));
-            }
-        }
-    }
-
-    /// <summary>results[k] += Σ w[j]·x[k·stride + j] for k &lt; 4, n a multiple of 32: each w load feeds four FMAs.</summary>
-    private static void Dot4(float* w, float* x, int stride, int n, float* results)
-    {
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        float* x1 = x + stride;
-        float* x2 = x1 + stride;
-        float* x3 = x2 + stride;
-        for (int i = 0; i < n; i += 16)
-        {
-            Vector512<float> wv = Vector512.Load(w + i);
-            a0 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x + i), a0);
-            a1 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x1 + i), a1);
-            a2 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x2 + i), a2);
-            a3 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x3 + i), a3);
-        }
-
-        results[0] += Vector512.Sum(a0);
-        results[1] += Vector512.Sum(a1);
-        results[2] += Vector512.Sum(a2);
-        results[3] += Vector512.Sum(a3);
-    }
-
-    /// <summary>
     /// Dequantizes a row of <paramref name="cols"/> values into <paramref name="dst"/>; the same values as
-    /// <see cref="QuantBlocks.DequantizeRow"/>, vectorized (token embedding lookups, batched dots).
+    /// <see cref="QuantBlocks.DequantizeRow"/>, vectorized (token embedding lookups, the prompt GEMM's weight panels).
     /// </summary>
     public static void Dequantize(DType type, byte* row, float* dst, int cols)
     {
@@ -276,69 +199,6 @@ public static unsafe class CpuQuantDot
             case DType.Q4_K: Store<Q4_KDecoder>(type, row, dst, cols); break;
             case DType.Q5_K: Store<Q5_KDecoder>(type, row, dst, cols); break;
             default: Store<Q6_KDecoder>(type, row, dst, cols); break;
-        }
-    }
-
-    private static void DotTileAvx512(DType type, byte* row, float* x, int xStride, int cols, float* results)
-    {
-        switch (type)
-        {
-            case DType.Q8_0: DotTile<Q8_0Decoder>(type, row, x, xStride, cols, results); break;
-            case DType.Q4_0: DotTile<Q4_0Decoder>(type, row, x, xStride, cols, results); break;
-            default: DotTile<Q6_KDecoder>(type, row, x, xStride, cols, results); break;
-        }
-    }
-
-    /// <summary>
-    /// One weight row against four x rows: each 64-value group is decoded once and stays in registers for all four
-    /// rows (two accumulators per row), so the loop loads only activations — about twice DotRow's rate per row.
-    /// </summary>
-    private static void DotTile<TDecoder>(DType type, byte* row, float* x, int xStride, int cols, float* results)
-        where TDecoder : struct, IDecoder
-    {
-        Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default;
-        Vector512<float> a2 = default, b2 = default, a3 = default, b3 = default;
-        float* x0 = x;
-        float* x1 = x + xStride;
-        float* x2 = x1 + xStride;
-        float* x3 = x2 + xStride;
-        int groups = cols / 64;
-        for (int g = 0; g < groups; g++)
-        {
-            TDecoder.Decode(row, g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
-            int o = 64 * g;
-            a0 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x0 + o), a0);
-            b0 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x0 + o + 16), b0);
-            a1 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x1 + o), a1);
-            b1 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x1 + o + 16), b1);
-            a2 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x2 + o), a2);
-            b2 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x2 + o + 16), b2);
-            a3 = Avx512F.FusedMultiplyAdd(w0, Vector512.Load(x3 + o), a3);
-            b3 = Avx512F.FusedMultiplyAdd(w1, Vector512.Load(x3 + o + 16), b3);
-            a0 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(x0 + o + 32), a0);
-            b0 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(x0 + o + 48), b0);
-            a1 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(x1 + o + 32), a1);
-            b1 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(x1 + o + 48), b1);
-            a2 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(x2 + o + 32), a2);
-            b2 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(x2 + o + 48), b2);
-            a3 = Avx512F.FusedMultiplyAdd(w2, Vector512.Load(x3 + o + 32), a3);
-            b3 = Avx512F.FusedMultiplyAdd(w3, Vector512.Load(x3 + o + 48), b3);
-        }
-
-        results[0] = Vector512.Sum(a0 + b0);
-        results[1] = Vector512.Sum(a1 + b1);
-        results[2] = Vector512.Sum(a2 + b2);
-        results[3] = Vector512.Sum(a3 + b3);
-        if (cols % 64 != 0)
-        {
-            float* tail = stackalloc float[QuantBlocks.QK];
-            int done = groups * 64;
-            QuantBlocks.DequantizeBlock(type, new ReadOnlySpan<byte>(row + type.RowBytes(done), type.BlockBytes()), new Span<float>(tail, QuantBlocks.QK));
-            ReadOnlySpan<float> w = new(tail, QuantBlocks.QK);
-            for (int r = 0; r < 4; r++)
-            {
-                results[r] += TensorPrimitives.Dot(w, new ReadOnlySpan<float>(x + (long)r * xStride + done, QuantBlocks.QK));
-            }
         }
     }
 

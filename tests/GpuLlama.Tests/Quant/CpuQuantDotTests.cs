@@ -121,31 +121,6 @@ public unsafe class CpuQuantDotTests
         }
     }
 
-    [Theory]
-    [MemberData(nameof(AllTypes))]
-    public void DotRows_matches_DotRow_for_each_activation_row(DType type)
-    {
-        var rng = new Random(41 + (int)type);
-        int cols = ColumnCounts(type)[2];
-        const int nx = 5;
-        int stride = cols + 8;
-        byte[] row = RandomRow(type, cols, rng);
-        float[] xs = RandomX(stride * nx, rng);
-        float[] results = new float[nx];
-        fixed (byte* r = row)
-        fixed (float* px = xs)
-        fixed (float* res = results)
-        {
-            CpuQuantDot.DotRows(type, r, px, stride, nx, cols, res);
-        }
-
-        for (int k = 0; k < nx; k++)
-        {
-            (double want, double abs) = Reference(type, row, xs.AsSpan(k * stride, cols).ToArray());
-            AssertClose(want, abs, results[k], $"{type} DotRows row {k}");
-        }
-    }
-
     [Fact]
     public void Avx2_kernels_match_the_reference()
     {
