@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using GpuLlama.Formats;
 
 namespace GpuLlama.Devices;
@@ -113,7 +114,7 @@ public sealed unsafe partial class CpuDevice : IDevice
 
     public DeviceKind Kind => DeviceKind.Cpu;
 
-    public string Description => $"{Environment.ProcessorCount} cores, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "AVX2" : "scalar")}, {Threads} threads";
+    public string Description => $"{Environment.ProcessorCount} cores, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" : Vector256.IsHardwareAccelerated ? "AVX2" : "scalar")}, {Threads} threads";
 
     public long TotalMemory => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
 
@@ -270,10 +271,18 @@ public sealed unsafe partial class CpuDevice : IDevice
     {
         float* g = Own(gate).Pointer;
         float* u = Own(up).Pointer;
-        for (int i = 0; i < count; i++)
+        // silu(x)·u = x / (1 + e^-x) · u, vectorized 256 values at a time (a scalar exp per value cost ~1 ms a token)
+        float* e = stackalloc float[256];
+        for (int i0 = 0; i0 < count; i0 += 256)
         {
-            float x = g[i];
-            g[i] = x / (1.0f + MathF.Exp(-x)) * u[i];
+            int n = Math.Min(256, count - i0);
+            var gs = new Span<float>(g + i0, n);
+            var es = new Span<float>(e, n);
+            System.Numerics.Tensors.TensorPrimitives.Negate(gs, es);
+            System.Numerics.Tensors.TensorPrimitives.Exp(es, es);
+            System.Numerics.Tensors.TensorPrimitives.Add(es, 1.0f, es);
+            System.Numerics.Tensors.TensorPrimitives.Divide(gs, es, gs);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(gs, new ReadOnlySpan<float>(u + i0, n), gs);
         }
     }
 
@@ -598,17 +607,31 @@ public sealed unsafe partial class CpuDevice : IDevice
         {
             float* x = _normX!.Pointer + (long)r * dim;
             float* y = _normDst!.Pointer + (long)r * dim;
-            double sum = 0; // ggml_compute_forward_rms_norm_f32 sums in ggml_float (double)
-            for (int i = 0; i < dim; i++)
+            // ggml_compute_forward_rms_norm_f32: squares in float, summed in ggml_float (double)
+            double sum = 0;
+            int i = 0;
+            if (Vector256.IsHardwareAccelerated)
             {
-                sum += (double)x[i] * x[i];
+                var acc = Vector256<double>.Zero;
+                for (; i + 8 <= dim; i += 8)
+                {
+                    var v = Vector256.Load(x + i);
+                    var sq = v * v;
+                    acc += Vector256.WidenLower(sq) + Vector256.WidenUpper(sq);
+                }
+
+                sum = Vector256.Sum(acc);
+            }
+
+            for (; i < dim; i++)
+            {
+                sum += x[i] * x[i];
             }
 
             float scale = 1.0f / MathF.Sqrt((float)(sum / dim) + _normEps);
-            for (int i = 0; i < dim; i++)
-            {
-                y[i] = x[i] * scale * weight[i];
-            }
+            var ys = new Span<float>(y, dim);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(new ReadOnlySpan<float>(x, dim), scale, ys);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(ys, new ReadOnlySpan<float>(weight, dim), ys);
         }
     }
 
@@ -656,12 +679,66 @@ public sealed unsafe partial class CpuDevice : IDevice
             float inv = (float)(1.0 / sum);
             float* o = _attDst + (long)r * s.QDim + h * hd;
             new Span<float>(o, hd).Clear();
-            for (int t = 0; t <= p; t++)
+            AccumulateValues(o, values + kvOffset, kvDim, scores, inv, p + 1, hd);
+        }
+    }
+
+    /// <summary>o += Σ_t (scores[t]·inv)·V[t] for one head; heads of 64 or 128 values stay in registers across positions.</summary>
+    private static void AccumulateValues(float* o, float* v, int stride, float* scores, float inv, int positions, int hd)
+    {
+        if (Vector512.IsHardwareAccelerated && hd == 64)
+        {
+            Vector512<float> a0 = Vector512.Load(o), a1 = Vector512.Load(o + 16), a2 = Vector512.Load(o + 32), a3 = Vector512.Load(o + 48);
+            for (int t = 0; t < positions; t++)
             {
-                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
-                    new ReadOnlySpan<float>(values + (long)t * kvDim + kvOffset, hd), scores[t] * inv,
-                    new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
+                Vector512<float> w = Vector512.Create(scores[t] * inv);
+                float* vt = v + (long)t * stride;
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(vt), w, a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 16), w, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 32), w, a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 48), w, a3);
             }
+
+            a0.Store(o);
+            a1.Store(o + 16);
+            a2.Store(o + 32);
+            a3.Store(o + 48);
+            return;
+        }
+
+        if (Vector512.IsHardwareAccelerated && hd == 128)
+        {
+            Vector512<float> a0 = Vector512.Load(o), a1 = Vector512.Load(o + 16), a2 = Vector512.Load(o + 32), a3 = Vector512.Load(o + 48);
+            Vector512<float> a4 = Vector512.Load(o + 64), a5 = Vector512.Load(o + 80), a6 = Vector512.Load(o + 96), a7 = Vector512.Load(o + 112);
+            for (int t = 0; t < positions; t++)
+            {
+                Vector512<float> w = Vector512.Create(scores[t] * inv);
+                float* vt = v + (long)t * stride;
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(vt), w, a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 16), w, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 32), w, a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 48), w, a3);
+                a4 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 64), w, a4);
+                a5 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 80), w, a5);
+                a6 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 96), w, a6);
+                a7 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 112), w, a7);
+            }
+
+            a0.Store(o);
+            a1.Store(o + 16);
+            a2.Store(o + 32);
+            a3.Store(o + 48);
+            a4.Store(o + 64);
+            a5.Store(o + 80);
+            a6.Store(o + 96);
+            a7.Store(o + 112);
+            return;
+        }
+
+        for (int t = 0; t < positions; t++)
+        {
+            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
+                new ReadOnlySpan<float>(v + (long)t * stride, hd), scores[t] * inv, new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
         }
     }
 

@@ -1,0 +1,131 @@
+using GpuLlama.Devices;
+using GpuLlama.Model;
+using Xunit;
+
+namespace GpuLlama.Tests.Kernels;
+
+/// <summary>The CPU backend's attention, RMSNorm and SwiGLU against float64 references, at head sizes with and without the register paths.</summary>
+public sealed class CpuOpsTests : IDisposable
+{
+    private readonly CpuDevice _cpu = new(2);
+
+    public void Dispose() => _cpu.Dispose();
+
+    [Theory]
+    [InlineData(4, 2, 64, 37, 30, 2)]   // GQA, the 64-wide register path, two rows of a batch
+    [InlineData(2, 1, 128, 20, 19, 1)]  // decode, the 128-wide register path
+    [InlineData(3, 3, 24, 9, 0, 3)]     // head size without a register path, from position 0
+    public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows)
+    {
+        var shape = new AttentionShape(heads, kvHeads, headDim, RopeStyle.Interleaved);
+        var rng = new Random(headDim + position);
+        float[] q = Random(rows * shape.QDim, rng);
+        float[] k = Random(capacity * shape.KvDim, rng);
+        float[] v = Random(capacity * shape.KvDim, rng);
+        using KvCacheLayer kv = _cpu.AllocateKv(capacity, shape.KvDim);
+        using DeviceBuffer kb = Buffer(k), vb = Buffer(v), qb = Buffer(q), o = _cpu.Allocate(rows * shape.QDim);
+        _cpu.StoreKv(kv, kb, vb, 0, position + rows);
+        _cpu.Attention(o, qb, kv, position, rows, shape);
+        float[] got = new float[rows * shape.QDim];
+        _cpu.Read(o, got);
+        for (int r = 0; r < rows; r++)
+        {
+            int p = position + r;
+            for (int h = 0; h < heads; h++)
+            {
+                int g = h / (heads / kvHeads);
+                var scores = new double[p + 1];
+                double max = double.NegativeInfinity;
+                for (int t = 0; t <= p; t++)
+                {
+                    double dot = 0;
+                    for (int i = 0; i < headDim; i++)
+                    {
+                        dot += (double)q[r * shape.QDim + h * headDim + i] * k[t * shape.KvDim + g * headDim + i];
+                    }
+
+                    scores[t] = dot / Math.Sqrt(headDim);
+                    max = Math.Max(max, scores[t]);
+                }
+
+                double sum = scores.Sum(s => Math.Exp(s - max));
+                for (int i = 0; i < headDim; i++)
+                {
+                    double want = 0;
+                    for (int t = 0; t <= p; t++)
+                    {
+                        want += Math.Exp(scores[t] - max) / sum * v[t * shape.KvDim + g * headDim + i];
+                    }
+
+                    float value = got[r * shape.QDim + h * headDim + i];
+                    Assert.True(Math.Abs(value - want) <= 1e-5, $"row {r} head {h} element {i}: got {value}, want {want}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(2048, 1)]
+    [InlineData(37, 3)]
+    public void RmsNorm_matches_the_float64_reference(int dim, int rows)
+    {
+        var rng = new Random(dim);
+        float[] x = Random(dim * rows, rng);
+        float[] w = Random(dim, rng);
+        using var host = new HostWeight("norm", GpuLlama.Formats.DType.F32, 1, dim, i => w[i]);
+        using DeviceWeight weight = _cpu.Upload(host.View);
+        using DeviceBuffer xb = Buffer(x), y = _cpu.Allocate(dim * rows);
+        _cpu.RmsNorm(y, xb, weight, rows, 1e-5f);
+        float[] got = new float[dim * rows];
+        _cpu.Read(y, got);
+        for (int r = 0; r < rows; r++)
+        {
+            double ss = 0;
+            for (int i = 0; i < dim; i++)
+            {
+                ss += (double)x[r * dim + i] * x[r * dim + i];
+            }
+
+            double scale = 1 / Math.Sqrt(ss / dim + 1e-5);
+            for (int i = 0; i < dim; i++)
+            {
+                double want = x[r * dim + i] * scale * w[i];
+                Assert.True(Math.Abs(got[r * dim + i] - want) <= 1e-6 * Math.Max(1, Math.Abs(want)), $"row {r} element {i}: got {got[r * dim + i]}, want {want}");
+            }
+        }
+    }
+
+    [Fact]
+    public void SwiGlu_matches_the_float64_reference()
+    {
+        var rng = new Random(3);
+        float[] g = Random(1000, rng, 8), u = Random(1000, rng);
+        using DeviceBuffer gb = Buffer(g), ub = Buffer(u);
+        _cpu.SwiGlu(gb, ub, 1000);
+        float[] got = new float[1000];
+        _cpu.Read(gb, got);
+        for (int i = 0; i < 1000; i++)
+        {
+            double want = g[i] / (1 + Math.Exp(-(double)g[i])) * u[i];
+            Assert.True(Math.Abs(got[i] - want) <= 1e-6 * Math.Max(1, Math.Abs(want)), $"element {i}: got {got[i]}, want {want}");
+        }
+    }
+
+    private DeviceBuffer Buffer(float[] values)
+    {
+        DeviceBuffer b = _cpu.Allocate(values.Length);
+        _cpu.Write(b, values);
+        return b;
+    }
+
+    private static float[] Random(int n, Random r, float scale = 1)
+    {
+        var a = new float[n];
+        for (int i = 0; i < n; i++)
+        {
+            a[i] = (float)(r.NextDouble() * 2 - 1) * scale;
+        }
+
+        return a;
+    }
+}
