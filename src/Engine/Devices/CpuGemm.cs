@@ -78,8 +78,15 @@ internal static unsafe class CpuGemm
                         float* dst = scratch + r * kn;
                         if (r < nr)
                         {
-                            byte* row = weights + (n0 + r) * rowBytes;
-                            CpuDevice.ConvertRow(type, row + type.RowBytes(k0), dst, kn);
+                            byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
+                            if (type == DType.F16)
+                            {
+                                CpuMatMul.F16ToF32Finite((ushort*)row, dst, kn); // the decode kernels' arithmetic
+                            }
+                            else
+                            {
+                                CpuDevice.ConvertRow(type, row, dst, kn);
+                            }
                         }
                         else
                         {

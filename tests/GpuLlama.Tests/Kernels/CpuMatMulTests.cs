@@ -74,8 +74,10 @@ public sealed class CpuMatMulTests : IDisposable
         }
     }
 
-    [Fact]
-    public void Every_finite_F16_bit_pattern_multiplies_exactly()
+    [Theory]
+    [InlineData(1)] // decode: the lane kernels
+    [InlineData(2)] // prompt: the GEMM's panel conversion
+    public void Every_finite_F16_bit_pattern_multiplies_exactly(int batch)
     {
         // 63488 finite halves (both signs, denormals, zeros) times 1: the lane trick must give each value exactly.
         var bits = new List<ushort>();
@@ -95,14 +97,18 @@ public sealed class CpuMatMulTests : IDisposable
         using DeviceWeight w = _cpu.Upload(host.View);
         for (int c = 0; c < cols; c++)
         {
-            float[] x = new float[cols];
-            x[c] = 1;
-            using DeviceBuffer xb = _cpu.Allocate(cols);
-            using DeviceBuffer y = _cpu.Allocate(outRows);
+            float[] x = new float[cols * batch];
+            for (int b = 0; b < batch; b++)
+            {
+                x[b * cols + c] = 1;
+            }
+
+            using DeviceBuffer xb = _cpu.Allocate(cols * batch);
+            using DeviceBuffer y = _cpu.Allocate(outRows * batch);
             _cpu.Write(xb, x);
-            _cpu.MatMul(y, w, xb, 1);
+            _cpu.MatMul(y, w, xb, batch);
             var got = new float[outRows];
-            _cpu.Read(y, got);
+            _cpu.Read(y, got, (batch - 1) * outRows);
             for (int o = 0; o < outRows; o++)
             {
                 float want = (float)BitConverter.UInt16BitsToHalf(bits[o * cols + c]);
