@@ -304,7 +304,7 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ8_0(byte* w, sbyte* xq, float* xd, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
-        var scales = new BlockScales(34, 0, NaturalOrder);
+        BlockScales scales = s_q8_0Scales;
         Vector256<float> acc = default;
         int b = 0;
         for (; b + 8 <= nb; b += 8)
@@ -352,7 +352,7 @@ internal static unsafe class CpuQ8Dot
         float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
-        var scales = new BlockScales(18, 0, BlockOrder);
+        BlockScales scales = s_q4_0Scales;
         int b = 0;
         byte* w0 = w;
         sbyte* x0 = xp;
@@ -384,6 +384,16 @@ internal static unsafe class CpuQ8Dot
     /// lines the quants come from — pick the 16 bytes; that is cheaper on Zen 4 than the vpgatherdd it replaces (the
     /// gather is the fallback). The windows never leave the eight blocks (which span at least 144 bytes).
     /// </summary>
+    // built once: index vectors for the byte permutes of each block layout (a per-row construction cost as much as
+    // the row's dot product for short rows)
+    private static readonly BlockScales s_q8_0Scales = new(34, 0, NaturalOrder);
+    private static readonly BlockScales s_q4_0Scales = new(18, 0, BlockOrder);
+    private static readonly BlockScales s_q5_0Scales = new(22, 0, BlockOrder);
+    private static readonly BlockScales s_q4_1Scales = new(20, 0, BlockOrder);
+    private static readonly BlockScales s_q4_1Mins = new(20, 2, BlockOrder);
+    private static readonly BlockScales s_q5_1Scales = new(24, 0, BlockOrder);
+    private static readonly BlockScales s_q5_1Mins = new(24, 2, BlockOrder);
+
     private readonly struct BlockScales
     {
         private readonly int _stride, _offset, _start2;
@@ -509,7 +519,7 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ5_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
-        var scales = new BlockScales(22, 0, BlockOrder);
+        BlockScales scales = s_q5_0Scales;
         Vector256<float> acc = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
         int b = 0;
@@ -602,8 +612,8 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ4_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
-        var scales = new BlockScales(20, 0, BlockOrder);
-        var mins = new BlockScales(20, 2, BlockOrder);
+        BlockScales scales = s_q4_1Scales;
+        BlockScales mins = s_q4_1Mins;
         Vector256<float> acc = default, accMin = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
         int b = 0;
@@ -636,8 +646,8 @@ internal static unsafe class CpuQ8Dot
     private static float DotQ5_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
-        var scales = new BlockScales(24, 0, BlockOrder);
-        var mins = new BlockScales(24, 2, BlockOrder);
+        BlockScales scales = s_q5_1Scales;
+        BlockScales mins = s_q5_1Mins;
         Vector256<float> acc = default, accMin = default;
         Vector256<byte> low = Vector256.Create((byte)0x0F);
         int b = 0;
