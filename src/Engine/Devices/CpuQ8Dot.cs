@@ -10,8 +10,9 @@ namespace GpuLlama.Devices;
 /// <summary>
 /// Activation rows rounded to 8 bits the way llama.cpp's CPU backend rounds them before a quantized dot product:
 /// 32-value blocks (<c>quantize_row_q8_0</c>: d = max|x|/127 stored as F16, q = round-to-even(x·127/max|x|)) for
-/// Q8_0/Q4_0/Q5_0 weights (with <c>quantize_row_q8_1</c>'s s = d·Σq for Q4_1/Q5_1), and 256-value blocks (<c>quantize_row_q8_K_ref</c>: d = 1/(−127/m) with m the value of
-/// largest magnitude, q = nearest(x·(−127/m)) capped at 127, plus the sums of each 16) for the K-quants.
+/// Q8_0/Q4_0/Q5_0 weights (with <c>quantize_row_q8_1</c>'s s = d·Σq for Q4_1/Q5_1), and 256-value blocks
+/// (<c>quantize_row_q8_K_ref</c>: d = 1/(−127/m) with m the value of largest magnitude, q = nearest(x·(−127/m))
+/// capped at 127, plus the sums of each 16) for the K-quants.
 /// Kept as separate arrays so that the kernels load the quants of a row contiguously.
 /// </summary>
 internal sealed unsafe class Q8Activations : IDisposable
@@ -39,10 +40,6 @@ internal sealed unsafe class Q8Activations : IDisposable
     public float* D256 { get; private set; }
 
     public short* BSums { get; private set; }
-
-    public bool HasBlocks32 { get; private set; }
-
-    public bool HasBlocks256 { get; private set; }
 
     /// <summary>
     /// Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats: into 32-blocks when
@@ -72,8 +69,6 @@ internal sealed unsafe class Q8Activations : IDisposable
         Pairs32 = (sbyte*)(_memory + need - pairBytes);
         Rows = rows;
         Cols = cols;
-        HasBlocks32 = blocks32;
-        HasBlocks256 = blocks256;
 
         // One layout of quants serves both kinds only when one kind is asked for; with both (a layer mixing Q8_0 and
         // K-quant weights), the 32-blocks go to the second half of the quant buffer.
@@ -288,7 +283,10 @@ internal static unsafe class CpuQ8Dot
 
     private static Vector256<short> Ones16 => Vector256.Create((short)1);
 
-    /// <summary>Σ u[i]·s[i] over 32 byte pairs, as 8 int32 partial sums (exact: |u·s + u·s| ≤ 2·255·127 fits 16 bits for our ranges).</summary>
+    /// <summary>
+    /// Σ u[i]·s[i] over 32 byte pairs, as 8 int32 partial sums. vpmaddubsw saturates pairs at ±32767; exact here
+    /// because every caller's unsigned operand is at most 127 (2·127·127 &lt; 2^15).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> SumPairs(Vector256<byte> u, Vector256<sbyte> s) =>
         Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Ones16);
@@ -298,8 +296,8 @@ internal static unsafe class CpuQ8Dot
 
     /// <summary>
     /// Q8_0: 34-byte blocks (F16 d, 32 int8 quants); signed × signed through |w| and sign(w)·x. Eight blocks per step,
-    /// their sums reduced to one vector by horizontal adds and scaled by one gathered vector of scales (see
-    /// <see cref="DotQ4_0"/>).
+    /// their sums reduced to one vector by horizontal adds and scaled by one vector of the eight scales
+    /// (<see cref="BlockScales"/>).
     /// </summary>
     private static float DotQ8_0(byte* w, sbyte* xq, float* xd, int nb)
     {
@@ -343,9 +341,9 @@ internal static unsafe class CpuQ8Dot
     /// <summary>
     /// Q4_0: 18-byte blocks (F16 d, 16 bytes of nibbles). Eight blocks per step: two blocks share a register (their
     /// low nibbles in one, high nibbles in the other, against x in <see cref="Q8Activations.Pairs32"/> order), the
-    /// four pair sums reduce to eight block sums with three horizontal adds, and the eight scales come in with one
-    /// gather — per 256 weights a third of the instructions of a block-at-a-time loop, whose per-block int-to-float,
-    /// scale broadcast and FMA were most of its work. Σ(q−8)·x = Σq·x − 8·Σx with the unsigned nibbles.
+    /// four pair sums reduce to eight block sums with three horizontal adds, and the eight scales come in as one
+    /// vector (<see cref="BlockScales"/>) — per 256 weights a third of the instructions of a block-at-a-time loop, whose
+    /// per-block int-to-float, scale broadcast and FMA were most of its work. Σ(q−8)·x = Σq·x − 8·Σx with the unsigned nibbles.
     /// </summary>
     private static float DotQ4_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, int nb)
     {
