@@ -258,10 +258,11 @@ internal static unsafe class CpuQ8Dot
 
     /// <summary>Whether <paramref name="type"/> has an integer kernel here.</summary>
     public static bool Handles(DType type) =>
-        IsSupported && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+        IsSupported && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1
+            or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Whether the kernel for <paramref name="type"/> reads 256-blocks (Q8_K) rather than 32-blocks (Q8_0/Q8_1).</summary>
-    public static bool UsesBlocks256(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool UsesBlocks256(DType type) => type is DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     /// <summary>Σ dequant(w)·dequant(x row r) for one weight row of <paramref name="type"/>, llama.cpp's way.</summary>
     public static float Dot(DType type, byte* w, Q8Activations x, int r)
@@ -274,6 +275,8 @@ internal static unsafe class CpuQ8Dot
             DType.Q5_0 => DotQ5_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
             DType.Q4_1 => DotQ4_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32), cols / 32),
             DType.Q5_1 => DotQ5_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32), cols / 32),
+            DType.Q2_K => DotQ2_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
+            DType.Q3_K => DotQ3_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q4_K => DotQ4_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q5_K => DotQ5_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q6_K => DotQ6_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
@@ -559,6 +562,106 @@ internal static unsafe class CpuQ8Dot
         Vector256<byte> hi = (High(q) & low) | Bit4FromBits32((ha >> 16) | (hb & 0xFFFF0000));
         Vector256<short> p = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x)) + Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 32)); // |each| ≤ 4·31·127
         return Avx2.MultiplyAddAdjacent(p, Ones16);
+    }
+
+    /// <summary>
+    /// Q2_K: 84-byte super-blocks (16 bytes of 4-bit scale | 4-bit min per 16 values, 64 bytes of 2-bit quants, F16 d
+    /// and dmin). Each 32 bytes of quants hold 128 values: bits 2j..2j+1 of byte l are value 32j + l. Σ = d·d_x·Σ_g
+    /// sc_g·(Σq·x)_g − dmin·d_x·Σ_g m_g·(Σx)_g over the 16 groups of 16, the x sums from the Q8_K block sums.
+    /// </summary>
+    private static float DotQ2_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc = default;
+        float minAcc = 0;
+        Vector256<byte> three = Vector256.Create((byte)3);
+        for (int b = 0; b < nb; b++)
+        {
+            byte* blk = w + 84 * b;
+            Vector128<byte> packed = Vector128.Load(blk);
+            Vector256<short> scales = Avx2.ConvertToVector256Int16(packed & Vector128.Create((byte)0x0F));
+            Vector256<short> mins = Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+            int minSum = Vector256.Sum(Avx2.MultiplyAddAdjacent(mins, Vector256.Load(bsums + 16 * b)));
+            sbyte* xb = xq + 256 * b;
+            Vector256<int> sumi = default;
+            for (int n = 0; n < 2; n++)
+            {
+                Vector256<byte> q = Vector256.Load(blk + 16 + 32 * n);
+                Vector128<short> half = n == 0 ? scales.GetLower() : scales.GetUpper();
+                Vector256<short> sc = Vector256.Create(half, half);
+                sbyte* x = xb + 128 * n;
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q & three, Vector256.Load(x)), SpreadPair(sc, 0));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 2).AsByte() & three, Vector256.Load(x + 32)), SpreadPair(sc, 1));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & three, Vector256.Load(x + 64)), SpreadPair(sc, 2));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 6).AsByte() & three, Vector256.Load(x + 96)), SpreadPair(sc, 3));
+            }
+
+            float dx = xd[b];
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk + 80) * dx), Avx.ConvertToVector256Single(sumi), acc);
+            minAcc += H(ht, blk + 82) * dx * minSum;
+        }
+
+        return Sum(acc) - minAcc;
+    }
+
+    /// <summary>
+    /// Q3_K: 110-byte super-blocks (32 bytes of high bits, 64 bytes of 2-bit quants, 12 bytes of 6-bit scales, F16 d).
+    /// Value 128n + 32j + l is ((q[32n + l] &gt;&gt; 2j) &amp; 3) − 4, plus 4 when bit 4n + j of hmask[l] is set: as
+    /// unsigned u = q2 + 4·bit, Σ(u − 4)·x = Σu·x − 4·Σx per group of 16; scales are 6-bit values − 32.
+    /// </summary>
+    private static float DotQ3_K(byte* w, sbyte* xq, float* xd, short* bsums, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc = default;
+        Vector256<byte> three = Vector256.Create((byte)3);
+        Vector256<byte> four = Vector256.Create((byte)4);
+        for (int b = 0; b < nb; b++)
+        {
+            byte* blk = w + 110 * b;
+            Vector256<short> scales = Avx2.ConvertToVector256Int16(UnpackScalesQ3K(blk + 96)) - Vector256.Create((short)32);
+            Vector256<int> sumi = -(Avx2.MultiplyAddAdjacent(scales, Vector256.Load(bsums + 16 * b)) << 2);
+            Vector256<ushort> hm = Vector256.Load(blk).AsUInt16();
+            sbyte* xb = xq + 256 * b;
+            for (int n = 0; n < 2; n++)
+            {
+                Vector256<ushort> q = Vector256.Load(blk + 32 + 32 * n).AsUInt16();
+                Vector128<short> half = n == 0 ? scales.GetLower() : scales.GetUpper();
+                Vector256<short> sc = Vector256.Create(half, half);
+                sbyte* x = xb + 128 * n;
+                // the high bit of group j of this half is bit 4n + j of hmask: move it to bit 2 of each byte
+                int hb = 4 * n;
+                Vector256<byte> u0 = (q.AsByte() & three) | (Shift(hm, 2 - hb) & four);
+                Vector256<byte> u1 = (Vector256.ShiftRightLogical(q, 2).AsByte() & three) | (Shift(hm, 1 - hb) & four);
+                Vector256<byte> u2 = (Vector256.ShiftRightLogical(q, 4).AsByte() & three) | (Shift(hm, -hb) & four);
+                Vector256<byte> u3 = (Vector256.ShiftRightLogical(q, 6).AsByte() & three) | (Shift(hm, -1 - hb) & four);
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u0, Vector256.Load(x)), SpreadPair(sc, 0));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u1, Vector256.Load(x + 32)), SpreadPair(sc, 1));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u2, Vector256.Load(x + 64)), SpreadPair(sc, 2));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u3, Vector256.Load(x + 96)), SpreadPair(sc, 3));
+            }
+
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk + 108) * xd[b]), Avx.ConvertToVector256Single(sumi), acc);
+        }
+
+        return Sum(acc);
+    }
+
+    /// <summary>Bytes of v shifted left by <paramref name="k"/> bits (right for negative k) within 16-bit lanes; callers mask one bit per byte.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Shift(Vector256<ushort> v, int k) =>
+        (k >= 0 ? Vector256.ShiftLeft(v, k) : Vector256.ShiftRightLogical(v, -k)).AsByte();
+
+    /// <summary>The 16 packed 6-bit Q3_K scales (ggml's kmask unpacking), as bytes 0..63.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> UnpackScalesQ3K(byte* p)
+    {
+        const uint k2 = 0x03030303, k4 = 0x0f0f0f0f;
+        uint a0 = *(uint*)p, a1 = *(uint*)(p + 4), t = *(uint*)(p + 8);
+        return Vector128.Create(
+            (a0 & k4) | ((t & k2) << 4),
+            (a1 & k4) | (((t >> 2) & k2) << 4),
+            ((a0 >> 4) & k4) | (((t >> 4) & k2) << 4),
+            ((a1 >> 4) & k4) | (((t >> 6) & k2) << 4)).AsByte();
     }
 
     /// <summary>
