@@ -31,6 +31,16 @@ internal sealed unsafe class Q8Activations : IDisposable
     /// <summary>Q8_1's s of each 32-block (d·Σq, F16-rounded, as floats): what Q4_1/Q5_1 minimums multiply.</summary>
     public float* S32 { get; private set; }
 
+    /// <summary>
+    /// D32, Sum32 and S32 with each whole group of eight blocks in the order 0 2 4 6 1 3 5 7 — the lanes of the pair
+    /// kernels' block sums, so that they load x's side ready-made instead of permuting it for every weight row.
+    /// </summary>
+    public float* D32Ord { get; private set; }
+
+    public int* Sum32Ord { get; private set; }
+
+    public float* S32Ord { get; private set; }
+
     /// <summary>Q8_0 scales (Cols/32 per row; F16-rounded, as floats) and sums of each block's quants.</summary>
     public float* D32 { get; private set; }
 
@@ -52,7 +62,7 @@ internal sealed unsafe class Q8Activations : IDisposable
         long pairBytes = blocks32 ? Align(n) : 0;
         long d32Bytes = Align(4 * (n / 32));
         long d256Bytes = Align(4 * (n / 256));
-        long need = qsBytes + pairBytes + 3 * d32Bytes + d256Bytes + Align(2 * (n / 16));
+        long need = qsBytes + pairBytes + 6 * d32Bytes + d256Bytes + Align(2 * (n / 16));
         if (need > _capacity)
         {
             NativeMemory.AlignedFree(_memory);
@@ -66,6 +76,9 @@ internal sealed unsafe class Q8Activations : IDisposable
         D256 = (float*)(_memory + qsBytes + 2 * d32Bytes);
         BSums = (short*)(_memory + qsBytes + 2 * d32Bytes + d256Bytes);
         S32 = (float*)(_memory + need - pairBytes - d32Bytes);
+        D32Ord = (float*)(_memory + need - pairBytes - 2 * d32Bytes);
+        Sum32Ord = (int*)(_memory + need - pairBytes - 3 * d32Bytes);
+        S32Ord = (float*)(_memory + need - pairBytes - 4 * d32Bytes);
         Pairs32 = (sbyte*)(_memory + need - pairBytes);
         Rows = rows;
         Cols = cols;
@@ -90,6 +103,19 @@ internal sealed unsafe class Q8Activations : IDisposable
                 {
                     long i = (long)r * (cols / 32) + b;
                     QuantizeBlock32(xr + 32 * b, Qs32 + (long)r * cols + 32 * b, out D32[i], out Sum32[i], out S32[i]);
+                }
+
+                // the scales and sums again in the lane order the pair kernels' block sums come out in
+                long row0 = (long)r * (cols / 32);
+                for (int g = 0; g + 8 <= cols / 32; g += 8)
+                {
+                    for (int k = 0; k < 8; k++)
+                    {
+                        int from = g + (k < 4 ? 2 * k : 2 * (k - 4) + 1);
+                        D32Ord[row0 + g + k] = D32[row0 + from];
+                        Sum32Ord[row0 + g + k] = Sum32[row0 + from];
+                        S32Ord[row0 + g + k] = S32[row0 + from];
+                    }
                 }
 
                 // the pair layout of the 4-bit kernels: for blocks A, B: A[0..15] B[0..15] A[16..31] B[16..31]
@@ -271,10 +297,14 @@ internal static unsafe class CpuQ8Dot
         return type switch
         {
             DType.Q8_0 => DotQ8_0(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), cols / 32),
-            DType.Q4_0 => DotQ4_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
-            DType.Q5_0 => DotQ5_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32), cols / 32),
-            DType.Q4_1 => DotQ4_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32), cols / 32),
-            DType.Q5_1 => DotQ5_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32), cols / 32),
+            DType.Q4_0 => DotQ4_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32),
+                                  x.D32Ord + (long)r * (cols / 32), x.Sum32Ord + (long)r * (cols / 32), cols / 32),
+            DType.Q5_0 => DotQ5_0(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.Sum32 + (long)r * (cols / 32),
+                                  x.D32Ord + (long)r * (cols / 32), x.Sum32Ord + (long)r * (cols / 32), cols / 32),
+            DType.Q4_1 => DotQ4_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32),
+                                  x.D32Ord + (long)r * (cols / 32), x.S32Ord + (long)r * (cols / 32), cols / 32),
+            DType.Q5_1 => DotQ5_1(w, x.Qs32 + (long)r * cols, x.Pairs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), x.S32 + (long)r * (cols / 32),
+                                  x.D32Ord + (long)r * (cols / 32), x.S32Ord + (long)r * (cols / 32), cols / 32),
             DType.Q2_K => DotQ2_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q3_K => DotQ3_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q4_K => DotQ4_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
@@ -348,7 +378,7 @@ internal static unsafe class CpuQ8Dot
     /// vector (<see cref="BlockScales"/>) — per 256 weights a third of the instructions of a block-at-a-time loop, whose
     /// per-block int-to-float, scale broadcast and FMA were most of its work. Σ(q−8)·x = Σq·x − 8·Σx with the unsigned nibbles.
     /// </summary>
-    private static float DotQ4_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, int nb)
+    private static float DotQ4_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, float* xdOrd, int* xsOrd, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector256<float> acc = default;
@@ -364,8 +394,8 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> p2 = PairSum4(w0 + 72, x0 + 128, low);
             Vector256<int> p3 = PairSum4(w0 + 108, x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3)); // blocks 0 2 4 6 | 1 3 5 7
-            sums -= Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder) << 3;
-            Vector256<float> scale = scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
+            sums -= Vector256.Load(xsOrd + b) << 3;
+            Vector256<float> scale = scales.Read(w0) * Vector256.Load(xdOrd + b);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
         }
 
@@ -517,7 +547,7 @@ internal static unsafe class CpuQ8Dot
     }
 
     /// <summary>Q5_0: 22-byte blocks (F16 d, 32 high bits, 16 bytes of nibbles), eight at a time as in <see cref="DotQ4_0"/>; Σ(q−16)·x = Σq·x − 16·Σx.</summary>
-    private static float DotQ5_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, int nb)
+    private static float DotQ5_0(byte* w, sbyte* xq, sbyte* xp, float* xd, int* xs, float* xdOrd, int* xsOrd, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
         BlockScales scales = s_q5_0Scales;
@@ -533,8 +563,8 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> p2 = PairSum5(w0 + 88, x0 + 128, low);
             Vector256<int> p3 = PairSum5(w0 + 132, x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
-            sums -= Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder) << 4;
-            Vector256<float> scale = scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder);
+            sums -= Vector256.Load(xsOrd + b) << 4;
+            Vector256<float> scale = scales.Read(w0) * Vector256.Load(xdOrd + b);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scale, acc);
         }
 
@@ -710,7 +740,7 @@ internal static unsafe class CpuQ8Dot
     /// Q4_1: 20-byte blocks (F16 d and m, 16 bytes of nibbles), value d·q + m, against Q8_1 activations:
     /// Σ = d·d_x·Σq·x + m·s_x with s_x = d_x·Σx (ggml_vec_dot_q4_1_q8_1). Eight blocks a step as in <see cref="DotQ4_0"/>.
     /// </summary>
-    private static float DotQ4_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
+    private static float DotQ4_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, float* xdOrd, float* xsOrd, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
         BlockScales scales = s_q4_1Scales;
@@ -727,8 +757,8 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> p2 = PairSumNibbles(w0 + 84, w0 + 104, x0 + 128, low);
             Vector256<int> p3 = PairSumNibbles(w0 + 124, w0 + 144, x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
-            accMin = Fma.MultiplyAdd(mins.Read(w0), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales.Read(w0) * Vector256.Load(xdOrd + b), acc);
+            accMin = Fma.MultiplyAdd(mins.Read(w0), Vector256.Load(xsOrd + b), accMin);
         }
 
         float tail = 0;
@@ -744,7 +774,7 @@ internal static unsafe class CpuQ8Dot
     }
 
     /// <summary>Q5_1: 24-byte blocks (F16 d and m, 32 high bits, 16 bytes of nibbles), value d·q + m, against Q8_1 activations.</summary>
-    private static float DotQ5_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, int nb)
+    private static float DotQ5_1(byte* w, sbyte* xq, sbyte* xp, float* xd, float* xs, float* xdOrd, float* xsOrd, int nb)
     {
         float* ht = CpuQuantDot.HalfTable;
         BlockScales scales = s_q5_1Scales;
@@ -761,8 +791,8 @@ internal static unsafe class CpuQ8Dot
             Vector256<int> p2 = PairSumFiveBit(w0 + 104, w0 + 128, *(uint*)(w0 + 100), *(uint*)(w0 + 124), x0 + 128, low);
             Vector256<int> p3 = PairSumFiveBit(w0 + 152, w0 + 176, *(uint*)(w0 + 148), *(uint*)(w0 + 172), x0 + 192, low);
             Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales.Read(w0) * Avx2.PermuteVar8x32(Vector256.Load(xd + b), BlockOrder), acc);
-            accMin = Fma.MultiplyAdd(mins.Read(w0), Avx2.PermuteVar8x32(Vector256.Load(xs + b), BlockOrder), accMin);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales.Read(w0) * Vector256.Load(xdOrd + b), acc);
+            accMin = Fma.MultiplyAdd(mins.Read(w0), Vector256.Load(xsOrd + b), accMin);
         }
 
         float tail = 0;
