@@ -620,10 +620,11 @@ internal static unsafe class CpuQ8Dot
                 Vector128<short> half = n == 0 ? scales.GetLower() : scales.GetUpper();
                 Vector256<short> sc = Vector256.Create(half, half);
                 sbyte* x = xb + 128 * n;
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q & three, Vector256.Load(x)), SpreadPair(sc, 0));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 2).AsByte() & three, Vector256.Load(x + 32)), SpreadPair(sc, 1));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & three, Vector256.Load(x + 64)), SpreadPair(sc, 2));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q.AsUInt16(), 6).AsByte() & three, Vector256.Load(x + 96)), SpreadPair(sc, 3));
+                sumi += SumGroups(sc, x,
+                    q & three,
+                    Vector256.ShiftRightLogical(q.AsUInt16(), 2).AsByte() & three,
+                    Vector256.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & three,
+                    Vector256.ShiftRightLogical(q.AsUInt16(), 6).AsByte() & three);
             }
 
             float dx = xd[b];
@@ -664,10 +665,7 @@ internal static unsafe class CpuQ8Dot
                 Vector256<byte> u1 = (Vector256.ShiftRightLogical(q, 2).AsByte() & three) | (Shift(hm, 1 - hb) & four);
                 Vector256<byte> u2 = (Vector256.ShiftRightLogical(q, 4).AsByte() & three) | (Shift(hm, -hb) & four);
                 Vector256<byte> u3 = (Vector256.ShiftRightLogical(q, 6).AsByte() & three) | (Shift(hm, -1 - hb) & four);
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u0, Vector256.Load(x)), SpreadPair(sc, 0));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u1, Vector256.Load(x + 32)), SpreadPair(sc, 1));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u2, Vector256.Load(x + 64)), SpreadPair(sc, 2));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u3, Vector256.Load(x + 96)), SpreadPair(sc, 3));
+                sumi += SumGroups(sc, x, u0, u1, u2, u3);
             }
 
             acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk + 108) * xd[b]), Avx.ConvertToVector256Single(sumi), acc);
@@ -906,10 +904,7 @@ internal static unsafe class CpuQ8Dot
                 Vector128<short> half = n == 0 ? scales.GetLower() : scales.GetUpper();  // this half's 8 scales
                 Vector256<short> sc = Vector256.Create(half, half);
                 sbyte* x = xb + 128 * n;
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(x)), SpreadPair(sc, 0));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(x + 32)), SpreadPair(sc, 1));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(x + 64)), SpreadPair(sc, 2));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(x + 96)), SpreadPair(sc, 3));
+                sumi += SumGroups(sc, x, q1, q2, q3, q4);
             }
 
             acc = Fma.MultiplyAdd(Vector256.Create(H(ht, blk + 208) * xd[b]), Avx.ConvertToVector256Single(sumi), acc);
@@ -917,6 +912,17 @@ internal static unsafe class CpuQ8Dot
 
         return Sum(acc);
     }
+
+    /// <summary>
+    /// Σ over four 32-value groups of unsigned quants u_j against x[32j..32j+31], each half of a group (16 values)
+    /// weighted by its own scale: shorts 2j and 2j+1 of sc (the Q2_K, Q3_K and Q6_K layout of 16-value scales).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SumGroups(Vector256<short> sc, sbyte* x, Vector256<byte> u0, Vector256<byte> u1, Vector256<byte> u2, Vector256<byte> u3) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u0, Vector256.Load(x)), SpreadPair(sc, 0)) +
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u1, Vector256.Load(x + 32)), SpreadPair(sc, 1)) +
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u2, Vector256.Load(x + 64)), SpreadPair(sc, 2)) +
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u3, Vector256.Load(x + 96)), SpreadPair(sc, 3));
 
     /// <summary>Short 2k of v in every short of the low 128-bit half, short 2k+1 in every short of the high half.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
