@@ -683,55 +683,20 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
     }
 
-    /// <summary>o += Σ_t (scores[t]·inv)·V[t] for one head; heads of 64 or 128 values stay in registers across positions.</summary>
+    /// <summary>
+    /// o += Σ_t (scores[t]·inv)·V[t] for one head. Heads that are a multiple of 64 go 64 values at a time, their four
+    /// accumulators in registers across all positions (a library call per position and 64 values cost more than the
+    /// arithmetic).
+    /// </summary>
     private static void AccumulateValues(float* o, float* v, int stride, float* scores, float inv, int positions, int hd)
     {
-        if (Vector512.IsHardwareAccelerated && hd == 64)
+        if (Vector512.IsHardwareAccelerated && hd % 64 == 0)
         {
-            Vector512<float> a0 = Vector512.Load(o), a1 = Vector512.Load(o + 16), a2 = Vector512.Load(o + 32), a3 = Vector512.Load(o + 48);
-            for (int t = 0; t < positions; t++)
+            for (int c = 0; c < hd; c += 64)
             {
-                Vector512<float> w = Vector512.Create(scores[t] * inv);
-                float* vt = v + (long)t * stride;
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(vt), w, a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 16), w, a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 32), w, a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 48), w, a3);
+                Accumulate64(o + c, v + c, stride, scores, inv, positions);
             }
 
-            a0.Store(o);
-            a1.Store(o + 16);
-            a2.Store(o + 32);
-            a3.Store(o + 48);
-            return;
-        }
-
-        if (Vector512.IsHardwareAccelerated && hd == 128)
-        {
-            Vector512<float> a0 = Vector512.Load(o), a1 = Vector512.Load(o + 16), a2 = Vector512.Load(o + 32), a3 = Vector512.Load(o + 48);
-            Vector512<float> a4 = Vector512.Load(o + 64), a5 = Vector512.Load(o + 80), a6 = Vector512.Load(o + 96), a7 = Vector512.Load(o + 112);
-            for (int t = 0; t < positions; t++)
-            {
-                Vector512<float> w = Vector512.Create(scores[t] * inv);
-                float* vt = v + (long)t * stride;
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(vt), w, a0);
-                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 16), w, a1);
-                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 32), w, a2);
-                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 48), w, a3);
-                a4 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 64), w, a4);
-                a5 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 80), w, a5);
-                a6 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 96), w, a6);
-                a7 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 112), w, a7);
-            }
-
-            a0.Store(o);
-            a1.Store(o + 16);
-            a2.Store(o + 32);
-            a3.Store(o + 48);
-            a4.Store(o + 64);
-            a5.Store(o + 80);
-            a6.Store(o + 96);
-            a7.Store(o + 112);
             return;
         }
 
@@ -740,6 +705,25 @@ public sealed unsafe partial class CpuDevice : IDevice
             System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
                 new ReadOnlySpan<float>(v + (long)t * stride, hd), scores[t] * inv, new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
         }
+    }
+
+    private static void Accumulate64(float* o, float* v, int stride, float* scores, float inv, int positions)
+    {
+        Vector512<float> a0 = Vector512.Load(o), a1 = Vector512.Load(o + 16), a2 = Vector512.Load(o + 32), a3 = Vector512.Load(o + 48);
+        for (int t = 0; t < positions; t++)
+        {
+            Vector512<float> w = Vector512.Create(scores[t] * inv);
+            float* vt = v + (long)t * stride;
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(vt), w, a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 16), w, a1);
+            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 32), w, a2);
+            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 48), w, a3);
+        }
+
+        a0.Store(o);
+        a1.Store(o + 16);
+        a2.Store(o + 32);
+        a3.Store(o + 48);
     }
 
     private static void RotateHeads(float* v, int heads, int headDim, float* cs, Model.RopeStyle style)
