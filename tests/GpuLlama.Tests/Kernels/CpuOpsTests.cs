@@ -118,14 +118,5 @@ public sealed class CpuOpsTests : IDisposable
         return b;
     }
 
-    private static float[] Random(int n, Random r, float scale = 1)
-    {
-        var a = new float[n];
-        for (int i = 0; i < n; i++)
-        {
-            a[i] = (float)(r.NextDouble() * 2 - 1) * scale;
-        }
-
-        return a;
-    }
+    private static float[] Random(int n, Random r, float scale = 1) => KernelTestData.Uniform(n, r, scale);
 }

@@ -99,17 +99,7 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         _provider = fixture.Provider;
     }
 
-    private static float[] Random(int n, int seed, float scale = 1.0f)
-    {
-        var r = new Random(seed);
-        var a = new float[n];
-        for (int i = 0; i < n; i++)
-        {
-            a[i] = (float)(r.NextDouble() * 2 - 1) * scale;
-        }
-
-        return a;
-    }
+    private static float[] Random(int n, int seed, float scale = 1.0f) => KernelTestData.Uniform(n, seed, scale);
 
     private DeviceBuffer Buffer(float[] values)
     {
