@@ -20,10 +20,10 @@ public static class BenchCommand
         var prompt = new Option<string>("--n-prompt", "-p") { Description = "Comma list of prompt lengths (0 = skip pp).", DefaultValueFactory = _ => "512" };
         var gen = new Option<string>("--n-gen", "-n") { Description = "Comma list of generation lengths (0 = skip tg).", DefaultValueFactory = _ => "128" };
         var reps = new Option<int>("--repetitions", "-r") { Description = "Repetitions of each test (after one warm-up).", DefaultValueFactory = _ => 5 };
-        var ngl = new Option<string>("--gpu-layers", "-ngl") { Description = "Comma list of GPU layer counts (99 = all).", DefaultValueFactory = _ => "0" };
+        var ngl = new Option<string>("--gpu-layers", "-ngl", "--n-gpu-layers") { Description = "Comma list of GPU layer counts (99 = all).", DefaultValueFactory = _ => "0" };
         var threads = new Option<string?>("--threads", "-t") { Description = "Comma list of CPU thread counts (default: all cores)." };
         var devices = new Option<string?>("--devices", "-dev") { Description = "Accelerators to use, comma list (see `gpullama devices`)." };
-        var batch = new Option<int>("--batch", "-b") { Description = "Prompt tokens per forward pass.", DefaultValueFactory = _ => 512 };
+        var batch = new Option<int>("--batch", "-b", "--batch-size") { Description = "Prompt tokens per forward pass.", DefaultValueFactory = _ => 512 };
         var output = new Option<string>("--output", "-o") { Description = "md, json or csv.", DefaultValueFactory = _ => "md" };
         var sweep = new Option<bool>("--sweep-gpu-layers") { Description = "Measure every GPU layer count from 0 to n+1 and write a chart (see --chart)." };
         var chart = new Option<string>("--chart") { Description = "SVG file for the --sweep-gpu-layers chart.", DefaultValueFactory = _ => "bench-gpu-layers.svg" };

@@ -13,7 +13,7 @@ public sealed class ModelOptions
         Description = "A GGUF file, a Hugging Face model directory, a llama2.c .bin checkpoint, or synthetic:PRESET[:f32|f16|bf16] (presets: " + string.Join(", ", Formats.SyntheticPreset.All.Select(p => p.Name)) + ").",
     };
 
-    public Option<string> GpuLayers { get; } = new("--gpu-layers", "-ngl")
+    public Option<string> GpuLayers { get; } = new("--gpu-layers", "-ngl", "--n-gpu-layers")
     {
         Description = "Repeating layers to run on the GPU, counted from the last (llama.cpp -ngl); more than the layer count also offloads the output head; 'auto' fits as many as free memory allows; 'all' offloads everything.",
         DefaultValueFactory = _ => "auto",
@@ -46,13 +46,13 @@ public sealed class ModelOptions
         Description = "JSON file naming the device of every layer, e.g. {\"devices\":[\"cuda:0\"],\"layers\":{\"0-9\":\"cpu\",\"10-31\":\"cuda:0\"},\"output\":\"cuda:0\"}.",
     };
 
-    public Option<int> Context { get; } = new("--ctx", "-c")
+    public Option<int> Context { get; } = new("--ctx", "-c", "--ctx-size")
     {
         Description = "Context size in tokens (0 = the model's trained context, at most 4096).",
         DefaultValueFactory = _ => 0,
     };
 
-    public Option<int> Batch { get; } = new("--batch", "-b")
+    public Option<int> Batch { get; } = new("--batch", "-b", "--batch-size")
     {
         Description = "Prompt tokens processed per forward pass.",
         DefaultValueFactory = _ => 512,

@@ -6,7 +6,7 @@ namespace GpuLlama.Host;
 /// <summary>Sampling flags with llama.cpp's names and defaults.</summary>
 public sealed class SamplingOptions
 {
-    public Option<int> Predict { get; } = new("--n-predict", "-n")
+    public Option<int> Predict { get; } = new("--n-predict", "-n", "--predict")
     {
         Description = "Tokens to generate (-1 = until end of sequence or a full context).",
         DefaultValueFactory = _ => -1,

@@ -87,6 +87,31 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void ParseErrorsAreOneLineWithASuggestion()
+    {
+        var r = Run("run", "synthetic:tiny", "--ctx-siz", "16", "-p", "hi");
+        AssertOneLineError(r, "unknown option '--ctx-siz'", "did you mean --ctx-size?", "gpullama run --help");
+        Assert.Equal(2, r.Code);
+        Assert.DoesNotContain("Usage:", r.Out + r.Err); // no help dump burying the error
+        AssertOneLineError(Run("bench", "synthetic:tiny", "--sweep"), "did you mean --sweep-gpu-layers?");
+        AssertOneLineError(Run("rn", "synthetic:tiny"), "unknown command 'rn'", "did you mean run?");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-n", "abc"), "'abc'", "--n-predict", "expected an integer");
+        AssertOneLineError(Run("run", "synthetic:tiny", "--split-mode", "rows"), "'rows'", "expected one of Layer, None");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "stray"), "unexpected argument 'stray'");
+    }
+
+    [Fact]
+    public void LlamaCppLongFlagNamesAreAccepted()
+    {
+        string longPrompt = string.Join(" ", Enumerable.Repeat("once upon a time", 40));
+        AssertOneLineError(Run("run", "synthetic:tiny", "--ctx-size", "16", "-p", longPrompt), "context");
+        var r = Run("run", "synthetic:tiny", "-p", "Once upon a time", "--predict", "3", "--n-gpu-layers", "0", "--batch-size", "2", "--temp", "0", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        using JsonDocument doc = JsonDocument.Parse(r.Out);
+        Assert.Equal(3, doc.RootElement.GetProperty("tokens").GetArrayLength());
+    }
+
+    [Fact]
     public void RunJsonHasTokensTextAndTimingsAndIsDeterministic()
     {
         var a = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "8", "--temp", "0", "--json");
