@@ -94,8 +94,12 @@ public sealed unsafe class CpuQ8DotTests
                     }
                 }
 
-                float got = CpuQ8Dot.Dot(type, pw, q8, r);
-                Assert.True(Math.Abs(got - want) <= 2e-6 * mag, $"{type} row {r}: got {got:R}, want {want:R} (Σ|p| {mag:G4})");
+                // the AVX2 kernels always; the 512-bit ones (Q4_K, Q5_K) too where the CPU runs them
+                foreach (bool use512 in CpuQ8Dot.Has512 ? new[] { false, true } : new[] { false })
+                {
+                    float got = CpuQ8Dot.Dot(type, pw, q8, r, use512);
+                    Assert.True(Math.Abs(got - want) <= 2e-6 * mag, $"{type} row {r} (512-bit: {use512}): got {got:R}, want {want:R} (Σ|p| {mag:G4})");
+                }
             }
         }
     }
