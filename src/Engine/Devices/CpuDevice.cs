@@ -30,20 +30,40 @@ public sealed unsafe class CpuBuffer : DeviceBuffer
 /// <summary>A weight on the CPU: a pointer into the memory map (zero copy).</summary>
 public sealed unsafe class CpuWeight : DeviceWeight
 {
-    internal CpuWeight(IDevice device, WeightView view) : base(device, view.Info)
+    internal CpuWeight(IDevice device, WeightView view, bool groupQ4_0) : base(device, view.Info)
     {
         Pointer = view.Pointer;
         RowBytes = view.RowBytes;
+        if (groupQ4_0)
+        {
+            // a same-size copy in CpuQ8Dot's grouped layout; the map's pages are not read again (clean file pages,
+            // which the page cache drops when memory is needed)
+            _copy = (byte*)HostMemory.Allocate(Rows * RowBytes);
+            CpuQ8Dot.GroupQ4_0(view.Pointer, _copy, Rows, Cols);
+            Pointer = _copy;
+            GroupedQ4_0 = true;
+        }
     }
 
+    private byte* _copy;
+
+    /// <summary>The weight's rows: the memory map's bytes, or the grouped copy.</summary>
     public byte* Pointer { get; }
 
     public long RowBytes { get; }
+
+    /// <summary>Q4_0 rows in <see cref="CpuQ8Dot.GroupQ4_0"/>'s layout (same size and row offsets as the file's).</summary>
+    public bool GroupedQ4_0 { get; }
 
     public byte* Row(int row) => Pointer + row * RowBytes;
 
     public override void Dispose()
     {
+        if (_copy != null)
+        {
+            HostMemory.Free(_copy);
+            _copy = null;
+        }
     }
 }
 
@@ -68,7 +88,8 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
 }
 
 /// <summary>
-/// The CPU backend: weights are read in place from the memory map, activations live in native memory, and every
+/// The CPU backend: weights are read in place from the memory map (Q4_0 on AVX-512 machines: from a same-size
+/// grouped copy, see <see cref="CpuQ8Dot.GroupQ4_0"/>), activations live in native memory, and every
 /// op is split over a fixed pool of threads. Numerics follow ggml's CPU backend (float32 accumulation, RMSNorm and
 /// softmax sums in double); activations stay float32 for float weights and, by default, are rounded to 8 bits for
 /// block-quantized ones as ggml rounds them (<see cref="ExactQuantDots"/>).
@@ -120,10 +141,14 @@ public sealed unsafe partial class CpuDevice : IDevice
 
     public long FreeMemory => ReadMemAvailable() ?? TotalMemory;
 
-    /// <summary>Buffers and caches; weights are pages of the memory map, not allocations, and count zero.</summary>
+    /// <summary>
+    /// Buffers and caches. Weights count zero: pages of the memory map, or, for grouped Q4_0, a copy of the same size
+    /// standing in for them (the memory plan counts a model's CPU weights as its file).
+    /// </summary>
     public long AllocatedBytes => Interlocked.Read(ref _allocated);
 
-    public DeviceWeight Upload(WeightView weight) => new CpuWeight(this, weight);
+    public DeviceWeight Upload(WeightView weight) =>
+        new CpuWeight(this, weight, groupQ4_0: !ExactQuantDots && CpuQ8Dot.GroupsQ4_0(weight.Info.Type, weight.Info.Cols));
 
     public DeviceBuffer Allocate(int floats)
     {
@@ -166,7 +191,7 @@ public sealed unsafe partial class CpuDevice : IDevice
                 throw new GpuLlamaException($"token id {tokens[r]} is outside the vocabulary (0..{t.Rows - 1})");
             }
 
-            ConvertRow(t.Type, t.Row(tokens[r]), dst.Pointer + (long)r * dim, dim);
+            ConvertRow(t, t.Row(tokens[r]), dst.Pointer + (long)r * dim, dim);
         }
     }
 
@@ -449,7 +474,7 @@ public sealed unsafe partial class CpuDevice : IDevice
                         default:
                             for (int k = 0; k < 4; k++)
                             {
-                                o[k] = QuantDot(w.Type, row + k * w.RowBytes, _mvX, cols, 0);
+                                o[k] = QuantDot(w, row + k * w.RowBytes, _mvX, 0);
                             }
 
                             break;
@@ -465,7 +490,7 @@ public sealed unsafe partial class CpuDevice : IDevice
                             DType.F32 => CpuMatMul.Dot((float*)rk, _mvX, cols),
                             DType.F16 => CpuMatMul.DotF16((ushort*)rk, _mvXF16, _mvX, cols),
                             DType.BF16 => CpuMatMul.DotBf16((ushort*)rk, _mvXBf16, _mvX, cols),
-                            _ => QuantDot(w.Type, rk, _mvX, cols, 0),
+                            _ => QuantDot(w, rk, _mvX, 0),
                         };
                     }
                 }
@@ -484,8 +509,10 @@ public sealed unsafe partial class CpuDevice : IDevice
     private bool UsesQ8(DType type) => !ExactQuantDots && CpuQ8Dot.Handles(type);
 
     /// <summary>One quantized weight row against activation row <paramref name="r"/> (in _q8 when the type uses it, else x).</summary>
-    private float QuantDot(DType type, byte* row, float* x, int cols, int r) =>
-        UsesQ8(type) ? CpuQ8Dot.Dot(type, row, _q8, r) : CpuQuantDot.DotRow(type, row, x + (long)r * cols, cols);
+    private float QuantDot(CpuWeight w, byte* row, float* x, int r) =>
+        w.GroupedQ4_0 ? CpuQ8Dot.DotQ4_0Grouped(row, _q8, r)
+        : UsesQ8(w.Type) ? CpuQ8Dot.Dot(w.Type, row, _q8, r)
+        : CpuQuantDot.DotRow(w.Type, row, x + (long)r * w.Cols, w.Cols);
 
     // prompt: a blocked matrix product (CpuGemm), split over the pool by panels of four weight rows; with 8-bit
     // activations, every weight row against every quantized activation row
@@ -557,7 +584,7 @@ public sealed unsafe partial class CpuDevice : IDevice
 
         if (CpuGemm.IsAccelerated)
         {
-            CpuGemm.Multiply(w.Type, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,
+            CpuGemm.Multiply(w.Type, w.GroupedQ4_0, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,
                              RowScratch(slice, CpuGemm.ScratchFloats(cols)));
             return;
         }
@@ -569,7 +596,7 @@ public sealed unsafe partial class CpuDevice : IDevice
             float* wr = w.Type == DType.F32 ? (float*)w.Row(i) : buffer;
             if (w.Type != DType.F32)
             {
-                ConvertRow(w.Type, w.Row(i), buffer, cols);
+                ConvertRow(w, w.Row(i), buffer, cols);
             }
 
             int r = 0;
@@ -602,7 +629,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         CpuWeight w = _normW!;
         int dim = w.Cols;
         float* weight = RowScratch(slice, dim);
-        ConvertRow(w.Type, w.Pointer, weight, dim);
+        ConvertRow(w, w.Pointer, weight, dim);
         for (int r = start; r < end; r++)
         {
             float* x = _normX!.Pointer + (long)r * dim;
@@ -748,6 +775,19 @@ public sealed unsafe partial class CpuDevice : IDevice
     }
 
     /// <summary>One row of any supported type to float32.</summary>
+    /// <summary><see cref="ConvertRow(DType, byte*, float*, int)"/> for a row of <paramref name="w"/>, in whatever layout it is stored.</summary>
+    internal static void ConvertRow(CpuWeight w, byte* row, float* dst, int cols)
+    {
+        if (w.GroupedQ4_0)
+        {
+            CpuQ8Dot.DequantizeGroupedQ4_0(row, dst, cols);
+        }
+        else
+        {
+            ConvertRow(w.Type, row, dst, cols);
+        }
+    }
+
     internal static void ConvertRow(DType type, byte* row, float* dst, int cols)
     {
         switch (type)

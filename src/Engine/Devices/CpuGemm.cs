@@ -48,8 +48,9 @@ internal static unsafe class CpuGemm
     /// <summary>
     /// C (+)= X·Wᵀ for the weight panels [p0, p1) (rows 4·p0 .. min(4·p1, N)): X is [m, K] with row stride K, C is
     /// [m, N] with row stride N; <paramref name="accumulate"/> adds to C (the fused residual) instead of overwriting it.
+    /// <paramref name="groupedQ4_0"/>: the rows are in <see cref="CpuQ8Dot.GroupQ4_0"/>'s layout.
     /// </summary>
-    public static void Multiply(DType type, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c, bool accumulate,
+    public static void Multiply(DType type, bool groupedQ4_0, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c, bool accumulate,
                                 int p0, int p1, float* scratch)
     {
         int kb = KBlock(k);
@@ -79,7 +80,11 @@ internal static unsafe class CpuGemm
                         if (r < nr)
                         {
                             byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
-                            if (type == DType.F16)
+                            if (groupedQ4_0)
+                            {
+                                CpuQ8Dot.DequantizeGroupedQ4_0(row, dst, kn); // k0 and kn are multiples of 256
+                            }
+                            else if (type == DType.F16)
                             {
                                 CpuMatMul.F16ToF32Finite((ushort*)row, dst, kn); // the decode kernels' arithmetic
                             }

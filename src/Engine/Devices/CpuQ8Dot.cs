@@ -64,7 +64,9 @@ internal sealed unsafe class Q8Activations : IDisposable
         long d256Bytes = Align(4 * (n / 256));
         long baseNeed = qsBytes + pairBytes + 6 * d32Bytes + d256Bytes + Align(2 * (n / 16));
         bool wideK = blocks256 && CpuQ8Dot.Has512;
-        long need = baseNeed + (wideK ? Align(n) : 0);
+        bool quads = blocks32 && CpuQ8Dot.Has512;
+        long kBytes = wideK ? Align(n) : 0, quadBytes = quads ? Align(n) : 0, corrBytes = quads ? Align(n / 2) : 0;
+        long need = baseNeed + kBytes + quadBytes + corrBytes;
         if (need > _capacity)
         {
             NativeMemory.AlignedFree(_memory);
@@ -83,6 +85,8 @@ internal sealed unsafe class Q8Activations : IDisposable
         S32Ord = (float*)(_memory + baseNeed - pairBytes - 4 * d32Bytes);
         Pairs32 = (sbyte*)(_memory + baseNeed - pairBytes);
         QsK = wideK ? (sbyte*)(_memory + baseNeed) : null;
+        Quads32 = quads ? (sbyte*)(_memory + baseNeed + kBytes) : null;
+        Corr32 = quads ? (int*)(_memory + baseNeed + kBytes + quadBytes) : null;
         Rows = rows;
         Cols = cols;
 
@@ -133,6 +137,11 @@ internal sealed unsafe class Q8Activations : IDisposable
                     a1.Store(pq + 32 * b + 32);
                     b1.Store(pq + 32 * b + 48);
                 }
+
+                if (quads)
+                {
+                    WriteQuads(q, Quads32 + (long)r * cols, Corr32 + (long)r * (cols / 8), cols / 32);
+                }
             }
 
             if (blocks256)
@@ -166,6 +175,12 @@ internal sealed unsafe class Q8Activations : IDisposable
     /// </summary>
     public sbyte* Pairs32 { get; private set; }
 
+    /// <summary>The 32-block quants for <see cref="CpuQ8Dot.DotQ4_0Grouped"/> (see WriteQuads; null without AVX-512 BW).</summary>
+    public sbyte* Quads32 { get; private set; }
+
+    /// <summary>Per 32-block, four int32 lanes of 8·Σx for the grouped Q4_0 kernel (see WriteQuads).</summary>
+    public int* Corr32 { get; private set; }
+
     /// <summary>
     /// The 256-block quants again with each 128 values as 0..31, 64..95, 32..63, 96..127, for the 512-bit K-quant
     /// kernels (null where they do not run).
@@ -198,6 +213,29 @@ internal sealed unsafe class Q8Activations : IDisposable
     public sbyte* Qs32 { get; private set; }
 
     private static long Align(long bytes) => (bytes + 63) & ~63L;
+
+    /// <summary>
+    /// <see cref="Quads32"/> and <see cref="Corr32"/> of one row: per four blocks, their values 0..15, then their
+    /// values 16..31 (what the low and the high nibbles of four grouped Q4_0 blocks meet), and the 16 sums of 8·x that
+    /// vpmaddubsw/vpmaddwd give for nibbles all equal to 8 (Σ(q−8)·x = Σq·x − that, lane by lane).
+    /// </summary>
+    private static void WriteQuads(sbyte* q, sbyte* quads, int* corr, int blocks)
+    {
+        Vector512<byte> eights = Vector512.Create((byte)8);
+        Vector512<short> ones = Vector512.Create((short)1);
+        for (int b = 0; b + 4 <= blocks; b += 4)
+        {
+            sbyte* o = quads + 32 * b;
+            for (int k = 0; k < 4; k++)
+            {
+                Vector128.Load(q + 32 * (b + k)).Store(o + 16 * k);
+                Vector128.Load(q + 32 * (b + k) + 16).Store(o + 64 + 16 * k);
+            }
+
+            Vector512<short> p = Avx512BW.MultiplyAddAdjacent(eights, Vector512.Load(o)) + Avx512BW.MultiplyAddAdjacent(eights, Vector512.Load(o + 64));
+            Avx512BW.MultiplyAddAdjacent(p, ones).Store(corr + 4 * b);
+        }
+    }
 
     /// <summary>quantize_row_q8_0 (its AVX2 path): d = amax/127 rounded to F16, q = round-to-even(x · (127/amax)).</summary>
     private static void QuantizeBlock32(float* x, sbyte* q, out float d, out int sum, out float s)
@@ -441,6 +479,85 @@ internal static unsafe class CpuQ8Dot
         }
 
         return Sum(acc);
+    }
+
+    // ---- Q4_0 grouped: what llama.cpp's repacking buys, for one row at a time ----
+    //
+    // A file's Q4_0 blocks are 18 bytes (F16 d, 16 nibble bytes): no 64-byte load holds only nibbles, and a 512-bit
+    // kernel on them spends its time gathering bytes (tried: no faster). On AVX-512 machines the CPU backend copies
+    // Q4_0 matrices once, at upload, into groups of eight blocks — the eight scales (16 bytes), then the eight blocks'
+    // nibbles (128 bytes) — the same 144 bytes per 256 weights and the same row offsets, so memory stays the file's
+    // size and one row is still one stream. Two full loads then hold eight blocks' nibbles; paired A/B on TinyLlama
+    // shape: 9% less time per token than the file-layout kernel.
+
+    /// <summary>Whether the CPU backend stores <paramref name="type"/> weights of <paramref name="cols"/> columns grouped.</summary>
+    public static bool GroupsQ4_0(DType type, long cols) => Has512 && type == DType.Q4_0 && cols % 256 == 0;
+
+    /// <summary>Copies Q4_0 rows of <paramref name="cols"/> (a multiple of 256) into the grouped layout.</summary>
+    public static void GroupQ4_0(byte* src, byte* dst, long rows, int cols)
+    {
+        long groups = rows * (cols / 256);
+        for (long g = 0; g < groups; g++)
+        {
+            byte* s = src + 144 * g, d = dst + 144 * g;
+            for (int k = 0; k < 8; k++)
+            {
+                *(ushort*)(d + 2 * k) = *(ushort*)(s + 18 * k);
+                Vector128.Store(Vector128.Load(s + 18 * k + 2), d + 16 + 16 * k);
+            }
+        }
+    }
+
+    /// <summary>A grouped Q4_0 row segment of <paramref name="n"/> values (a multiple of 256) as floats: d·(q − 8).</summary>
+    public static void DequantizeGroupedQ4_0(byte* row, float* dst, int n)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector512<int> low = Vector512.Create(0x0F);
+        for (int g = 0; g < n / 256; g++, row += 144, dst += 256)
+        {
+            for (int k = 0; k < 8; k++)
+            {
+                Vector512<float> d = Vector512.Create(ht[((ushort*)row)[k]]);
+                Vector512<int> q = Avx512F.ConvertToVector512Int32(Vector128.Load(row + 16 + 16 * k));
+                Vector512.Store(Avx512F.ConvertToVector512Single((q & low) - Vector512.Create(8)) * d, dst + 32 * k);
+                Vector512.Store(Avx512F.ConvertToVector512Single((q >> 4) - Vector512.Create(8)) * d, dst + 32 * k + 16);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Σ dequant(w)·dequant(x row r) for a grouped Q4_0 row, llama.cpp's integer sums: per four blocks one register of
+    /// nibbles, low nibbles against x values 0..15 and high against 16..31 (<see cref="Q8Activations.Quads32"/>),
+    /// 16 lane sums (4 per block) less 8·Σx lane by lane, each lane scaled by its block's d_w·d_x.
+    /// </summary>
+    public static float DotQ4_0Grouped(byte* w, Q8Activations x, int r)
+    {
+        int cols = x.Cols, nb = cols / 32;
+        sbyte* xq = x.Quads32 + (long)r * cols;
+        int* corr = x.Corr32 + (long)r * (cols / 8);
+        float* xd = x.D32 + (long)r * nb;
+        Vector512<float> acc = default;
+        Vector512<byte> low = Vector512.Create((byte)0x0F);
+        Vector512<short> ones = Vector512.Create((short)1);
+        Vector512<int> lanes0 = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        Vector512<int> lanes1 = lanes0 + Vector512.Create(4);
+        for (int b = 0; b < nb; b += 8, w += 144, xq += 256, corr += 32)
+        {
+            Vector512<float> scale = (HalfToSingle(Vector128.Load((ushort*)w)) * Vector256.Load(xd + b)).ToVector512Unsafe();
+            Vector512<byte> q = Vector512.Load(w + 16);
+            Vector512<short> p = Avx512BW.MultiplyAddAdjacent(q & low, Vector512.Load(xq)) +
+                                 Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & low, Vector512.Load(xq + 64));
+            Vector512<int> sums = Avx512BW.MultiplyAddAdjacent(p, ones) - Vector512.Load(corr); // |p| ≤ 2·15·127 per pair
+            acc = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), Avx512F.PermuteVar16x32(scale, lanes0), acc);
+
+            q = Vector512.Load(w + 80);
+            p = Avx512BW.MultiplyAddAdjacent(q & low, Vector512.Load(xq + 128)) +
+                Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & low, Vector512.Load(xq + 192));
+            sums = Avx512BW.MultiplyAddAdjacent(p, ones) - Vector512.Load(corr + 16);
+            acc = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), Avx512F.PermuteVar16x32(scale, lanes1), acc);
+        }
+
+        return Vector512.Sum(acc);
     }
 
     /// <summary>

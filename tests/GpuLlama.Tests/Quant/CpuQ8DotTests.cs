@@ -100,6 +100,17 @@ public sealed unsafe class CpuQ8DotTests
                     float got = CpuQ8Dot.Dot(type, pw, q8, r, use512);
                     Assert.True(Math.Abs(got - want) <= 2e-6 * mag, $"{type} row {r} (512-bit: {use512}): got {got:R}, want {want:R} (Σ|p| {mag:G4})");
                 }
+
+                if (CpuQ8Dot.GroupsQ4_0(type, cols))
+                {
+                    byte[] grouped = new byte[row.Length];
+                    fixed (byte* pg = grouped)
+                    {
+                        CpuQ8Dot.GroupQ4_0(pw, pg, 1, cols);
+                        float got = CpuQ8Dot.DotQ4_0Grouped(pg, q8, r);
+                        Assert.True(Math.Abs(got - want) <= 2e-6 * mag, $"grouped Q4_0 row {r}: got {got:R}, want {want:R} (Σ|p| {mag:G4})");
+                    }
+                }
             }
         }
     }
