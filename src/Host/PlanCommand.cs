@@ -61,7 +61,7 @@ public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan
             s.AppendLine("* free memory unknown (OpenCL/emulated): the total is used, less the safety margin");
         }
 
-        s.AppendLine("the CPU's weights are read from the memory-mapped file and are not counted as allocations");
+        s.AppendLine("the CPU's weights are read from the memory-mapped file (Q4_0 with AVX-512: from a copy of the same size) and are not counted as allocations");
         return s.ToString();
     }
 

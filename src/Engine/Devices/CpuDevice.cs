@@ -27,7 +27,7 @@ public sealed unsafe class CpuBuffer : DeviceBuffer
     }
 }
 
-/// <summary>A weight on the CPU: a pointer into the memory map (zero copy).</summary>
+/// <summary>A weight on the CPU: a pointer into the memory map (zero copy), or to a grouped Q4_0 copy of the same size.</summary>
 public sealed unsafe class CpuWeight : DeviceWeight
 {
     internal CpuWeight(IDevice device, WeightView view, bool groupQ4_0) : base(device, view.Info)
@@ -36,10 +36,15 @@ public sealed unsafe class CpuWeight : DeviceWeight
         RowBytes = view.RowBytes;
         if (groupQ4_0)
         {
-            // a same-size copy in CpuQ8Dot's grouped layout; the map's pages are not read again (clean file pages,
-            // which the page cache drops when memory is needed)
-            _copy = (byte*)HostMemory.Allocate(Rows * RowBytes);
+            // a same-size copy in CpuQ8Dot's grouped layout; the map's pages are not read again, so they leave the
+            // resident set (the page cache keeps or drops them) instead of counting twice
+            _copy = (byte*)NativeMemory.AlignedAlloc((nuint)(Rows * RowBytes), 64); // small pages: a matrix is MiBs, not a multiple of 2 MiB
             CpuQ8Dot.GroupQ4_0(view.Pointer, _copy, Rows, Cols);
+            if (view.FileMapped)
+            {
+                MappedFile.Release(view.Pointer, Rows * RowBytes);
+            }
+
             Pointer = _copy;
             GroupedQ4_0 = true;
         }
@@ -61,7 +66,7 @@ public sealed unsafe class CpuWeight : DeviceWeight
     {
         if (_copy != null)
         {
-            HostMemory.Free(_copy);
+            NativeMemory.AlignedFree(_copy);
             _copy = null;
         }
     }

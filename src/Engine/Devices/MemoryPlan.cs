@@ -32,7 +32,7 @@ public static class MemoryPlan
     /// <summary>Bytes a GPU allocation of <paramref name="bytes"/> takes (rounded up to 256 B; IlgpuDevice allocates exactly this).</summary>
     public static long DeviceBytes(long bytes) => (bytes + 255) / 256 * 256;
 
-    /// <summary>Per device: weights, KV cache and scratch for <paramref name="plan"/>. The CPU's weights are in the memory map and count zero.</summary>
+    /// <summary>Per device: weights, KV cache and scratch for <paramref name="plan"/>. The CPU's weights are in the memory map (or a same-size grouped Q4_0 copy) and count zero.</summary>
     public static IReadOnlyList<DeviceMemory> Estimate(ModelConfig c, IReadOnlyDictionary<string, TensorInfo> tensors, LayerPlan plan, MemoryPlanOptions options)
     {
         var weights = new Dictionary<string, long>();

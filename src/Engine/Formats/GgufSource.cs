@@ -87,7 +87,7 @@ public sealed unsafe class GgufSource : IWeightSource
             GpuLlamaException.ThrowFile(Path, $"tensor '{tensor.Name}' is not part of this file");
         }
 
-        return new WeightView(own, _file.At(own.Offset, own.ByteLength, $"tensor '{own.Name}'"));
+        return new WeightView(own, _file.At(own.Offset, own.ByteLength, $"tensor '{own.Name}'"), fileMapped: true);
     }
 
     public void Dispose() => _file.Dispose();

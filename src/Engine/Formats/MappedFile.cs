@@ -1,4 +1,5 @@
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 
 namespace GpuLlama.Formats;
 
@@ -7,7 +8,7 @@ namespace GpuLlama.Formats;
 /// this map, so a 16 GB model needs 16 GB of page cache, not of GC heap. This is the only type that touches the
 /// raw mapping; every range it hands out is bounds checked against the file length.
 /// </summary>
-public sealed unsafe class MappedFile : IDisposable
+public sealed unsafe partial class MappedFile : IDisposable
 {
     private readonly MemoryMappedFile? _map;
     private readonly MemoryMappedViewAccessor? _view;
@@ -79,6 +80,31 @@ public sealed unsafe class MappedFile : IDisposable
 
         return _pointer + offset;
     }
+
+    /// <summary>
+    /// Lets go of the whole pages inside [<paramref name="p"/>, +<paramref name="bytes"/>) of a map, when a copy has
+    /// taken their place (Linux; elsewhere nothing): they leave the process's resident set, and reading them again is
+    /// still correct — a file map's pages come back from the file. Never for memory that is not a file map.
+    /// </summary>
+    public static void Release(byte* p, long bytes)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        long page = Environment.SystemPageSize;
+        long start = ((long)p + page - 1) / page * page, end = ((long)p + bytes) / page * page;
+        if (end > start)
+        {
+            _ = Madvise((void*)start, (nuint)(end - start), MadvDontNeed);
+        }
+    }
+
+    private const int MadvDontNeed = 4; // linux/mman.h
+
+    [LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(void* address, nuint length, int advice);
 
     /// <summary>A bounds-checked span (below 2 GiB).</summary>
     public ReadOnlySpan<byte> Span(long offset, int count, string what) => new(At(offset, count, what), count);

@@ -166,7 +166,7 @@ public sealed unsafe class SafetensorsSource : IWeightSource
 
         MappedFile file = _files[own.File];
         ObjectDisposedException.ThrowIf(file.Pointer is null && file.Length > 0, this);
-        return new WeightView(own, file.At(own.Offset, own.ByteLength, $"tensor '{own.Name}'"));
+        return new WeightView(own, file.At(own.Offset, own.ByteLength, $"tensor '{own.Name}'"), fileMapped: true);
     }
 
     public void Dispose()

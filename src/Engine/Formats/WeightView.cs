@@ -6,11 +6,16 @@ namespace GpuLlama.Formats;
 /// </summary>
 public readonly unsafe struct WeightView
 {
-    public WeightView(TensorInfo info, byte* pointer)
+    public WeightView(TensorInfo info, byte* pointer, bool fileMapped = false)
     {
         Info = info;
         Pointer = pointer;
+        FileMapped = fileMapped;
     }
+
+    /// <summary>Whether the bytes are pages of a read-only file map (<see cref="MappedFile"/>), which a device that
+    /// keeps its own copy may release (<see cref="MappedFile.Release"/>).</summary>
+    public bool FileMapped { get; }
 
     public TensorInfo Info { get; }
 
