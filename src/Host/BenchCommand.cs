@@ -27,7 +27,7 @@ public static class BenchCommand
         var output = new Option<string>("--output", "-o") { Description = "md, json or csv.", DefaultValueFactory = _ => "md" };
         var sweep = new Option<bool>("--sweep-gpu-layers") { Description = "Measure every GPU layer count from 0 to n+1 and write a chart (see --chart)." };
         var chart = new Option<string>("--chart") { Description = "SVG file for the --sweep-gpu-layers chart.", DefaultValueFactory = _ => "bench-gpu-layers.svg" };
-        var exact = new Option<bool>("--exact-quant") { Description = "CPU: quantized weights with float32 activations (exact) instead of llama.cpp's 8-bit activations." };
+        var exact = new Option<bool>("--exact-quant") { Description = "CPU: quantized and F16 weights with float32 activations (exact) instead of llama.cpp's rounded ones (8-bit, F16)." };
         var memory = new Option<bool>("--memory") { Description = "Only measure and print the memory bandwidth of each device (the roofline)." };
         var command = new Command("bench", "Benchmark prompt processing (pp) and generation (tg) like llama-bench, with bytes/token, GB/s and % of the bandwidth roofline.")
         {

@@ -66,7 +66,7 @@ public sealed class ModelOptions
 
     public Option<bool> ExactQuant { get; } = new("--exact-quant")
     {
-        Description = "On the CPU, multiply quantized weights with float32 activations (exact float math, as on a GPU) instead of llama.cpp's 8-bit activations and integer dot products.",
+        Description = "On the CPU, multiply quantized and F16 weights with float32 activations (exact float math, as on a GPU) instead of llama.cpp's rounded ones (8-bit with integer dot products for quantized weights, F16 for F16 weights).",
     };
 
     public Option<string?> Tokenizer { get; } = new("--tokenizer")

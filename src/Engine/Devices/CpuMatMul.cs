@@ -196,6 +196,187 @@ internal static unsafe class CpuMatMul
         }
     }
 
+    // ---- F16 weights against F16-rounded activations: llama.cpp's numerics (its vec_dot_type for F16 is F16) ----
+    //
+    // With float32 x a 2-byte weight brings 4 bytes of x through the core; rounding x to 11 significant bits, as
+    // llama.cpp does, halves that, which is what the F16 decode was short of (docs/performance.md). The codes are
+    // F16's bits for x·2^s, with s a power of two per vector that puts max|x| at 2^14..2^15, and they decode like the
+    // weights plus one vpternlogd that sets the exponent's top three bits: the float is x·2^(s+112), so products with
+    // the weights (w·2^-112) need no multiply and the sum is exact up to 2^-s. Values more than 2^29 below max|x|
+    // (zeros included) read as ±2^-29·max|x| — a trace below float32 rounding of any sum they enter.
+
+    /// <summary>
+    /// x rounded to F16 precision as 16-bit codes for <see cref="DotF16Codes"/>, and the same rounded values as floats
+    /// (<paramref name="rounded"/>, for the scalar tails and the prompt GEMM); <paramref name="unscale"/> is 2^-s.
+    /// False (nothing written) when x is all zeros or not finite: then the exact kernels serve.
+    /// </summary>
+    public static bool RoundToF16Codes(float* x, int n, ushort* codes, float* rounded, out float unscale)
+    {
+        float max = 0;
+        bool finite = true;
+        for (int i = 0; i < n; i++)
+        {
+            float a = MathF.Abs(x[i]);
+            finite &= float.IsFinite(a);
+            max = MathF.Max(max, a);
+        }
+
+        unscale = 1;
+        if (!finite || max == 0 || n == 0)
+        {
+            return false;
+        }
+
+        int emax = (int)((BitConverter.SingleToUInt32Bits(max) >> 23) & 0xFF) - 127; // denormal max: -127, still fine
+        int s = 14 - emax;
+        unscale = MathF.ScaleB(1f, -s);
+        float up = MathF.ScaleB(1f, s);
+        for (int i = 0; i < n; i++)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits(x[i] * up);
+            uint mag = bits & 0x7FFFFFFF;
+            mag += 0xFFF + ((mag >> 13) & 1);                  // round to nearest even at 10 mantissa bits
+            int code = (int)(mag >> 13) - (112 << 10);          // float exponent − 112 = F16 exponent
+            code = code < 0x400 ? 0 : code;                     // below F16's normal range: the floor value
+            uint sign = (bits >> 16) & 0x8000;
+            codes[i] = (ushort)(sign | (uint)code);
+            rounded[i] = BitConverter.UInt32BitsToSingle((sign << 16) | ((uint)(code + (112 << 10)) << 13)) * unscale;
+        }
+
+        return true;
+    }
+
+    /// <summary>Σ f16(w[j])·x[j] with x as <see cref="RoundToF16Codes"/> codes (two halves per 32-bit lane, as the weights).</summary>
+    public static float DotF16Codes(ushort* w, ushort* xc, float* xr, int n, float unscale)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        {
+            Vector512<int> m = Vector512.Create(unchecked((int)0x8FFFE000)), top = Vector512.Create(0x70000000);
+            Vector512<float> e = default, o = default, e2 = default, o2 = default;
+            for (; i + 64 <= n; i += 64)
+            {
+                Vector512<int> u = Vector512.Load((int*)(w + i)), v = Vector512.Load((int*)(xc + i));
+                e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v << 16 >> 3, m, top, 0xEA).AsSingle(), e);
+                o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v >> 3, m, top, 0xEA).AsSingle(), o);
+                u = Vector512.Load((int*)(w + i + 32));
+                v = Vector512.Load((int*)(xc + i + 32));
+                e2 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v << 16 >> 3, m, top, 0xEA).AsSingle(), e2);
+                o2 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v >> 3, m, top, 0xEA).AsSingle(), o2);
+            }
+
+            for (; i + 32 <= n; i += 32)
+            {
+                Vector512<int> u = Vector512.Load((int*)(w + i)), v = Vector512.Load((int*)(xc + i));
+                e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v << 16 >> 3, m, top, 0xEA).AsSingle(), e);
+                o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v >> 3, m, top, 0xEA).AsSingle(), o);
+            }
+
+            sum = Vector512.Sum((e + o) + (e2 + o2)) * unscale;
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<int> m = Vector256.Create(unchecked((int)0x8FFFE000)), top = Vector256.Create(0x70000000);
+            Vector256<float> e = default, o = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector256<int> u = Vector256.Load((int*)(w + i)), v = Vector256.Load((int*)(xc + i));
+                e = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), (((v << 16 >> 3) & m) | top).AsSingle(), e);
+                o = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), (((v >> 3) & m) | top).AsSingle(), o);
+            }
+
+            sum = Vector256.Sum(e + o) * unscale;
+        }
+
+        for (; i < n; i++)
+        {
+            sum += (float)BitConverter.UInt16BitsToHalf(w[i]) * xr[i];
+        }
+
+        return sum;
+    }
+
+    /// <summary><see cref="DotF16Codes"/> for four rows <paramref name="stride"/> halves apart, each x decode feeding all four.</summary>
+    public static void DotF16Codesx4(ushort* w, long stride, ushort* xc, float* xr, int n, float unscale, float* o)
+    {
+        ushort* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+        int i = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        {
+            Vector512<int> m = Vector512.Create(unchecked((int)0x8FFFE000)), top = Vector512.Create(0x70000000);
+            Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
+            Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (; i + 32 <= n; i += 32)
+            {
+                Vector512<int> v = Vector512.Load((int*)(xc + i));
+                Vector512<float> xe = Avx512F.TernaryLogic(v << 16 >> 3, m, top, 0xEA).AsSingle();
+                Vector512<float> xo = Avx512F.TernaryLogic(v >> 3, m, top, 0xEA).AsSingle();
+                Vector512<int> u = Vector512.Load((int*)(w + i));
+                e0 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e0);
+                o0 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o0);
+                u = Vector512.Load((int*)(w1 + i));
+                e1 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e1);
+                o1 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o1);
+                u = Vector512.Load((int*)(w2 + i));
+                e2 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e2);
+                o2 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o2);
+                u = Vector512.Load((int*)(w3 + i));
+                e3 = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e3);
+                o3 = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o3);
+            }
+
+            s0 = Vector512.Sum(e0 + o0) * unscale;
+            s1 = Vector512.Sum(e1 + o1) * unscale;
+            s2 = Vector512.Sum(e2 + o2) * unscale;
+            s3 = Vector512.Sum(e3 + o3) * unscale;
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<int> m = Vector256.Create(unchecked((int)0x8FFFE000)), top = Vector256.Create(0x70000000);
+            Vector256<float> e0 = default, e1 = default, e2 = default, e3 = default;
+            Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector256<int> v = Vector256.Load((int*)(xc + i));
+                Vector256<float> xe = (((v << 16 >> 3) & m) | top).AsSingle();
+                Vector256<float> xo = (((v >> 3) & m) | top).AsSingle();
+                Vector256<int> u = Vector256.Load((int*)(w + i));
+                e0 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e0);
+                o0 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o0);
+                u = Vector256.Load((int*)(w1 + i));
+                e1 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e1);
+                o1 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o1);
+                u = Vector256.Load((int*)(w2 + i));
+                e2 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e2);
+                o2 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o2);
+                u = Vector256.Load((int*)(w3 + i));
+                e3 = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), xe, e3);
+                o3 = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), xo, o3);
+            }
+
+            s0 = Vector256.Sum(e0 + o0) * unscale;
+            s1 = Vector256.Sum(e1 + o1) * unscale;
+            s2 = Vector256.Sum(e2 + o2) * unscale;
+            s3 = Vector256.Sum(e3 + o3) * unscale;
+        }
+
+        for (; i < n; i++)
+        {
+            float xv = xr[i];
+            s0 += (float)BitConverter.UInt16BitsToHalf(w[i]) * xv;
+            s1 += (float)BitConverter.UInt16BitsToHalf(w1[i]) * xv;
+            s2 += (float)BitConverter.UInt16BitsToHalf(w2[i]) * xv;
+            s3 += (float)BitConverter.UInt16BitsToHalf(w3[i]) * xv;
+        }
+
+        o[0] = s0;
+        o[1] = s1;
+        o[2] = s2;
+        o[3] = s3;
+    }
+
     /// <summary>o[k] = Σ w_k[j]·x[j] for the four float rows w_k = w + k·stride.</summary>
     public static void DotF32x4(float* w, long stride, float* x, int n, float* o)
     {

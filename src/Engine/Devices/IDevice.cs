@@ -82,9 +82,10 @@ public interface IDevice : IDisposable
     /// <summary>
     /// dst[r] = W · x[r] for r &lt; rows (W: [w.Rows, w.Cols] in its stored dtype; x: [rows, w.Cols]; dst: [rows, w.Rows]),
     /// accumulated in float32. With <paramref name="accumulate"/> the product is added to dst (fused residual).
-    /// For float weights x stays float32 (16-bit weights are widened in registers): exact float math on the stored
-    /// weights. For block-quantized weights a device may round x to 8 bits first, as llama.cpp's CPU backend does
-    /// (the CPU device by default, see <see cref="CpuDevice.ExactQuantDots"/>; GPUs compute exactly) — see
+    /// For F32 and BF16 weights x stays float32 (16-bit weights are widened in registers): exact float math on the
+    /// stored weights. For block-quantized weights a device may round x to 8 bits first, and for F16 weights to F16, as
+    /// llama.cpp's CPU backend does (the CPU device by default, see <see cref="CpuDevice.ExactQuantDots"/>; GPUs compute
+    /// exactly) — see
     /// docs/formats.md for what that changes and what the golden tests compare against.
     /// </summary>
     void MatMul(DeviceBuffer dst, DeviceWeight w, DeviceBuffer x, int rows, bool accumulate = false);

@@ -38,8 +38,9 @@ public sealed record LoadOptions
     public int Threads { get; init; }
 
     /// <summary>
-    /// Quantized weights on the CPU meet float32 activations (exact float math on the dequantized blocks, as on a GPU)
-    /// instead of llama.cpp's 8-bit activations and integer dot products (the default: faster, and llama.cpp's logits).
+    /// Quantized and F16 weights on the CPU meet float32 activations (exact float math on the stored weights, as on a
+    /// GPU) instead of llama.cpp's rounded ones — 8 bits with integer dot products for quantized weights, F16 for F16
+    /// weights (the default: faster, and llama.cpp's numerics).
     /// </summary>
     public bool ExactQuantDots { get; init; }
 

@@ -12,8 +12,43 @@ namespace GpuLlama.Tests.Kernels;
 public sealed class CpuMatMulTests : IDisposable
 {
     private readonly CpuDevice _cpu = new(2);
+    private readonly CpuDevice _exact = new(2, exactQuantDots: true);
 
-    public void Dispose() => _cpu.Dispose();
+    public void Dispose()
+    {
+        _cpu.Dispose();
+        _exact.Dispose();
+    }
+
+    /// <summary>
+    /// What the default CPU device multiplies F16 weights with: each activation row rounded to F16 precision (11
+    /// significant bits, round to nearest even, as llama.cpp's F16 conversion) relative to the row's largest
+    /// magnitude m — values below 2^-29·m, zeros included, read as ±2^-29·m (rounded with .NET's Half here).
+    /// </summary>
+    internal static double[] RoundLikeF16Activations(ReadOnlySpan<float> x)
+    {
+        float max = 0;
+        foreach (float v in x)
+        {
+            max = Math.Max(max, Math.Abs(v));
+        }
+
+        int emax = (int)((BitConverter.SingleToUInt32Bits(max) >> 23) & 0xFF) - 127;
+        int s = 14 - emax;
+        var r = new double[x.Length];
+        for (int i = 0; i < x.Length; i++)
+        {
+            double y = (double)(float)(Half)(x[i] * Math.Pow(2, s));
+            if (Math.Abs(y) < Math.Pow(2, -14))
+            {
+                y = (BitConverter.SingleToUInt32Bits(x[i]) >> 31) == 1 ? -Math.Pow(2, -15) : Math.Pow(2, -15);
+            }
+
+            r[i] = y * Math.Pow(2, -s);
+        }
+
+        return r;
+    }
 
     public static TheoryData<DType, int, int, int, bool> Cases()
     {
@@ -47,29 +82,37 @@ public sealed class CpuMatMulTests : IDisposable
         float[] x = Random(rows * cols, 5, 3);
         float[] y0 = Random(rows * outRows, 6);
         using var host = new HostWeight("w", type, outRows, cols, i => wv[i]);
-        using DeviceWeight w = _cpu.Upload(host.View);
-        using DeviceBuffer xb = _cpu.Allocate(x.Length);
-        using DeviceBuffer y = _cpu.Allocate(y0.Length);
-        _cpu.Write(xb, x);
-        _cpu.Write(y, y0);
-        _cpu.MatMul(y, w, xb, rows, accumulate);
-        var got = new float[y0.Length];
-        _cpu.Read(y, got);
-        for (int r = 0; r < rows; r++)
+        // F16 weights: by default against F16-rounded activations (llama.cpp's numerics), and exactly on request
+        foreach (bool exact in type == DType.F16 ? new[] { false, true } : new[] { false })
         {
-            for (int o = 0; o < outRows; o++)
+            CpuDevice cpu = exact ? _exact : _cpu;
+            using DeviceWeight w = cpu.Upload(host.View);
+            using DeviceBuffer xb = cpu.Allocate(x.Length);
+            using DeviceBuffer y = cpu.Allocate(y0.Length);
+            cpu.Write(xb, x);
+            cpu.Write(y, y0);
+            cpu.MatMul(y, w, xb, rows, accumulate);
+            var got = new float[y0.Length];
+            cpu.Read(y, got);
+            for (int r = 0; r < rows; r++)
             {
-                double sum = accumulate ? y0[r * outRows + o] : 0;
-                double mag = Math.Abs(sum);
-                for (int c = 0; c < cols; c++)
+                double[] xr = type == DType.F16 && !exact
+                    ? RoundLikeF16Activations(x.AsSpan(r * cols, cols))
+                    : x.AsSpan(r * cols, cols).ToArray().Select(v => (double)v).ToArray();
+                for (int o = 0; o < outRows; o++)
                 {
-                    double p = host.Values[o * cols + c] * x[r * cols + c];
-                    sum += p;
-                    mag += Math.Abs(p);
-                }
+                    double sum = accumulate ? y0[r * outRows + o] : 0;
+                    double mag = Math.Abs(sum);
+                    for (int c = 0; c < cols; c++)
+                    {
+                        double p = host.Values[o * cols + c] * xr[c];
+                        sum += p;
+                        mag += Math.Abs(p);
+                    }
 
-                double err = Math.Abs(got[r * outRows + o] - sum);
-                Assert.True(err <= 1e-5 * mag, $"{type} row {r} output {o}: got {got[r * outRows + o]:R}, want {sum:R} (error {err / mag:E2} of the sum of |products|)");
+                    double err = Math.Abs(got[r * outRows + o] - sum);
+                    Assert.True(err <= 1e-5 * mag, $"{type} (exact: {exact}) row {r} output {o}: got {got[r * outRows + o]:R}, want {sum:R} (error {err / mag:E2} of the sum of |products|)");
+                }
             }
         }
     }
@@ -94,28 +137,62 @@ public sealed class CpuMatMulTests : IDisposable
         byte[] raw = new byte[outRows * cols * 2];
         Buffer.BlockCopy(bits.ToArray(), 0, raw, 0, raw.Length);
         using var host = new HostWeight("w", DType.F16, outRows, cols, raw);
-        using DeviceWeight w = _cpu.Upload(host.View);
-        for (int c = 0; c < cols; c++)
+        // exact activations: x one-hot, column by column
+        using (DeviceWeight w = _exact.Upload(host.View))
         {
-            float[] x = new float[cols * batch];
-            for (int b = 0; b < batch; b++)
+            for (int c = 0; c < cols; c++)
             {
-                x[b * cols + c] = 1;
-            }
+                float[] x = new float[cols * batch];
+                for (int b = 0; b < batch; b++)
+                {
+                    x[b * cols + c] = 1;
+                }
 
-            using DeviceBuffer xb = _cpu.Allocate(cols * batch);
-            using DeviceBuffer y = _cpu.Allocate(outRows * batch);
-            _cpu.Write(xb, x);
-            _cpu.MatMul(y, w, xb, batch);
-            var got = new float[outRows];
-            _cpu.Read(y, got, (batch - 1) * outRows);
-            for (int o = 0; o < outRows; o++)
-            {
-                float want = (float)BitConverter.UInt16BitsToHalf(bits[o * cols + c]);
-                Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[o]) || (want == 0 && got[o] == 0),
-                            $"half 0x{bits[o * cols + c]:x4}: got {got[o]:R}, want {want:R}");
+                float[] got = MultiplyLast(_exact, w, x, cols, outRows, batch);
+                for (int o = 0; o < outRows; o++)
+                {
+                    AssertSameValue(bits[o * cols + c], got[o]);
+                }
             }
         }
+
+        // F16-rounded activations (no exact zeros there): x all ones against rows that hold one pattern each, at
+        // column o % 64, and +0 elsewhere
+        ushort[] sparse = new ushort[bits.Count * cols];
+        for (int o = 0; o < bits.Count; o++)
+        {
+            sparse[o * cols + o % cols] = bits[o];
+        }
+
+        byte[] rawSparse = new byte[sparse.Length * 2];
+        Buffer.BlockCopy(sparse, 0, rawSparse, 0, rawSparse.Length);
+        using var sparseHost = new HostWeight("w", DType.F16, bits.Count, cols, rawSparse);
+        using (DeviceWeight w = _cpu.Upload(sparseHost.View))
+        {
+            float[] got = MultiplyLast(_cpu, w, Enumerable.Repeat(1f, cols * batch).ToArray(), cols, bits.Count, batch);
+            for (int o = 0; o < bits.Count; o++)
+            {
+                AssertSameValue(bits[o], got[o]);
+            }
+        }
+    }
+
+    private static float[] MultiplyLast(CpuDevice cpu, DeviceWeight w, float[] x, int cols, int outRows, int batch)
+    {
+        using DeviceBuffer xb = cpu.Allocate(cols * batch);
+        using DeviceBuffer y = cpu.Allocate(outRows * batch);
+        cpu.Write(xb, x);
+        cpu.MatMul(y, w, xb, batch);
+        var got = new float[outRows];
+        cpu.Read(y, got, (batch - 1) * outRows);
+        return got;
+    }
+
+    private static void AssertSameValue(ushort half, float got)
+    {
+        float want = (float)BitConverter.UInt16BitsToHalf(half);
+        Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got) || (want == 0 && got == 0),
+                    $"half 0x{half:x4}: got {got:R}, want {want:R}");
     }
 
     [Fact]

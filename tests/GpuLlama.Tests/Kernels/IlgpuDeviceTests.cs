@@ -14,7 +14,7 @@ public sealed class EmulatedDeviceFixture : IDisposable
     {
         Provider = new IlgpuDeviceProvider();
         Device = Provider.Create("emulated:0");
-        Cpu = new CpuDevice(2);
+        Cpu = new CpuDevice(2, exactQuantDots: true); // float32 activations throughout, as the GPU kernels compute
     }
 
     public IlgpuDeviceProvider Provider { get; }
