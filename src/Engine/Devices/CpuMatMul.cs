@@ -212,17 +212,34 @@ internal static unsafe class CpuMatMul
     /// </summary>
     public static bool RoundToF16Codes(float* x, int n, ushort* codes, float* rounded, out float unscale)
     {
-        float max = 0;
-        bool finite = true;
-        for (int i = 0; i < n; i++)
+        float max = 0, poison = 0; // poison: Σ x·0, NaN when any x is infinite or NaN
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            float a = MathF.Abs(x[i]);
-            finite &= float.IsFinite(a);
-            max = MathF.Max(max, a);
+            Vector256<float> m = Vector256<float>.Zero, p = Vector256<float>.Zero;
+            for (; i + 8 <= n; i += 8)
+            {
+                Vector256<float> v = Vector256.Load(x + i);
+                m = Vector256.Max(m, Vector256.Abs(v));
+                p += v * Vector256<float>.Zero;
+            }
+
+            for (int k = 0; k < 8; k++)
+            {
+                max = MathF.Max(max, m.GetElement(k));
+            }
+
+            poison = Vector256.Sum(p);
+        }
+
+        for (; i < n; i++)
+        {
+            max = MathF.Max(max, MathF.Abs(x[i]));
+            poison += x[i] * 0;
         }
 
         unscale = 1;
-        if (!finite || max == 0 || n == 0)
+        if (!float.IsFinite(max) || float.IsNaN(poison) || max == 0 || n == 0)
         {
             return false;
         }
@@ -231,7 +248,20 @@ internal static unsafe class CpuMatMul
         int s = 14 - emax;
         unscale = MathF.ScaleB(1f, -s);
         float up = MathF.ScaleB(1f, s);
-        for (int i = 0; i < n; i++)
+        i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            // the scalar loop below, 16 values a step
+            Vector256<float> upv = Vector256.Create(up), unv = Vector256.Create(unscale);
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector256<uint> c0 = Code(Vector256.Load(x + i) * upv, unv, rounded + i);
+                Vector256<uint> c1 = Code(Vector256.Load(x + i + 8) * upv, unv, rounded + i + 8);
+                Vector256.Narrow(c0, c1).Store(codes + i);
+            }
+        }
+
+        for (; i < n; i++)
         {
             uint bits = BitConverter.SingleToUInt32Bits(x[i] * up);
             uint mag = bits & 0x7FFFFFFF;
@@ -244,6 +274,20 @@ internal static unsafe class CpuMatMul
         }
 
         return true;
+    }
+
+    /// <summary>Eight values of <see cref="RoundToF16Codes"/>: the codes (in 32-bit lanes) and the rounded floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> Code(Vector256<float> scaled, Vector256<float> unscale, float* rounded)
+    {
+        Vector256<uint> bits = scaled.AsUInt32();
+        Vector256<uint> mag = bits & Vector256.Create(0x7FFFFFFFu);
+        mag += Vector256.Create(0xFFFu) + ((mag >> 13) & Vector256<uint>.One);
+        Vector256<int> code = (mag >> 13).AsInt32() - Vector256.Create(112 << 10);
+        code = Vector256.ConditionalSelect(Vector256.LessThan(code, Vector256.Create(0x400)), Vector256<int>.Zero, code);
+        Vector256<uint> sign = (bits >> 16) & Vector256.Create(0x8000u);
+        Vector256.Store((((sign << 16) | ((code + Vector256.Create(112 << 10)).AsUInt32() << 13)).AsSingle()) * unscale, rounded);
+        return sign | code.AsUInt32();
     }
 
     /// <summary>Σ f16(w[j])·x[j] with x as <see cref="RoundToF16Codes"/> codes (two halves per 32-bit lane, as the weights).</summary>

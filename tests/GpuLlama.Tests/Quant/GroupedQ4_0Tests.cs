@@ -50,6 +50,11 @@ public sealed unsafe class GroupedQ4_0Tests
     [Fact]
     public void Decode_prompt_and_embed_match_the_file_layout()
     {
+        if (!CpuQ8Dot.IsSupported)
+        {
+            return; // no AVX2: the CPU computes quantized weights exactly (CpuQuantDot), tested elsewhere
+        }
+
         const int rows = 9, cols = 768, tokens = 7;
         var rng = new Random(11);
         byte[] w = RandomQ4_0(rows, cols, rng);
