@@ -527,47 +527,7 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         using DeviceBuffer dst = _d.Allocate(rows * shape.QDim);
         _d.Attention(dst, qb, kv, position, rows, shape);
 
-        var want = new double[rows * shape.QDim];
-        for (int r = 0; r < rows; r++)
-        {
-            int p = position + r;
-            for (int h = 0; h < heads; h++)
-            {
-                int kvh = h / (heads / kvHeads);
-                var s = new double[p + 1];
-                double max = double.NegativeInfinity;
-                for (int t = 0; t <= p; t++)
-                {
-                    double dot = 0;
-                    for (int d = 0; d < headDim; d++)
-                    {
-                        dot += (double)q[r * shape.QDim + h * headDim + d] * keys[t * kvDim + kvh * headDim + d];
-                    }
-
-                    s[t] = dot / Math.Sqrt(headDim);
-                    max = Math.Max(max, s[t]);
-                }
-
-                double sum = 0;
-                for (int t = 0; t <= p; t++)
-                {
-                    s[t] = Math.Exp(s[t] - max);
-                    sum += s[t];
-                }
-
-                for (int d = 0; d < headDim; d++)
-                {
-                    double o = 0;
-                    for (int t = 0; t <= p; t++)
-                    {
-                        o += s[t] / sum * values[t * kvDim + kvh * headDim + d];
-                    }
-
-                    want[r * shape.QDim + h * headDim + d] = o;
-                }
-            }
-        }
-
+        double[] want = KernelTestData.ReferenceAttention(q, keys, values, position, rows, shape);
         Near(want, Get(dst, want.Length), 1e-5, Enumerable.Repeat(1.0, want.Length).ToArray());
         var e = Assert.Throws<GpuLlamaException>(() => _d.StoreKv(kv, k1, v1, capacity - 1, 2));
         Assert.Contains("KV cache overflow", e.Message);

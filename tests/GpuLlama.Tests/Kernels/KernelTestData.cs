@@ -1,3 +1,5 @@
+using GpuLlama.Devices;
+
 namespace GpuLlama.Tests.Kernels;
 
 /// <summary>Inputs shared by the kernel tests.</summary>
@@ -16,5 +18,56 @@ internal static class KernelTestData
         }
 
         return a;
+    }
+
+    /// <summary>
+    /// Causal attention in float64: for each of <paramref name="rows"/> query rows at positions position.., every head
+    /// against its KV head's keys 0..p, softmax of q·k/√d, the weighted sum of the values; [rows, QDim] row-major.
+    /// </summary>
+    public static double[] ReferenceAttention(float[] q, float[] keys, float[] values, int position, int rows, AttentionShape shape)
+    {
+        int heads = shape.Heads, kvHeads = shape.KvHeads, headDim = shape.HeadDim, kvDim = shape.KvDim;
+        var want = new double[rows * shape.QDim];
+        for (int r = 0; r < rows; r++)
+        {
+            int p = position + r;
+            for (int h = 0; h < heads; h++)
+            {
+                int kvh = h / (heads / kvHeads);
+                var s = new double[p + 1];
+                double max = double.NegativeInfinity;
+                for (int t = 0; t <= p; t++)
+                {
+                    double dot = 0;
+                    for (int d = 0; d < headDim; d++)
+                    {
+                        dot += (double)q[r * shape.QDim + h * headDim + d] * keys[t * kvDim + kvh * headDim + d];
+                    }
+
+                    s[t] = dot / Math.Sqrt(headDim);
+                    max = Math.Max(max, s[t]);
+                }
+
+                double sum = 0;
+                for (int t = 0; t <= p; t++)
+                {
+                    s[t] = Math.Exp(s[t] - max);
+                    sum += s[t];
+                }
+
+                for (int d = 0; d < headDim; d++)
+                {
+                    double o = 0;
+                    for (int t = 0; t <= p; t++)
+                    {
+                        o += s[t] / sum * values[t * kvDim + kvh * headDim + d];
+                    }
+
+                    want[r * shape.QDim + h * headDim + d] = o;
+                }
+            }
+        }
+
+        return want;
     }
 }
