@@ -395,7 +395,7 @@ public sealed unsafe partial class CpuDevice : IDevice
     /// </summary>
     private void RunMatVecs(float* x, int cols)
     {
-        bool f16 = false, bf16 = false, q32 = false, q256 = false;
+        bool f16 = false, bf16 = false, q32 = false, q256 = false, quads = false, kOrder = false;
         int groups = 0;
         for (int j = 0; j < _mvCount; j++)
         {
@@ -406,6 +406,8 @@ public sealed unsafe partial class CpuDevice : IDevice
             {
                 q32 |= !CpuQ8Dot.UsesBlocks256(t);
                 q256 |= CpuQ8Dot.UsesBlocks256(t);
+                quads |= _mvW[j]!.GroupedQ4_0;
+                kOrder |= t is DType.Q4_K or DType.Q5_K;
             }
 
             groups += _mvGroups[j];
@@ -414,7 +416,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _mvX = x;
         if (q32 || q256)
         {
-            _q8.Quantize(x, 1, cols, q32, q256);
+            _q8.Quantize(x, 1, cols, q32, q256, quads, kOrder); // prompts use neither 512-bit layout
         }
 
         if (f16)

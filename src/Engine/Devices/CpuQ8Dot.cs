@@ -53,9 +53,12 @@ internal sealed unsafe class Q8Activations : IDisposable
 
     /// <summary>
     /// Quantizes <paramref name="rows"/> rows of <paramref name="cols"/> floats: into 32-blocks when
-    /// <paramref name="blocks32"/>, into 256-blocks when <paramref name="blocks256"/> (cols must be a multiple).
+    /// <paramref name="blocks32"/>, into 256-blocks when <paramref name="blocks256"/> (cols must be a multiple). The
+    /// layouts only the 512-bit decode kernels read are written when asked for (and the CPU has them):
+    /// <paramref name="quads"/> for grouped Q4_0 (<see cref="Quads32"/>, <see cref="Corr32"/>), <paramref name="kOrder"/>
+    /// for Q4_K/Q5_K (<see cref="QsK"/>); otherwise they are null.
     /// </summary>
-    public void Quantize(float* x, int rows, int cols, bool blocks32, bool blocks256)
+    public void Quantize(float* x, int rows, int cols, bool blocks32, bool blocks256, bool quads = false, bool kOrder = false)
     {
         long n = (long)rows * cols;
         long qsBytes = Align(blocks32 && blocks256 ? 2 * n : n);
@@ -63,8 +66,8 @@ internal sealed unsafe class Q8Activations : IDisposable
         long d32Bytes = Align(4 * (n / 32));
         long d256Bytes = Align(4 * (n / 256));
         long baseNeed = qsBytes + pairBytes + 6 * d32Bytes + d256Bytes + Align(2 * (n / 16));
-        bool wideK = blocks256 && CpuQ8Dot.Has512;
-        bool quads = blocks32 && CpuQ8Dot.Has512;
+        bool wideK = kOrder && blocks256 && CpuQ8Dot.Has512;
+        quads = quads && blocks32 && CpuQ8Dot.Has512;
         long kBytes = wideK ? Align(n) : 0, quadBytes = quads ? Align(n) : 0, corrBytes = quads ? Align(n / 2) : 0;
         long need = baseNeed + kBytes + quadBytes + corrBytes;
         if (need > _capacity)
@@ -183,7 +186,7 @@ internal sealed unsafe class Q8Activations : IDisposable
 
     /// <summary>
     /// The 256-block quants again with each 128 values as 0..31, 64..95, 32..63, 96..127, for the 512-bit K-quant
-    /// kernels (null where they do not run).
+    /// kernels (null unless <see cref="Quantize"/> was asked for it).
     /// </summary>
     public sbyte* QsK { get; private set; }
 
@@ -346,7 +349,7 @@ internal static unsafe class CpuQ8Dot
 {
     public static readonly bool IsSupported = Avx2.IsSupported && Fma.IsSupported;
 
-    /// <summary>Whether the 512-bit Q4_K/Q5_K kernels run here (and <see cref="Q8Activations.QsK"/> is written for them).</summary>
+    /// <summary>Whether the 512-bit Q4_K/Q5_K kernels (and the grouped Q4_0 one) run here.</summary>
     public static readonly bool Has512 = IsSupported && Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
 
     /// <summary>Whether <paramref name="type"/> has an integer kernel here.</summary>

@@ -52,7 +52,7 @@ public sealed unsafe class CpuQ8DotTests
         fixed (float* px = x)
         fixed (byte* pw = row)
         {
-            q8.Quantize(px, rows, cols, !k256, k256);
+            q8.Quantize(px, rows, cols, !k256, k256, quads: true, kOrder: true);
             for (int r = 0; r < rows; r++)
             {
                 double[] xd = k256 ? ReferenceQ8K(x.AsSpan(r * cols, cols)) : ReferenceQ8_0(x.AsSpan(r * cols, cols));

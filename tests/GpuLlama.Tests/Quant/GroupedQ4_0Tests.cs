@@ -69,7 +69,7 @@ public sealed unsafe class GroupedQ4_0Tests
 
             // the reference: llama.cpp's integer dots on the file's blocks, with the same 8-bit activations
             using var q8 = new Q8Activations();
-            q8.Quantize(px, tokens, cols, true, false);
+            q8.Quantize(px, tokens, cols, true, false, quads: true);
             double[] want = new double[tokens * rows];
             double[] mag = new double[tokens * rows];
             float[] wd = new float[cols];
