@@ -600,7 +600,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _pool.For(CpuGemm.IsAccelerated ? (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows : w.Rows, _matMulBody);
     }
 
-    /// <summary>Panels [start, end) of the current product (output rows, without AVX-512), for every activation row.</summary>
+    /// <summary>Panels [start, end) of the current product (output rows, without AVX2 or AVX-512), for every activation row.</summary>
     private void MatMulRows(int start, int end, int slice)
     {
         CpuWeight w = _mmW!;
@@ -631,7 +631,7 @@ public sealed unsafe partial class CpuDevice : IDevice
             return;
         }
 
-        // without AVX-512: convert a weight row to float once, then dot it with activation rows four at a time
+        // without AVX2 or AVX-512: convert a weight row to float once, then dot it with activation rows four at a time
         float* buffer = RowScratch(slice, cols);
         for (int i = start; i < end; i++)
         {

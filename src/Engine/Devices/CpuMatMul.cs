@@ -66,6 +66,20 @@ internal static unsafe class CpuMatMul
                 Vector512.Store(Avx512F.PermuteVar16x32x2(e, second, o), dst + i + 16);
             }
         }
+        else if (Vector256.IsHardwareAccelerated && Avx2.IsSupported)
+        {
+            Vector256<int> m = Vector256.Create(unchecked((int)0x8FFFE000));
+            Vector256<float> scale = Vector256.Create(HalfExponentScale);
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector256<int> u = Vector256.Load((int*)(src + i));
+                Vector256<float> e = ((u << 16 >> 3) & m).AsSingle() * scale;
+                Vector256<float> o = ((u >> 3) & m).AsSingle() * scale;
+                Vector256<float> lo = Avx.UnpackLow(e, o), hi = Avx.UnpackHigh(e, o); // values 0-3 8-11, 4-7 12-15
+                Vector256.Store(Avx.Permute2x128(lo, hi, 0x20), dst + i);
+                Vector256.Store(Avx.Permute2x128(lo, hi, 0x31), dst + i + 8);
+            }
+        }
 
         F16ToF32(src + i, dst + i, n - i);
     }

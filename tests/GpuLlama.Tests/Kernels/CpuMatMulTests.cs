@@ -58,7 +58,8 @@ public sealed class CpuMatMulTests : IDisposable
             data.Add(t, 7, 200, 1, false);    // decode: a group of four and three single rows, vector body and tail
             data.Add(t, 9, 4100, 1, true);    // decode: more than 4096 columns, four rows per pass, fused residual
             data.Add(t, 5, 37, 1, false);     // decode: shorter than one vector
-            data.Add(t, 6, 96, 13, false);    // prompt: two 6-row tiles and one single row, a partial panel
+            data.Add(t, 6, 96, 13, false);    // prompt: 6-row (AVX2: 3-row) tiles, the last overlapping, a partial panel
+            data.Add(t, 5, 64, 2, true);      // prompt: fewer rows than a tile, accumulate
             data.Add(t, 11, 4100, 8, true);   // prompt: K in two blocks (2304 + 1796, a tail of 4 inside the tile), accumulate
             data.Add(t, 4, 3000, 6, false);   // prompt: one K block with a tail of 8 columns inside the tile
         }
