@@ -27,32 +27,44 @@ public sealed unsafe class CpuBuffer : DeviceBuffer
     }
 }
 
-/// <summary>A weight on the CPU: a pointer into the memory map (zero copy), or to a grouped Q4_0 copy of the same size.</summary>
+/// <summary>
+/// A weight on the CPU: a pointer into the memory map (zero copy), or to a same-size copy in a faster layout — grouped
+/// Q4_0 (<see cref="CpuQ8Dot.GroupQ4_0"/>) or row panels of F32/F16/BF16 (<see cref="CpuMatMul.InterleaveRowPanels"/>).
+/// </summary>
 public sealed unsafe class CpuWeight : DeviceWeight
 {
-    internal CpuWeight(IDevice device, WeightView view, bool groupQ4_0) : base(device, view.Info)
+    internal CpuWeight(IDevice device, WeightView view, bool groupQ4_0, bool rowPanels) : base(device, view.Info)
     {
         Pointer = view.Pointer;
         RowBytes = view.RowBytes;
-        if (groupQ4_0)
+        if (groupQ4_0 || rowPanels)
         {
-            // a same-size copy in CpuQ8Dot's grouped layout; the map's pages are not read again, so they leave the
-            // resident set (the page cache keeps or drops them) instead of counting twice
+            // a same-size copy; the map's pages are not read again, so they leave the resident set (the page cache
+            // keeps or drops them) instead of counting twice
             _copy = (byte*)NativeMemory.AlignedAlloc((nuint)(Rows * RowBytes), 64); // small pages: a matrix is MiBs, not a multiple of 2 MiB
-            CpuQ8Dot.GroupQ4_0(view.Pointer, _copy, Rows, Cols);
+            if (groupQ4_0)
+            {
+                CpuQ8Dot.GroupQ4_0(view.Pointer, _copy, Rows, Cols);
+            }
+            else
+            {
+                CpuMatMul.InterleaveRowPanels(view.Pointer, _copy, Rows, RowBytes);
+            }
+
             if (view.FileMapped)
             {
                 MappedFile.Release(view.Pointer, Rows * RowBytes);
             }
 
             Pointer = _copy;
-            GroupedQ4_0 = true;
+            GroupedQ4_0 = groupQ4_0;
+            RowPanels = rowPanels;
         }
     }
 
     private byte* _copy;
 
-    /// <summary>The weight's rows: the memory map's bytes, or the grouped copy.</summary>
+    /// <summary>The weight's rows: the memory map's bytes, or the copy.</summary>
     public byte* Pointer { get; }
 
     public long RowBytes { get; }
@@ -60,7 +72,14 @@ public sealed unsafe class CpuWeight : DeviceWeight
     /// <summary>Q4_0 rows in <see cref="CpuQ8Dot.GroupQ4_0"/>'s layout (same size and row offsets as the file's).</summary>
     public bool GroupedQ4_0 { get; }
 
+    /// <summary>Rows interleaved four at a time (<see cref="CpuMatMul.InterleaveRowPanels"/>): a group of four rows starts at <see cref="Row"/>(4g).</summary>
+    public bool RowPanels { get; }
+
+    /// <summary>Where row <paramref name="row"/> starts — for row panels, only rows 4g (the group) and the rows past the last whole group.</summary>
     public byte* Row(int row) => Pointer + row * RowBytes;
+
+    /// <summary>Whether row <paramref name="row"/> is part of a row panel (else it lies row-major at <see cref="Row"/>).</summary>
+    public bool InPanel(int row) => RowPanels && row < Rows / 4 * 4;
 
     public override void Dispose()
     {
@@ -149,13 +168,21 @@ public sealed unsafe partial class CpuDevice : IDevice
     public long FreeMemory => ReadMemAvailable() ?? TotalMemory;
 
     /// <summary>
-    /// Buffers and caches. Weights count zero: pages of the memory map, or, for grouped Q4_0, a copy of the same size
-    /// standing in for them (the memory plan counts a model's CPU weights as its file).
+    /// Buffers and caches. Weights count zero: pages of the memory map, or, for grouped Q4_0 and row panels, a copy of
+    /// the same size standing in for them (the memory plan counts a model's CPU weights as its file).
     /// </summary>
     public long AllocatedBytes => Interlocked.Read(ref _allocated);
 
-    public DeviceWeight Upload(WeightView weight) =>
-        new CpuWeight(this, weight, groupQ4_0: !ExactQuantDots && CpuQ8Dot.GroupsQ4_0(weight.Info.Type, weight.Info.Cols));
+    public DeviceWeight Upload(WeightView weight)
+    {
+        bool group = !ExactQuantDots && CpuQ8Dot.GroupsQ4_0(weight.Info.Type, weight.Info.Cols);
+        // row panels: always for a file's pages (released for the copy); a weight in host memory (synthetic models,
+        // tests) only while the copy takes at most a quarter of the free memory, so that a synthetic model as large as
+        // the RAM is still read in place rather than doubled (results differ only in float summation order)
+        bool panels = CpuMatMul.UsesRowPanels(weight.Type, weight.Rows, weight.RowBytes) &&
+                      (weight.FileMapped || weight.ByteLength <= FreeMemory / 4);
+        return new CpuWeight(this, weight, group, panels);
+    }
 
     public DeviceBuffer Allocate(int floats)
     {
@@ -198,7 +225,7 @@ public sealed unsafe partial class CpuDevice : IDevice
                 throw new GpuLlamaException($"token id {tokens[r]} is outside the vocabulary (0..{t.Rows - 1})");
             }
 
-            ConvertRow(t, t.Row(tokens[r]), dst.Pointer + (long)r * dim, dim);
+            ConvertRow(t, tokens[r], dst.Pointer + (long)r * dim);
         }
     }
 
@@ -479,21 +506,24 @@ public sealed unsafe partial class CpuDevice : IDevice
                 int r0 = g * 4;
                 int n = Math.Min(4, w.Rows - r0);
                 byte* row = w.Row(r0);
-                if (n == 4 && (cols > SingleRowColumns || w.Type.IsQuantized()))
+                if (n == 4 && (w.RowPanels || cols > SingleRowColumns || w.Type.IsQuantized()))
                 {
+                    // 16 floats or 32 halves per 64-byte chunk: a panel's rows are one chunk apart, its chunks four
+                    long rowStep = w.RowPanels ? CpuMatMul.PanelChunkBytes : w.RowBytes;
+                    long chunkStep = w.RowPanels ? 4 * CpuMatMul.PanelChunkBytes : CpuMatMul.PanelChunkBytes;
                     switch (w.Type)
                     {
                         case DType.F32:
-                            CpuMatMul.DotF32x4((float*)row, w.RowBytes / 4, _mvX, cols, o);
+                            CpuMatMul.DotF32x4((float*)row, rowStep / 4, chunkStep / 4, _mvX, cols, o);
                             break;
                         case DType.F16 when _mvF16Codes:
-                            CpuMatMul.DotF16Codesx4((ushort*)row, w.RowBytes / 2, (ushort*)_xCodes!.Pointer, _xF16Rounded!.Pointer, cols, _mvUnscale, o);
+                            CpuMatMul.DotF16Codesx4((ushort*)row, rowStep / 2, chunkStep / 2, (ushort*)_xCodes!.Pointer, _xF16Rounded!.Pointer, cols, _mvUnscale, o);
                             break;
                         case DType.F16:
-                            CpuMatMul.DotF16x4((ushort*)row, w.RowBytes / 2, _mvXF16, _mvX, cols, o);
+                            CpuMatMul.DotF16x4((ushort*)row, rowStep / 2, chunkStep / 2, _mvXF16, _mvX, cols, o);
                             break;
                         case DType.BF16:
-                            CpuMatMul.DotBf16x4((ushort*)row, w.RowBytes / 2, _mvXBf16, _mvX, cols, o);
+                            CpuMatMul.DotBf16x4((ushort*)row, rowStep / 2, chunkStep / 2, _mvXBf16, _mvX, cols, o);
                             break;
                         default:
                             for (int k = 0; k < 4; k++)
@@ -626,7 +656,7 @@ public sealed unsafe partial class CpuDevice : IDevice
 
         if (CpuGemm.IsAccelerated)
         {
-            CpuGemm.Multiply(w.Type, w.GroupedQ4_0, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,
+            CpuGemm.Multiply(w.Type, w.GroupedQ4_0, w.RowPanels, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,
                              RowScratch(slice, CpuGemm.ScratchFloats(cols)));
             return;
         }
@@ -635,10 +665,11 @@ public sealed unsafe partial class CpuDevice : IDevice
         float* buffer = RowScratch(slice, cols);
         for (int i = start; i < end; i++)
         {
-            float* wr = w.Type == DType.F32 ? (float*)w.Row(i) : buffer;
-            if (w.Type != DType.F32)
+            bool inPlace = w.Type == DType.F32 && !w.InPanel(i);
+            float* wr = inPlace ? (float*)w.Row(i) : buffer;
+            if (!inPlace)
             {
-                ConvertRow(w, w.Row(i), buffer, cols);
+                ConvertRow(w, i, buffer);
             }
 
             int r = 0;
@@ -671,7 +702,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         CpuWeight w = _normW!;
         int dim = w.Cols;
         float* weight = RowScratch(slice, dim);
-        ConvertRow(w, w.Pointer, weight, dim);
+        ConvertRow(w, 0, weight);
         for (int r = start; r < end; r++)
         {
             float* x = _normX!.Pointer + (long)r * dim;
@@ -816,20 +847,46 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
     }
 
-    /// <summary>One row of any supported type to float32.</summary>
-    /// <summary><see cref="ConvertRow(DType, byte*, float*, int)"/> for a row of <paramref name="w"/>, in whatever layout it is stored.</summary>
-    internal static void ConvertRow(CpuWeight w, byte* row, float* dst, int cols)
+    /// <summary>Row <paramref name="row"/> of <paramref name="w"/> to float32, in whatever layout it is stored.</summary>
+    internal static void ConvertRow(CpuWeight w, int row, float* dst)
     {
+        int cols = w.Cols;
         if (w.GroupedQ4_0)
         {
-            CpuQ8Dot.DequantizeGroupedQ4_0(row, dst, cols);
+            CpuQ8Dot.DequantizeGroupedQ4_0(w.Row(row), dst, cols);
+        }
+        else if (w.InPanel(row))
+        {
+            ConvertPanelRow(w.Type, w.Row(row & ~3), row & 3, 0, dst, cols);
         }
         else
         {
-            ConvertRow(w.Type, row, dst, cols);
+            ConvertRow(w.Type, w.Row(row), dst, cols);
         }
     }
 
+    /// <summary>
+    /// Values [k0, k0 + count) of row <paramref name="k"/> of the row panel at <paramref name="group"/> to float32
+    /// (k0 and count whole chunks), chunk by chunk; F16 with the decode kernels' arithmetic (<see cref="CpuMatMul.F16ToF32Finite"/>).
+    /// </summary>
+    internal static void ConvertPanelRow(DType type, byte* group, int k, int k0, float* dst, int count)
+    {
+        int perChunk = CpuMatMul.PanelChunkBytes / type.BlockBytes(); // F32, F16, BF16: blocks of one value
+        for (int i = 0; i < count; i += perChunk)
+        {
+            byte* chunk = CpuMatMul.PanelChunk(group, k, type.RowBytes(k0 + i));
+            if (type == DType.F16)
+            {
+                CpuMatMul.F16ToF32Finite((ushort*)chunk, dst + i, perChunk);
+            }
+            else
+            {
+                ConvertRow(type, chunk, dst + i, perChunk);
+            }
+        }
+    }
+
+    /// <summary>One row of any supported type to float32.</summary>
     internal static void ConvertRow(DType type, byte* row, float* dst, int cols)
     {
         switch (type)

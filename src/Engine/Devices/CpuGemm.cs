@@ -52,10 +52,11 @@ internal static unsafe class CpuGemm
     /// <summary>
     /// C (+)= X·Wᵀ for the weight panels [p0, p1) (rows 4·p0 .. min(4·p1, N)): X is [m, K] with row stride K, C is
     /// [m, N] with row stride N; <paramref name="accumulate"/> adds to C (the fused residual) instead of overwriting it.
-    /// <paramref name="groupedQ4_0"/>: the rows are in <see cref="CpuQ8Dot.GroupQ4_0"/>'s layout.
+    /// <paramref name="groupedQ4_0"/>: the rows are in <see cref="CpuQ8Dot.GroupQ4_0"/>'s layout;
+    /// <paramref name="rowPanels"/>: in <see cref="CpuMatMul.InterleaveRowPanels"/>'s (a panel here is one there).
     /// </summary>
-    public static void Multiply(DType type, bool groupedQ4_0, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c, bool accumulate,
-                                int p0, int p1, float* scratch)
+    public static void Multiply(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c,
+                                bool accumulate, int p0, int p1, float* scratch)
     {
         int kb = KBlock(k);
         Span<float> tile = stackalloc float[PanelRows * TileRows];
@@ -69,7 +70,7 @@ internal static unsafe class CpuGemm
                 int nr = Math.Min(PanelRows, n - n0);
                 float* panel;
                 long stride;
-                if (type == DType.F32 && nr == PanelRows)
+                if (type == DType.F32 && nr == PanelRows && !rowPanels)
                 {
                     panel = (float*)(weights + n0 * rowBytes) + k0;
                     stride = rowBytes / sizeof(float);
@@ -84,7 +85,11 @@ internal static unsafe class CpuGemm
                         if (r < nr)
                         {
                             byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
-                            if (groupedQ4_0)
+                            if (rowPanels && nr == PanelRows)
+                            {
+                                CpuDevice.ConvertPanelRow(type, weights + n0 * rowBytes, r, k0, dst, kn); // k0, kn: whole chunks
+                            }
+                            else if (groupedQ4_0)
                             {
                                 CpuQ8Dot.DequantizeGroupedQ4_0(row, dst, kn); // k0 and kn are multiples of 256
                             }
@@ -113,7 +118,7 @@ internal static unsafe class CpuGemm
                         if (m < tileRows)
                         {
                             // fewer activation rows than a tile in the whole product: one at a time
-                            CpuMatMul.DotF32x4(panel, stride, x + (long)mi * k + k0, kn, t);
+                            CpuMatMul.DotF32x4(panel, stride, 16, x + (long)mi * k + k0, kn, t);
                             Store(t, 1, c + (long)mi * n + n0, n, nr, add);
                             mi++;
                             continue;

@@ -58,6 +58,8 @@ public sealed class CpuMatMulTests : IDisposable
             data.Add(t, 7, 200, 1, false);    // decode: a group of four and three single rows, vector body and tail
             data.Add(t, 9, 4100, 1, true);    // decode: more than 4096 columns, four rows per pass, fused residual
             data.Add(t, 5, 37, 1, false);     // decode: shorter than one vector
+            data.Add(t, 10, 256, 1, true);    // decode: row panels (rows of a multiple of 64 bytes) and two row-major rows
+            data.Add(t, 5, 4608, 1, false);   // decode: a row panel of more than 4096 columns
             data.Add(t, 6, 96, 13, false);    // prompt: 6-row (AVX2: 3-row) tiles, the last overlapping, a partial panel
             data.Add(t, 5, 64, 2, true);      // prompt: fewer rows than a tile, accumulate
             data.Add(t, 11, 4100, 8, true);   // prompt: K in two blocks (2304 + 1796, a tail of 4 inside the tile), accumulate
