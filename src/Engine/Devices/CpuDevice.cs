@@ -33,33 +33,20 @@ public sealed unsafe class CpuBuffer : DeviceBuffer
 /// </summary>
 public sealed unsafe class CpuWeight : DeviceWeight
 {
-    internal CpuWeight(IDevice device, WeightView view, bool groupQ4_0, bool rowPanels) : base(device, view.Info)
+    internal CpuWeight(IDevice device, WeightView view) : base(device, view.Info)
     {
         Pointer = view.Pointer;
         RowBytes = view.RowBytes;
-        if (groupQ4_0 || rowPanels)
-        {
-            // a same-size copy; the map's pages are not read again, so they leave the resident set (the page cache
-            // keeps or drops them) instead of counting twice
-            _copy = (byte*)NativeMemory.AlignedAlloc((nuint)(Rows * RowBytes), 64); // small pages: a matrix is MiBs, not a multiple of 2 MiB
-            if (groupQ4_0)
-            {
-                CpuQ8Dot.GroupQ4_0(view.Pointer, _copy, Rows, Cols);
-            }
-            else
-            {
-                CpuMatMul.InterleaveRowPanels(view.Pointer, _copy, Rows, RowBytes);
-            }
+    }
 
-            if (view.FileMapped)
-            {
-                MappedFile.Release(view.Pointer, Rows * RowBytes);
-            }
-
-            Pointer = _copy;
-            GroupedQ4_0 = groupQ4_0;
-            RowPanels = rowPanels;
-        }
+    /// <summary>A weight stored as <paramref name="copy"/> (same size, from <see cref="NativeMemory.AlignedAlloc"/>; freed with the weight).</summary>
+    internal CpuWeight(IDevice device, WeightView view, byte* copy, bool groupedQ4_0, bool rowPanels) : base(device, view.Info)
+    {
+        _copy = copy;
+        Pointer = copy;
+        RowBytes = view.RowBytes;
+        GroupedQ4_0 = groupedQ4_0;
+        RowPanels = rowPanels;
     }
 
     private byte* _copy;
@@ -181,7 +168,39 @@ public sealed unsafe partial class CpuDevice : IDevice
         // the RAM is still read in place rather than doubled (results differ only in float summation order)
         bool panels = CpuMatMul.UsesRowPanels(weight.Type, weight.Rows, weight.RowBytes) &&
                       (weight.FileMapped || weight.ByteLength <= FreeMemory / 4);
-        return new CpuWeight(this, weight, group, panels);
+        if (!group && !panels)
+        {
+            return new CpuWeight(this, weight);
+        }
+
+        // a same-size copy, made by all threads (the first touch of its pages costs as much as the copying); the
+        // map's pages are not read again, so they leave the resident set (the page cache keeps or drops them)
+        // instead of counting twice
+        long rows = weight.Rows, rowBytes = weight.RowBytes;
+        byte* src = weight.Pointer;
+        // small pages: a matrix is MiBs, not a multiple of 2 MiB, and transparent huge pages made the load slower here
+        // (2.7 vs 2.1 s for TinyLlama F16: compaction at fault time)
+        byte* copy = (byte*)NativeMemory.AlignedAlloc((nuint)(rows * rowBytes), 64);
+        int cols = (int)weight.Cols;
+        const int rowsPerTask = 64; // a multiple of the panels' four rows
+        _pool.For((int)((rows + rowsPerTask - 1) / rowsPerTask), (start, end, _) =>
+        {
+            long r0 = start * (long)rowsPerTask, n = Math.Min(rows, end * (long)rowsPerTask) - r0;
+            if (group)
+            {
+                CpuQ8Dot.GroupQ4_0(src + r0 * rowBytes, copy + r0 * rowBytes, n, cols);
+            }
+            else
+            {
+                CpuMatMul.InterleaveRowPanels(src + r0 * rowBytes, copy + r0 * rowBytes, n, rowBytes);
+            }
+        });
+        if (weight.FileMapped)
+        {
+            MappedFile.Release(src, rows * rowBytes);
+        }
+
+        return new CpuWeight(this, weight, copy, group, panels);
     }
 
     public DeviceBuffer Allocate(int floats)
@@ -857,32 +876,11 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
         else if (w.InPanel(row))
         {
-            ConvertPanelRow(w.Type, w.Row(row & ~3), row & 3, 0, dst, cols);
+            CpuMatMul.PanelRowToF32(w.Type, w.Row(row & ~3), row & 3, 0, dst, cols);
         }
         else
         {
             ConvertRow(w.Type, w.Row(row), dst, cols);
-        }
-    }
-
-    /// <summary>
-    /// Values [k0, k0 + count) of row <paramref name="k"/> of the row panel at <paramref name="group"/> to float32
-    /// (k0 and count whole chunks), chunk by chunk; F16 with the decode kernels' arithmetic (<see cref="CpuMatMul.F16ToF32Finite"/>).
-    /// </summary>
-    internal static void ConvertPanelRow(DType type, byte* group, int k, int k0, float* dst, int count)
-    {
-        int perChunk = CpuMatMul.PanelChunkBytes / type.BlockBytes(); // F32, F16, BF16: blocks of one value
-        for (int i = 0; i < count; i += perChunk)
-        {
-            byte* chunk = CpuMatMul.PanelChunk(group, k, type.RowBytes(k0 + i));
-            if (type == DType.F16)
-            {
-                CpuMatMul.F16ToF32Finite((ushort*)chunk, dst + i, perChunk);
-            }
-            else
-            {
-                ConvertRow(type, chunk, dst + i, perChunk);
-            }
         }
     }
 

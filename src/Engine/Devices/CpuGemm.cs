@@ -75,21 +75,23 @@ internal static unsafe class CpuGemm
                     panel = (float*)(weights + n0 * rowBytes) + k0;
                     stride = rowBytes / sizeof(float);
                 }
+                else if (rowPanels && nr == PanelRows)
+                {
+                    panel = scratch;
+                    stride = kn;
+                    CpuMatMul.PanelToF32(type, weights + n0 * rowBytes, k0, kn, scratch, kn); // k0, kn: whole chunks
+                }
                 else
                 {
                     panel = scratch;
                     stride = kn;
                     for (int r = 0; r < PanelRows; r++)
                     {
-                        float* dst = scratch + r * stride;
+                        float* dst = scratch + r * kn;
                         if (r < nr)
                         {
                             byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
-                            if (rowPanels && nr == PanelRows)
-                            {
-                                CpuDevice.ConvertPanelRow(type, weights + n0 * rowBytes, r, k0, dst, kn); // k0, kn: whole chunks
-                            }
-                            else if (groupedQ4_0)
+                            if (groupedQ4_0)
                             {
                                 CpuQ8Dot.DequantizeGroupedQ4_0(row, dst, kn); // k0 and kn are multiples of 256
                             }

@@ -469,7 +469,9 @@ internal static unsafe class CpuMatMul
             {
                 for (int k = 0; k < 4; k++)
                 {
-                    Buffer.MemoryCopy(s + k * rowBytes + c * PanelChunkBytes, d + (4 * c + k) * PanelChunkBytes, PanelChunkBytes, PanelChunkBytes);
+                    byte* from = s + k * rowBytes + c * PanelChunkBytes, to = d + (4 * c + k) * PanelChunkBytes;
+                    Vector256.Store(Vector256.Load(from), to);
+                    Vector256.Store(Vector256.Load(from + 32), to + 32);
                 }
             }
         }
@@ -483,6 +485,71 @@ internal static unsafe class CpuMatMul
     /// </summary>
     public static byte* PanelChunk(byte* group, int k, long offset) =>
         group + (offset / PanelChunkBytes * 4 + k) * PanelChunkBytes;
+
+    /// <summary>
+    /// Values [k0, k0 + count) of row <paramref name="k"/> of the row panel at <paramref name="group"/> to float32
+    /// (k0 and count whole chunks); F16 with the decode kernels' arithmetic (<see cref="F16ToF32Finite"/>).
+    /// </summary>
+    public static void PanelRowToF32(DType type, byte* group, int k, int k0, float* dst, int count)
+    {
+        int perChunk = PanelChunkBytes / type.BlockBytes(); // F32, F16, BF16: blocks of one value
+        byte* chunk = PanelChunk(group, k, type.RowBytes(k0));
+        for (int i = 0; i < count; i += perChunk, chunk += 4 * PanelChunkBytes)
+        {
+            ChunkToF32(type, chunk, dst + i);
+        }
+    }
+
+    /// <summary>
+    /// Values [k0, k0 + count) of all four rows of the row panel at <paramref name="group"/> to float32, row k at
+    /// dst + k·<paramref name="dstStride"/>: the prompt product's weight panel, read in one pass over the chunks.
+    /// </summary>
+    public static void PanelToF32(DType type, byte* group, int k0, int count, float* dst, long dstStride)
+    {
+        int perChunk = PanelChunkBytes / type.BlockBytes();
+        byte* chunk = PanelChunk(group, 0, type.RowBytes(k0));
+        for (int i = 0; i < count; i += perChunk, chunk += 4 * PanelChunkBytes)
+        {
+            ChunkToF32(type, chunk, dst + i);
+            ChunkToF32(type, chunk + PanelChunkBytes, dst + dstStride + i);
+            ChunkToF32(type, chunk + 2 * PanelChunkBytes, dst + 2 * dstStride + i);
+            ChunkToF32(type, chunk + 3 * PanelChunkBytes, dst + 3 * dstStride + i);
+        }
+    }
+
+    /// <summary>One 64-byte chunk (16 floats, 32 halves or 32 bfloat16s) to float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ChunkToF32(DType type, byte* chunk, float* dst)
+    {
+        if (type == DType.F32)
+        {
+            Vector256.Store(Vector256.Load((float*)chunk), dst);
+            Vector256.Store(Vector256.Load((float*)chunk + 8), dst + 8);
+        }
+        else if (type == DType.BF16)
+        {
+            Bf16ToF32((ushort*)chunk, dst, 32);
+        }
+        else if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        {
+            F16ToF32Finite((ushort*)chunk, dst, 32);
+        }
+        else
+        {
+            // F16ToF32Finite's AVX2 step, twice, without the call (a prompt's panels are converted chunk by chunk)
+            Vector256<int> m = Vector256.Create(unchecked((int)0x8FFFE000));
+            Vector256<float> scale = Vector256.Create(HalfExponentScale);
+            for (int h = 0; h < 2; h++)
+            {
+                Vector256<int> u = Vector256.Load((int*)chunk + 8 * h);
+                Vector256<float> e = ((u << 16 >> 3) & m).AsSingle() * scale;
+                Vector256<float> o = ((u >> 3) & m).AsSingle() * scale;
+                Vector256<float> lo = Avx.UnpackLow(e, o), hi = Avx.UnpackHigh(e, o);
+                Vector256.Store(Avx.Permute2x128(lo, hi, 0x20), dst + 16 * h);
+                Vector256.Store(Avx.Permute2x128(lo, hi, 0x31), dst + 16 * h + 8);
+            }
+        }
+    }
 
     /// <summary>
     /// o[k] = Σ w_k[j]·x[j] for four float rows: row k's value j at w + k·rowStep + (j / 16)·chunkStep + j % 16 —

@@ -35,7 +35,7 @@ public sealed unsafe class RowPanelTests : IDisposable
                 {
                     if (r < rows / 4 * 4)
                     {
-                        CpuDevice.ConvertPanelRow(type, p + (r & ~3) * rowBytes, r & 3, 0, g, cols);
+                        CpuMatMul.PanelRowToF32(type, p + (r & ~3) * rowBytes, r & 3, 0, g, cols);
                     }
                     else
                     {
@@ -50,7 +50,7 @@ public sealed unsafe class RowPanelTests : IDisposable
 
                 // a row's later chunks alone (the prompt product's K blocks start inside rows)
                 int perChunk = CpuMatMul.PanelChunkBytes / type.BlockBytes();
-                CpuDevice.ConvertPanelRow(type, p + 4 * rowBytes * (rows / 4 - 1), 2, perChunk, g, cols - perChunk);
+                CpuMatMul.PanelRowToF32(type, p + 4 * rowBytes * (rows / 4 - 1), 2, perChunk, g, cols - perChunk);
                 int row = 4 * (rows / 4 - 1) + 2;
                 for (int c = 0; c < cols - perChunk; c++)
                 {
