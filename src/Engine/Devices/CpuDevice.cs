@@ -520,6 +520,9 @@ public sealed unsafe partial class CpuDevice : IDevice
             float* dst = (float*)_mvDst[j];
             bool acc = _mvAccumulate[j];
             int cols = w.Cols;
+            // 16 floats or 32 halves per 64-byte chunk: a panel's rows are one chunk apart, its chunks four
+            long rowStep = w.RowPanels ? CpuMatMul.PanelChunkBytes : w.RowBytes;
+            long chunkStep = w.RowPanels ? 4 * CpuMatMul.PanelChunkBytes : CpuMatMul.PanelChunkBytes;
             for (int g = g0; g < g1; g++)
             {
                 int r0 = g * 4;
@@ -527,9 +530,6 @@ public sealed unsafe partial class CpuDevice : IDevice
                 byte* row = w.Row(r0);
                 if (n == 4 && (w.RowPanels || cols > SingleRowColumns || w.Type.IsQuantized()))
                 {
-                    // 16 floats or 32 halves per 64-byte chunk: a panel's rows are one chunk apart, its chunks four
-                    long rowStep = w.RowPanels ? CpuMatMul.PanelChunkBytes : w.RowBytes;
-                    long chunkStep = w.RowPanels ? 4 * CpuMatMul.PanelChunkBytes : CpuMatMul.PanelChunkBytes;
                     switch (w.Type)
                     {
                         case DType.F32:

@@ -168,10 +168,7 @@ internal static unsafe class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
     {
-        Vector256<float> a2 = a.GetLower() + a.GetUpper(), b2 = b.GetLower() + b.GetUpper();
-        Vector256<float> c2 = c.GetLower() + c.GetUpper(), d2 = d.GetLower() + d.GetUpper();
-        Vector256<float> h = Avx.HorizontalAdd(Avx.HorizontalAdd(a2, b2), Avx.HorizontalAdd(c2, d2));
-        return h.GetLower() + h.GetUpper();
+        return Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper());
     }
 
     /// <summary>[Σa, Σb, Σc, Σd] of four 256-bit vectors: two levels of horizontal adds, then the halves.</summary>
@@ -222,17 +219,7 @@ internal static unsafe class CpuGemm
         Sum4(c00, c01, c02, c03).Store(t);
         Sum4(c10, c11, c12, c13).Store(t + 4);
         Sum4(c20, c21, c22, c23).Store(t + 8);
-        for (; i < kn; i++)
-        {
-            for (int j = 0; j < 3; j++)
-            {
-                float xv = x[j * xs + i];
-                t[j * PanelRows] += w[i] * xv;
-                t[j * PanelRows + 1] += w1[i] * xv;
-                t[j * PanelRows + 2] += w2[i] * xv;
-                t[j * PanelRows + 3] += w3[i] * xv;
-            }
-        }
+        AddTail(w, ws, x, xs, i, kn, Avx2TileRows, t);
     }
 
     /// <summary>
@@ -295,15 +282,21 @@ internal static unsafe class CpuGemm
         Sum4(c40, c41, c42, c43).Store(t + 16);
         Sum4(c50, c51, c52, c53).Store(t + 20);
 
-        for (; i < kn; i++)
+        AddTail(w, ws, x, xs, i, kn, TileRows, t);
+    }
+
+    /// <summary>The tiles' scalar tail: t[j·4 + r] += Σ_{from ≤ i &lt; kn} w[r·ws + i]·x[j·xs + i] for j &lt; <paramref name="rows"/>.</summary>
+    private static void AddTail(float* w, long ws, float* x, long xs, int from, int kn, int rows, float* t)
+    {
+        for (int i = from; i < kn; i++)
         {
-            for (int j = 0; j < TileRows; j++)
+            for (int j = 0; j < rows; j++)
             {
                 float xv = x[j * xs + i];
-                t[j * PanelRows] += w[i] * xv;
-                t[j * PanelRows + 1] += w1[i] * xv;
-                t[j * PanelRows + 2] += w2[i] * xv;
-                t[j * PanelRows + 3] += w3[i] * xv;
+                for (int r = 0; r < PanelRows; r++)
+                {
+                    t[j * PanelRows + r] += w[r * ws + i] * xv;
+                }
             }
         }
     }

@@ -73,16 +73,23 @@ internal static unsafe class CpuMatMul
             Vector256<float> scale = Vector256.Create(HalfExponentScale);
             for (; i + 16 <= n; i += 16)
             {
-                Vector256<int> u = Vector256.Load((int*)(src + i));
-                Vector256<float> e = ((u << 16 >> 3) & m).AsSingle() * scale;
-                Vector256<float> o = ((u >> 3) & m).AsSingle() * scale;
-                Vector256<float> lo = Avx.UnpackLow(e, o), hi = Avx.UnpackHigh(e, o); // values 0-3 8-11, 4-7 12-15
-                Vector256.Store(Avx.Permute2x128(lo, hi, 0x20), dst + i);
-                Vector256.Store(Avx.Permute2x128(lo, hi, 0x31), dst + i + 8);
+                F16x16ToF32(src + i, dst + i, m, scale);
             }
         }
 
         F16ToF32(src + i, dst + i, n - i);
+    }
+
+    /// <summary>16 finite halves → floats, <see cref="F16ToF32Finite"/>'s AVX2 step (m = 0x8FFFE000, scale = 2^112).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void F16x16ToF32(ushort* src, float* dst, Vector256<int> m, Vector256<float> scale)
+    {
+        Vector256<int> u = Vector256.Load((int*)src);
+        Vector256<float> e = ((u << 16 >> 3) & m).AsSingle() * scale;
+        Vector256<float> o = ((u >> 3) & m).AsSingle() * scale;
+        Vector256<float> lo = Avx.UnpackLow(e, o), hi = Avx.UnpackHigh(e, o); // values 0-3 8-11, 4-7 12-15
+        Vector256.Store(Avx.Permute2x128(lo, hi, 0x20), dst);
+        Vector256.Store(Avx.Permute2x128(lo, hi, 0x31), dst + 8);
     }
 
     /// <summary>bfloat16 → float for n values: the upper half of a float's bits.</summary>
@@ -539,15 +546,8 @@ internal static unsafe class CpuMatMul
             // F16ToF32Finite's AVX2 step, twice, without the call (a prompt's panels are converted chunk by chunk)
             Vector256<int> m = Vector256.Create(unchecked((int)0x8FFFE000));
             Vector256<float> scale = Vector256.Create(HalfExponentScale);
-            for (int h = 0; h < 2; h++)
-            {
-                Vector256<int> u = Vector256.Load((int*)chunk + 8 * h);
-                Vector256<float> e = ((u << 16 >> 3) & m).AsSingle() * scale;
-                Vector256<float> o = ((u >> 3) & m).AsSingle() * scale;
-                Vector256<float> lo = Avx.UnpackLow(e, o), hi = Avx.UnpackHigh(e, o);
-                Vector256.Store(Avx.Permute2x128(lo, hi, 0x20), dst + 16 * h);
-                Vector256.Store(Avx.Permute2x128(lo, hi, 0x31), dst + 16 * h + 8);
-            }
+            F16x16ToF32((ushort*)chunk, dst, m, scale);
+            F16x16ToF32((ushort*)chunk + 16, dst + 16, m, scale);
         }
     }
 
