@@ -134,6 +134,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _scoreScratch = new float*[Threads];
         _scoreScratchLength = new int[Threads];
         _matMulBody = MatMulRows;
+        _packBody = PackRows;
         _matVecBody = MatVecGroups;
         _attentionBody = AttentionRange;
         _normBody = RmsNormRows;
@@ -394,6 +395,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _xF16?.Dispose();
         _xBf16?.Dispose();
         _xRounded?.Dispose();
+        _xPacked?.Dispose();
         _xCodes?.Dispose();
         _xF16Rounded?.Dispose();
         _q8.Dispose();
@@ -605,6 +607,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _mmX = x;
         _mmRows = rows;
         _mmAccumulate = accumulate;
+        _mmPacked = null;
         if (UsesQ8(w.Type) && w.Type is DType.Q4_1 or DType.Q5_1)
         {
             // Q8_1's s (the minimums' factor) is rounded to F16 on its own, which no float product of expanded
@@ -646,8 +649,30 @@ public sealed unsafe partial class CpuDevice : IDevice
             _mmX = xq;
         }
 
-        _pool.For(CpuGemm.IsAccelerated ? (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows : w.Rows, _matMulBody);
+        if (!CpuGemm.IsAccelerated)
+        {
+            _pool.For(w.Rows, _matMulBody);
+            return;
+        }
+
+        int panels = (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows;
+        if (CpuGemm.UsesOuterTiles(w.Type, rows))
+        {
+            // X transposed into 32-row tiles once, for all threads; the work then splits by 12-row groups
+            _mmPacked = GrowBuffer(ref _xPacked, checked((int)CpuGemm.PackedFloats(rows, w.Cols)));
+            _pool.For(CpuGemm.OuterTiles(rows), _packBody);
+            _pool.For((panels + 2) / 3, _matMulBody);
+            return;
+        }
+
+        _pool.For(panels, _matMulBody);
     }
+
+    private readonly Action<int, int, int> _packBody;
+    private CpuBuffer? _xPacked;
+    private float* _mmPacked;
+
+    private void PackRows(int start, int end, int slice) => CpuGemm.PackTokens(_mmX, _mmRows, _mmW!.Cols, _mmPacked, start, end);
 
     /// <summary>Panels [start, end) of the current product (output rows, without AVX2 or AVX-512), for every activation row.</summary>
     private void MatMulRows(int start, int end, int slice)
@@ -675,8 +700,16 @@ public sealed unsafe partial class CpuDevice : IDevice
 
         if (CpuGemm.IsAccelerated)
         {
+            int panels = (outRows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows;
+            if (_mmPacked != null)
+            {
+                // [start, end) are groups of three panels
+                start *= 3;
+                end = Math.Min(end * 3, panels);
+            }
+
             CpuGemm.Multiply(w.Type, w.GroupedQ4_0, w.RowPanels, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,
-                             RowScratch(slice, CpuGemm.ScratchFloats(cols)));
+                             RowScratch(slice, CpuGemm.ScratchFloats(cols)), _mmPacked);
             return;
         }
 

@@ -7,12 +7,14 @@ namespace GpuLlama.Devices;
 
 /// <summary>
 /// Prompt processing's matrix product on the CPU, C[m, n] = Σ_k X[m, k]·W[n, k] (both operands K-contiguous, as
-/// activations and weights are stored), blocked so that it runs from the caches instead of memory:
-/// weights are taken in panels of <see cref="PanelRows"/> rows and <see cref="KBlock"/> columns, converted to float
-/// once (F16, BF16 and quantized blocks; F32 is read in place), and every tile of activation rows is multiplied against
-/// the panel by a register-blocked micro-kernel — AVX-512: 4 × 6 accumulators, so each 16-float load of a weight feeds
-/// 6 FMAs and each load of an activation 4; AVX2: 4 × 3 (the old one-weight-row-at-a-time loop fed 4 FMAs with 5 loads
-/// and was bound by the loads). A K block of the activation rows stays in L2 while the panels stream by.
+/// activations and weights are stored), blocked so that it runs from the caches instead of memory: weights are taken
+/// in panels of <see cref="PanelRows"/> rows and <see cref="KBlock"/> columns, converted to float once (F16, BF16 and
+/// quantized blocks; F32 row panels de-interleaved), and multiplied by register-blocked micro-kernels of two kinds.
+/// Float-stored weights with a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>)
+/// of 12 weight rows by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per
+/// step 2 vector loads and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a
+/// core whose FMA peak is 235). Quantized weights and short products: dot-product tiles, 4 weight rows by 6
+/// (AVX2: 3) activation rows, whose lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
 internal static unsafe class CpuGemm
 {
@@ -46,104 +48,224 @@ internal static unsafe class CpuGemm
         return (k / blocks + 255) / 256 * 256;
     }
 
-    /// <summary>Floats of panel scratch one thread needs for a weight of <paramref name="k"/> columns.</summary>
-    public static int ScratchFloats(int k) => PanelRows * KBlock(k);
+    /// <summary>Weight rows per tile of the outer-product kernel (<see cref="Outer12x32"/>): three panels.</summary>
+    public const int OuterRows = 12;
+
+    /// <summary>Activation rows per tile of the outer-product kernels: two vectors (AVX-512: 32, AVX2: 16).</summary>
+    public static int OuterTokens => Vector512.IsHardwareAccelerated ? 32 : 16;
+
+    // Row stride of the converted weight panels in the scratch: fixed, so that the outer kernel's twelve broadcasts
+    // address one pointer plus constants, and a cache line more than the largest K block, so that the twelve rows do
+    // not fall into one L1 set (3072 floats are three times 4 KiB).
+    private const int ScratchStride = KBlockFloats + 16;
+
+    /// <summary>Floats of panel scratch one thread needs (twelve converted rows of a K block).</summary>
+    public static int ScratchFloats(int k) => OuterRows * ScratchStride;
+
+    /// <summary>
+    /// Whether a product of <paramref name="m"/> activation rows by <paramref name="type"/> weights runs on the
+    /// outer-product kernels (AVX-512 or AVX2, at least one full token tile); the caller then packs X with
+    /// <see cref="PackTokens"/> and splits the work by <see cref="OuterRows"/>-row groups. Float-stored weights only:
+    /// each output of an outer kernel is one sequence of K additions, where the dot tiles sum 8 or 16 lanes and then
+    /// across them, and the quantized products exist to reproduce llama.cpp's quantized runs — whose 8-bit rounding
+    /// of every layer's input turns a 1-ulp difference into a different code on the tiny fixtures: the sequential
+    /// order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
+    /// </summary>
+    public static bool UsesOuterTiles(DType type, int m) => IsAccelerated && m >= OuterTokens && type is DType.F32 or DType.F16 or DType.BF16;
+
+    /// <summary>Token tiles of X for <paramref name="m"/> rows (the last one overlaps the one before).</summary>
+    public static int OuterTiles(int m) => (m + OuterTokens - 1) / OuterTokens;
+
+    /// <summary>Floats of <see cref="PackTokens"/>' output for an [m, k] X.</summary>
+    public static long PackedFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens * k;
+
+    private static int TileStart(int tile, int m) => Math.Min(tile * OuterTokens, m - OuterTokens);
+
+    /// <summary>
+    /// Tiles [t0, t1) of X [m, k] transposed for the outer kernels: with T = <see cref="OuterTokens"/>, tile t holds
+    /// rows TileStart(t) .. +T as packed[t·T·k + i·T + j] = X[TileStart(t) + j, i], so one step of a kernel reads T
+    /// rows' value i as two contiguous vectors. The last tile starts at m − T instead of running short.
+    /// </summary>
+    public static void PackTokens(float* x, int m, int k, float* packed, int t0, int t1)
+    {
+        for (int t = t0; t < t1; t++)
+        {
+            float* dst = packed + (long)t * OuterTokens * k;
+            float* src = x + (long)TileStart(t, m) * k;
+            for (int j = 0; j < OuterTokens; j++, src += k)
+            {
+                for (int i = 0; i < k; i++)
+                {
+                    dst[(long)i * OuterTokens + j] = src[i];
+                }
+            }
+        }
+    }
 
     /// <summary>
     /// C (+)= X·Wᵀ for the weight panels [p0, p1) (rows 4·p0 .. min(4·p1, N)): X is [m, K] with row stride K, C is
     /// [m, N] with row stride N; <paramref name="accumulate"/> adds to C (the fused residual) instead of overwriting it.
     /// <paramref name="groupedQ4_0"/>: the rows are in <see cref="CpuQ8Dot.GroupQ4_0"/>'s layout;
     /// <paramref name="rowPanels"/>: in <see cref="CpuMatMul.InterleaveRowPanels"/>'s (a panel here is one there).
+    /// <paramref name="packed"/>: X as <see cref="PackTokens"/> left it when <see cref="UsesOuterTiles"/>, else null;
+    /// groups of three full panels then run on the outer-product kernel, the rest on the dot-product tiles.
     /// </summary>
     public static void Multiply(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c,
-                                bool accumulate, int p0, int p1, float* scratch)
+                                bool accumulate, int p0, int p1, float* scratch, float* packed)
     {
         int kb = KBlock(k);
-        Span<float> tile = stackalloc float[PanelRows * TileRows];
-        for (int k0 = 0; k0 < k; k0 += kb)
+        Span<float> tile = stackalloc float[OuterRows * 32];
+        fixed (float* t = tile)
         {
-            int kn = Math.Min(kb, k - k0);
-            bool add = accumulate || k0 > 0;
-            for (int p = p0; p < p1; p++)
+            for (int k0 = 0; k0 < k; k0 += kb)
             {
-                int n0 = p * PanelRows;
-                int nr = Math.Min(PanelRows, n - n0);
-                float* panel;
-                long stride;
-                if (type == DType.F32 && nr == PanelRows && !rowPanels)
+                int kn = Math.Min(kb, k - k0);
+                bool add = accumulate || k0 > 0;
+                int p = p0;
+                while (p < p1)
                 {
-                    panel = (float*)(weights + n0 * rowBytes) + k0;
-                    stride = rowBytes / sizeof(float);
-                }
-                else if (rowPanels && nr == PanelRows)
-                {
-                    panel = scratch;
-                    stride = kn;
-                    CpuMatMul.PanelToF32(type, weights + n0 * rowBytes, k0, kn, scratch, kn); // k0, kn: whole chunks
-                }
-                else
-                {
-                    panel = scratch;
-                    stride = kn;
-                    for (int r = 0; r < PanelRows; r++)
+                    if (packed != null && p + 3 <= p1 && (p + 3) * PanelRows <= n)
                     {
-                        float* dst = scratch + r * kn;
-                        if (r < nr)
-                        {
-                            byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
-                            if (groupedQ4_0)
-                            {
-                                CpuQ8Dot.DequantizeGroupedQ4_0(row, dst, kn); // k0 and kn are multiples of 256
-                            }
-                            else if (type == DType.F16)
-                            {
-                                CpuMatMul.F16ToF32Finite((ushort*)row, dst, kn); // the decode kernels' arithmetic
-                            }
-                            else
-                            {
-                                CpuDevice.ConvertRow(type, row, dst, kn);
-                            }
-                        }
-                        else
-                        {
-                            new Span<float>(dst, kn).Clear();
-                        }
+                        OuterGroup(type, groupedQ4_0, rowPanels, weights, rowBytes, n, k, packed, m, c, add, p, k0, kn, scratch, t);
+                        p += 3;
+                        continue;
                     }
-                }
 
-                fixed (float* t = tile)
-                {
-                    int tileRows = Vector512.IsHardwareAccelerated ? TileRows : Avx2TileRows;
-                    int mi = 0;
-                    while (mi < m)
-                    {
-                        if (m < tileRows)
-                        {
-                            // fewer activation rows than a tile in the whole product: one at a time
-                            CpuMatMul.DotF32x4(panel, stride, 16, x + (long)mi * k + k0, kn, t);
-                            Store(t, 1, c + (long)mi * n + n0, n, nr, add);
-                            mi++;
-                            continue;
-                        }
-
-                        // the last tile overlaps the one before instead of running short (a full tile's work for
-                        // the leftover rows, not the single-row kernel's third of the speed), storing only new rows
-                        int start = Math.Min(mi, m - tileRows);
-                        float* xt = x + (long)start * k + k0;
-                        if (Vector512.IsHardwareAccelerated)
-                        {
-                            Tile4x6(panel, stride, xt, k, kn, t);
-                        }
-                        else
-                        {
-                            Tile4x3(panel, stride, xt, k, kn, t);
-                        }
-
-                        Store(t + (mi - start) * PanelRows, start + tileRows - mi, c + (long)mi * n + n0, n, nr, add);
-                        mi = start + tileRows;
-                    }
+                    DotPanel(type, groupedQ4_0, rowPanels, weights, rowBytes, n, k, x, m, c, add, p, k0, kn, scratch, t);
+                    p++;
                 }
             }
+        }
+    }
+
+    /// <summary>Panels p .. p + 2 (12 rows) against every activation row on the outer-product kernels.</summary>
+    private static void OuterGroup(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* packed, int m,
+                                   float* c, bool add, int p, int k0, int kn, float* scratch, float* t)
+    {
+        int n0 = p * PanelRows;
+        for (int g = 0; g < 3; g++)
+        {
+            ConvertPanel(type, groupedQ4_0, rowPanels, weights, rowBytes, n, p + g, k0, kn, scratch + g * PanelRows * ScratchStride);
+        }
+
+        // The next group's weights are fetched into L2 while this one computes, else its conversion waits on memory
+        // (single thread, TinyLlama shapes from DRAM: 150 -> 165-190 GFLOP/s). One K block: each token tile fetches
+        // a share of the group's bytes; K blocks: tile t the block's part of panel t % 3 (4 rows' worth of contiguous
+        // bytes in a row panel). Past the last group the addresses are only prefetched, never read.
+        int tiles = OuterTiles(m);
+        byte* next = weights + (n0 + OuterRows) * rowBytes;
+        long share = OuterRows * rowBytes / tiles;
+        long blockOffset = (rowPanels ? PanelRows : 1) * type.RowBytes(k0);
+        int tokens = OuterTokens;
+        for (int ti = 0; ti < tiles; ti++)
+        {
+            byte* prefetch = kn == k ? next + ti * share : next + ti % 3 * PanelRows * rowBytes + blockOffset;
+            float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                Outer12x32(scratch, xt, kn, t, prefetch);
+            }
+            else
+            {
+                Outer6x16(scratch, xt, kn, t, prefetch);
+                Outer6x16(scratch + 6 * ScratchStride, xt, kn, t + 6 * 16, prefetch + kn * 32L);
+            }
+
+            int start = TileStart(ti, m), from = ti * tokens - start; // rows before `from`: stored by the tile before
+            for (int j = from; j < tokens; j++)
+            {
+                float* cj = c + (long)(start + j) * n + n0;
+                for (int r = 0; r < OuterRows; r++)
+                {
+                    cj[r] = add ? cj[r] + t[r * tokens + j] : t[r * tokens + j];
+                }
+            }
+        }
+    }
+
+    /// <summary>Panel p's rows, values [k0, k0 + kn), to float32 at dst with row stride <see cref="ScratchStride"/> (rows past N zero).</summary>
+    private static void ConvertPanel(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int p, int k0, int kn, float* dst)
+    {
+        int n0 = p * PanelRows;
+        int nr = Math.Min(PanelRows, n - n0);
+        if (rowPanels && nr == PanelRows)
+        {
+            CpuMatMul.PanelToF32(type, weights + n0 * rowBytes, k0, kn, dst, ScratchStride); // k0, kn: whole chunks
+            return;
+        }
+
+        for (int r = 0; r < PanelRows; r++, dst += ScratchStride)
+        {
+            if (r >= nr)
+            {
+                new Span<float>(dst, kn).Clear();
+                continue;
+            }
+
+            byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
+            if (groupedQ4_0)
+            {
+                CpuQ8Dot.DequantizeGroupedQ4_0(row, dst, kn); // k0 and kn are multiples of 256
+            }
+            else if (type == DType.F16)
+            {
+                CpuMatMul.F16ToF32Finite((ushort*)row, dst, kn); // the decode kernels' arithmetic
+            }
+            else
+            {
+                CpuDevice.ConvertRow(type, row, dst, kn);
+            }
+        }
+    }
+
+    /// <summary>Panel p against every activation row on the dot-product tiles (4 × 6 on AVX-512, 4 × 3 on AVX2).</summary>
+    private static void DotPanel(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c,
+                                 bool add, int p, int k0, int kn, float* scratch, float* t)
+    {
+        int n0 = p * PanelRows;
+        int nr = Math.Min(PanelRows, n - n0);
+        float* panel;
+        long stride;
+        if (type == DType.F32 && nr == PanelRows && !rowPanels)
+        {
+            panel = (float*)(weights + n0 * rowBytes) + k0; // read in place
+            stride = rowBytes / sizeof(float);
+        }
+        else
+        {
+            panel = scratch;
+            stride = ScratchStride;
+            ConvertPanel(type, groupedQ4_0, rowPanels, weights, rowBytes, n, p, k0, kn, scratch);
+        }
+
+        int tileRows = Vector512.IsHardwareAccelerated ? TileRows : Avx2TileRows;
+        int mi = 0;
+        while (mi < m)
+        {
+            if (m < tileRows)
+            {
+                // fewer activation rows than a tile in the whole product: one at a time
+                CpuMatMul.DotF32x4(panel, stride, 16, x + (long)mi * k + k0, kn, t);
+                Store(t, 1, c + (long)mi * n + n0, n, nr, add);
+                mi++;
+                continue;
+            }
+
+            // the last tile overlaps the one before instead of running short (a full tile's work for
+            // the leftover rows, not the single-row kernel's third of the speed), storing only new rows
+            int start = Math.Min(mi, m - tileRows);
+            float* xt = x + (long)start * k + k0;
+            if (Vector512.IsHardwareAccelerated)
+            {
+                Tile4x6(panel, stride, xt, k, kn, t);
+            }
+            else
+            {
+                Tile4x3(panel, stride, xt, k, kn, t);
+            }
+
+            Store(t + (mi - start) * PanelRows, start + tileRows - mi, c + (long)mi * n + n0, n, nr, add);
+            mi = start + tileRows;
         }
     }
 
@@ -283,6 +405,137 @@ internal static unsafe class CpuGemm
         Sum4(c50, c51, c52, c53).Store(t + 20);
 
         AddTail(w, ws, x, xs, i, kn, TileRows, t);
+    }
+
+    /// <summary>
+    /// t[r·32 + j] = Σ_{i&lt;kn} w[r·ScratchStride + i]·xt[i·32 + j] for 12 weight rows and 32 activation rows, as a sum
+    /// of outer products: each step loads the 32 activations' value i as two vectors and broadcasts each row's weight
+    /// i, 24 FMAs for 2 vector loads and 12 broadcasts, where the dot-product tile pays 10 vector loads (6 of them from
+    /// L2) for 24 and then horizontal sums. 24 accumulators, 2 activation vectors and a broadcast in the 32 registers.
+    /// </summary>
+    private static void Outer12x32(float* w, float* xt, int kn, float* t, byte* prefetch)
+    {
+        const int S = ScratchStride;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+        Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+        Vector512<float> b6 = default, b7 = default, b8 = default, b9 = default, b10 = default, b11 = default;
+        for (float* end = w + kn; w < end; w++, xt += 32, prefetch += 32)
+        {
+            Sse.Prefetch1(prefetch);
+            Vector512<float> x0 = Vector512.Load(xt);
+            Vector512<float> x1 = Vector512.Load(xt + 16);
+            Vector512<float> v = Vector512.Create(w[0]);
+            a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
+            b0 = Vector512.FusedMultiplyAdd(v, x1, b0);
+            v = Vector512.Create(w[S]);
+            a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
+            b1 = Vector512.FusedMultiplyAdd(v, x1, b1);
+            v = Vector512.Create(w[2 * S]);
+            a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
+            b2 = Vector512.FusedMultiplyAdd(v, x1, b2);
+            v = Vector512.Create(w[3 * S]);
+            a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
+            b3 = Vector512.FusedMultiplyAdd(v, x1, b3);
+            v = Vector512.Create(w[4 * S]);
+            a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
+            b4 = Vector512.FusedMultiplyAdd(v, x1, b4);
+            v = Vector512.Create(w[5 * S]);
+            a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
+            b5 = Vector512.FusedMultiplyAdd(v, x1, b5);
+            v = Vector512.Create(w[6 * S]);
+            a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
+            b6 = Vector512.FusedMultiplyAdd(v, x1, b6);
+            v = Vector512.Create(w[7 * S]);
+            a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
+            b7 = Vector512.FusedMultiplyAdd(v, x1, b7);
+            v = Vector512.Create(w[8 * S]);
+            a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
+            b8 = Vector512.FusedMultiplyAdd(v, x1, b8);
+            v = Vector512.Create(w[9 * S]);
+            a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
+            b9 = Vector512.FusedMultiplyAdd(v, x1, b9);
+            v = Vector512.Create(w[10 * S]);
+            a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
+            b10 = Vector512.FusedMultiplyAdd(v, x1, b10);
+            v = Vector512.Create(w[11 * S]);
+            a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
+            b11 = Vector512.FusedMultiplyAdd(v, x1, b11);
+        }
+
+        a0.Store(t);
+        b0.Store(t + 16);
+        a1.Store(t + 32);
+        b1.Store(t + 48);
+        a2.Store(t + 64);
+        b2.Store(t + 80);
+        a3.Store(t + 96);
+        b3.Store(t + 112);
+        a4.Store(t + 128);
+        b4.Store(t + 144);
+        a5.Store(t + 160);
+        b5.Store(t + 176);
+        a6.Store(t + 192);
+        b6.Store(t + 208);
+        a7.Store(t + 224);
+        b7.Store(t + 240);
+        a8.Store(t + 256);
+        b8.Store(t + 272);
+        a9.Store(t + 288);
+        b9.Store(t + 304);
+        a10.Store(t + 320);
+        b10.Store(t + 336);
+        a11.Store(t + 352);
+        b11.Store(t + 368);
+    }
+
+    /// <summary>
+    /// AVX2's <see cref="Outer12x32"/>: t[r·16 + j] = Σ_{i&lt;kn} w[r·ScratchStride + i]·xt[i·16 + j] for 6 weight rows
+    /// and 16 activation rows, 12 FMAs for 2 vector loads and 6 broadcasts; 12 accumulators, 2 activation vectors and
+    /// a broadcast in the 16 registers.
+    /// </summary>
+    private static void Outer6x16(float* w, float* xt, int kn, float* t, byte* prefetch)
+    {
+        const int S = ScratchStride;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+        for (float* end = w + kn; w < end; w++, xt += 16, prefetch += 32)
+        {
+            Sse.Prefetch1(prefetch);
+            Vector256<float> x0 = Vector256.Load(xt);
+            Vector256<float> x1 = Vector256.Load(xt + 8);
+            Vector256<float> v = Vector256.Create(w[0]);
+            a0 = Vector256.FusedMultiplyAdd(v, x0, a0);
+            b0 = Vector256.FusedMultiplyAdd(v, x1, b0);
+            v = Vector256.Create(w[S]);
+            a1 = Vector256.FusedMultiplyAdd(v, x0, a1);
+            b1 = Vector256.FusedMultiplyAdd(v, x1, b1);
+            v = Vector256.Create(w[2 * S]);
+            a2 = Vector256.FusedMultiplyAdd(v, x0, a2);
+            b2 = Vector256.FusedMultiplyAdd(v, x1, b2);
+            v = Vector256.Create(w[3 * S]);
+            a3 = Vector256.FusedMultiplyAdd(v, x0, a3);
+            b3 = Vector256.FusedMultiplyAdd(v, x1, b3);
+            v = Vector256.Create(w[4 * S]);
+            a4 = Vector256.FusedMultiplyAdd(v, x0, a4);
+            b4 = Vector256.FusedMultiplyAdd(v, x1, b4);
+            v = Vector256.Create(w[5 * S]);
+            a5 = Vector256.FusedMultiplyAdd(v, x0, a5);
+            b5 = Vector256.FusedMultiplyAdd(v, x1, b5);
+        }
+
+        a0.Store(t);
+        b0.Store(t + 8);
+        a1.Store(t + 16);
+        b1.Store(t + 24);
+        a2.Store(t + 32);
+        b2.Store(t + 40);
+        a3.Store(t + 48);
+        b3.Store(t + 56);
+        a4.Store(t + 64);
+        b4.Store(t + 72);
+        a5.Store(t + 80);
+        b5.Store(t + 88);
     }
 
     /// <summary>The tiles' scalar tail: t[j·4 + r] += Σ_{from ≤ i &lt; kn} w[r·ws + i]·x[j·xs + i] for j &lt; <paramref name="rows"/>.</summary>

@@ -6,7 +6,8 @@ namespace GpuLlama.Tests.Kernels;
 
 /// <summary>
 /// The CPU backend's matrix products against a float64 reference: the decode kernels (one row or four rows at a time,
-/// 16-bit weights through the lane-order activations) and the blocked prompt product (panels, 4×6 tiles, K blocks),
+/// 16-bit weights through the lane-order activations) and the blocked prompt product (panels, 12×32 outer-product
+/// tiles, 4×6 dot tiles, K blocks),
 /// at sizes that leave every tail non-empty.
 /// </summary>
 public sealed class CpuMatMulTests : IDisposable
@@ -64,6 +65,10 @@ public sealed class CpuMatMulTests : IDisposable
             data.Add(t, 5, 64, 2, true);      // prompt: fewer rows than a tile, accumulate
             data.Add(t, 11, 4100, 8, true);   // prompt: K in two blocks (2304 + 1796, a tail of 4 inside the tile), accumulate
             data.Add(t, 4, 3000, 6, false);   // prompt: one K block with a tail of 8 columns inside the tile
+            data.Add(t, 30, 96, 45, true);    // prompt, AVX-512: 12×32 outer tiles (two groups, the second token tile
+                                              // overlapping the first), then a full and a partial panel on the dot tiles
+            data.Add(t, 26, 4100, 32, false); // prompt, AVX-512: one token tile, K in two blocks, two row groups and a partial panel
+            data.Add(t, 24, 3000, 64, true);  // prompt, AVX-512: two token tiles, two row groups, nothing left over
         }
 
         return data;
