@@ -135,6 +135,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _scoreScratchLength = new int[Threads];
         _matMulBody = MatMulRows;
         _packBody = PackRows;
+        _packQuantsBody = PackQuantRows;
         _matVecBody = MatVecGroups;
         _attentionBody = AttentionRange;
         _normBody = RmsNormRows;
@@ -396,6 +397,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _xBf16?.Dispose();
         _xRounded?.Dispose();
         _xPacked?.Dispose();
+        _xPackedScales?.Dispose();
         _xCodes?.Dispose();
         _xF16Rounded?.Dispose();
         _q8.Dispose();
@@ -608,6 +610,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _mmRows = rows;
         _mmAccumulate = accumulate;
         _mmPacked = null;
+        _mmPackedScales = null;
         if (UsesQ8(w.Type) && w.Type is DType.Q4_1 or DType.Q5_1)
         {
             // Q8_1's s (the minimums' factor) is rounded to F16 on its own, which no float product of expanded
@@ -656,6 +659,16 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
 
         int panels = (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows;
+        if (CpuGemm.UsesOuterBlocks(w.Type, rows))
+        {
+            // the quants (as quantized above) transposed into token tiles, with their scales
+            _mmPacked = GrowBuffer(ref _xPacked, checked((int)CpuGemm.PackedFloats(rows, w.Cols)));
+            _mmPackedScales = GrowBuffer(ref _xPackedScales, checked((int)CpuGemm.PackedScaleFloats(rows, w.Cols)));
+            _pool.For(CpuGemm.OuterTiles(rows), _packQuantsBody);
+            _pool.For((panels + 2) / 3, _matMulBody);
+            return;
+        }
+
         if (CpuGemm.UsesOuterTiles(w.Type, rows))
         {
             // X transposed into 32-row tiles once, for all threads; the work then splits by 12-row groups
@@ -673,6 +686,13 @@ public sealed unsafe partial class CpuDevice : IDevice
     private float* _mmPacked;
 
     private void PackRows(int start, int end, int slice) => CpuGemm.PackTokens(_mmX, _mmRows, _mmW!.Cols, _mmPacked, start, end);
+
+    private readonly Action<int, int, int> _packQuantsBody;
+    private CpuBuffer? _xPackedScales;
+    private float* _mmPackedScales;
+
+    private void PackQuantRows(int start, int end, int slice) =>
+        CpuGemm.PackQuants(_q8.Qs32, _q8.D32, _mmRows, _mmW!.Cols, _mmPacked, _mmPackedScales, start, end);
 
     /// <summary>Panels [start, end) of the current product (output rows, without AVX2 or AVX-512), for every activation row.</summary>
     private void MatMulRows(int start, int end, int slice)
@@ -709,7 +729,7 @@ public sealed unsafe partial class CpuDevice : IDevice
             }
 
             CpuGemm.Multiply(w.Type, w.GroupedQ4_0, w.RowPanels, w.Pointer, w.RowBytes, outRows, cols, x, rows, dst, acc, start, end,
-                             RowScratch(slice, CpuGemm.ScratchFloats(cols)), _mmPacked);
+                             RowScratch(slice, CpuGemm.ScratchFloats(cols)), _mmPacked, _mmPackedScales);
             return;
         }
 

@@ -10,11 +10,12 @@ namespace GpuLlama.Devices;
 /// activations and weights are stored), blocked so that it runs from the caches instead of memory: weights are taken
 /// in panels of <see cref="PanelRows"/> rows and <see cref="KBlock"/> columns, converted to float once (F16, BF16 and
 /// quantized blocks; F32 row panels de-interleaved), and multiplied by register-blocked micro-kernels of two kinds.
-/// Float-stored weights with a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>)
-/// of 12 weight rows by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per
-/// step 2 vector loads and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a
-/// core whose FMA peak is 235). Quantized weights and short products: dot-product tiles, 4 weight rows by 6
-/// (AVX2: 3) activation rows, whose lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
+/// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
+/// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
+/// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
+/// is 235); Q8_0 and Q4_0 run them on their integer quants, block-scaled (<see cref="Outer12x32Blocks"/>). Other
+/// quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose lane
+/// order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
 internal static unsafe class CpuGemm
 {
@@ -59,19 +60,68 @@ internal static unsafe class CpuGemm
     // not fall into one L1 set (3072 floats are three times 4 KiB).
     private const int ScratchStride = KBlockFloats + 16;
 
-    /// <summary>Floats of panel scratch one thread needs (twelve converted rows of a K block).</summary>
-    public static int ScratchFloats(int k) => OuterRows * ScratchStride;
+    // Row stride of the weight scales of a converted group (block-scaled outer kernel): one per 32 values of a K block.
+    private const int ScaleStride = KBlockFloats / 32 + 16;
+
+    /// <summary>
+    /// Floats of panel scratch one thread needs: twelve converted rows of a K block, their block scales and one
+    /// 12 × 32 tile of block sums.
+    /// </summary>
+    public static int ScratchFloats(int k) => OuterRows * ScratchStride + OuterRows * ScaleStride + OuterRows * 32;
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> activation rows by <paramref name="type"/> weights runs on the
     /// outer-product kernels (AVX-512 or AVX2, at least one full token tile); the caller then packs X with
     /// <see cref="PackTokens"/> and splits the work by <see cref="OuterRows"/>-row groups. Float-stored weights only:
-    /// each output of an outer kernel is one sequence of K additions, where the dot tiles sum 8 or 16 lanes and then
-    /// across them, and the quantized products exist to reproduce llama.cpp's quantized runs — whose 8-bit rounding
-    /// of every layer's input turns a 1-ulp difference into a different code on the tiny fixtures: the sequential
-    /// order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
+    /// each output of this kernel is one sequence of K additions of rounded products, where the dot tiles sum 8 or 16
+    /// lanes and then across them, and the quantized products exist to reproduce llama.cpp's quantized runs — whose
+    /// 8-bit rounding of every layer's input turns a 1-ulp difference into a different code on the tiny fixtures: the
+    /// sequential order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
+    /// Q8_0 and Q4_0 have their own exact-per-block outer kernel instead (<see cref="UsesOuterBlocks"/>).
     /// </summary>
     public static bool UsesOuterTiles(DType type, int m) => IsAccelerated && m >= OuterTokens && type is DType.F32 or DType.F16 or DType.BF16;
+
+    /// <summary>
+    /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs on the block-scaled outer
+    /// kernel (AVX-512, Q8_0 and Q4_0, at least one token tile): weights and activations as their integer quants
+    /// (held exactly in floats), each 32-block's sums exact, then scaled by d_w·d_x and added — llama.cpp's formula
+    /// Σ_b (d_w·d_x)·Σ q_w·q_x, so the order of float additions is over blocks, not over values. The caller packs the
+    /// quantized activations with <see cref="PackQuants"/>.
+    /// </summary>
+    public static bool UsesOuterBlocks(DType type, int m) => Vector512.IsHardwareAccelerated && m >= 32 && type is DType.Q8_0 or DType.Q4_0;
+
+    /// <summary>Floats of <see cref="PackQuants"/>' scales for an [m, k] X.</summary>
+    public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens * (k / 32);
+
+    /// <summary>
+    /// <see cref="PackTokens"/> for quantized activations: the quants of rows [m, k] (<paramref name="qs"/>, 32-blocks
+    /// with scales <paramref name="d32"/>) as floats in token tiles, and the tiles' scales as
+    /// scales[t·32·(k/32) + b·32 + j] = d32[TileStart(t) + j, b].
+    /// </summary>
+    public static void PackQuants(sbyte* qs, float* d32, int m, int k, float* packed, float* scales, int t0, int t1)
+    {
+        int nb = k / 32;
+        for (int t = t0; t < t1; t++)
+        {
+            float* dst = packed + (long)t * OuterTokens * k;
+            float* ds = scales + (long)t * OuterTokens * nb;
+            int start = TileStart(t, m);
+            for (int j = 0; j < OuterTokens; j++)
+            {
+                sbyte* src = qs + (long)(start + j) * k;
+                for (int i = 0; i < k; i++)
+                {
+                    dst[(long)i * OuterTokens + j] = src[i];
+                }
+
+                float* dj = d32 + (long)(start + j) * nb;
+                for (int b = 0; b < nb; b++)
+                {
+                    ds[b * OuterTokens + j] = dj[b];
+                }
+            }
+        }
+    }
 
     /// <summary>Token tiles of X for <paramref name="m"/> rows (the last one overlaps the one before).</summary>
     public static int OuterTiles(int m) => (m + OuterTokens - 1) / OuterTokens;
@@ -109,9 +159,12 @@ internal static unsafe class CpuGemm
     /// <paramref name="rowPanels"/>: in <see cref="CpuMatMul.InterleaveRowPanels"/>'s (a panel here is one there).
     /// <paramref name="packed"/>: X as <see cref="PackTokens"/> left it when <see cref="UsesOuterTiles"/>, else null;
     /// groups of three full panels then run on the outer-product kernel, the rest on the dot-product tiles.
+    /// <paramref name="packedScales"/>: with <see cref="UsesOuterBlocks"/>, packed and packedScales are
+    /// <see cref="PackQuants"/>' output and the groups run block-scaled (x stays the dequantized activations for the
+    /// dot tiles of the rest).
     /// </summary>
     public static void Multiply(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c,
-                                bool accumulate, int p0, int p1, float* scratch, float* packed)
+                                bool accumulate, int p0, int p1, float* scratch, float* packed, float* packedScales = null)
     {
         int kb = KBlock(k);
         Span<float> tile = stackalloc float[OuterRows * 32];
@@ -126,7 +179,15 @@ internal static unsafe class CpuGemm
                 {
                     if (packed != null && p + 3 <= p1 && (p + 3) * PanelRows <= n)
                     {
-                        OuterGroup(type, groupedQ4_0, rowPanels, weights, rowBytes, n, k, packed, m, c, add, p, k0, kn, scratch, t);
+                        if (packedScales != null)
+                        {
+                            OuterGroupBlocks(type, groupedQ4_0, weights, rowBytes, n, k, packed, packedScales, m, c, add, p, k0, kn, scratch);
+                        }
+                        else
+                        {
+                            OuterGroup(type, groupedQ4_0, rowPanels, weights, rowBytes, n, k, packed, m, c, add, p, k0, kn, scratch, t);
+                        }
+
                         p += 3;
                         continue;
                     }
@@ -180,6 +241,86 @@ internal static unsafe class CpuGemm
                     cj[r] = add ? cj[r] + t[r * tokens + j] : t[r * tokens + j];
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="OuterGroup"/> for Q8_0/Q4_0 weights against quantized activations: per 32-block, the exact sums of
+    /// quant products (<see cref="Outer12x32"/> over 32 steps), then C += sums·d_w·d_x, block after block.
+    /// </summary>
+    private static void OuterGroupBlocks(DType type, bool groupedQ4_0, byte* weights, long rowBytes, int n, int k, float* packed, float* packedScales,
+                                         int m, float* c, bool add, int p, int k0, int kn, float* scratch)
+    {
+        int n0 = p * PanelRows;
+        float* dw = scratch + OuterRows * ScratchStride;
+        for (int r = 0; r < OuterRows; r++)
+        {
+            DecodeQuants(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, scratch + r * ScratchStride, dw + r * ScaleStride);
+        }
+
+        int tiles = OuterTiles(m), nb = kn / 32, b0 = k0 / 32;
+        byte* next = weights + (n0 + OuterRows) * rowBytes + type.RowBytes(k0);
+        long share = OuterRows * rowBytes / tiles;
+        float* acc = stackalloc float[OuterRows * 32];
+        for (int ti = 0; ti < tiles; ti++)
+        {
+            byte* prefetch = next + ti * share;
+            float* xt = packed + (long)ti * 32 * k + (long)k0 * 32;
+            float* dx = packedScales + (long)ti * 32 * (k / 32) + b0 * 32;
+            new Span<float>(acc, OuterRows * 32).Clear();
+            Outer12x32Blocks(scratch, xt, nb, dw, dx, acc, prefetch);
+
+            int start = TileStart(ti, m), from = ti * 32 - start;
+            for (int j = from; j < 32; j++)
+            {
+                float* cj = c + (long)(start + j) * n + n0;
+                for (int r = 0; r < OuterRows; r++)
+                {
+                    cj[r] = add ? cj[r] + acc[r * 32 + j] : acc[r * 32 + j];
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// A Q8_0 or Q4_0 row segment of <paramref name="n"/> values (whole blocks) as its quants in floats (Q4_0: q − 8)
+    /// and its block scales: the operands of <see cref="OuterGroupBlocks"/>, exact.
+    /// </summary>
+    private static void DecodeQuants(DType type, bool groupedQ4_0, byte* row, int n, float* q, float* d)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector512<int> low = Vector512.Create(0x0F), eight = Vector512.Create(8);
+        if (type == DType.Q8_0)
+        {
+            for (int b = 0; b < n / 32; b++, row += 34, q += 32)
+            {
+                d[b] = ht[*(ushort*)row];
+                Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 2))).Store(q);
+                Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 18))).Store(q + 16);
+            }
+
+            return;
+        }
+
+        // Q4_0: file blocks of 18 bytes (F16 d, 16 nibble bytes), or groups of eight (eight scales, then the nibbles)
+        for (int b = 0; b < n / 32; b++, q += 32)
+        {
+            byte* nibbles;
+            if (groupedQ4_0)
+            {
+                byte* group = row + 144 * (b / 8);
+                d[b] = ht[((ushort*)group)[b % 8]];
+                nibbles = group + 16 + 16 * (b % 8);
+            }
+            else
+            {
+                d[b] = ht[*(ushort*)(row + 18 * b)];
+                nibbles = row + 18 * b + 2;
+            }
+
+            Vector512<int> v = Avx512F.ConvertToVector512Int32(Vector128.Load(nibbles));
+            Avx512F.ConvertToVector512Single((v & low) - eight).Store(q);
+            Avx512F.ConvertToVector512Single((v >> 4) - eight).Store(q + 16);
         }
     }
 
@@ -463,30 +604,117 @@ internal static unsafe class CpuGemm
             b11 = Vector512.FusedMultiplyAdd(v, x1, b11);
         }
 
-        a0.Store(t);
-        b0.Store(t + 16);
-        a1.Store(t + 32);
-        b1.Store(t + 48);
-        a2.Store(t + 64);
-        b2.Store(t + 80);
-        a3.Store(t + 96);
-        b3.Store(t + 112);
-        a4.Store(t + 128);
-        b4.Store(t + 144);
-        a5.Store(t + 160);
-        b5.Store(t + 176);
-        a6.Store(t + 192);
-        b6.Store(t + 208);
-        a7.Store(t + 224);
-        b7.Store(t + 240);
-        a8.Store(t + 256);
-        b8.Store(t + 272);
-        a9.Store(t + 288);
-        b9.Store(t + 304);
-        a10.Store(t + 320);
-        b10.Store(t + 336);
-        a11.Store(t + 352);
-        b11.Store(t + 368);
+        a0.Store(t); b0.Store(t + 16);
+        a1.Store(t + 32); b1.Store(t + 48);
+        a2.Store(t + 64); b2.Store(t + 80);
+        a3.Store(t + 96); b3.Store(t + 112);
+        a4.Store(t + 128); b4.Store(t + 144);
+        a5.Store(t + 160); b5.Store(t + 176);
+        a6.Store(t + 192); b6.Store(t + 208);
+        a7.Store(t + 224); b7.Store(t + 240);
+        a8.Store(t + 256); b8.Store(t + 272);
+        a9.Store(t + 288); b9.Store(t + 304);
+        a10.Store(t + 320); b10.Store(t + 336);
+        a11.Store(t + 352); b11.Store(t + 368);
+    }
+
+    /// <summary>
+    /// <see cref="Outer12x32"/> block by block for the quantized products: per 32-block the exact sums of quant
+    /// products in the 24 accumulators (w and xt hold integers; |Σ| ≤ 32·127·127 &lt; 2^24), then
+    /// acc[r·32 + j] += Σ·d_w[r]·d_x[j] (dw: scales of row r at r·ScaleStride; dx: 32 per block) — the sums never
+    /// leave the registers before they are scaled.
+    /// </summary>
+    private static void Outer12x32Blocks(float* w, float* xt, int blocks, float* dw, float* dx, float* acc, byte* prefetch)
+    {
+        const int S = ScratchStride;
+        for (int blk = 0; blk < blocks; blk++, dw++, dx += 32)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+            Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
+            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+            Vector512<float> b6 = default, b7 = default, b8 = default, b9 = default, b10 = default, b11 = default;
+            for (float* end = w + 32; w < end; w++, xt += 32, prefetch += 32)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector512<float> x0 = Vector512.Load(xt);
+                Vector512<float> x1 = Vector512.Load(xt + 16);
+                Vector512<float> v = Vector512.Create(w[0]);
+                a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
+                b0 = Vector512.FusedMultiplyAdd(v, x1, b0);
+                v = Vector512.Create(w[S]);
+                a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
+                b1 = Vector512.FusedMultiplyAdd(v, x1, b1);
+                v = Vector512.Create(w[2 * S]);
+                a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
+                b2 = Vector512.FusedMultiplyAdd(v, x1, b2);
+                v = Vector512.Create(w[3 * S]);
+                a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
+                b3 = Vector512.FusedMultiplyAdd(v, x1, b3);
+                v = Vector512.Create(w[4 * S]);
+                a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
+                b4 = Vector512.FusedMultiplyAdd(v, x1, b4);
+                v = Vector512.Create(w[5 * S]);
+                a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
+                b5 = Vector512.FusedMultiplyAdd(v, x1, b5);
+                v = Vector512.Create(w[6 * S]);
+                a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
+                b6 = Vector512.FusedMultiplyAdd(v, x1, b6);
+                v = Vector512.Create(w[7 * S]);
+                a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
+                b7 = Vector512.FusedMultiplyAdd(v, x1, b7);
+                v = Vector512.Create(w[8 * S]);
+                a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
+                b8 = Vector512.FusedMultiplyAdd(v, x1, b8);
+                v = Vector512.Create(w[9 * S]);
+                a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
+                b9 = Vector512.FusedMultiplyAdd(v, x1, b9);
+                v = Vector512.Create(w[10 * S]);
+                a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
+                b10 = Vector512.FusedMultiplyAdd(v, x1, b10);
+                v = Vector512.Create(w[11 * S]);
+                a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
+                b11 = Vector512.FusedMultiplyAdd(v, x1, b11);
+            }
+
+            Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16);
+            Vector512<float> sw;
+            sw = Vector512.Create(dw[0 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(acc + 0)).Store(acc + 0);
+            Vector512.FusedMultiplyAdd(b0, d1 * sw, Vector512.Load(acc + 16)).Store(acc + 16);
+            sw = Vector512.Create(dw[1 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(acc + 32)).Store(acc + 32);
+            Vector512.FusedMultiplyAdd(b1, d1 * sw, Vector512.Load(acc + 48)).Store(acc + 48);
+            sw = Vector512.Create(dw[2 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(acc + 64)).Store(acc + 64);
+            Vector512.FusedMultiplyAdd(b2, d1 * sw, Vector512.Load(acc + 80)).Store(acc + 80);
+            sw = Vector512.Create(dw[3 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(acc + 96)).Store(acc + 96);
+            Vector512.FusedMultiplyAdd(b3, d1 * sw, Vector512.Load(acc + 112)).Store(acc + 112);
+            sw = Vector512.Create(dw[4 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(acc + 128)).Store(acc + 128);
+            Vector512.FusedMultiplyAdd(b4, d1 * sw, Vector512.Load(acc + 144)).Store(acc + 144);
+            sw = Vector512.Create(dw[5 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(acc + 160)).Store(acc + 160);
+            Vector512.FusedMultiplyAdd(b5, d1 * sw, Vector512.Load(acc + 176)).Store(acc + 176);
+            sw = Vector512.Create(dw[6 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(acc + 192)).Store(acc + 192);
+            Vector512.FusedMultiplyAdd(b6, d1 * sw, Vector512.Load(acc + 208)).Store(acc + 208);
+            sw = Vector512.Create(dw[7 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(acc + 224)).Store(acc + 224);
+            Vector512.FusedMultiplyAdd(b7, d1 * sw, Vector512.Load(acc + 240)).Store(acc + 240);
+            sw = Vector512.Create(dw[8 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(acc + 256)).Store(acc + 256);
+            Vector512.FusedMultiplyAdd(b8, d1 * sw, Vector512.Load(acc + 272)).Store(acc + 272);
+            sw = Vector512.Create(dw[9 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(acc + 288)).Store(acc + 288);
+            Vector512.FusedMultiplyAdd(b9, d1 * sw, Vector512.Load(acc + 304)).Store(acc + 304);
+            sw = Vector512.Create(dw[10 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(acc + 320)).Store(acc + 320);
+            Vector512.FusedMultiplyAdd(b10, d1 * sw, Vector512.Load(acc + 336)).Store(acc + 336);
+            sw = Vector512.Create(dw[11 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(acc + 352)).Store(acc + 352);
+            Vector512.FusedMultiplyAdd(b11, d1 * sw, Vector512.Load(acc + 368)).Store(acc + 368);
+        }
     }
 
     /// <summary>
@@ -524,18 +752,12 @@ internal static unsafe class CpuGemm
             b5 = Vector256.FusedMultiplyAdd(v, x1, b5);
         }
 
-        a0.Store(t);
-        b0.Store(t + 8);
-        a1.Store(t + 16);
-        b1.Store(t + 24);
-        a2.Store(t + 32);
-        b2.Store(t + 40);
-        a3.Store(t + 48);
-        b3.Store(t + 56);
-        a4.Store(t + 64);
-        b4.Store(t + 72);
-        a5.Store(t + 80);
-        b5.Store(t + 88);
+        a0.Store(t); b0.Store(t + 8);
+        a1.Store(t + 16); b1.Store(t + 24);
+        a2.Store(t + 32); b2.Store(t + 40);
+        a3.Store(t + 48); b3.Store(t + 56);
+        a4.Store(t + 64); b4.Store(t + 72);
+        a5.Store(t + 80); b5.Store(t + 88);
     }
 
     /// <summary>The tiles' scalar tail: t[j·4 + r] += Σ_{from ≤ i &lt; kn} w[r·ws + i]·x[j·xs + i] for j &lt; <paramref name="rows"/>.</summary>

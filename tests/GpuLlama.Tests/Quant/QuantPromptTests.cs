@@ -1,0 +1,86 @@
+using GpuLlama.Devices;
+using GpuLlama.Formats;
+using Xunit;
+
+namespace GpuLlama.Tests.Quant;
+
+/// <summary>
+/// Prompt products of Q8_0 and Q4_0 weights (many activation rows at once: on AVX-512 the block-scaled outer kernel,
+/// elsewhere the dot tiles) against llama.cpp's integer dot products row by row, with the same 8-bit activations:
+/// Σ_b (d_w·d_x)·Σ q_w·q_x differs from it only in the order of the float additions over blocks.
+/// </summary>
+public sealed unsafe class QuantPromptTests
+{
+    public static TheoryData<DType, int, int, int, bool> Cases()
+    {
+        var data = new TheoryData<DType, int, int, int, bool>();
+        foreach (DType t in new[] { DType.Q8_0, DType.Q4_0 })
+        {
+            data.Add(t, 30, 768, 45, false);  // two 12-row groups, then a full and a partial panel; the second token tile overlapping
+            data.Add(t, 24, 800, 64, true);   // rows of 25 blocks (Q4_0 in the file's layout, not grouped), two token tiles, accumulate
+            data.Add(t, 26, 3328, 33, false); // K in two blocks (1792 + 1536), two row groups and a partial panel
+            data.Add(t, 13, 256, 20, false);  // fewer rows than a token tile: the dot tiles
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Prompt_products_match_llama_cpps_integer_dots(DType type, int rows, int cols, int tokens, bool accumulate)
+    {
+        if (!CpuQ8Dot.IsSupported)
+        {
+            return; // no AVX2: the CPU computes quantized weights exactly (CpuQuantDot), tested elsewhere
+        }
+
+        var rng = new Random(rows * 7 + cols);
+        int rowBytes = (int)type.RowBytes(cols);
+        byte[] w = new byte[rows * rowBytes];
+        for (int r = 0; r < rows; r++)
+        {
+            BlockSpec.RandomRow(type, cols, rng).CopyTo(w.AsSpan(r * rowBytes));
+        }
+
+        float[] x = Enumerable.Range(0, tokens * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] y0 = Enumerable.Range(0, tokens * rows).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var info = new TensorInfo("blk.0.ffn_up.weight", type, [rows, cols], 0, 0, w.Length);
+        using var cpu = new CpuDevice(2);
+        fixed (byte* pw = w)
+        fixed (float* px = x)
+        {
+            using var q8 = new Q8Activations();
+            q8.Quantize(px, tokens, cols, true, false);
+            float[] wd = new float[cols];
+            double[] want = new double[tokens * rows], mag = new double[tokens * rows];
+            for (int o = 0; o < rows; o++)
+            {
+                QuantBlocks.DequantizeRow(type, w.AsSpan(o * rowBytes, rowBytes), wd);
+                for (int t = 0; t < tokens; t++)
+                {
+                    double y = accumulate ? y0[t * rows + o] : 0;
+                    want[t * rows + o] = y + CpuQ8Dot.Dot(type, pw + (long)o * rowBytes, q8, t, use512: false);
+                    mag[t * rows + o] = Math.Abs(y);
+                    for (int i = 0; i < cols; i++)
+                    {
+                        mag[t * rows + o] += Math.Abs(wd[i] * x[t * cols + i]);
+                    }
+                }
+            }
+
+            using DeviceWeight weight = cpu.Upload(new WeightView(info, pw));
+            using DeviceBuffer xs = cpu.Allocate(tokens * cols);
+            using DeviceBuffer dst = cpu.Allocate(tokens * rows);
+            cpu.Write(xs, x);
+            cpu.Write(dst, y0);
+            cpu.MatMul(dst, weight, xs, tokens, accumulate);
+            float[] got = new float[tokens * rows];
+            cpu.Read(dst, got);
+            for (int i = 0; i < got.Length; i++)
+            {
+                Assert.True(Math.Abs(got[i] - want[i]) <= 2e-6 * mag[i],
+                            $"{type} token {i / rows} output {i % rows}: got {got[i]:R}, want {want[i]:R} ({Math.Abs(got[i] - want[i]) / mag[i]:E2} of Σ|products|)");
+            }
+        }
+    }
+}
