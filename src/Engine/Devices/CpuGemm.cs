@@ -13,7 +13,7 @@ namespace GpuLlama.Devices;
 /// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
-/// is 235); Q8_0 and Q4_0 run them on their integer quants, block-scaled (<see cref="Outer12x32Blocks"/>). Other
+/// is 235); Q8_0 and Q4_0 run them on their integer quants, block-scaled (<see cref="Outer12x32"/> with block scales). Other
 /// quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose lane
 /// order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -258,7 +258,7 @@ internal static unsafe class CpuGemm
             DecodeQuants(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, scratch + r * ScratchStride, dw + r * ScaleStride);
         }
 
-        int tiles = OuterTiles(m), nb = kn / 32, b0 = k0 / 32;
+        int tiles = OuterTiles(m), b0 = k0 / 32;
         byte* next = weights + (n0 + OuterRows) * rowBytes + type.RowBytes(k0);
         long share = OuterRows * rowBytes / tiles;
         float* acc = stackalloc float[OuterRows * 32];
@@ -268,7 +268,7 @@ internal static unsafe class CpuGemm
             float* xt = packed + (long)ti * 32 * k + (long)k0 * 32;
             float* dx = packedScales + (long)ti * 32 * (k / 32) + b0 * 32;
             new Span<float>(acc, OuterRows * 32).Clear();
-            Outer12x32Blocks(scratch, xt, nb, dw, dx, acc, prefetch);
+            Outer12x32(scratch, xt, kn, acc, prefetch, dw, dx);
 
             int start = TileStart(ti, m), from = ti * 32 - start;
             for (int j = from; j < 32; j++)
@@ -553,87 +553,22 @@ internal static unsafe class CpuGemm
     /// of outer products: each step loads the 32 activations' value i as two vectors and broadcasts each row's weight
     /// i, 24 FMAs for 2 vector loads and 12 broadcasts, where the dot-product tile pays 10 vector loads (6 of them from
     /// L2) for 24 and then horizontal sums. 24 accumulators, 2 activation vectors and a broadcast in the 32 registers.
+    /// With block scales (the quantized products: w and xt hold integer quants, exact in floats): kn/32 blocks, each
+    /// block's sums exact in the accumulators (|Σ| ≤ 32·127·127 &lt; 2^24), then, still in registers, t[r·32 + j] +=
+    /// Σ·dw[r·ScaleStride + b]·dx[b·32 + j] — llama.cpp's Σ_b (d_w·d_x)·Σ q_w·q_x.
     /// </summary>
-    private static void Outer12x32(float* w, float* xt, int kn, float* t, byte* prefetch)
+    private static void Outer12x32(float* w, float* xt, int kn, float* t, byte* prefetch, float* dw = null, float* dx = null)
     {
         const int S = ScratchStride;
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
-        Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
-        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
-        Vector512<float> b6 = default, b7 = default, b8 = default, b9 = default, b10 = default, b11 = default;
-        for (float* end = w + kn; w < end; w++, xt += 32, prefetch += 32)
-        {
-            Sse.Prefetch1(prefetch);
-            Vector512<float> x0 = Vector512.Load(xt);
-            Vector512<float> x1 = Vector512.Load(xt + 16);
-            Vector512<float> v = Vector512.Create(w[0]);
-            a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
-            b0 = Vector512.FusedMultiplyAdd(v, x1, b0);
-            v = Vector512.Create(w[S]);
-            a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
-            b1 = Vector512.FusedMultiplyAdd(v, x1, b1);
-            v = Vector512.Create(w[2 * S]);
-            a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
-            b2 = Vector512.FusedMultiplyAdd(v, x1, b2);
-            v = Vector512.Create(w[3 * S]);
-            a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
-            b3 = Vector512.FusedMultiplyAdd(v, x1, b3);
-            v = Vector512.Create(w[4 * S]);
-            a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
-            b4 = Vector512.FusedMultiplyAdd(v, x1, b4);
-            v = Vector512.Create(w[5 * S]);
-            a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
-            b5 = Vector512.FusedMultiplyAdd(v, x1, b5);
-            v = Vector512.Create(w[6 * S]);
-            a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
-            b6 = Vector512.FusedMultiplyAdd(v, x1, b6);
-            v = Vector512.Create(w[7 * S]);
-            a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
-            b7 = Vector512.FusedMultiplyAdd(v, x1, b7);
-            v = Vector512.Create(w[8 * S]);
-            a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
-            b8 = Vector512.FusedMultiplyAdd(v, x1, b8);
-            v = Vector512.Create(w[9 * S]);
-            a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
-            b9 = Vector512.FusedMultiplyAdd(v, x1, b9);
-            v = Vector512.Create(w[10 * S]);
-            a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
-            b10 = Vector512.FusedMultiplyAdd(v, x1, b10);
-            v = Vector512.Create(w[11 * S]);
-            a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
-            b11 = Vector512.FusedMultiplyAdd(v, x1, b11);
-        }
-
-        a0.Store(t); b0.Store(t + 16);
-        a1.Store(t + 32); b1.Store(t + 48);
-        a2.Store(t + 64); b2.Store(t + 80);
-        a3.Store(t + 96); b3.Store(t + 112);
-        a4.Store(t + 128); b4.Store(t + 144);
-        a5.Store(t + 160); b5.Store(t + 176);
-        a6.Store(t + 192); b6.Store(t + 208);
-        a7.Store(t + 224); b7.Store(t + 240);
-        a8.Store(t + 256); b8.Store(t + 272);
-        a9.Store(t + 288); b9.Store(t + 304);
-        a10.Store(t + 320); b10.Store(t + 336);
-        a11.Store(t + 352); b11.Store(t + 368);
-    }
-
-    /// <summary>
-    /// <see cref="Outer12x32"/> block by block for the quantized products: per 32-block the exact sums of quant
-    /// products in the 24 accumulators (w and xt hold integers; |Σ| ≤ 32·127·127 &lt; 2^24), then
-    /// acc[r·32 + j] += Σ·d_w[r]·d_x[j] (dw: scales of row r at r·ScaleStride; dx: 32 per block) — the sums never
-    /// leave the registers before they are scaled.
-    /// </summary>
-    private static void Outer12x32Blocks(float* w, float* xt, int blocks, float* dw, float* dx, float* acc, byte* prefetch)
-    {
-        const int S = ScratchStride;
-        for (int blk = 0; blk < blocks; blk++, dw++, dx += 32)
+        bool scaled = dw != null;
+        int steps = scaled ? 32 : kn;
+        for (int done = 0; done < kn; done += steps, dw++, dx += 32)
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
             Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
             Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
             Vector512<float> b6 = default, b7 = default, b8 = default, b9 = default, b10 = default, b11 = default;
-            for (float* end = w + 32; w < end; w++, xt += 32, prefetch += 32)
+            for (float* end = w + steps; w < end; w++, xt += 32, prefetch += 32)
             {
                 Sse.Prefetch1(prefetch);
                 Vector512<float> x0 = Vector512.Load(xt);
@@ -676,44 +611,60 @@ internal static unsafe class CpuGemm
                 b11 = Vector512.FusedMultiplyAdd(v, x1, b11);
             }
 
-            Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16);
-            Vector512<float> sw;
-            sw = Vector512.Create(dw[0 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(acc + 0)).Store(acc + 0);
-            Vector512.FusedMultiplyAdd(b0, d1 * sw, Vector512.Load(acc + 16)).Store(acc + 16);
-            sw = Vector512.Create(dw[1 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(acc + 32)).Store(acc + 32);
-            Vector512.FusedMultiplyAdd(b1, d1 * sw, Vector512.Load(acc + 48)).Store(acc + 48);
-            sw = Vector512.Create(dw[2 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(acc + 64)).Store(acc + 64);
-            Vector512.FusedMultiplyAdd(b2, d1 * sw, Vector512.Load(acc + 80)).Store(acc + 80);
-            sw = Vector512.Create(dw[3 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(acc + 96)).Store(acc + 96);
-            Vector512.FusedMultiplyAdd(b3, d1 * sw, Vector512.Load(acc + 112)).Store(acc + 112);
-            sw = Vector512.Create(dw[4 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(acc + 128)).Store(acc + 128);
-            Vector512.FusedMultiplyAdd(b4, d1 * sw, Vector512.Load(acc + 144)).Store(acc + 144);
-            sw = Vector512.Create(dw[5 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(acc + 160)).Store(acc + 160);
-            Vector512.FusedMultiplyAdd(b5, d1 * sw, Vector512.Load(acc + 176)).Store(acc + 176);
-            sw = Vector512.Create(dw[6 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(acc + 192)).Store(acc + 192);
-            Vector512.FusedMultiplyAdd(b6, d1 * sw, Vector512.Load(acc + 208)).Store(acc + 208);
-            sw = Vector512.Create(dw[7 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(acc + 224)).Store(acc + 224);
-            Vector512.FusedMultiplyAdd(b7, d1 * sw, Vector512.Load(acc + 240)).Store(acc + 240);
-            sw = Vector512.Create(dw[8 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(acc + 256)).Store(acc + 256);
-            Vector512.FusedMultiplyAdd(b8, d1 * sw, Vector512.Load(acc + 272)).Store(acc + 272);
-            sw = Vector512.Create(dw[9 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(acc + 288)).Store(acc + 288);
-            Vector512.FusedMultiplyAdd(b9, d1 * sw, Vector512.Load(acc + 304)).Store(acc + 304);
-            sw = Vector512.Create(dw[10 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(acc + 320)).Store(acc + 320);
-            Vector512.FusedMultiplyAdd(b10, d1 * sw, Vector512.Load(acc + 336)).Store(acc + 336);
-            sw = Vector512.Create(dw[11 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(acc + 352)).Store(acc + 352);
-            Vector512.FusedMultiplyAdd(b11, d1 * sw, Vector512.Load(acc + 368)).Store(acc + 368);
+            if (!scaled)
+            {
+                a0.Store(t); b0.Store(t + 16);
+                a1.Store(t + 32); b1.Store(t + 48);
+                a2.Store(t + 64); b2.Store(t + 80);
+                a3.Store(t + 96); b3.Store(t + 112);
+                a4.Store(t + 128); b4.Store(t + 144);
+                a5.Store(t + 160); b5.Store(t + 176);
+                a6.Store(t + 192); b6.Store(t + 208);
+                a7.Store(t + 224); b7.Store(t + 240);
+                a8.Store(t + 256); b8.Store(t + 272);
+                a9.Store(t + 288); b9.Store(t + 304);
+                a10.Store(t + 320); b10.Store(t + 336);
+                a11.Store(t + 352); b11.Store(t + 368);
+                return;
+            }
+
+            Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16), sw;
+                sw = Vector512.Create(dw[0 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(t + 0)).Store(t + 0);
+                Vector512.FusedMultiplyAdd(b0, d1 * sw, Vector512.Load(t + 16)).Store(t + 16);
+                sw = Vector512.Create(dw[1 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
+                Vector512.FusedMultiplyAdd(b1, d1 * sw, Vector512.Load(t + 48)).Store(t + 48);
+                sw = Vector512.Create(dw[2 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
+                Vector512.FusedMultiplyAdd(b2, d1 * sw, Vector512.Load(t + 80)).Store(t + 80);
+                sw = Vector512.Create(dw[3 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
+                Vector512.FusedMultiplyAdd(b3, d1 * sw, Vector512.Load(t + 112)).Store(t + 112);
+                sw = Vector512.Create(dw[4 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
+                Vector512.FusedMultiplyAdd(b4, d1 * sw, Vector512.Load(t + 144)).Store(t + 144);
+                sw = Vector512.Create(dw[5 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
+                Vector512.FusedMultiplyAdd(b5, d1 * sw, Vector512.Load(t + 176)).Store(t + 176);
+                sw = Vector512.Create(dw[6 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(t + 192)).Store(t + 192);
+                Vector512.FusedMultiplyAdd(b6, d1 * sw, Vector512.Load(t + 208)).Store(t + 208);
+                sw = Vector512.Create(dw[7 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(t + 224)).Store(t + 224);
+                Vector512.FusedMultiplyAdd(b7, d1 * sw, Vector512.Load(t + 240)).Store(t + 240);
+                sw = Vector512.Create(dw[8 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(t + 256)).Store(t + 256);
+                Vector512.FusedMultiplyAdd(b8, d1 * sw, Vector512.Load(t + 272)).Store(t + 272);
+                sw = Vector512.Create(dw[9 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(t + 288)).Store(t + 288);
+                Vector512.FusedMultiplyAdd(b9, d1 * sw, Vector512.Load(t + 304)).Store(t + 304);
+                sw = Vector512.Create(dw[10 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(t + 320)).Store(t + 320);
+                Vector512.FusedMultiplyAdd(b10, d1 * sw, Vector512.Load(t + 336)).Store(t + 336);
+                sw = Vector512.Create(dw[11 * ScaleStride]);
+                Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(t + 352)).Store(t + 352);
+                Vector512.FusedMultiplyAdd(b11, d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
         }
     }
 
