@@ -659,9 +659,10 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
 
         int panels = (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows;
-        if (CpuGemm.UsesOuterBlocks(w.Type, rows))
+        if (UsesQ8(w.Type) && CpuGemm.UsesOuterBlocks(w.Type, rows))
         {
-            // the quants (as quantized above) transposed into token tiles, with their scales
+            // the quants (as quantized above) transposed into token tiles, with their scales (exact mode keeps x
+            // float32 and takes the dot tiles below)
             _mmPacked = GrowBuffer(ref _xPacked, checked((int)CpuGemm.PackedFloats(rows, w.Cols)));
             _mmPackedScales = GrowBuffer(ref _xPackedScales, checked((int)CpuGemm.PackedScaleFloats(rows, w.Cols)));
             _pool.For(CpuGemm.OuterTiles(rows), _packQuantsBody);

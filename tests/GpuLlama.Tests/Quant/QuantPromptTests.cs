@@ -81,6 +81,31 @@ public sealed unsafe class QuantPromptTests
                 Assert.True(Math.Abs(got[i] - want[i]) <= 2e-6 * mag[i],
                             $"{type} token {i / rows} output {i % rows}: got {got[i]:R}, want {want[i]:R} ({Math.Abs(got[i] - want[i]) / mag[i]:E2} of Σ|products|)");
             }
+
+            // exact mode: float32 activations times the exactly dequantized weights, whatever the prompt's length
+            using var exact = new CpuDevice(2, exactQuantDots: true);
+            using DeviceWeight exactWeight = exact.Upload(new WeightView(info, pw));
+            using DeviceBuffer exs = exact.Allocate(tokens * cols);
+            using DeviceBuffer edst = exact.Allocate(tokens * rows);
+            exact.Write(exs, x);
+            exact.Write(edst, y0);
+            exact.MatMul(edst, exactWeight, exs, tokens, accumulate);
+            exact.Read(edst, got);
+            for (int o = 0; o < rows; o++)
+            {
+                QuantBlocks.DequantizeRow(type, w.AsSpan(o * rowBytes, rowBytes), wd);
+                for (int t = 0; t < tokens; t++)
+                {
+                    double sum = accumulate ? y0[t * rows + o] : 0;
+                    for (int i = 0; i < cols; i++)
+                    {
+                        sum += (double)wd[i] * x[t * cols + i];
+                    }
+
+                    int at = t * rows + o;
+                    Assert.True(Math.Abs(got[at] - sum) <= 1e-5 * mag[at], $"{type} exact, token {t} output {o}: got {got[at]:R}, want {sum:R}");
+                }
+            }
         }
     }
 }
