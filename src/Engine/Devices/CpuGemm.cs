@@ -83,12 +83,12 @@ internal static unsafe class CpuGemm
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs on the block-scaled outer
-    /// kernel (AVX-512, Q8_0 and Q4_0, at least one token tile): weights and activations as their integer quants
+    /// kernels (Q8_0 and Q4_0, at least one token tile): weights and activations as their integer quants
     /// (held exactly in floats), each 32-block's sums exact, then scaled by d_w·d_x and added — llama.cpp's formula
     /// Σ_b (d_w·d_x)·Σ q_w·q_x, so the order of float additions is over blocks, not over values. The caller packs the
     /// quantized activations with <see cref="PackQuants"/>.
     /// </summary>
-    public static bool UsesOuterBlocks(DType type, int m) => Vector512.IsHardwareAccelerated && m >= 32 && type is DType.Q8_0 or DType.Q4_0;
+    public static bool UsesOuterBlocks(DType type, int m) => IsAccelerated && m >= OuterTokens && type is DType.Q8_0 or DType.Q4_0;
 
     /// <summary>Floats of <see cref="PackQuants"/>' scales for an [m, k] X.</summary>
     public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens * (k / 32);
@@ -258,25 +258,33 @@ internal static unsafe class CpuGemm
             DecodeQuants(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, scratch + r * ScratchStride, dw + r * ScaleStride);
         }
 
-        int tiles = OuterTiles(m), b0 = k0 / 32;
+        int tiles = OuterTiles(m), b0 = k0 / 32, tokens = OuterTokens;
         byte* next = weights + (n0 + OuterRows) * rowBytes + type.RowBytes(k0);
         long share = OuterRows * rowBytes / tiles;
         float* acc = stackalloc float[OuterRows * 32];
         for (int ti = 0; ti < tiles; ti++)
         {
             byte* prefetch = next + ti * share;
-            float* xt = packed + (long)ti * 32 * k + (long)k0 * 32;
-            float* dx = packedScales + (long)ti * 32 * (k / 32) + b0 * 32;
-            new Span<float>(acc, OuterRows * 32).Clear();
-            Outer12x32(scratch, xt, kn, acc, prefetch, dw, dx);
+            float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens;
+            float* dx = packedScales + (long)ti * tokens * (k / 32) + b0 * tokens;
+            new Span<float>(acc, OuterRows * tokens).Clear();
+            if (Vector512.IsHardwareAccelerated)
+            {
+                Outer12x32(scratch, xt, kn, acc, prefetch, dw, dx);
+            }
+            else
+            {
+                Outer6x16(scratch, xt, kn, acc, prefetch, dw, dx);
+                Outer6x16(scratch + 6 * ScratchStride, xt, kn, acc + 6 * 16, prefetch + kn * 32L, dw + 6 * ScaleStride, dx);
+            }
 
-            int start = TileStart(ti, m), from = ti * 32 - start;
-            for (int j = from; j < 32; j++)
+            int start = TileStart(ti, m), from = ti * tokens - start;
+            for (int j = from; j < tokens; j++)
             {
                 float* cj = c + (long)(start + j) * n + n0;
                 for (int r = 0; r < OuterRows; r++)
                 {
-                    cj[r] = add ? cj[r] + acc[r * 32 + j] : acc[r * 32 + j];
+                    cj[r] = add ? cj[r] + acc[r * tokens + j] : acc[r * tokens + j];
                 }
             }
         }
@@ -289,14 +297,16 @@ internal static unsafe class CpuGemm
     private static void DecodeQuants(DType type, bool groupedQ4_0, byte* row, int n, float* q, float* d)
     {
         float* ht = CpuQuantDot.HalfTable;
-        Vector512<int> low = Vector512.Create(0x0F), eight = Vector512.Create(8);
+        Vector256<int> low = Vector256.Create(0x0F), eight = Vector256.Create(8);
         if (type == DType.Q8_0)
         {
             for (int b = 0; b < n / 32; b++, row += 34, q += 32)
             {
                 d[b] = ht[*(ushort*)row];
-                Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 2))).Store(q);
-                Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + 18))).Store(q + 16);
+                for (int i = 0; i < 32; i += 8)
+                {
+                    Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)row + 2 + i)).Store(q + i);
+                }
             }
 
             return;
@@ -318,9 +328,12 @@ internal static unsafe class CpuGemm
                 nibbles = row + 18 * b + 2;
             }
 
-            Vector512<int> v = Avx512F.ConvertToVector512Int32(Vector128.Load(nibbles));
-            Avx512F.ConvertToVector512Single((v & low) - eight).Store(q);
-            Avx512F.ConvertToVector512Single((v >> 4) - eight).Store(q + 16);
+            for (int i = 0; i < 16; i += 8)
+            {
+                Vector256<int> v = Avx2.ConvertToVector256Int32(nibbles + i);
+                Avx.ConvertToVector256Single((v & low) - eight).Store(q + i);
+                Avx.ConvertToVector256Single((v >> 4) - eight).Store(q + 16 + i);
+            }
         }
     }
 
@@ -671,44 +684,73 @@ internal static unsafe class CpuGemm
     /// <summary>
     /// AVX2's <see cref="Outer12x32"/>: t[r·16 + j] = Σ_{i&lt;kn} w[r·ScratchStride + i]·xt[i·16 + j] for 6 weight rows
     /// and 16 activation rows, 12 FMAs for 2 vector loads and 6 broadcasts; 12 accumulators, 2 activation vectors and
-    /// a broadcast in the 16 registers.
+    /// a broadcast in the 16 registers. Block scales as in <see cref="Outer12x32"/> (dx: 16 per block).
     /// </summary>
-    private static void Outer6x16(float* w, float* xt, int kn, float* t, byte* prefetch)
+    private static void Outer6x16(float* w, float* xt, int kn, float* t, byte* prefetch, float* dw = null, float* dx = null)
     {
         const int S = ScratchStride;
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
-        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
-        for (float* end = w + kn; w < end; w++, xt += 16, prefetch += 32)
+        bool scaled = dw != null;
+        int steps = scaled ? 32 : kn;
+        for (int done = 0; done < kn; done += steps, dw++, dx += 16)
         {
-            Sse.Prefetch1(prefetch);
-            Vector256<float> x0 = Vector256.Load(xt);
-            Vector256<float> x1 = Vector256.Load(xt + 8);
-            Vector256<float> v = Vector256.Create(w[0]);
-            a0 = Vector256.FusedMultiplyAdd(v, x0, a0);
-            b0 = Vector256.FusedMultiplyAdd(v, x1, b0);
-            v = Vector256.Create(w[S]);
-            a1 = Vector256.FusedMultiplyAdd(v, x0, a1);
-            b1 = Vector256.FusedMultiplyAdd(v, x1, b1);
-            v = Vector256.Create(w[2 * S]);
-            a2 = Vector256.FusedMultiplyAdd(v, x0, a2);
-            b2 = Vector256.FusedMultiplyAdd(v, x1, b2);
-            v = Vector256.Create(w[3 * S]);
-            a3 = Vector256.FusedMultiplyAdd(v, x0, a3);
-            b3 = Vector256.FusedMultiplyAdd(v, x1, b3);
-            v = Vector256.Create(w[4 * S]);
-            a4 = Vector256.FusedMultiplyAdd(v, x0, a4);
-            b4 = Vector256.FusedMultiplyAdd(v, x1, b4);
-            v = Vector256.Create(w[5 * S]);
-            a5 = Vector256.FusedMultiplyAdd(v, x0, a5);
-            b5 = Vector256.FusedMultiplyAdd(v, x1, b5);
-        }
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+            for (float* end = w + steps; w < end; w++, xt += 16, prefetch += 32)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector256<float> x0 = Vector256.Load(xt);
+                Vector256<float> x1 = Vector256.Load(xt + 8);
+                Vector256<float> v = Vector256.Create(w[0]);
+                a0 = Vector256.FusedMultiplyAdd(v, x0, a0);
+                b0 = Vector256.FusedMultiplyAdd(v, x1, b0);
+                v = Vector256.Create(w[S]);
+                a1 = Vector256.FusedMultiplyAdd(v, x0, a1);
+                b1 = Vector256.FusedMultiplyAdd(v, x1, b1);
+                v = Vector256.Create(w[2 * S]);
+                a2 = Vector256.FusedMultiplyAdd(v, x0, a2);
+                b2 = Vector256.FusedMultiplyAdd(v, x1, b2);
+                v = Vector256.Create(w[3 * S]);
+                a3 = Vector256.FusedMultiplyAdd(v, x0, a3);
+                b3 = Vector256.FusedMultiplyAdd(v, x1, b3);
+                v = Vector256.Create(w[4 * S]);
+                a4 = Vector256.FusedMultiplyAdd(v, x0, a4);
+                b4 = Vector256.FusedMultiplyAdd(v, x1, b4);
+                v = Vector256.Create(w[5 * S]);
+                a5 = Vector256.FusedMultiplyAdd(v, x0, a5);
+                b5 = Vector256.FusedMultiplyAdd(v, x1, b5);
+            }
 
-        a0.Store(t); b0.Store(t + 8);
-        a1.Store(t + 16); b1.Store(t + 24);
-        a2.Store(t + 32); b2.Store(t + 40);
-        a3.Store(t + 48); b3.Store(t + 56);
-        a4.Store(t + 64); b4.Store(t + 72);
-        a5.Store(t + 80); b5.Store(t + 88);
+            if (!scaled)
+            {
+                a0.Store(t); b0.Store(t + 8);
+                a1.Store(t + 16); b1.Store(t + 24);
+                a2.Store(t + 32); b2.Store(t + 40);
+                a3.Store(t + 48); b3.Store(t + 56);
+                a4.Store(t + 64); b4.Store(t + 72);
+                a5.Store(t + 80); b5.Store(t + 88);
+                return;
+            }
+
+            Vector256<float> d0 = Vector256.Load(dx), d1 = Vector256.Load(dx + 8), sw;
+                sw = Vector256.Create(dw[0 * ScaleStride]);
+                Vector256.FusedMultiplyAdd(a0, d0 * sw, Vector256.Load(t + 0)).Store(t + 0);
+                Vector256.FusedMultiplyAdd(b0, d1 * sw, Vector256.Load(t + 8)).Store(t + 8);
+                sw = Vector256.Create(dw[1 * ScaleStride]);
+                Vector256.FusedMultiplyAdd(a1, d0 * sw, Vector256.Load(t + 16)).Store(t + 16);
+                Vector256.FusedMultiplyAdd(b1, d1 * sw, Vector256.Load(t + 24)).Store(t + 24);
+                sw = Vector256.Create(dw[2 * ScaleStride]);
+                Vector256.FusedMultiplyAdd(a2, d0 * sw, Vector256.Load(t + 32)).Store(t + 32);
+                Vector256.FusedMultiplyAdd(b2, d1 * sw, Vector256.Load(t + 40)).Store(t + 40);
+                sw = Vector256.Create(dw[3 * ScaleStride]);
+                Vector256.FusedMultiplyAdd(a3, d0 * sw, Vector256.Load(t + 48)).Store(t + 48);
+                Vector256.FusedMultiplyAdd(b3, d1 * sw, Vector256.Load(t + 56)).Store(t + 56);
+                sw = Vector256.Create(dw[4 * ScaleStride]);
+                Vector256.FusedMultiplyAdd(a4, d0 * sw, Vector256.Load(t + 64)).Store(t + 64);
+                Vector256.FusedMultiplyAdd(b4, d1 * sw, Vector256.Load(t + 72)).Store(t + 72);
+                sw = Vector256.Create(dw[5 * ScaleStride]);
+                Vector256.FusedMultiplyAdd(a5, d0 * sw, Vector256.Load(t + 80)).Store(t + 80);
+                Vector256.FusedMultiplyAdd(b5, d1 * sw, Vector256.Load(t + 88)).Store(t + 88);
+        }
     }
 
     /// <summary>The tiles' scalar tail: t[j·4 + r] += Σ_{from ≤ i &lt; kn} w[r·ws + i]·x[j·xs + i] for j &lt; <paramref name="rows"/>.</summary>
