@@ -5,8 +5,9 @@ using Xunit;
 namespace GpuLlama.Tests.Quant;
 
 /// <summary>
-/// Prompt products of Q8_0 and Q4_0 weights (many activation rows at once: on AVX-512 the block-scaled outer kernel,
-/// elsewhere the dot tiles) against llama.cpp's integer dot products row by row, with the same 8-bit activations:
+/// Prompt products of Q8_0 and Q4_0 weights (many activation rows at once: the block-scaled outer kernels, 32-token
+/// tiles on AVX-512 and 16 on AVX2, the dot tiles below one tile) against llama.cpp's integer dot products row by row,
+/// with the same 8-bit activations:
 /// Σ_b (d_w·d_x)·Σ q_w·q_x differs from it only in the order of the float additions over blocks.
 /// </summary>
 public sealed unsafe class QuantPromptTests
@@ -19,7 +20,7 @@ public sealed unsafe class QuantPromptTests
             data.Add(t, 30, 768, 45, false);  // two 12-row groups, then a full and a partial panel; the second token tile overlapping
             data.Add(t, 24, 800, 64, true);   // rows of 25 blocks (Q4_0 in the file's layout, not grouped), two token tiles, accumulate
             data.Add(t, 26, 3328, 33, false); // K in two blocks (1792 + 1536), two row groups and a partial panel
-            data.Add(t, 13, 256, 20, false);  // fewer rows than a token tile: the dot tiles
+            data.Add(t, 13, 256, 20, false);  // AVX-512: fewer rows than a token tile (the dot tiles); AVX2: two overlapping tiles
         }
 
         return data;
