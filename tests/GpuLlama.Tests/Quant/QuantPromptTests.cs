@@ -69,14 +69,7 @@ public sealed unsafe class QuantPromptTests
                 }
             }
 
-            using DeviceWeight weight = cpu.Upload(new WeightView(info, pw));
-            using DeviceBuffer xs = cpu.Allocate(tokens * cols);
-            using DeviceBuffer dst = cpu.Allocate(tokens * rows);
-            cpu.Write(xs, x);
-            cpu.Write(dst, y0);
-            cpu.MatMul(dst, weight, xs, tokens, accumulate);
-            float[] got = new float[tokens * rows];
-            cpu.Read(dst, got);
+            float[] got = Multiply(cpu, new WeightView(info, pw), x, y0, tokens, accumulate);
             for (int i = 0; i < got.Length; i++)
             {
                 Assert.True(Math.Abs(got[i] - want[i]) <= 2e-6 * mag[i],
@@ -85,13 +78,7 @@ public sealed unsafe class QuantPromptTests
 
             // exact mode: float32 activations times the exactly dequantized weights, whatever the prompt's length
             using var exact = new CpuDevice(2, exactQuantDots: true);
-            using DeviceWeight exactWeight = exact.Upload(new WeightView(info, pw));
-            using DeviceBuffer exs = exact.Allocate(tokens * cols);
-            using DeviceBuffer edst = exact.Allocate(tokens * rows);
-            exact.Write(exs, x);
-            exact.Write(edst, y0);
-            exact.MatMul(edst, exactWeight, exs, tokens, accumulate);
-            exact.Read(edst, got);
+            got = Multiply(exact, new WeightView(info, pw), x, y0, tokens, accumulate);
             for (int o = 0; o < rows; o++)
             {
                 QuantBlocks.DequantizeRow(type, w.AsSpan(o * rowBytes, rowBytes), wd);
@@ -108,5 +95,19 @@ public sealed unsafe class QuantPromptTests
                 }
             }
         }
+    }
+
+    /// <summary>Y (+)= X·Wᵀ on <paramref name="cpu"/>, Y starting as <paramref name="y0"/>.</summary>
+    private static float[] Multiply(CpuDevice cpu, WeightView view, float[] x, float[] y0, int tokens, bool accumulate)
+    {
+        using DeviceWeight weight = cpu.Upload(view);
+        using DeviceBuffer xs = cpu.Allocate(x.Length);
+        using DeviceBuffer dst = cpu.Allocate(y0.Length);
+        cpu.Write(xs, x);
+        cpu.Write(dst, y0);
+        cpu.MatMul(dst, weight, xs, tokens, accumulate);
+        float[] got = new float[y0.Length];
+        cpu.Read(dst, got);
+        return got;
     }
 }
