@@ -52,8 +52,12 @@ internal static unsafe class CpuGemm
     /// <summary>Weight rows per tile of the outer-product kernel (<see cref="Outer12x32"/>): three panels.</summary>
     public const int OuterRows = 12;
 
-    /// <summary>Activation rows per tile of the outer-product kernels: two vectors (AVX-512: 32, AVX2: 16).</summary>
-    public static int OuterTokens => Vector512.IsHardwareAccelerated ? 32 : 16;
+    /// <summary>
+    /// Activation rows per tile of the outer-product kernels for a product of <paramref name="m"/> rows: two vectors,
+    /// 32 with AVX-512 (<see cref="Outer12x32"/>), 16 with AVX2 (<see cref="Outer6x16"/>) — and on AVX-512 machines
+    /// for products of 16 to 31 rows, which only the block-scaled quantized products take.
+    /// </summary>
+    public static int OuterTokens(int m) => Vector512.IsHardwareAccelerated && m >= 32 ? 32 : 16;
 
     // Row stride of the converted weight panels in the scratch: fixed, so that the outer kernel's twelve broadcasts
     // address one pointer plus constants, and a cache line more than the largest K block, so that the twelve rows do
@@ -79,19 +83,20 @@ internal static unsafe class CpuGemm
     /// sequential order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
     /// Q8_0 and Q4_0 have their own exact-per-block outer kernel instead (<see cref="UsesOuterBlocks"/>).
     /// </summary>
-    public static bool UsesOuterTiles(DType type, int m) => IsAccelerated && m >= OuterTokens && type is DType.F32 or DType.F16 or DType.BF16;
+    public static bool UsesOuterTiles(DType type, int m) =>
+        IsAccelerated && m >= (Vector512.IsHardwareAccelerated ? 32 : 16) && type is DType.F32 or DType.F16 or DType.BF16;
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs on the block-scaled outer
-    /// kernels (Q8_0 and Q4_0, at least one token tile): weights and activations as their integer quants
+    /// kernels (Q8_0, Q4_0 and Q5_0 — the 32-blocks with one scale —, at least 16 rows): weights and activations as their integer quants
     /// (held exactly in floats), each 32-block's sums exact, then scaled by d_w·d_x and added — llama.cpp's formula
     /// Σ_b (d_w·d_x)·Σ q_w·q_x, so the order of float additions is over blocks, not over values. The caller packs the
     /// quantized activations with <see cref="PackQuants"/>.
     /// </summary>
-    public static bool UsesOuterBlocks(DType type, int m) => IsAccelerated && m >= OuterTokens && type is DType.Q8_0 or DType.Q4_0;
+    public static bool UsesOuterBlocks(DType type, int m) => IsAccelerated && m >= 16 && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0;
 
     /// <summary>Floats of <see cref="PackQuants"/>' scales for an [m, k] X.</summary>
-    public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens * (k / 32);
+    public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens(m) * (k / 32);
 
     /// <summary>
     /// <see cref="PackTokens"/> for quantized activations: the quants of rows [m, k] (<paramref name="qs"/>, 32-blocks
@@ -100,36 +105,36 @@ internal static unsafe class CpuGemm
     /// </summary>
     public static void PackQuants(sbyte* qs, float* d32, int m, int k, float* packed, float* scales, int t0, int t1)
     {
-        int nb = k / 32;
+        int nb = k / 32, tokens = OuterTokens(m);
         for (int t = t0; t < t1; t++)
         {
-            float* dst = packed + (long)t * OuterTokens * k;
-            float* ds = scales + (long)t * OuterTokens * nb;
+            float* dst = packed + (long)t * tokens * k;
+            float* ds = scales + (long)t * tokens * nb;
             int start = TileStart(t, m);
-            for (int j = 0; j < OuterTokens; j++)
+            for (int j = 0; j < tokens; j++)
             {
                 sbyte* src = qs + (long)(start + j) * k;
                 for (int i = 0; i < k; i++)
                 {
-                    dst[(long)i * OuterTokens + j] = src[i];
+                    dst[(long)i * tokens + j] = src[i];
                 }
 
                 float* dj = d32 + (long)(start + j) * nb;
                 for (int b = 0; b < nb; b++)
                 {
-                    ds[b * OuterTokens + j] = dj[b];
+                    ds[b * tokens + j] = dj[b];
                 }
             }
         }
     }
 
     /// <summary>Token tiles of X for <paramref name="m"/> rows (the last one overlaps the one before).</summary>
-    public static int OuterTiles(int m) => (m + OuterTokens - 1) / OuterTokens;
+    public static int OuterTiles(int m) => (m + OuterTokens(m) - 1) / OuterTokens(m);
 
     /// <summary>Floats of <see cref="PackTokens"/>' output for an [m, k] X.</summary>
-    public static long PackedFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens * k;
+    public static long PackedFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens(m) * k;
 
-    private static int TileStart(int tile, int m) => Math.Min(tile * OuterTokens, m - OuterTokens);
+    private static int TileStart(int tile, int m) => Math.Min(tile * OuterTokens(m), m - OuterTokens(m));
 
     /// <summary>
     /// Tiles [t0, t1) of X [m, k] transposed for the outer kernels: with T = <see cref="OuterTokens"/>, tile t holds
@@ -138,15 +143,16 @@ internal static unsafe class CpuGemm
     /// </summary>
     public static void PackTokens(float* x, int m, int k, float* packed, int t0, int t1)
     {
+        int tokens = OuterTokens(m);
         for (int t = t0; t < t1; t++)
         {
-            float* dst = packed + (long)t * OuterTokens * k;
+            float* dst = packed + (long)t * tokens * k;
             float* src = x + (long)TileStart(t, m) * k;
-            for (int j = 0; j < OuterTokens; j++, src += k)
+            for (int j = 0; j < tokens; j++, src += k)
             {
                 for (int i = 0; i < k; i++)
                 {
-                    dst[(long)i * OuterTokens + j] = src[i];
+                    dst[(long)i * tokens + j] = src[i];
                 }
             }
         }
@@ -217,12 +223,12 @@ internal static unsafe class CpuGemm
         byte* next = weights + (n0 + OuterRows) * rowBytes;
         long share = OuterRows * rowBytes / tiles;
         long blockOffset = (rowPanels ? PanelRows : 1) * type.RowBytes(k0);
-        int tokens = OuterTokens;
+        int tokens = OuterTokens(m);
         for (int ti = 0; ti < tiles; ti++)
         {
             byte* prefetch = kn == k ? next + ti * share : next + ti % 3 * PanelRows * rowBytes + blockOffset;
             float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens;
-            if (Vector512.IsHardwareAccelerated)
+            if (tokens == 32)
             {
                 Outer12x32(scratch, xt, kn, t, prefetch);
             }
@@ -258,7 +264,7 @@ internal static unsafe class CpuGemm
             DecodeQuants(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, scratch + r * ScratchStride, dw + r * ScaleStride);
         }
 
-        int tiles = OuterTiles(m), b0 = k0 / 32, tokens = OuterTokens;
+        int tiles = OuterTiles(m), b0 = k0 / 32, tokens = OuterTokens(m);
         byte* next = weights + (n0 + OuterRows) * rowBytes + type.RowBytes(k0);
         long share = OuterRows * rowBytes / tiles;
         float* acc = stackalloc float[OuterRows * 32];
@@ -268,7 +274,7 @@ internal static unsafe class CpuGemm
             float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens;
             float* dx = packedScales + (long)ti * tokens * (k / 32) + b0 * tokens;
             new Span<float>(acc, OuterRows * tokens).Clear();
-            if (Vector512.IsHardwareAccelerated)
+            if (tokens == 32)
             {
                 Outer12x32(scratch, xt, kn, acc, prefetch, dw, dx);
             }
@@ -291,7 +297,8 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// A Q8_0 or Q4_0 row segment of <paramref name="n"/> values (whole blocks) as its quants in floats (Q4_0: q − 8)
+    /// A Q8_0, Q4_0 or Q5_0 row segment of <paramref name="n"/> values (whole blocks) as its quants in floats (Q4_0:
+    /// q − 8, Q5_0: q − 16)
     /// and its block scales: the operands of <see cref="OuterGroupBlocks"/>, exact.
     /// </summary>
     private static void DecodeQuants(DType type, bool groupedQ4_0, byte* row, int n, float* q, float* d)
@@ -306,6 +313,29 @@ internal static unsafe class CpuGemm
                 for (int i = 0; i < 32; i += 8)
                 {
                     Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)row + 2 + i)).Store(q + i);
+                }
+            }
+
+            return;
+        }
+
+        if (type == DType.Q5_0)
+        {
+            // 22-byte blocks: F16 d, 32 fifth bits (value j's at bit j), 16 nibble bytes (values j and j + 16)
+            Vector256<uint> shifts = Vector256.Create(0u, 1, 2, 3, 4, 5, 6, 7);
+            Vector256<uint> one = Vector256.Create(1u);
+            Vector256<int> sixteen = Vector256.Create(16);
+            for (int b = 0; b < n / 32; b++, row += 22, q += 32)
+            {
+                d[b] = ht[*(ushort*)row];
+                Vector256<uint> qh = Vector256.Create(*(uint*)(row + 2));
+                for (int i = 0; i < 16; i += 8)
+                {
+                    Vector256<int> v = Avx2.ConvertToVector256Int32(row + 6 + i);
+                    Vector256<int> hiLow = ((Avx2.ShiftRightLogicalVariable(qh, shifts + Vector256.Create((uint)i)) & one) << 4).AsInt32();
+                    Vector256<int> hiHigh = ((Avx2.ShiftRightLogicalVariable(qh, shifts + Vector256.Create((uint)(i + 16))) & one) << 4).AsInt32();
+                    Avx.ConvertToVector256Single(((v & low) | hiLow) - sixteen).Store(q + i);
+                    Avx.ConvertToVector256Single(((v >> 4) | hiHigh) - sixteen).Store(q + 16 + i);
                 }
             }
 

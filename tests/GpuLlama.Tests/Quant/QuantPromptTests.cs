@@ -15,7 +15,7 @@ public sealed unsafe class QuantPromptTests
     public static TheoryData<DType, int, int, int, bool> Cases()
     {
         var data = new TheoryData<DType, int, int, int, bool>();
-        foreach (DType t in new[] { DType.Q8_0, DType.Q4_0 })
+        foreach (DType t in new[] { DType.Q8_0, DType.Q4_0, DType.Q5_0 })
         {
             data.Add(t, 30, 768, 45, false);  // two 12-row groups, then a full and a partial panel; the second token tile overlapping
             data.Add(t, 24, 800, 64, true);   // rows of 25 blocks (Q4_0 in the file's layout, not grouped), two token tiles, accumulate
