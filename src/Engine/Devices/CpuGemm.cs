@@ -68,10 +68,10 @@ internal static unsafe class CpuGemm
     private const int ScaleStride = KBlockFloats / 32 + 16;
 
     /// <summary>
-    /// Floats of panel scratch one thread needs: twelve converted rows of a K block, their block scales and one
-    /// 12 × 32 tile of block sums.
+    /// Floats of panel scratch one thread needs: twelve converted rows of a K block (<paramref name="k"/> is at most
+    /// <see cref="KBlockFloats"/> per block, so any K fits) and, for the quantized rows, their block scales.
     /// </summary>
-    public static int ScratchFloats(int k) => OuterRows * ScratchStride + OuterRows * ScaleStride + OuterRows * 32;
+    public static int ScratchFloats(int k) => OuterRows * ScratchStride + OuterRows * ScaleStride;
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> activation rows by <paramref name="type"/> weights runs on the
