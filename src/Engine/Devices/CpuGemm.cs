@@ -278,6 +278,10 @@ internal static unsafe class CpuGemm
             {
                 Outer12x32(scratch, xt, kn, acc, prefetch, dw, dx);
             }
+            else if (Vector512.IsHardwareAccelerated)
+            {
+                Outer12x16(scratch, xt, kn, acc, prefetch, dw, dx);
+            }
             else
             {
                 Outer6x16(scratch, xt, kn, acc, prefetch, dw, dx);
@@ -672,42 +676,130 @@ internal static unsafe class CpuGemm
             }
 
             Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16), sw;
-                sw = Vector512.Create(dw[0 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(t + 0)).Store(t + 0);
-                Vector512.FusedMultiplyAdd(b0, d1 * sw, Vector512.Load(t + 16)).Store(t + 16);
-                sw = Vector512.Create(dw[1 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
-                Vector512.FusedMultiplyAdd(b1, d1 * sw, Vector512.Load(t + 48)).Store(t + 48);
-                sw = Vector512.Create(dw[2 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
-                Vector512.FusedMultiplyAdd(b2, d1 * sw, Vector512.Load(t + 80)).Store(t + 80);
-                sw = Vector512.Create(dw[3 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
-                Vector512.FusedMultiplyAdd(b3, d1 * sw, Vector512.Load(t + 112)).Store(t + 112);
-                sw = Vector512.Create(dw[4 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
-                Vector512.FusedMultiplyAdd(b4, d1 * sw, Vector512.Load(t + 144)).Store(t + 144);
-                sw = Vector512.Create(dw[5 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
-                Vector512.FusedMultiplyAdd(b5, d1 * sw, Vector512.Load(t + 176)).Store(t + 176);
-                sw = Vector512.Create(dw[6 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(t + 192)).Store(t + 192);
-                Vector512.FusedMultiplyAdd(b6, d1 * sw, Vector512.Load(t + 208)).Store(t + 208);
-                sw = Vector512.Create(dw[7 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(t + 224)).Store(t + 224);
-                Vector512.FusedMultiplyAdd(b7, d1 * sw, Vector512.Load(t + 240)).Store(t + 240);
-                sw = Vector512.Create(dw[8 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(t + 256)).Store(t + 256);
-                Vector512.FusedMultiplyAdd(b8, d1 * sw, Vector512.Load(t + 272)).Store(t + 272);
-                sw = Vector512.Create(dw[9 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(t + 288)).Store(t + 288);
-                Vector512.FusedMultiplyAdd(b9, d1 * sw, Vector512.Load(t + 304)).Store(t + 304);
-                sw = Vector512.Create(dw[10 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(t + 320)).Store(t + 320);
-                Vector512.FusedMultiplyAdd(b10, d1 * sw, Vector512.Load(t + 336)).Store(t + 336);
-                sw = Vector512.Create(dw[11 * ScaleStride]);
-                Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(t + 352)).Store(t + 352);
-                Vector512.FusedMultiplyAdd(b11, d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
+            sw = Vector512.Create(dw[0 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(t)).Store(t);
+            Vector512.FusedMultiplyAdd(b0, d1 * sw, Vector512.Load(t + 16)).Store(t + 16);
+            sw = Vector512.Create(dw[1 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
+            Vector512.FusedMultiplyAdd(b1, d1 * sw, Vector512.Load(t + 48)).Store(t + 48);
+            sw = Vector512.Create(dw[2 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
+            Vector512.FusedMultiplyAdd(b2, d1 * sw, Vector512.Load(t + 80)).Store(t + 80);
+            sw = Vector512.Create(dw[3 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
+            Vector512.FusedMultiplyAdd(b3, d1 * sw, Vector512.Load(t + 112)).Store(t + 112);
+            sw = Vector512.Create(dw[4 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
+            Vector512.FusedMultiplyAdd(b4, d1 * sw, Vector512.Load(t + 144)).Store(t + 144);
+            sw = Vector512.Create(dw[5 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
+            Vector512.FusedMultiplyAdd(b5, d1 * sw, Vector512.Load(t + 176)).Store(t + 176);
+            sw = Vector512.Create(dw[6 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(t + 192)).Store(t + 192);
+            Vector512.FusedMultiplyAdd(b6, d1 * sw, Vector512.Load(t + 208)).Store(t + 208);
+            sw = Vector512.Create(dw[7 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(t + 224)).Store(t + 224);
+            Vector512.FusedMultiplyAdd(b7, d1 * sw, Vector512.Load(t + 240)).Store(t + 240);
+            sw = Vector512.Create(dw[8 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(t + 256)).Store(t + 256);
+            Vector512.FusedMultiplyAdd(b8, d1 * sw, Vector512.Load(t + 272)).Store(t + 272);
+            sw = Vector512.Create(dw[9 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(t + 288)).Store(t + 288);
+            Vector512.FusedMultiplyAdd(b9, d1 * sw, Vector512.Load(t + 304)).Store(t + 304);
+            sw = Vector512.Create(dw[10 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(t + 320)).Store(t + 320);
+            Vector512.FusedMultiplyAdd(b10, d1 * sw, Vector512.Load(t + 336)).Store(t + 336);
+            sw = Vector512.Create(dw[11 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(t + 352)).Store(t + 352);
+            Vector512.FusedMultiplyAdd(b11, d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Outer12x32"/> for 16-token tiles on AVX-512 (prompts of 16 to 31 rows, block-scaled quantized products):
+    /// one activation vector per step, 12 FMAs for 1 load and 12 broadcasts (t[r·16 + j]; dx: 16 per block).
+    /// </summary>
+    private static void Outer12x16(float* w, float* xt, int kn, float* t, byte* prefetch, float* dw = null, float* dx = null)
+    {
+        const int S = ScratchStride;
+        bool scaled = dw != null;
+        int steps = scaled ? 32 : kn;
+        for (int done = 0; done < kn; done += steps, dw++, dx += 16)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+            Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
+            for (float* end = w + steps; w < end; w++, xt += 16, prefetch += 32)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector512<float> x0 = Vector512.Load(xt);
+                Vector512<float> v = Vector512.Create(w[0]);
+                a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
+                v = Vector512.Create(w[S]);
+                a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
+                v = Vector512.Create(w[2 * S]);
+                a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
+                v = Vector512.Create(w[3 * S]);
+                a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
+                v = Vector512.Create(w[4 * S]);
+                a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
+                v = Vector512.Create(w[5 * S]);
+                a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
+                v = Vector512.Create(w[6 * S]);
+                a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
+                v = Vector512.Create(w[7 * S]);
+                a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
+                v = Vector512.Create(w[8 * S]);
+                a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
+                v = Vector512.Create(w[9 * S]);
+                a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
+                v = Vector512.Create(w[10 * S]);
+                a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
+                v = Vector512.Create(w[11 * S]);
+                a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
+            }
+
+            if (!scaled)
+            {
+                a0.Store(t);
+                a1.Store(t + 16);
+                a2.Store(t + 32);
+                a3.Store(t + 48);
+                a4.Store(t + 64);
+                a5.Store(t + 80);
+                a6.Store(t + 96);
+                a7.Store(t + 112);
+                a8.Store(t + 128);
+                a9.Store(t + 144);
+                a10.Store(t + 160);
+                a11.Store(t + 176);
+                return;
+            }
+
+            Vector512<float> d0 = Vector512.Load(dx), sw;
+            sw = Vector512.Create(dw[0 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(t)).Store(t);
+            sw = Vector512.Create(dw[1 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(t + 16)).Store(t + 16);
+            sw = Vector512.Create(dw[2 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
+            sw = Vector512.Create(dw[3 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(t + 48)).Store(t + 48);
+            sw = Vector512.Create(dw[4 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
+            sw = Vector512.Create(dw[5 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(t + 80)).Store(t + 80);
+            sw = Vector512.Create(dw[6 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
+            sw = Vector512.Create(dw[7 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(t + 112)).Store(t + 112);
+            sw = Vector512.Create(dw[8 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
+            sw = Vector512.Create(dw[9 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(t + 144)).Store(t + 144);
+            sw = Vector512.Create(dw[10 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
+            sw = Vector512.Create(dw[11 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(t + 176)).Store(t + 176);
         }
     }
 
@@ -762,24 +854,24 @@ internal static unsafe class CpuGemm
             }
 
             Vector256<float> d0 = Vector256.Load(dx), d1 = Vector256.Load(dx + 8), sw;
-                sw = Vector256.Create(dw[0 * ScaleStride]);
-                Vector256.FusedMultiplyAdd(a0, d0 * sw, Vector256.Load(t + 0)).Store(t + 0);
-                Vector256.FusedMultiplyAdd(b0, d1 * sw, Vector256.Load(t + 8)).Store(t + 8);
-                sw = Vector256.Create(dw[1 * ScaleStride]);
-                Vector256.FusedMultiplyAdd(a1, d0 * sw, Vector256.Load(t + 16)).Store(t + 16);
-                Vector256.FusedMultiplyAdd(b1, d1 * sw, Vector256.Load(t + 24)).Store(t + 24);
-                sw = Vector256.Create(dw[2 * ScaleStride]);
-                Vector256.FusedMultiplyAdd(a2, d0 * sw, Vector256.Load(t + 32)).Store(t + 32);
-                Vector256.FusedMultiplyAdd(b2, d1 * sw, Vector256.Load(t + 40)).Store(t + 40);
-                sw = Vector256.Create(dw[3 * ScaleStride]);
-                Vector256.FusedMultiplyAdd(a3, d0 * sw, Vector256.Load(t + 48)).Store(t + 48);
-                Vector256.FusedMultiplyAdd(b3, d1 * sw, Vector256.Load(t + 56)).Store(t + 56);
-                sw = Vector256.Create(dw[4 * ScaleStride]);
-                Vector256.FusedMultiplyAdd(a4, d0 * sw, Vector256.Load(t + 64)).Store(t + 64);
-                Vector256.FusedMultiplyAdd(b4, d1 * sw, Vector256.Load(t + 72)).Store(t + 72);
-                sw = Vector256.Create(dw[5 * ScaleStride]);
-                Vector256.FusedMultiplyAdd(a5, d0 * sw, Vector256.Load(t + 80)).Store(t + 80);
-                Vector256.FusedMultiplyAdd(b5, d1 * sw, Vector256.Load(t + 88)).Store(t + 88);
+            sw = Vector256.Create(dw[0 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(a0, d0 * sw, Vector256.Load(t + 0)).Store(t + 0);
+            Vector256.FusedMultiplyAdd(b0, d1 * sw, Vector256.Load(t + 8)).Store(t + 8);
+            sw = Vector256.Create(dw[1 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(a1, d0 * sw, Vector256.Load(t + 16)).Store(t + 16);
+            Vector256.FusedMultiplyAdd(b1, d1 * sw, Vector256.Load(t + 24)).Store(t + 24);
+            sw = Vector256.Create(dw[2 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(a2, d0 * sw, Vector256.Load(t + 32)).Store(t + 32);
+            Vector256.FusedMultiplyAdd(b2, d1 * sw, Vector256.Load(t + 40)).Store(t + 40);
+            sw = Vector256.Create(dw[3 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(a3, d0 * sw, Vector256.Load(t + 48)).Store(t + 48);
+            Vector256.FusedMultiplyAdd(b3, d1 * sw, Vector256.Load(t + 56)).Store(t + 56);
+            sw = Vector256.Create(dw[4 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(a4, d0 * sw, Vector256.Load(t + 64)).Store(t + 64);
+            Vector256.FusedMultiplyAdd(b4, d1 * sw, Vector256.Load(t + 72)).Store(t + 72);
+            sw = Vector256.Create(dw[5 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(a5, d0 * sw, Vector256.Load(t + 80)).Store(t + 80);
+            Vector256.FusedMultiplyAdd(b5, d1 * sw, Vector256.Load(t + 88)).Store(t + 88);
         }
     }
 
