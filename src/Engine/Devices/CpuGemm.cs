@@ -13,9 +13,10 @@ namespace GpuLlama.Devices;
 /// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
-/// is 235); Q8_0 and Q4_0 run them on their integer quants, block-scaled (<see cref="Outer12x32"/> with block scales). Other
-/// quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose lane
-/// order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
+/// is 235); Q8_0, Q4_0 and Q5_0 run them on their integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
+/// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>).
+/// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
+/// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
 internal static unsafe class CpuGemm
 {
@@ -53,9 +54,9 @@ internal static unsafe class CpuGemm
     public const int OuterRows = 12;
 
     /// <summary>
-    /// Activation rows per tile of the outer-product kernels for a product of <paramref name="m"/> rows: two vectors,
-    /// 32 with AVX-512 (<see cref="Outer12x32"/>), 16 with AVX2 (<see cref="Outer6x16"/>) — and on AVX-512 machines
-    /// for products of 16 to 31 rows, which only the block-scaled quantized products take.
+    /// Activation rows per tile of the outer-product kernels for a product of <paramref name="m"/> rows: 32 with
+    /// AVX-512 (<see cref="Outer12x32"/>), 16 with AVX2 (<see cref="Outer6x16"/>) — and on AVX-512 machines for
+    /// products of 16 to 31 rows (<see cref="Outer12x16"/>), which only the block-scaled quantized products take.
     /// </summary>
     public static int OuterTokens(int m) => Vector512.IsHardwareAccelerated && m >= 32 ? 32 : 16;
 
