@@ -56,7 +56,7 @@ internal static unsafe class CpuGemm
     /// <summary>
     /// Activation rows per tile of the outer-product kernels for a product of <paramref name="m"/> rows: 32 with
     /// AVX-512 (<see cref="Outer12x32"/>), 16 with AVX2 (<see cref="Outer6x16"/>) — and on AVX-512 machines for
-    /// products of 16 to 31 rows (<see cref="Outer12x16"/>), which only the block-scaled quantized products take.
+    /// products of 16 to 31 rows (<see cref="Outer12x16"/>).
     /// </summary>
     public static int OuterTokens(int m) => Vector512.IsHardwareAccelerated && m >= 32 ? 32 : 16;
 
@@ -84,8 +84,7 @@ internal static unsafe class CpuGemm
     /// sequential order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
     /// Q8_0 and Q4_0 have their own exact-per-block outer kernel instead (<see cref="UsesOuterBlocks"/>).
     /// </summary>
-    public static bool UsesOuterTiles(DType type, int m) =>
-        IsAccelerated && m >= (Vector512.IsHardwareAccelerated ? 32 : 16) && type is DType.F32 or DType.F16 or DType.BF16;
+    public static bool UsesOuterTiles(DType type, int m) => IsAccelerated && m >= 16 && type is DType.F32 or DType.F16 or DType.BF16;
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs on the block-scaled outer
@@ -232,6 +231,10 @@ internal static unsafe class CpuGemm
             if (tokens == 32)
             {
                 Outer12x32(scratch, xt, kn, t, prefetch);
+            }
+            else if (Vector512.IsHardwareAccelerated)
+            {
+                Outer12x16(scratch, xt, kn, t, prefetch);
             }
             else
             {
