@@ -69,6 +69,7 @@ public sealed class CpuMatMulTests : IDisposable
                                               // overlapping the first), then a full and a partial panel on the dot tiles
             data.Add(t, 26, 4100, 32, false); // prompt, AVX-512: one token tile, K in two blocks, two row groups and a partial panel
             data.Add(t, 24, 3000, 64, true);  // prompt, AVX-512: two token tiles, two row groups, nothing left over
+            data.Add(t, 26, 160, 20, true);   // prompt: 16-31 rows, two overlapping 16-row tiles (AVX-512: 12×16, AVX2: 6×16)
         }
 
         return data;
