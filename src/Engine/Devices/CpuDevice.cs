@@ -659,22 +659,18 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
 
         int panels = (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows;
-        if (UsesQ8(w.Type) && CpuGemm.UsesOuterBlocks(w.Type, rows))
+        bool blocks = UsesQ8(w.Type) && CpuGemm.UsesOuterBlocks(w.Type, rows); // exact mode keeps x float32: not these
+        if (blocks || CpuGemm.UsesOuterTiles(w.Type, rows))
         {
-            // the quants (as quantized above) transposed into token tiles, with their scales (exact mode keeps x
-            // float32 and takes the dot tiles below)
+            // X (or its 8-bit quants, with their scales) transposed into token tiles once, for all threads; the work
+            // then splits by 12-row groups
             _mmPacked = GrowBuffer(ref _xPacked, checked((int)CpuGemm.PackedFloats(rows, w.Cols)));
-            _mmPackedScales = GrowBuffer(ref _xPackedScales, checked((int)CpuGemm.PackedScaleFloats(rows, w.Cols)));
-            _pool.For(CpuGemm.OuterTiles(rows), _packQuantsBody);
-            _pool.For((panels + 2) / 3, _matMulBody);
-            return;
-        }
+            if (blocks)
+            {
+                _mmPackedScales = GrowBuffer(ref _xPackedScales, checked((int)CpuGemm.PackedScaleFloats(rows, w.Cols)));
+            }
 
-        if (CpuGemm.UsesOuterTiles(w.Type, rows))
-        {
-            // X transposed into 32-row tiles once, for all threads; the work then splits by 12-row groups
-            _mmPacked = GrowBuffer(ref _xPacked, checked((int)CpuGemm.PackedFloats(rows, w.Cols)));
-            _pool.For(CpuGemm.OuterTiles(rows), _packBody);
+            _pool.For(CpuGemm.OuterTiles(rows), blocks ? _packQuantsBody : _packBody);
             _pool.For((panels + 2) / 3, _matMulBody);
             return;
         }

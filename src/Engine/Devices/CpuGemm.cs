@@ -82,14 +82,14 @@ internal static unsafe class CpuGemm
     /// lanes and then across them, and the quantized products exist to reproduce llama.cpp's quantized runs — whose
     /// 8-bit rounding of every layer's input turns a 1-ulp difference into a different code on the tiny fixtures: the
     /// sequential order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
-    /// Q8_0 and Q4_0 have their own exact-per-block outer kernel instead (<see cref="UsesOuterBlocks"/>).
+    /// Q8_0, Q4_0 and Q5_0 run the outer kernels block-scaled instead (<see cref="UsesOuterBlocks"/>).
     /// </summary>
     public static bool UsesOuterTiles(DType type, int m) => IsAccelerated && m >= 16 && type is DType.F32 or DType.F16 or DType.BF16;
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs on the block-scaled outer
-    /// kernels (Q8_0, Q4_0 and Q5_0 — the 32-blocks with one scale —, at least 16 rows): weights and activations as their integer quants
-    /// (held exactly in floats), each 32-block's sums exact, then scaled by d_w·d_x and added — llama.cpp's formula
+    /// kernels (Q8_0, Q4_0 and Q5_0 — the 32-blocks with one scale —, at least 16 rows): weights and activations as
+    /// their integer quants (held exactly in floats), each 32-block's sums exact, then scaled by d_w·d_x and added — llama.cpp's formula
     /// Σ_b (d_w·d_x)·Σ q_w·q_x, so the order of float additions is over blocks, not over values. The caller packs the
     /// quantized activations with <see cref="PackQuants"/>.
     /// </summary>
@@ -185,15 +185,7 @@ internal static unsafe class CpuGemm
                 {
                     if (packed != null && p + 3 <= p1 && (p + 3) * PanelRows <= n)
                     {
-                        if (packedScales != null)
-                        {
-                            OuterGroupBlocks(type, groupedQ4_0, weights, rowBytes, n, k, packed, packedScales, m, c, add, p, k0, kn, scratch);
-                        }
-                        else
-                        {
-                            OuterGroup(type, groupedQ4_0, rowPanels, weights, rowBytes, n, k, packed, m, c, add, p, k0, kn, scratch, t);
-                        }
-
+                        OuterGroup(type, groupedQ4_0, rowPanels, weights, rowBytes, n, k, packed, packedScales, m, c, add, p, k0, kn, scratch, t);
                         p += 3;
                         continue;
                     }
@@ -205,12 +197,23 @@ internal static unsafe class CpuGemm
         }
     }
 
-    /// <summary>Panels p .. p + 2 (12 rows) against every activation row on the outer-product kernels.</summary>
-    private static void OuterGroup(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* packed, int m,
-                                   float* c, bool add, int p, int k0, int kn, float* scratch, float* t)
+    /// <summary>
+    /// Panels p .. p + 2 (12 rows) against every activation row on the outer-product kernels. With
+    /// <paramref name="packedScales"/> (Q8_0/Q4_0/Q5_0 against quantized activations) the weights are decoded to their
+    /// integer quants and block scales, and the kernels add each 32-block's exact sums times d_w·d_x.
+    /// </summary>
+    private static void OuterGroup(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* packed,
+                                   float* packedScales, int m, float* c, bool add, int p, int k0, int kn, float* scratch, float* t)
     {
         int n0 = p * PanelRows;
-        for (int g = 0; g < 3; g++)
+        bool scaled = packedScales != null;
+        float* dw = scaled ? scratch + OuterRows * ScratchStride : null;
+        for (int r = 0; scaled && r < OuterRows; r++)
+        {
+            DecodeQuants(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, scratch + r * ScratchStride, dw + r * ScaleStride);
+        }
+
+        for (int g = 0; !scaled && g < 3; g++)
         {
             ConvertPanel(type, groupedQ4_0, rowPanels, weights, rowBytes, n, p + g, k0, kn, scratch + g * PanelRows * ScratchStride);
         }
@@ -219,27 +222,32 @@ internal static unsafe class CpuGemm
         // (single thread, TinyLlama shapes from DRAM: 150 -> 165-190 GFLOP/s). One K block: each token tile fetches
         // a share of the group's bytes; K blocks: tile t the block's part of panel t % 3 (4 rows' worth of contiguous
         // bytes in a row panel). Past the last group the addresses are only prefetched, never read.
-        int tiles = OuterTiles(m);
+        int tiles = OuterTiles(m), tokens = OuterTokens(m);
         byte* next = weights + (n0 + OuterRows) * rowBytes;
         long share = OuterRows * rowBytes / tiles;
         long blockOffset = (rowPanels ? PanelRows : 1) * type.RowBytes(k0);
-        int tokens = OuterTokens(m);
         for (int ti = 0; ti < tiles; ti++)
         {
             byte* prefetch = kn == k ? next + ti * share : next + ti % 3 * PanelRows * rowBytes + blockOffset;
             float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens;
+            float* dx = scaled ? packedScales + (long)ti * tokens * (k / 32) + k0 / 32 * tokens : null;
+            if (scaled)
+            {
+                new Span<float>(t, OuterRows * tokens).Clear(); // the block-scaled kernels add to t
+            }
+
             if (tokens == 32)
             {
-                Outer12x32(scratch, xt, kn, t, prefetch);
+                Outer12x32(scratch, xt, kn, t, prefetch, dw, dx);
             }
             else if (Vector512.IsHardwareAccelerated)
             {
-                Outer12x16(scratch, xt, kn, t, prefetch);
+                Outer12x16(scratch, xt, kn, t, prefetch, dw, dx);
             }
             else
             {
-                Outer6x16(scratch, xt, kn, t, prefetch);
-                Outer6x16(scratch + 6 * ScratchStride, xt, kn, t + 6 * 16, prefetch + kn * 32L);
+                Outer6x16(scratch, xt, kn, t, prefetch, dw, dx);
+                Outer6x16(scratch + 6 * ScratchStride, xt, kn, t + 6 * 16, prefetch + kn * 32L, scaled ? dw + 6 * ScaleStride : null, dx);
             }
 
             int start = TileStart(ti, m), from = ti * tokens - start; // rows before `from`: stored by the tile before
@@ -255,59 +263,8 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// <see cref="OuterGroup"/> for Q8_0/Q4_0 weights against quantized activations: per 32-block, the exact sums of
-    /// quant products (<see cref="Outer12x32"/> over 32 steps), then C += sums·d_w·d_x, block after block.
-    /// </summary>
-    private static void OuterGroupBlocks(DType type, bool groupedQ4_0, byte* weights, long rowBytes, int n, int k, float* packed, float* packedScales,
-                                         int m, float* c, bool add, int p, int k0, int kn, float* scratch)
-    {
-        int n0 = p * PanelRows;
-        float* dw = scratch + OuterRows * ScratchStride;
-        for (int r = 0; r < OuterRows; r++)
-        {
-            DecodeQuants(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, scratch + r * ScratchStride, dw + r * ScaleStride);
-        }
-
-        int tiles = OuterTiles(m), b0 = k0 / 32, tokens = OuterTokens(m);
-        byte* next = weights + (n0 + OuterRows) * rowBytes + type.RowBytes(k0);
-        long share = OuterRows * rowBytes / tiles;
-        float* acc = stackalloc float[OuterRows * 32];
-        for (int ti = 0; ti < tiles; ti++)
-        {
-            byte* prefetch = next + ti * share;
-            float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens;
-            float* dx = packedScales + (long)ti * tokens * (k / 32) + b0 * tokens;
-            new Span<float>(acc, OuterRows * tokens).Clear();
-            if (tokens == 32)
-            {
-                Outer12x32(scratch, xt, kn, acc, prefetch, dw, dx);
-            }
-            else if (Vector512.IsHardwareAccelerated)
-            {
-                Outer12x16(scratch, xt, kn, acc, prefetch, dw, dx);
-            }
-            else
-            {
-                Outer6x16(scratch, xt, kn, acc, prefetch, dw, dx);
-                Outer6x16(scratch + 6 * ScratchStride, xt, kn, acc + 6 * 16, prefetch + kn * 32L, dw + 6 * ScaleStride, dx);
-            }
-
-            int start = TileStart(ti, m), from = ti * tokens - start;
-            for (int j = from; j < tokens; j++)
-            {
-                float* cj = c + (long)(start + j) * n + n0;
-                for (int r = 0; r < OuterRows; r++)
-                {
-                    cj[r] = add ? cj[r] + acc[r * tokens + j] : acc[r * tokens + j];
-                }
-            }
-        }
-    }
-
-    /// <summary>
     /// A Q8_0, Q4_0 or Q5_0 row segment of <paramref name="n"/> values (whole blocks) as its quants in floats (Q4_0:
-    /// q − 8, Q5_0: q − 16)
-    /// and its block scales: the operands of <see cref="OuterGroupBlocks"/>, exact.
+    /// q − 8, Q5_0: q − 16) and its block scales: the block-scaled <see cref="OuterGroup"/>'s operands, exact.
     /// </summary>
     private static void DecodeQuants(DType type, bool groupedQ4_0, byte* row, int n, float* q, float* d)
     {
