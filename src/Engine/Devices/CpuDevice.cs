@@ -688,8 +688,17 @@ public sealed unsafe partial class CpuDevice : IDevice
     private CpuBuffer? _xPackedScales;
     private float* _mmPackedScales;
 
-    private void PackQuantRows(int start, int end, int slice) =>
-        CpuGemm.PackQuants(_q8.Qs32, _q8.D32, _mmRows, _mmW!.Cols, _mmPacked, _mmPackedScales, start, end);
+    private void PackQuantRows(int start, int end, int slice)
+    {
+        CpuWeight w = _mmW!;
+        if (CpuGemm.UsesIntegerTiles(w.Type, _mmRows))
+        {
+            CpuGemm.PackQuantBytes(w.Type, _q8.Qs32, _q8.D32, _mmRows, w.Cols, (byte*)_mmPacked, _mmPackedScales, start, end);
+            return;
+        }
+
+        CpuGemm.PackQuants(_q8.Qs32, _q8.D32, _mmRows, w.Cols, _mmPacked, _mmPackedScales, start, end);
+    }
 
     /// <summary>Panels [start, end) of the current product (output rows, without AVX2 or AVX-512), for every activation row.</summary>
     private void MatMulRows(int start, int end, int slice)

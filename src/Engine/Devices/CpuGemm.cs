@@ -14,7 +14,8 @@ namespace GpuLlama.Devices;
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
 /// is 235); Q8_0, Q4_0 and Q5_0 run them on their integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
-/// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>).
+/// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>);
+/// on AVX-512BW, Q4_0 and Q5_0 from 32 rows multiply the quants as bytes instead (<see cref="Integer12x32"/>).
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -65,6 +66,9 @@ internal static unsafe class CpuGemm
     // not fall into one L1 set (3072 floats are three times 4 KiB).
     private const int ScratchStride = KBlockFloats + 16;
 
+    // Row stride of the integer kernel's decoded quants (bytes): a cache line more than the largest K block.
+    private const int ByteStride = KBlockFloats + 64;
+
     // Row stride of the weight scales of a converted group (block-scaled outer kernel): one per 32 values of a K block.
     private const int ScaleStride = KBlockFloats / 32 + 16;
 
@@ -95,6 +99,61 @@ internal static unsafe class CpuGemm
     /// </summary>
     public static bool UsesOuterBlocks(DType type, int m) => IsAccelerated && m >= 16 && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0;
 
+    /// <summary>
+    /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernel
+    /// (<see cref="Integer12x32"/>, AVX-512BW, 32+ rows): Q4_0 and Q5_0, whose quants are unsigned before their offset
+    /// (8, 16), so that vpmaddubsw multiplies them by the signed 8-bit activations directly — 64 products per
+    /// instruction, where the float kernel's FMA does 16. The same exact block sums as the float kernel, scaled the
+    /// same way: the results are identical. Q8_0's signed weights would saturate vpmaddubsw's pair sums.
+    /// </summary>
+    public static bool UsesIntegerTiles(DType type, int m) =>
+        Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && m >= 32 && type is DType.Q4_0 or DType.Q5_0;
+
+    /// <summary>
+    /// <see cref="PackQuants"/> for <see cref="Integer12x32"/>, in the same buffer (<see cref="PackedFloats"/> floats
+    /// hold it): tile t's quants at packed + t·36·k as [i/4][j][i%4] (one 64-byte load is 16 rows' four values i..i+3),
+    /// then, as shorts, the offset's share of each block: per block b and vector v (rows 16v..16v+15),
+    /// lane 2j + h = −offset·Σ_s (x[32b + 4s + 2h] + x[32b + 4s + 2h + 1]) of row 16v + j — the
+    /// kernel's starting sums, so that it adds q·x and gets (q − offset)·x (offset 8 for Q4_0, 16 for Q5_0). Scales as <see cref="PackQuants"/>'.
+    /// </summary>
+    public static void PackQuantBytes(DType type, sbyte* qs, float* d32, int m, int k, byte* packed, float* scales, int t0, int t1)
+    {
+        int nb = k / 32, offset = type == DType.Q4_0 ? 8 : 16; // Q5_0
+        for (int t = t0; t < t1; t++)
+        {
+            byte* dst = packed + (long)t * IntegerTileBytes(k);
+            short* corr = (short*)(dst + 32L * k);
+            int start = TileStart(t, m);
+            for (int j = 0; j < 32; j++)
+            {
+                sbyte* src = qs + (long)(start + j) * k;
+                for (int g = 0; g < k / 4; g++)
+                {
+                    ((int*)dst)[g * 32 + j] = ((int*)src)[g];
+                }
+
+                short* cj = corr + (j / 16) * 32 + (j % 16) * 2;
+                for (int b = 0; b < nb; b++, src += 32)
+                {
+                    int even = 0, odd = 0;
+                    for (int s = 0; s < 32; s += 4)
+                    {
+                        even += src[s] + src[s + 1];
+                        odd += src[s + 2] + src[s + 3];
+                    }
+
+                    cj[b * 64] = (short)(-offset * even); // |16·16·127| < 2^15
+                    cj[b * 64 + 1] = (short)(-offset * odd);
+                }
+            }
+        }
+
+        PackScales(d32, m, k, scales, t0, t1);
+    }
+
+    /// <summary>Bytes of one token tile of <see cref="PackQuantBytes"/>: 32 rows' k quants and their k/32 × 64 shorts.</summary>
+    private static long IntegerTileBytes(int k) => 36L * k;
+
     /// <summary>Floats of <see cref="PackQuants"/>' scales for an [m, k] X.</summary>
     public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens(m) * (k / 32);
 
@@ -105,11 +164,10 @@ internal static unsafe class CpuGemm
     /// </summary>
     public static void PackQuants(sbyte* qs, float* d32, int m, int k, float* packed, float* scales, int t0, int t1)
     {
-        int nb = k / 32, tokens = OuterTokens(m);
+        int tokens = OuterTokens(m);
         for (int t = t0; t < t1; t++)
         {
             float* dst = packed + (long)t * tokens * k;
-            float* ds = scales + (long)t * tokens * nb;
             int start = TileStart(t, m);
             for (int j = 0; j < tokens; j++)
             {
@@ -118,7 +176,22 @@ internal static unsafe class CpuGemm
                 {
                     dst[(long)i * tokens + j] = src[i];
                 }
+            }
+        }
 
+        PackScales(d32, m, k, scales, t0, t1);
+    }
+
+    /// <summary>The 32-block scales of tiles [t0, t1): scales[t·T·(k/32) + b·T + j] = d32[TileStart(t) + j, b].</summary>
+    private static void PackScales(float* d32, int m, int k, float* scales, int t0, int t1)
+    {
+        int nb = k / 32, tokens = OuterTokens(m);
+        for (int t = t0; t < t1; t++)
+        {
+            float* ds = scales + (long)t * tokens * nb;
+            int start = TileStart(t, m);
+            for (int j = 0; j < tokens; j++)
+            {
                 float* dj = d32 + (long)(start + j) * nb;
                 for (int b = 0; b < nb; b++)
                 {
@@ -207,10 +280,19 @@ internal static unsafe class CpuGemm
     {
         int n0 = p * PanelRows;
         bool scaled = packedScales != null;
+        bool integer = scaled && UsesIntegerTiles(type, m);
         float* dw = scaled ? scratch + OuterRows * ScratchStride : null;
         for (int r = 0; scaled && r < OuterRows; r++)
         {
-            DecodeQuants(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, scratch + r * ScratchStride, dw + r * ScaleStride);
+            byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
+            if (integer)
+            {
+                DecodeQuantBytes(type, groupedQ4_0, row, kn, (byte*)scratch + r * ByteStride, dw + r * ScaleStride);
+            }
+            else
+            {
+                DecodeQuants(type, groupedQ4_0, row, kn, scratch + r * ScratchStride, dw + r * ScaleStride);
+            }
         }
 
         for (int g = 0; !scaled && g < 3; g++)
@@ -236,7 +318,12 @@ internal static unsafe class CpuGemm
                 new Span<float>(t, OuterRows * tokens).Clear(); // the block-scaled kernels add to t
             }
 
-            if (tokens == 32)
+            if (integer)
+            {
+                byte* tile = (byte*)packed + ti * IntegerTileBytes(k);
+                Integer12x32((byte*)scratch, tile + 32L * k0, (short*)(tile + 32L * k) + k0 / 32 * 64, kn, t, prefetch, dw, dx);
+            }
+            else if (tokens == 32)
             {
                 Outer12x32(scratch, xt, kn, t, prefetch, dw, dx);
             }
@@ -329,6 +416,59 @@ internal static unsafe class CpuGemm
                 Avx.ConvertToVector256Single((v & low) - eight).Store(q + i);
                 Avx.ConvertToVector256Single((v >> 4) - eight).Store(q + 16 + i);
             }
+        }
+    }
+
+    /// <summary>
+    /// A Q4_0 or Q5_0 row segment of <paramref name="n"/> values (whole blocks) as its unsigned quants, one byte each
+    /// (Q4_0: 0..15, Q5_0: 0..31; the offset is in <see cref="PackQuantBytes"/>' starting sums), and its block
+    /// scales: <see cref="Integer12x32"/>'s weight operand.
+    /// </summary>
+    private static void DecodeQuantBytes(DType type, bool groupedQ4_0, byte* row, int n, byte* q, float* d)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector128<byte> low = Vector128.Create((byte)0x0F);
+        if (type == DType.Q5_0)
+        {
+            // 22-byte blocks: F16 d, 32 fifth bits (value j's at bit j), 16 nibble bytes (values j and j + 16); the
+            // fifth bits spread to bytes by a shuffle of their bytes and a per-lane bit test
+            Vector128<byte> bit = Vector128.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+            Vector128<byte> spreadLow = Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+            Vector128<byte> spreadHigh = spreadLow + Vector128.Create((byte)2);
+            Vector128<byte> sixteen = Vector128.Create((byte)16);
+            for (int b = 0; b < n / 32; b++, row += 22, q += 32)
+            {
+                d[b] = ht[*(ushort*)row];
+                Vector128<byte> qh = Vector128.CreateScalar(*(uint*)(row + 2)).AsByte();
+                Vector128<byte> v = Vector128.Load(row + 6);
+                Vector128<byte> h0 = Vector128.Equals(Ssse3.Shuffle(qh, spreadLow) & bit, bit) & sixteen;
+                Vector128<byte> h1 = Vector128.Equals(Ssse3.Shuffle(qh, spreadHigh) & bit, bit) & sixteen;
+                ((v & low) | h0).Store(q);
+                ((Vector128.ShiftRightLogical(v, 4) & low) | h1).Store(q + 16);
+            }
+
+            return;
+        }
+
+        // Q4_0: file blocks of 18 bytes (F16 d, 16 nibble bytes), or groups of eight (eight scales, then the nibbles)
+        for (int b = 0; b < n / 32; b++, q += 32)
+        {
+            byte* nibbles;
+            if (groupedQ4_0)
+            {
+                byte* group = row + 144 * (b / 8);
+                d[b] = ht[((ushort*)group)[b % 8]];
+                nibbles = group + 16 + 16 * (b % 8);
+            }
+            else
+            {
+                d[b] = ht[*(ushort*)(row + 18 * b)];
+                nibbles = row + 18 * b + 2;
+            }
+
+            Vector128<byte> v = Vector128.Load(nibbles);
+            (v & low).Store(q);
+            (Vector128.ShiftRightLogical(v, 4) & low).Store(q + 16);
         }
     }
 
@@ -675,6 +815,113 @@ internal static unsafe class CpuGemm
             Vector512.FusedMultiplyAdd(b11, d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
         }
     }
+
+    /// <summary>
+    /// <see cref="Outer12x32"/>'s block-scaled product on bytes (Q4_0, Q5_0): w holds 12 rows of unsigned quants at
+    /// <see cref="ByteStride"/>, xt 32 activation rows' 8-bit quants four values at a time (<see cref="PackQuantBytes"/>),
+    /// corr each block's starting sums. Per step of four values, 2 loads of 16 rows × 4 quants and 12 broadcasts of a
+    /// row's 4 quants feed 24 vpmaddubsw (u8·s8 pairs added into 16 bits) — 64 products each, where an FMA does 16 —
+    /// added into 16-bit sums: a lane's two products per step and eight steps per block stay within 16 bits because
+    /// the starting sum holds the offset's share (|Σ (q − offset)·x| ≤ 16·16·127 &lt; 2^15 at every step). Per block,
+    /// vpmaddwd adds each row's two 16-bit halves into its exact 32-bit block sum, and t[r·32 + j] += Σ·dw·dx exactly as
+    /// <see cref="Outer12x32"/> does (the same rounding: the results are identical).
+    /// </summary>
+    private static void Integer12x32(byte* w, byte* xt, short* corr, int kn, float* t, byte* prefetch, float* dw, float* dx)
+    {
+        const int S = ByteStride;
+        Vector512<short> ones = Vector512.Create((short)1);
+        for (int done = 0; done < kn; done += 32, dw++, dx += 32, corr += 64)
+        {
+            Vector512<short> c0 = Vector512.Load(corr), c1 = Vector512.Load(corr + 32);
+            Vector512<short> a0 = c0, a1 = c0, a2 = c0, a3 = c0, a4 = c0, a5 = c0, a6 = c0, a7 = c0, a8 = c0, a9 = c0, a10 = c0, a11 = c0;
+            Vector512<short> b0 = c1, b1 = c1, b2 = c1, b3 = c1, b4 = c1, b5 = c1, b6 = c1, b7 = c1, b8 = c1, b9 = c1, b10 = c1, b11 = c1;
+            for (byte* end = w + 32; w < end; w += 4, xt += 128, prefetch += 64)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector512<sbyte> x0 = Vector512.Load((sbyte*)xt);
+                Vector512<sbyte> x1 = Vector512.Load((sbyte*)xt + 64);
+                Vector512<byte> v = Vector512.Create(*(int*)w).AsByte();
+                a0 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b0 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + S)).AsByte();
+                a1 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b1 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 2 * S)).AsByte();
+                a2 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b2 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 3 * S)).AsByte();
+                a3 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b3 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 4 * S)).AsByte();
+                a4 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b4 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 5 * S)).AsByte();
+                a5 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b5 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 6 * S)).AsByte();
+                a6 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b6 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 7 * S)).AsByte();
+                a7 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b7 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 8 * S)).AsByte();
+                a8 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b8 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 9 * S)).AsByte();
+                a9 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b9 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 10 * S)).AsByte();
+                a10 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b10 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 11 * S)).AsByte();
+                a11 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                b11 += Avx512BW.MultiplyAddAdjacent(v, x1);
+            }
+
+            Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16), sw;
+            sw = Vector512.Create(dw[0 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a0, ones), d0 * sw, Vector512.Load(t)).Store(t);
+            Vector512.FusedMultiplyAdd(BlockSum(b0, ones), d1 * sw, Vector512.Load(t + 16)).Store(t + 16);
+            sw = Vector512.Create(dw[1 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a1, ones), d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
+            Vector512.FusedMultiplyAdd(BlockSum(b1, ones), d1 * sw, Vector512.Load(t + 48)).Store(t + 48);
+            sw = Vector512.Create(dw[2 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a2, ones), d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
+            Vector512.FusedMultiplyAdd(BlockSum(b2, ones), d1 * sw, Vector512.Load(t + 80)).Store(t + 80);
+            sw = Vector512.Create(dw[3 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a3, ones), d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
+            Vector512.FusedMultiplyAdd(BlockSum(b3, ones), d1 * sw, Vector512.Load(t + 112)).Store(t + 112);
+            sw = Vector512.Create(dw[4 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a4, ones), d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
+            Vector512.FusedMultiplyAdd(BlockSum(b4, ones), d1 * sw, Vector512.Load(t + 144)).Store(t + 144);
+            sw = Vector512.Create(dw[5 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a5, ones), d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
+            Vector512.FusedMultiplyAdd(BlockSum(b5, ones), d1 * sw, Vector512.Load(t + 176)).Store(t + 176);
+            sw = Vector512.Create(dw[6 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a6, ones), d0 * sw, Vector512.Load(t + 192)).Store(t + 192);
+            Vector512.FusedMultiplyAdd(BlockSum(b6, ones), d1 * sw, Vector512.Load(t + 208)).Store(t + 208);
+            sw = Vector512.Create(dw[7 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a7, ones), d0 * sw, Vector512.Load(t + 224)).Store(t + 224);
+            Vector512.FusedMultiplyAdd(BlockSum(b7, ones), d1 * sw, Vector512.Load(t + 240)).Store(t + 240);
+            sw = Vector512.Create(dw[8 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a8, ones), d0 * sw, Vector512.Load(t + 256)).Store(t + 256);
+            Vector512.FusedMultiplyAdd(BlockSum(b8, ones), d1 * sw, Vector512.Load(t + 272)).Store(t + 272);
+            sw = Vector512.Create(dw[9 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a9, ones), d0 * sw, Vector512.Load(t + 288)).Store(t + 288);
+            Vector512.FusedMultiplyAdd(BlockSum(b9, ones), d1 * sw, Vector512.Load(t + 304)).Store(t + 304);
+            sw = Vector512.Create(dw[10 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a10, ones), d0 * sw, Vector512.Load(t + 320)).Store(t + 320);
+            Vector512.FusedMultiplyAdd(BlockSum(b10, ones), d1 * sw, Vector512.Load(t + 336)).Store(t + 336);
+            sw = Vector512.Create(dw[11 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(BlockSum(a11, ones), d0 * sw, Vector512.Load(t + 352)).Store(t + 352);
+            Vector512.FusedMultiplyAdd(BlockSum(b11, ones), d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
+        }
+    }
+
+    /// <summary>A block's 16-bit half sums (lanes 2j, 2j + 1) added into row j's exact sum, as a float.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> BlockSum(Vector512<short> halves, Vector512<short> ones) =>
+        Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(halves, ones));
 
     /// <summary>
     /// <see cref="Outer12x32"/> for 16-token tiles on AVX-512 (prompts of 16 to 31 rows, block-scaled quantized products):

@@ -45,6 +45,56 @@ public sealed unsafe class QuantPromptTests
 
         float[] x = Enumerable.Range(0, tokens * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         float[] y0 = Enumerable.Range(0, tokens * rows).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        AssertMatchesIntegerDots(type, rows, cols, tokens, accumulate, w, x, y0);
+    }
+
+    /// <summary>
+    /// The integer kernel's 16-bit sums at their limits: every quant at 0 or at its maximum (Q4_0 15, Q5_0 31)
+    /// against activations whose 8-bit quants are all ±127, blocks of one sign and of mixed signs —
+    /// |Σ (q − offset)·x| reaches 16·16·127 = 32512 per 16-bit lane for Q5_0.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q4_0)]
+    [InlineData(DType.Q5_0)]
+    [InlineData(DType.Q8_0)]
+    public void Prompt_products_hold_extreme_quants(DType type)
+    {
+        if (!CpuQ8Dot.IsSupported)
+        {
+            return;
+        }
+
+        const int rows = 24, cols = 512, tokens = 40;
+        int rowBytes = (int)type.RowBytes(cols), blockBytes = rowBytes / (cols / 32);
+        byte[] w = new byte[rows * rowBytes];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int b = 0; b < cols / 32; b++)
+            {
+                Span<byte> block = w.AsSpan(r * rowBytes + b * blockBytes, blockBytes);
+                bool high = (r + b) % 2 == 1; // quants all at the maximum, else all 0 (Q8_0: 127 / -127)
+                BitConverter.TryWriteBytes(block, BitConverter.HalfToUInt16Bits((Half)0.5f));
+                block[2..].Fill(type == DType.Q8_0 ? (byte)(high ? 127 : 0x81) : high ? (byte)0xFF : (byte)0);
+            }
+        }
+
+        // token t, block b: all +1, all -1, or alternating (the quants ±127 in every case)
+        float[] x = new float[tokens * cols];
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int i = 0; i < cols; i++)
+            {
+                int pattern = (t + i / 32) % 3;
+                x[t * cols + i] = pattern == 0 ? 1f : pattern == 1 ? -1f : i % 2 == 0 ? 1f : -1f;
+            }
+        }
+
+        AssertMatchesIntegerDots(type, rows, cols, tokens, false, w, x, new float[tokens * rows]);
+    }
+
+    private static void AssertMatchesIntegerDots(DType type, int rows, int cols, int tokens, bool accumulate, byte[] w, float[] x, float[] y0)
+    {
+        int rowBytes = (int)type.RowBytes(cols);
         var info = new TensorInfo("blk.0.ffn_up.weight", type, [rows, cols], 0, 0, w.Length);
         using var cpu = new CpuDevice(2);
         fixed (byte* pw = w)
