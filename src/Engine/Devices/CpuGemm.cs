@@ -450,23 +450,36 @@ internal static unsafe class CpuGemm
             return;
         }
 
-        // Q4_0: file blocks of 18 bytes (F16 d, 16 nibble bytes), or groups of eight (eight scales, then the nibbles)
-        for (int b = 0; b < n / 32; b++, q += 32)
+        if (groupedQ4_0)
         {
-            byte* nibbles;
-            if (groupedQ4_0)
+            // groups of eight blocks (eight scales, then the 8 × 16 nibble bytes): four blocks' nibbles per vector,
+            // their low and high halves interleaved back by 16-byte lanes (block b's values 0..15, then 16..31)
+            Vector512<byte> low512 = Vector512.Create((byte)0x0F);
+            Vector512<ulong> first = Vector512.Create(0ul, 1, 8, 9, 2, 3, 10, 11), second = Vector512.Create(4ul, 5, 12, 13, 6, 7, 14, 15);
+            for (int b = 0; b < n / 32; b += 8, row += 144, q += 256, d += 8)
             {
-                byte* group = row + 144 * (b / 8);
-                d[b] = ht[((ushort*)group)[b % 8]];
-                nibbles = group + 16 + 16 * (b % 8);
-            }
-            else
-            {
-                d[b] = ht[*(ushort*)(row + 18 * b)];
-                nibbles = row + 18 * b + 2;
+                for (int i = 0; i < 8; i++)
+                {
+                    d[i] = ht[((ushort*)row)[i]];
+                }
+
+                for (int h = 0; h < 2; h++)
+                {
+                    Vector512<byte> v = Vector512.Load(row + 16 + 64 * h);
+                    Vector512<ulong> lo = (v & low512).AsUInt64(), hi = ((v.AsUInt16() >> 4).AsByte() & low512).AsUInt64();
+                    Avx512F.PermuteVar8x64x2(lo, first, hi).Store((ulong*)(q + 128 * h));
+                    Avx512F.PermuteVar8x64x2(lo, second, hi).Store((ulong*)(q + 128 * h + 64));
+                }
             }
 
-            Vector128<byte> v = Vector128.Load(nibbles);
+            return;
+        }
+
+        // Q4_0 file blocks of 18 bytes: F16 d, 16 nibble bytes (values j and j + 16)
+        for (int b = 0; b < n / 32; b++, row += 18, q += 32)
+        {
+            d[b] = ht[*(ushort*)row];
+            Vector128<byte> v = Vector128.Load(row + 2);
             (v & low).Store(q);
             (Vector128.ShiftRightLogical(v, 4) & low).Store(q + 16);
         }
