@@ -15,7 +15,8 @@ namespace GpuLlama.Devices;
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
 /// is 235); Q8_0, Q4_0 and Q5_0 run them on their integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
 /// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>);
-/// on AVX-512BW, Q4_0 and Q5_0 from 32 rows multiply the quants as bytes instead (<see cref="Integer12x32"/>).
+/// on AVX-512BW, Q4_0 and Q5_0 from 32 rows multiply the quants as bytes instead (<see cref="Integer12x32"/>), and so
+/// does Q4_K with its sub-block scales and mins (<see cref="Integer6x32K"/>).
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -70,7 +71,8 @@ internal static unsafe class CpuGemm
     private const int ByteStride = KBlockFloats + 64;
 
     // Row stride of the weight scales of a converted group (block-scaled outer kernel): one per 32 values of a K block.
-    private const int ScaleStride = KBlockFloats / 32 + 16;
+    // Q4_K: per super-block d and dmin at 0 and 16, its 8 scales and 8 mins as shorts from float 32 on.
+    private const int ScaleStride = KBlockFloats / 32 + 48;
 
     /// <summary>
     /// Floats of panel scratch one thread needs: twelve converted rows of a K block (<paramref name="k"/> is at most
@@ -97,7 +99,8 @@ internal static unsafe class CpuGemm
     /// Σ_b (d_w·d_x)·Σ q_w·q_x, so the order of float additions is over blocks, not over values. The caller packs the
     /// quantized activations with <see cref="PackQuants"/>.
     /// </summary>
-    public static bool UsesOuterBlocks(DType type, int m) => IsAccelerated && m >= 16 && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0;
+    public static bool UsesOuterBlocks(DType type, int m) =>
+        IsAccelerated && m >= 16 && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 || UsesIntegerTiles(type, m);
 
     /// <summary>
     /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernel
@@ -107,22 +110,26 @@ internal static unsafe class CpuGemm
     /// same way: the results are identical. Q8_0's signed weights would saturate vpmaddubsw's pair sums.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
-        Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && m >= 32 && type is DType.Q4_0 or DType.Q5_0;
+        Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && m >= 32 && type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K;
 
     /// <summary>
-    /// <see cref="PackQuants"/> for <see cref="Integer12x32"/>, in the same buffer (<see cref="PackedFloats"/> floats
-    /// hold it): tile t's quants at packed + t·36·k as [i/4][j][i%4] (one 64-byte load is 16 rows' four values i..i+3),
-    /// then, as shorts, the offset's share of each block: per block b and vector v (rows 16v..16v+15),
-    /// lane 2j + h = −offset·Σ_s (x[32b + 4s + 2h] + x[32b + 4s + 2h + 1]) of row 16v + j — the
-    /// kernel's starting sums, so that it adds q·x and gets (q − offset)·x (offset 8 for Q4_0, 16 for Q5_0). Scales as <see cref="PackQuants"/>'.
+    /// <see cref="PackQuants"/> for the integer kernels, in the same buffer (<see cref="PackedFloats"/> floats hold it):
+    /// tile t's quants at packed + t·36·k as [i/4][j][i%4] (one 64-byte load is 16 rows' four values i..i+3), then,
+    /// as shorts, per block the kernel's x-side sums. Q4_0/Q5_0 (<see cref="Integer12x32"/>; qs, d the 32-blocks):
+    /// per block b and vector v (rows 16v..16v+15), lane 2j + h = −offset·Σ_s (x[32b + 4s + 2h] + x[32b + 4s + 2h + 1])
+    /// of row 16v + j — the starting sums, so that the kernel adds q·x and gets (q − offset)·x (offset 8 for Q4_0, 16
+    /// for Q5_0). Q4_K (<see cref="Integer6x32K"/>; qs, d the Q8_K 256-blocks, <paramref name="bsums"/> their sums of
+    /// 16): per super-block, pair p of sub-blocks and vector v, lane 2j + e = Σx over sub-block 2p + e of row 16v + j
+    /// (what the mins multiply). Scales: <see cref="PackScales"/> of d per block.
     /// </summary>
-    public static void PackQuantBytes(DType type, sbyte* qs, float* d32, int m, int k, byte* packed, float* scales, int t0, int t1)
+    public static void PackQuantBytes(DType type, sbyte* qs, float* d, short* bsums, int m, int k, byte* packed, float* scales, int t0, int t1)
     {
+        bool k256 = type == DType.Q4_K;
         int nb = k / 32, offset = type == DType.Q4_0 ? 8 : 16; // Q5_0
         for (int t = t0; t < t1; t++)
         {
             byte* dst = packed + (long)t * IntegerTileBytes(k);
-            short* corr = (short*)(dst + 32L * k);
+            short* sums = (short*)(dst + 32L * k);
             int start = TileStart(t, m);
             for (int j = 0; j < 32; j++)
             {
@@ -132,7 +139,19 @@ internal static unsafe class CpuGemm
                     ((int*)dst)[g * 32 + j] = ((int*)src)[g];
                 }
 
-                short* cj = corr + (j / 16) * 32 + (j % 16) * 2;
+                short* sj = sums + (j / 16) * 32 + (j % 16) * 2;
+                if (k256)
+                {
+                    // sub-block s = 2p + e of super-block sb: [sb][p][v][lane], 32 shorts per (p, v)
+                    short* bj = bsums + (long)(start + j) * (k / 16);
+                    for (int s = 0; s < nb; s++)
+                    {
+                        sj[(s / 2) * 64 + s % 2] = (short)(bj[2 * s] + bj[2 * s + 1]);
+                    }
+
+                    continue;
+                }
+
                 for (int b = 0; b < nb; b++, src += 32)
                 {
                     int even = 0, odd = 0;
@@ -142,13 +161,13 @@ internal static unsafe class CpuGemm
                         odd += src[s + 2] + src[s + 3];
                     }
 
-                    cj[b * 64] = (short)(-offset * even); // |16·16·127| < 2^15
-                    cj[b * 64 + 1] = (short)(-offset * odd);
+                    sj[b * 64] = (short)(-offset * even); // |16·16·127| < 2^15
+                    sj[b * 64 + 1] = (short)(-offset * odd);
                 }
             }
         }
 
-        PackScales(d32, m, k, scales, t0, t1);
+        PackScales(d, m, k, k256 ? 256 : 32, scales, t0, t1);
     }
 
     /// <summary>Bytes of one token tile of <see cref="PackQuantBytes"/>: 32 rows' k quants and their k/32 × 64 shorts.</summary>
@@ -179,13 +198,13 @@ internal static unsafe class CpuGemm
             }
         }
 
-        PackScales(d32, m, k, scales, t0, t1);
+        PackScales(d32, m, k, 32, scales, t0, t1);
     }
 
-    /// <summary>The 32-block scales of tiles [t0, t1): scales[t·T·(k/32) + b·T + j] = d32[TileStart(t) + j, b].</summary>
-    private static void PackScales(float* d32, int m, int k, float* scales, int t0, int t1)
+    /// <summary>The block scales of tiles [t0, t1): scales[t·T·nb + b·T + j] = d32[TileStart(t) + j, b], nb = k / block.</summary>
+    private static void PackScales(float* d32, int m, int k, int block, float* scales, int t0, int t1)
     {
-        int nb = k / 32, tokens = OuterTokens(m);
+        int nb = k / block, tokens = OuterTokens(m);
         for (int t = t0; t < t1; t++)
         {
             float* ds = scales + (long)t * tokens * nb;
@@ -318,7 +337,17 @@ internal static unsafe class CpuGemm
                 new Span<float>(t, OuterRows * tokens).Clear(); // the block-scaled kernels add to t
             }
 
-            if (integer)
+            if (integer && type == DType.Q4_K)
+            {
+                // 256-blocks: the scales at t·32·(k/256), the x sums 256 shorts per block; two 6-row halves
+                byte* tile = (byte*)packed + ti * IntegerTileBytes(k);
+                byte* xq = tile + 32L * k0;
+                short* xs = (short*)(tile + 32L * k) + k0 / 256 * 256;
+                float* dxk = packedScales + (long)ti * 32 * (k / 256) + k0 / 256 * 32;
+                Integer6x32K((byte*)scratch, xq, xs, kn, t, prefetch, dw, dxk);
+                Integer6x32K((byte*)scratch + 6 * ByteStride, xq, xs, kn, t + 6 * 32, prefetch + kn * 16L, dw + 6 * ScaleStride, dxk);
+            }
+            else if (integer)
             {
                 byte* tile = (byte*)packed + ti * IntegerTileBytes(k);
                 Integer12x32((byte*)scratch, tile + 32L * k0, (short*)(tile + 32L * k) + k0 / 32 * 64, kn, t, prefetch, dw, dx);
@@ -428,6 +457,29 @@ internal static unsafe class CpuGemm
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector128<byte> low = Vector128.Create((byte)0x0F);
+        if (type == DType.Q4_K)
+        {
+            // 144-byte super-blocks: F16 d and dmin, 12 bytes of 6-bit scales and mins, 128 nibble bytes (each 32
+            // bytes: sub-block 2c in the low nibbles, 2c + 1 in the high); d at d[sb], dmin at d[16 + sb], the scales
+            // and mins as 16 shorts at d + 32
+            Vector256<byte> low256 = Vector256.Create((byte)0x0F);
+            short* sm = (short*)(d + 32);
+            for (int sb = 0; sb < n / 256; sb++, row += 144, q += 256, sm += 16)
+            {
+                d[sb] = ht[*(ushort*)row];
+                d[16 + sb] = ht[*(ushort*)(row + 2)];
+                CpuQ8Dot.UnpackScalesMinsK4(row + 4).Store(sm);
+                for (int c = 0; c < 4; c++)
+                {
+                    Vector256<byte> v = Vector256.Load(row + 16 + 32 * c);
+                    (v & low256).Store(q + 64 * c);
+                    ((v.AsUInt16() >> 4).AsByte() & low256).Store(q + 64 * c + 32);
+                }
+            }
+
+            return;
+        }
+
         if (type == DType.Q5_0)
         {
             // 22-byte blocks: F16 d, 32 fifth bits (value j's at bit j), 16 nibble bytes (values j and j + 16); the
@@ -929,6 +981,116 @@ internal static unsafe class CpuGemm
             Vector512.FusedMultiplyAdd(BlockSum(a11, ones), d0 * sw, Vector512.Load(t + 352)).Store(t + 352);
             Vector512.FusedMultiplyAdd(BlockSum(b11, ones), d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
         }
+    }
+
+    /// <summary>
+    /// <see cref="Integer12x32"/> for Q4_K, 6 weight rows by 32 activation rows (t[r·32 + j]): w holds the rows'
+    /// quants (0..15) at <see cref="ByteStride"/>, dw their d, dmin, scales and mins (<see cref="DecodeQuantBytes"/>),
+    /// xt/xs/dx the Q8_K activations (<see cref="PackQuantBytes"/>). Per 32-value sub-block, 8 steps of vpmaddubsw into
+    /// 16-bit sums (|Σ q·x| ≤ 16·15·127 &lt; 2^15 per lane, no offset), then vpmaddwd by the sub-block's scale adds
+    /// them into the row's 32-bit super-block sum; per super-block, four vpmaddwd of the mins by the x sums of
+    /// sub-block pairs give Σ_j m_j·Σx_j, and t += d·d_x·Σ_j sc_j·(Σ q·x)_j − dmin·d_x·Σ_j m_j·(Σ x)_j — llama.cpp's
+    /// ggml_vec_dot_q4_K_q8_K sums, exact in integers up to the two float products per super-block. 12 sums of 16
+    /// bits, 12 of 32, 2 activation vectors and a broadcast in the 32 registers.
+    /// </summary>
+    private static void Integer6x32K(byte* w, byte* xt, short* xs, int kn, float* t, byte* prefetch, float* dw, float* dx)
+    {
+        const int S = ByteStride, SS = ScaleStride * 2; // SS: a row's shorts
+        short* sm = (short*)(dw + 32);
+        for (int sb = 0; sb < kn / 256; sb++, dx += 32, xs += 256)
+        {
+            Vector512<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+            Vector512<int> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+            for (int j = 0; j < 8; j++)
+            {
+                Vector512<short> p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default;
+                Vector512<short> q0 = default, q1 = default, q2 = default, q3 = default, q4 = default, q5 = default;
+                for (byte* end = w + 32; w < end; w += 4, xt += 128, prefetch += 64)
+                {
+                    Sse.Prefetch1(prefetch);
+                    Vector512<sbyte> x0 = Vector512.Load((sbyte*)xt);
+                    Vector512<sbyte> x1 = Vector512.Load((sbyte*)xt + 64);
+                    Vector512<byte> v = Vector512.Create(*(int*)w).AsByte();
+                    p0 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                    q0 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                    v = Vector512.Create(*(int*)(w + S)).AsByte();
+                    p1 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                    q1 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                    v = Vector512.Create(*(int*)(w + 2 * S)).AsByte();
+                    p2 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                    q2 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                    v = Vector512.Create(*(int*)(w + 3 * S)).AsByte();
+                    p3 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                    q3 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                    v = Vector512.Create(*(int*)(w + 4 * S)).AsByte();
+                    p4 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                    q4 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                    v = Vector512.Create(*(int*)(w + 5 * S)).AsByte();
+                    p5 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                    q5 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                }
+
+                short* sc = sm + sb * 16 + j;
+                Vector512<short> c = Vector512.Create(sc[0]);
+                a0 += Avx512BW.MultiplyAddAdjacent(p0, c);
+                b0 += Avx512BW.MultiplyAddAdjacent(q0, c);
+                c = Vector512.Create(sc[SS]);
+                a1 += Avx512BW.MultiplyAddAdjacent(p1, c);
+                b1 += Avx512BW.MultiplyAddAdjacent(q1, c);
+                c = Vector512.Create(sc[2 * SS]);
+                a2 += Avx512BW.MultiplyAddAdjacent(p2, c);
+                b2 += Avx512BW.MultiplyAddAdjacent(q2, c);
+                c = Vector512.Create(sc[3 * SS]);
+                a3 += Avx512BW.MultiplyAddAdjacent(p3, c);
+                b3 += Avx512BW.MultiplyAddAdjacent(q3, c);
+                c = Vector512.Create(sc[4 * SS]);
+                a4 += Avx512BW.MultiplyAddAdjacent(p4, c);
+                b4 += Avx512BW.MultiplyAddAdjacent(q4, c);
+                c = Vector512.Create(sc[5 * SS]);
+                a5 += Avx512BW.MultiplyAddAdjacent(p5, c);
+                b5 += Avx512BW.MultiplyAddAdjacent(q5, c);
+            }
+
+            Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16);
+            short* mins = sm + sb * 16 + 8;
+            SuperBlock(t, a0, b0, MinSums(xs, mins), d0, d1, dw[sb], dw[16 + sb]);
+            SuperBlock(t + 32, a1, b1, MinSums(xs, mins + SS), d0, d1, dw[ScaleStride + sb], dw[ScaleStride + 16 + sb]);
+            SuperBlock(t + 64, a2, b2, MinSums(xs, mins + 2 * SS), d0, d1, dw[2 * ScaleStride + sb], dw[2 * ScaleStride + 16 + sb]);
+            SuperBlock(t + 96, a3, b3, MinSums(xs, mins + 3 * SS), d0, d1, dw[3 * ScaleStride + sb], dw[3 * ScaleStride + 16 + sb]);
+            SuperBlock(t + 128, a4, b4, MinSums(xs, mins + 4 * SS), d0, d1, dw[4 * ScaleStride + sb], dw[4 * ScaleStride + 16 + sb]);
+            SuperBlock(t + 160, a5, b5, MinSums(xs, mins + 5 * SS), d0, d1, dw[5 * ScaleStride + sb], dw[5 * ScaleStride + 16 + sb]);
+        }
+    }
+
+    /// <summary>
+    /// One row's Σ_j m_j·(Σ x)_j for the 32 activation rows of a super-block (two vectors, one value per row): four
+    /// vpmaddwd of a pair of mins by the x sums of that pair of sub-blocks (<see cref="PackQuantBytes"/>' Q4_K layout).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<int>, Vector512<int>) MinSums(short* xs, short* mins)
+    {
+        Vector512<short> m = Vector512.Create(*(int*)mins).AsInt16();
+        Vector512<int> lo = Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs), m), hi = Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 32), m);
+        for (int p = 1; p < 4; p++)
+        {
+            m = Vector512.Create(*(int*)(mins + 2 * p)).AsInt16();
+            lo += Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 64 * p), m);
+            hi += Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 64 * p + 32), m);
+        }
+
+        return (lo, hi);
+    }
+
+    /// <summary>t[j] += d·d_x·sums − dmin·d_x·mins for one row's 32 activation rows (two vectors each).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SuperBlock(float* t, Vector512<int> sumLo, Vector512<int> sumHi, (Vector512<int> Lo, Vector512<int> Hi) mins,
+                                   Vector512<float> dx0, Vector512<float> dx1, float d, float dmin)
+    {
+        Vector512<float> sd = Vector512.Create(d), sm = Vector512.Create(dmin);
+        Vector512<float> lo = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumLo), dx0 * sd, Vector512.Load(t));
+        Vector512<float> hi = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumHi), dx1 * sd, Vector512.Load(t + 16));
+        Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(mins.Lo), dx0 * sm, lo).Store(t);
+        Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(mins.Hi), dx1 * sm, hi).Store(t + 16);
     }
 
     /// <summary>A block's 16-bit half sums (lanes 2j, 2j + 1) added into row j's exact sum, as a float.</summary>

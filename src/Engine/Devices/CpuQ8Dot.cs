@@ -1095,7 +1095,7 @@ internal static unsafe class CpuQ8Dot
     /// (ggml's get_scale_min_k4 for all eight at once).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> UnpackScalesMinsK4(byte* p)
+    internal static Vector256<short> UnpackScalesMinsK4(byte* p)
     {
         const uint k6 = 0x3f3f3f3f, k4 = 0x0f0f0f0f, k2 = 0x03030303;
         uint a = *(uint*)p, b = *(uint*)(p + 4), c = *(uint*)(p + 8);

@@ -23,6 +23,12 @@ public sealed unsafe class QuantPromptTests
             data.Add(t, 13, 256, 20, false);  // AVX-512: fewer rows than a token tile (the dot tiles); AVX2: two overlapping tiles
         }
 
+        // Q4_K (256-blocks): the integer kernel from 32 rows on AVX-512BW, else the dot tiles
+        data.Add(DType.Q4_K, 30, 768, 45, false);
+        data.Add(DType.Q4_K, 24, 1024, 64, true);
+        data.Add(DType.Q4_K, 26, 3328, 33, false);
+        data.Add(DType.Q4_K, 13, 256, 20, false);
+
         return data;
     }
 
@@ -57,6 +63,7 @@ public sealed unsafe class QuantPromptTests
     [InlineData(DType.Q4_0)]
     [InlineData(DType.Q5_0)]
     [InlineData(DType.Q8_0)]
+    [InlineData(DType.Q4_K)]
     public void Prompt_products_hold_extreme_quants(DType type)
     {
         if (!CpuQ8Dot.IsSupported)
@@ -65,16 +72,26 @@ public sealed unsafe class QuantPromptTests
         }
 
         const int rows = 24, cols = 512, tokens = 40;
-        int rowBytes = (int)type.RowBytes(cols), blockBytes = rowBytes / (cols / 32);
+        int block = type == DType.Q4_K ? 256 : 32;
+        int rowBytes = (int)type.RowBytes(cols), blockBytes = rowBytes / (cols / block);
         byte[] w = new byte[rows * rowBytes];
         for (int r = 0; r < rows; r++)
         {
-            for (int b = 0; b < cols / 32; b++)
+            for (int b = 0; b < cols / block; b++)
             {
-                Span<byte> block = w.AsSpan(r * rowBytes + b * blockBytes, blockBytes);
+                Span<byte> blk = w.AsSpan(r * rowBytes + b * blockBytes, blockBytes);
                 bool high = (r + b) % 2 == 1; // quants all at the maximum, else all 0 (Q8_0: 127 / -127)
-                BitConverter.TryWriteBytes(block, BitConverter.HalfToUInt16Bits((Half)0.5f));
-                block[2..].Fill(type == DType.Q8_0 ? (byte)(high ? 127 : 0x81) : high ? (byte)0xFF : (byte)0);
+                BitConverter.TryWriteBytes(blk, BitConverter.HalfToUInt16Bits((Half)0.5f));
+                int quants = 2;
+                if (type == DType.Q4_K)
+                {
+                    // dmin, then scales and mins all 63 (every 6-bit field set)
+                    BitConverter.TryWriteBytes(blk[2..], BitConverter.HalfToUInt16Bits((Half)0.25f));
+                    blk[4..16].Fill(0xFF);
+                    quants = 16;
+                }
+
+                blk[quants..].Fill(type == DType.Q8_0 ? (byte)(high ? 127 : 0x81) : high ? (byte)0xFF : (byte)0);
             }
         }
 
@@ -101,7 +118,8 @@ public sealed unsafe class QuantPromptTests
         fixed (float* px = x)
         {
             using var q8 = new Q8Activations();
-            q8.Quantize(px, tokens, cols, true, false);
+            bool k256 = CpuQ8Dot.UsesBlocks256(type);
+            q8.Quantize(px, tokens, cols, !k256, k256);
             float[] wd = new float[cols];
             double[] want = new double[tokens * rows], mag = new double[tokens * rows];
             for (int o = 0; o < rows; o++)
