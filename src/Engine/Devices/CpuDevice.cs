@@ -693,7 +693,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         CpuWeight w = _mmW!;
         if (CpuGemm.UsesIntegerTiles(w.Type, _mmRows))
         {
-            bool k256 = w.Type == DType.Q4_K; // Q8_K activations
+            bool k256 = CpuQ8Dot.UsesBlocks256(w.Type); // K-quants: Q8_K activations
             CpuGemm.PackQuantBytes(w.Type, k256 ? _q8.Qs : _q8.Qs32, k256 ? _q8.D256 : _q8.D32, _q8.BSums, _mmRows, w.Cols, (byte*)_mmPacked,
                                    _mmPackedScales, start, end);
             return;

@@ -16,7 +16,7 @@ namespace GpuLlama.Devices;
 /// is 235); Q8_0, Q4_0 and Q5_0 run them on their integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
 /// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>);
 /// on AVX-512BW, Q4_0 and Q5_0 from 32 rows multiply the quants as bytes instead (<see cref="Integer12x32"/>), and so
-/// does Q4_K with its sub-block scales and mins (<see cref="Integer6x32K"/>).
+/// do Q4_K, Q5_K and Q6_K with their sub-block scales and mins (<see cref="Integer6x32K"/>).
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -71,7 +71,8 @@ internal static unsafe class CpuGemm
     private const int ByteStride = KBlockFloats + 64;
 
     // Row stride of the weight scales of a converted group (block-scaled outer kernel): one per 32 values of a K block.
-    // Q4_K: per super-block d and dmin at 0 and 16, its 8 scales and 8 mins as shorts from float 32 on.
+    // K-quants: per super-block d at 0 and dmin at 16, then from float 32 on 16 shorts each: Q4_K/Q5_K's 8 scales and
+    // 8 mins, or Q6_K's 16 scales.
     private const int ScaleStride = KBlockFloats / 32 + 48;
 
     /// <summary>
@@ -103,33 +104,54 @@ internal static unsafe class CpuGemm
         IsAccelerated && m >= 16 && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 || UsesIntegerTiles(type, m);
 
     /// <summary>
-    /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernel
-    /// (<see cref="Integer12x32"/>, AVX-512BW, 32+ rows): Q4_0 and Q5_0, whose quants are unsigned before their offset
-    /// (8, 16), so that vpmaddubsw multiplies them by the signed 8-bit activations directly — 64 products per
-    /// instruction, where the float kernel's FMA does 16. The same exact block sums as the float kernel, scaled the
-    /// same way: the results are identical. Q8_0's signed weights would saturate vpmaddubsw's pair sums.
+    /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernels (AVX-512BW, 32+
+    /// rows): formats whose quants are unsigned before their offset, so that vpmaddubsw multiplies them by the signed
+    /// 8-bit activations directly — 64 products per instruction, where the float kernel's FMA does 16. Q4_0 and Q5_0
+    /// (<see cref="Integer12x32"/>: the float kernel's exact block sums, scaled the same way, so the results are
+    /// identical) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
+    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
-        Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && m >= 32 && type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K;
+        Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && m >= 32 &&
+        type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+
+    private static bool IsKQuant(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
+
+    /// <summary>Values per scale of an integer-kernel format: 32, or 16 for Q6_K.</summary>
+    private static int SubBlock(DType type) => type == DType.Q6_K ? 16 : 32;
+
+    /// <summary>
+    /// What the integer kernels subtract from the unsigned quants through their starting sums: Q4_0 8, Q5_0 16, Q6_K 32
+    /// (the formats' own offsets) and Q5_K 16 (none in the format, whose mins do that, but its 5-bit quants' 16-bit
+    /// sums would overflow without it; the kernel adds 16·Σ sc_j·Σx_j back); Q4_K none.
+    /// </summary>
+    private static int QuantOffset(DType type) => type switch
+    {
+        DType.Q4_0 => 8,
+        DType.Q6_K => 32,
+        DType.Q4_K => 0,
+        _ => 16, // Q5_0, Q5_K
+    };
 
     /// <summary>
     /// <see cref="PackQuants"/> for the integer kernels, in the same buffer (<see cref="PackedFloats"/> floats hold it):
-    /// tile t's quants at packed + t·36·k as [i/4][j][i%4] (one 64-byte load is 16 rows' four values i..i+3), then,
-    /// as shorts, per block the kernel's x-side sums. Q4_0/Q5_0 (<see cref="Integer12x32"/>; qs, d the 32-blocks):
-    /// per block b and vector v (rows 16v..16v+15), lane 2j + h = −offset·Σ_s (x[32b + 4s + 2h] + x[32b + 4s + 2h + 1])
-    /// of row 16v + j — the starting sums, so that the kernel adds q·x and gets (q − offset)·x (offset 8 for Q4_0, 16
-    /// for Q5_0). Q4_K (<see cref="Integer6x32K"/>; qs, d the Q8_K 256-blocks, <paramref name="bsums"/> their sums of
-    /// 16): per super-block, pair p of sub-blocks and vector v, lane 2j + e = Σx over sub-block 2p + e of row 16v + j
-    /// (what the mins multiply). Scales: <see cref="PackScales"/> of d per block.
+    /// tile t at packed + t·<see cref="IntegerTileBytes"/>: the quants as [i/4][j][i%4] (one 64-byte load is 16
+    /// rows' four values i..i+3); from byte 32·k, as shorts, the starting sums of each sub-block b of
+    /// <see cref="SubBlock"/> values c: per vector v (rows 16v..16v+15), lane 2j + h = −offset·Σ_s (x[cb + 4s + 2h] +
+    /// x[cb + 4s + 2h + 1]) of row 16v + j, so that the kernel adds q·x and gets (q − offset)·x
+    /// (<see cref="QuantOffset"/>); from byte 40·k, for Q4_K/Q5_K, per super-block, pair p of sub-blocks and vector v,
+    /// lane 2j + e = Σx over sub-block 2p + e of row 16v + j (from the Q8_K <paramref name="bsums"/>: what the mins
+    /// multiply). qs and d are the 32-blocks, or for the K-quants the Q8_K 256-blocks. Scales:
+    /// <see cref="PackScales"/> of d per block.
     /// </summary>
     public static void PackQuantBytes(DType type, sbyte* qs, float* d, short* bsums, int m, int k, byte* packed, float* scales, int t0, int t1)
     {
-        bool k256 = type == DType.Q4_K;
-        int nb = k / 32, offset = type == DType.Q4_0 ? 8 : 16; // Q5_0
+        bool k256 = IsKQuant(type), mins = type is DType.Q4_K or DType.Q5_K;
+        int sub = SubBlock(type), offset = QuantOffset(type);
         for (int t = t0; t < t1; t++)
         {
             byte* dst = packed + (long)t * IntegerTileBytes(k);
-            short* sums = (short*)(dst + 32L * k);
+            short* starts = (short*)(dst + 32L * k), sums = (short*)(dst + 40L * k);
             int start = TileStart(t, m);
             for (int j = 0; j < 32; j++)
             {
@@ -139,30 +161,28 @@ internal static unsafe class CpuGemm
                     ((int*)dst)[g * 32 + j] = ((int*)src)[g];
                 }
 
-                short* sj = sums + (j / 16) * 32 + (j % 16) * 2;
-                if (k256)
+                int lane = (j / 16) * 32 + (j % 16) * 2;
+                if (mins)
                 {
                     // sub-block s = 2p + e of super-block sb: [sb][p][v][lane], 32 shorts per (p, v)
                     short* bj = bsums + (long)(start + j) * (k / 16);
-                    for (int s = 0; s < nb; s++)
+                    for (int sb = 0; sb < k / 32; sb++)
                     {
-                        sj[(s / 2) * 64 + s % 2] = (short)(bj[2 * s] + bj[2 * s + 1]);
+                        sums[(sb / 2) * 64 + lane + sb % 2] = (short)(bj[2 * sb] + bj[2 * sb + 1]);
                     }
-
-                    continue;
                 }
 
-                for (int b = 0; b < nb; b++, src += 32)
+                for (int b = 0; offset != 0 && b < k / sub; b++, src += sub)
                 {
                     int even = 0, odd = 0;
-                    for (int s = 0; s < 32; s += 4)
+                    for (int i = 0; i < sub; i += 4)
                     {
-                        even += src[s] + src[s + 1];
-                        odd += src[s + 2] + src[s + 3];
+                        even += src[i] + src[i + 1];
+                        odd += src[i + 2] + src[i + 3];
                     }
 
-                    sj[b * 64] = (short)(-offset * even); // |16·16·127| < 2^15
-                    sj[b * 64 + 1] = (short)(-offset * odd);
+                    starts[b * 64 + lane] = (short)(-offset * even); // |offset·(sub/2)·127| ≤ 32512 < 2^15
+                    starts[b * 64 + lane + 1] = (short)(-offset * odd);
                 }
             }
         }
@@ -170,8 +190,11 @@ internal static unsafe class CpuGemm
         PackScales(d, m, k, k256 ? 256 : 32, scales, t0, t1);
     }
 
-    /// <summary>Bytes of one token tile of <see cref="PackQuantBytes"/>: 32 rows' k quants and their k/32 × 64 shorts.</summary>
-    private static long IntegerTileBytes(int k) => 36L * k;
+    /// <summary>
+    /// Bytes of one token tile of <see cref="PackQuantBytes"/>: 32 rows' k quants, their starting sums (at most k/16
+    /// sub-blocks × 64 shorts) and the K-quants' x sums (k/256 × 256 shorts).
+    /// </summary>
+    private static long IntegerTileBytes(int k) => 42L * k;
 
     /// <summary>Floats of <see cref="PackQuants"/>' scales for an [m, k] X.</summary>
     public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens(m) * (k / 32);
@@ -337,20 +360,23 @@ internal static unsafe class CpuGemm
                 new Span<float>(t, OuterRows * tokens).Clear(); // the block-scaled kernels add to t
             }
 
-            if (integer && type == DType.Q4_K)
+            if (integer)
             {
-                // 256-blocks: the scales at t·32·(k/256), the x sums 256 shorts per block; two 6-row halves
                 byte* tile = (byte*)packed + ti * IntegerTileBytes(k);
                 byte* xq = tile + 32L * k0;
-                short* xs = (short*)(tile + 32L * k) + k0 / 256 * 256;
-                float* dxk = packedScales + (long)ti * 32 * (k / 256) + k0 / 256 * 32;
-                Integer6x32K((byte*)scratch, xq, xs, kn, t, prefetch, dw, dxk);
-                Integer6x32K((byte*)scratch + 6 * ByteStride, xq, xs, kn, t + 6 * 32, prefetch + kn * 16L, dw + 6 * ScaleStride, dxk);
-            }
-            else if (integer)
-            {
-                byte* tile = (byte*)packed + ti * IntegerTileBytes(k);
-                Integer12x32((byte*)scratch, tile + 32L * k0, (short*)(tile + 32L * k) + k0 / 32 * 64, kn, t, prefetch, dw, dx);
+                short* starts = (short*)(tile + 32L * k) + k0 / SubBlock(type) * 64;
+                if (IsKQuant(type))
+                {
+                    // 256-blocks: the scales at t·32·(k/256), the x sums 256 shorts per block; two 6-row halves
+                    short* xs = (short*)(tile + 40L * k) + k0 / 256 * 256;
+                    float* dxk = packedScales + (long)ti * 32 * (k / 256) + k0 / 256 * 32;
+                    Integer6x32K(type, (byte*)scratch, xq, starts, xs, kn, t, prefetch, dw, dxk);
+                    Integer6x32K(type, (byte*)scratch + 6 * ByteStride, xq, starts, xs, kn, t + 6 * 32, prefetch + kn * 16L, dw + 6 * ScaleStride, dxk);
+                }
+                else
+                {
+                    Integer12x32((byte*)scratch, xq, starts, kn, t, prefetch, dw, dx);
+                }
             }
             else if (tokens == 32)
             {
@@ -457,6 +483,56 @@ internal static unsafe class CpuGemm
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector128<byte> low = Vector128.Create((byte)0x0F);
+        if (type == DType.Q6_K)
+        {
+            // 210-byte super-blocks: 128 bytes of low nibbles, 64 of 2-bit highs, 16 int8 scales, F16 d. Each half of
+            // 128 values: ql[0..31] low nibbles are values 0..31, ql[32..63]'s 32..63, their high nibbles 64..127, with
+            // the highs from qh[0..31] bits 0-1, 2-3, 4-5, 6-7 (16-bit shifts then a mask: no bits cross a byte)
+            Vector256<byte> low256 = Vector256.Create((byte)0x0F), bits45 = Vector256.Create((byte)0x30);
+            short* sm = (short*)(d + 32);
+            for (int sb = 0; sb < n / 256; sb++, row += 210, q += 256, sm += 16)
+            {
+                d[sb] = ht[*(ushort*)(row + 208)];
+                Avx2.ConvertToVector256Int16((sbyte*)row + 192).Store(sm);
+                for (int h = 0; h < 2; h++)
+                {
+                    Vector256<byte> l0 = Vector256.Load(row + 64 * h), l1 = Vector256.Load(row + 64 * h + 32);
+                    Vector256<ushort> hb = Vector256.Load(row + 128 + 32 * h).AsUInt16();
+                    byte* o = q + 128 * h;
+                    ((l0 & low256) | ((hb << 4).AsByte() & bits45)).Store(o);
+                    ((l1 & low256) | ((hb << 2).AsByte() & bits45)).Store(o + 32);
+                    (((l0.AsUInt16() >> 4).AsByte() & low256) | (hb.AsByte() & bits45)).Store(o + 64);
+                    (((l1.AsUInt16() >> 4).AsByte() & low256) | ((hb >> 2).AsByte() & bits45)).Store(o + 96);
+                }
+            }
+
+            return;
+        }
+
+        if (type == DType.Q5_K)
+        {
+            // 176-byte super-blocks: F16 d and dmin, 12 bytes of scales and mins (as Q4_K), 32 bytes of fifth bits,
+            // 128 nibble bytes; value 64c + l takes bit 2c of qh[l] as its fifth bit, value 64c + 32 + l bit 2c + 1
+            Vector256<byte> low256 = Vector256.Create((byte)0x0F), one = Vector256.Create((byte)1);
+            short* sm = (short*)(d + 32);
+            for (int sb = 0; sb < n / 256; sb++, row += 176, q += 256, sm += 16)
+            {
+                d[sb] = ht[*(ushort*)row];
+                d[16 + sb] = ht[*(ushort*)(row + 2)];
+                CpuQ8Dot.UnpackScalesMinsK4(row + 4).Store(sm);
+                Vector256<ushort> qh = Vector256.Load(row + 16).AsUInt16();
+                for (int c = 0; c < 4; c++)
+                {
+                    Vector256<byte> v = Vector256.Load(row + 48 + 32 * c);
+                    Vector256<byte> h0 = ((qh >> (2 * c)).AsByte() & one) << 4, h1 = ((qh >> (2 * c + 1)).AsByte() & one) << 4;
+                    ((v & low256) | h0).Store(q + 64 * c);
+                    (((v.AsUInt16() >> 4).AsByte() & low256) | h1).Store(q + 64 * c + 32);
+                }
+            }
+
+            return;
+        }
+
         if (type == DType.Q4_K)
         {
             // 144-byte super-blocks: F16 d and dmin, 12 bytes of 6-bit scales and mins, 128 nibble bytes (each 32
@@ -984,28 +1060,39 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// <see cref="Integer12x32"/> for Q4_K, 6 weight rows by 32 activation rows (t[r·32 + j]): w holds the rows'
-    /// quants (0..15) at <see cref="ByteStride"/>, dw their d, dmin, scales and mins (<see cref="DecodeQuantBytes"/>),
-    /// xt/xs/dx the Q8_K activations (<see cref="PackQuantBytes"/>). Per 32-value sub-block, 8 steps of vpmaddubsw into
-    /// 16-bit sums (|Σ q·x| ≤ 16·15·127 &lt; 2^15 per lane, no offset), then vpmaddwd by the sub-block's scale adds
-    /// them into the row's 32-bit super-block sum; per super-block, four vpmaddwd of the mins by the x sums of
-    /// sub-block pairs give Σ_j m_j·Σx_j, and t += d·d_x·Σ_j sc_j·(Σ q·x)_j − dmin·d_x·Σ_j m_j·(Σ x)_j — llama.cpp's
-    /// ggml_vec_dot_q4_K_q8_K sums, exact in integers up to the two float products per super-block. 12 sums of 16
-    /// bits, 12 of 32, 2 activation vectors and a broadcast in the 32 registers.
+    /// <see cref="Integer12x32"/> for the K-quants, 6 weight rows by 32 activation rows (t[r·32 + j]): w holds the
+    /// rows' unsigned quants at <see cref="ByteStride"/>, dw their d, dmin and 16 scales (or 8 scales and 8 mins) per
+    /// super-block (<see cref="DecodeQuantBytes"/>), xt/starts/xs the Q8_K activations (<see cref="PackQuantBytes"/>).
+    /// Per sub-block (32 values, Q6_K 16), steps of vpmaddubsw into 16-bit sums that start at −offset·Σx, so that a
+    /// lane holds Σ (q − offset)·x of at most 16 values (|Σ| ≤ 32512 for Q5_K and Q6_K; Q4_K, no offset: 30480);
+    /// vpmaddwd by the sub-block's scale then adds them into the row's 32-bit super-block sum. Per super-block: for
+    /// Q5_K the offset's share 16·Σ_j sc_j·Σx_j back, and t += d·d_x·Σ_j sc_j·(Σ q·x)_j (− dmin·d_x·Σ_j m_j·(Σ x)_j
+    /// for Q4_K/Q5_K) — llama.cpp's q·q8_K dot sums, exact in integers up to the float products per super-block.
+    /// 12 sums of 16 bits, 12 of 32, 2 activation vectors and a broadcast in the 32 registers.
     /// </summary>
-    private static void Integer6x32K(byte* w, byte* xt, short* xs, int kn, float* t, byte* prefetch, float* dw, float* dx)
+    private static void Integer6x32K(DType type, byte* w, byte* xt, short* starts, short* xs, int kn, float* t, byte* prefetch, float* dw, float* dx)
     {
         const int S = ByteStride, SS = ScaleStride * 2; // SS: a row's shorts
+        int sub = SubBlock(type);
+        bool offset = QuantOffset(type) != 0;
         short* sm = (short*)(dw + 32);
         for (int sb = 0; sb < kn / 256; sb++, dx += 32, xs += 256)
         {
             Vector512<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
             Vector512<int> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
-            for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 256 / sub; j++)
             {
-                Vector512<short> p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default;
-                Vector512<short> q0 = default, q1 = default, q2 = default, q3 = default, q4 = default, q5 = default;
-                for (byte* end = w + 32; w < end; w += 4, xt += 128, prefetch += 64)
+                Vector512<short> s0 = default, s1 = default;
+                if (offset)
+                {
+                    s0 = Vector512.Load(starts);
+                    s1 = Vector512.Load(starts + 32);
+                    starts += 64;
+                }
+
+                Vector512<short> p0 = s0, p1 = s0, p2 = s0, p3 = s0, p4 = s0, p5 = s0;
+                Vector512<short> q0 = s1, q1 = s1, q2 = s1, q3 = s1, q4 = s1, q5 = s1;
+                for (byte* end = w + sub; w < end; w += 4, xt += 128, prefetch += 64)
                 {
                     Sse.Prefetch1(prefetch);
                     Vector512<sbyte> x0 = Vector512.Load((sbyte*)xt);
@@ -1052,45 +1139,65 @@ internal static unsafe class CpuGemm
             }
 
             Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16);
-            short* mins = sm + sb * 16 + 8;
-            SuperBlock(t, a0, b0, MinSums(xs, mins), d0, d1, dw[sb], dw[16 + sb]);
-            SuperBlock(t + 32, a1, b1, MinSums(xs, mins + SS), d0, d1, dw[ScaleStride + sb], dw[ScaleStride + 16 + sb]);
-            SuperBlock(t + 64, a2, b2, MinSums(xs, mins + 2 * SS), d0, d1, dw[2 * ScaleStride + sb], dw[2 * ScaleStride + 16 + sb]);
-            SuperBlock(t + 96, a3, b3, MinSums(xs, mins + 3 * SS), d0, d1, dw[3 * ScaleStride + sb], dw[3 * ScaleStride + 16 + sb]);
-            SuperBlock(t + 128, a4, b4, MinSums(xs, mins + 4 * SS), d0, d1, dw[4 * ScaleStride + sb], dw[4 * ScaleStride + 16 + sb]);
-            SuperBlock(t + 160, a5, b5, MinSums(xs, mins + 5 * SS), d0, d1, dw[5 * ScaleStride + sb], dw[5 * ScaleStride + 16 + sb]);
+            short* row = sm + sb * 16;
+            SuperBlock(type, t, a0, b0, xs, row, d0, d1, dw + sb);
+            SuperBlock(type, t + 32, a1, b1, xs, row + SS, d0, d1, dw + ScaleStride + sb);
+            SuperBlock(type, t + 64, a2, b2, xs, row + 2 * SS, d0, d1, dw + 2 * ScaleStride + sb);
+            SuperBlock(type, t + 96, a3, b3, xs, row + 3 * SS, d0, d1, dw + 3 * ScaleStride + sb);
+            SuperBlock(type, t + 128, a4, b4, xs, row + 4 * SS, d0, d1, dw + 4 * ScaleStride + sb);
+            SuperBlock(type, t + 160, a5, b5, xs, row + 5 * SS, d0, d1, dw + 5 * ScaleStride + sb);
         }
     }
 
     /// <summary>
-    /// One row's Σ_j m_j·(Σ x)_j for the 32 activation rows of a super-block (two vectors, one value per row): four
-    /// vpmaddwd of a pair of mins by the x sums of that pair of sub-blocks (<see cref="PackQuantBytes"/>' Q4_K layout).
+    /// One row's Σ_j f_j·(Σ x)_j over a super-block's 8 sub-blocks, for its 32 activation rows (two vectors): four
+    /// vpmaddwd of a pair of factors (mins, or Q5_K's scales) by the x sums of that pair of sub-blocks
+    /// (<see cref="PackQuantBytes"/>' layout).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static (Vector512<int>, Vector512<int>) MinSums(short* xs, short* mins)
+    private static (Vector512<int> Lo, Vector512<int> Hi) FactorSums(short* xs, short* factors)
     {
-        Vector512<short> m = Vector512.Create(*(int*)mins).AsInt16();
-        Vector512<int> lo = Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs), m), hi = Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 32), m);
+        Vector512<short> f = Vector512.Create(*(int*)factors).AsInt16();
+        Vector512<int> lo = Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs), f), hi = Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 32), f);
         for (int p = 1; p < 4; p++)
         {
-            m = Vector512.Create(*(int*)(mins + 2 * p)).AsInt16();
-            lo += Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 64 * p), m);
-            hi += Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 64 * p + 32), m);
+            f = Vector512.Create(*(int*)(factors + 2 * p)).AsInt16();
+            lo += Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 64 * p), f);
+            hi += Avx512BW.MultiplyAddAdjacent(Vector512.Load(xs + 64 * p + 32), f);
         }
 
         return (lo, hi);
     }
 
-    /// <summary>t[j] += d·d_x·sums − dmin·d_x·mins for one row's 32 activation rows (two vectors each).</summary>
+    /// <summary>
+    /// A super-block's end for one row's 32 activation rows: t[j] += d·d_x·sums (− dmin·d_x·Σ_j m_j·Σx_j), with
+    /// Q5_K's offset added back first. scalesMins: the row's 16 shorts for this super-block; d: its d (d[16]: dmin).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SuperBlock(float* t, Vector512<int> sumLo, Vector512<int> sumHi, (Vector512<int> Lo, Vector512<int> Hi) mins,
-                                   Vector512<float> dx0, Vector512<float> dx1, float d, float dmin)
+    private static void SuperBlock(DType type, float* t, Vector512<int> sumLo, Vector512<int> sumHi, short* xs, short* scalesMins,
+                                   Vector512<float> dx0, Vector512<float> dx1, float* d)
     {
-        Vector512<float> sd = Vector512.Create(d), sm = Vector512.Create(dmin);
+        if (type == DType.Q5_K)
+        {
+            (Vector512<int> lo16, Vector512<int> hi16) = FactorSums(xs, scalesMins);
+            sumLo += lo16 << 4;
+            sumHi += hi16 << 4;
+        }
+
+        Vector512<float> sd = Vector512.Create(d[0]);
         Vector512<float> lo = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumLo), dx0 * sd, Vector512.Load(t));
         Vector512<float> hi = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sumHi), dx1 * sd, Vector512.Load(t + 16));
-        Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(mins.Lo), dx0 * sm, lo).Store(t);
-        Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(mins.Hi), dx1 * sm, hi).Store(t + 16);
+        if (type == DType.Q6_K)
+        {
+            lo.Store(t);
+            hi.Store(t + 16);
+            return;
+        }
+
+        (Vector512<int> minLo, Vector512<int> minHi) = FactorSums(xs, scalesMins + 8);
+        Vector512<float> sm = Vector512.Create(d[16]);
+        Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(minLo), dx0 * sm, lo).Store(t);
+        Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(minHi), dx1 * sm, hi).Store(t + 16);
     }
 
     /// <summary>A block's 16-bit half sums (lanes 2j, 2j + 1) added into row j's exact sum, as a float.</summary>

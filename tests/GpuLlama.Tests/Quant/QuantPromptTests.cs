@@ -23,11 +23,14 @@ public sealed unsafe class QuantPromptTests
             data.Add(t, 13, 256, 20, false);  // AVX-512: fewer rows than a token tile (the dot tiles); AVX2: two overlapping tiles
         }
 
-        // Q4_K (256-blocks): the integer kernel from 32 rows on AVX-512BW, else the dot tiles
-        data.Add(DType.Q4_K, 30, 768, 45, false);
-        data.Add(DType.Q4_K, 24, 1024, 64, true);
-        data.Add(DType.Q4_K, 26, 3328, 33, false);
-        data.Add(DType.Q4_K, 13, 256, 20, false);
+        // K-quants (256-blocks): the integer kernel from 32 rows on AVX-512BW, else the dot tiles
+        foreach (DType t in new[] { DType.Q4_K, DType.Q5_K, DType.Q6_K })
+        {
+            data.Add(t, 30, 768, 45, false);
+            data.Add(t, 24, 1024, 64, true);
+            data.Add(t, 26, 3328, 33, false);
+            data.Add(t, 13, 256, 20, false);
+        }
 
         return data;
     }
@@ -55,15 +58,18 @@ public sealed unsafe class QuantPromptTests
     }
 
     /// <summary>
-    /// The integer kernel's 16-bit sums at their limits: every quant at 0 or at its maximum (Q4_0 15, Q5_0 31)
-    /// against activations whose 8-bit quants are all ±127, blocks of one sign and of mixed signs —
-    /// |Σ (q − offset)·x| reaches 16·16·127 = 32512 per 16-bit lane for Q5_0.
+    /// The integer kernels' 16-bit sums at their limits: every quant at 0 or at its maximum (Q4_0/Q4_K 15, Q5_0/Q5_K
+    /// 31, Q6_K 63) against activations whose 8-bit quants are all ±127, blocks of one sign and of mixed signs —
+    /// |Σ (q − offset)·x| reaches 32512 per 16-bit lane for Q5_0, Q5_K and Q6_K; K-quant scales (and mins) at their
+    /// extremes.
     /// </summary>
     [Theory]
     [InlineData(DType.Q4_0)]
     [InlineData(DType.Q5_0)]
     [InlineData(DType.Q8_0)]
     [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q5_K)]
+    [InlineData(DType.Q6_K)]
     public void Prompt_products_hold_extreme_quants(DType type)
     {
         if (!CpuQ8Dot.IsSupported)
@@ -72,7 +78,7 @@ public sealed unsafe class QuantPromptTests
         }
 
         const int rows = 24, cols = 512, tokens = 40;
-        int block = type == DType.Q4_K ? 256 : 32;
+        int block = CpuQ8Dot.UsesBlocks256(type) ? 256 : 32;
         int rowBytes = (int)type.RowBytes(cols), blockBytes = rowBytes / (cols / block);
         byte[] w = new byte[rows * rowBytes];
         for (int r = 0; r < rows; r++)
@@ -81,9 +87,22 @@ public sealed unsafe class QuantPromptTests
             {
                 Span<byte> blk = w.AsSpan(r * rowBytes + b * blockBytes, blockBytes);
                 bool high = (r + b) % 2 == 1; // quants all at the maximum, else all 0 (Q8_0: 127 / -127)
+                if (type == DType.Q6_K)
+                {
+                    // quants all 63 or all 0 (q − 32 = 31 or −32), scales ±127 by sub-block, d last
+                    blk[..192].Fill(high ? (byte)0xFF : (byte)0);
+                    for (int i = 0; i < 16; i++)
+                    {
+                        blk[192 + i] = i % 3 == 0 ? (byte)0x81 : (byte)127;
+                    }
+
+                    BitConverter.TryWriteBytes(blk[208..], BitConverter.HalfToUInt16Bits((Half)0.5f));
+                    continue;
+                }
+
                 BitConverter.TryWriteBytes(blk, BitConverter.HalfToUInt16Bits((Half)0.5f));
                 int quants = 2;
-                if (type == DType.Q4_K)
+                if (type is DType.Q4_K or DType.Q5_K)
                 {
                     // dmin, then scales and mins all 63 (every 6-bit field set)
                     BitConverter.TryWriteBytes(blk[2..], BitConverter.HalfToUInt16Bits((Half)0.25f));
