@@ -16,7 +16,8 @@ namespace GpuLlama.Devices;
 /// is 235); Q8_0, Q4_0 and Q5_0 run them on their integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
 /// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>);
 /// on AVX-512BW, Q4_0 and Q5_0 from 32 rows multiply the quants as bytes instead (<see cref="Integer12x32"/>), and so
-/// do Q4_K, Q5_K and Q6_K with their sub-block scales and mins (<see cref="Integer6x32K"/>).
+/// do Q4_K, Q5_K and Q6_K with their sub-block scales and mins (<see cref="Integer6x32K"/>); AVX2 from 16 rows with
+/// 16-token tiles (<see cref="Integer4x16"/>, <see cref="Integer2x16K"/>).
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -109,10 +110,11 @@ internal static unsafe class CpuGemm
     /// 8-bit activations directly — 64 products per instruction, where the float kernel's FMA does 16. Q4_0 and Q5_0
     /// (<see cref="Integer12x32"/>: the float kernel's exact block sums, scaled the same way, so the results are
     /// identical) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
-    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums.
+    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums. AVX2 (16 registers): the same with
+    /// 16-token tiles, 4 rows (<see cref="Integer4x16"/>) and 2 rows (<see cref="Integer2x16K"/>) per kernel.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
-        Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && m >= 32 &&
+        (Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? m >= 32 : Avx2.IsSupported && IsAccelerated && m >= 16) &&
         type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     private static bool IsKQuant(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
@@ -134,41 +136,42 @@ internal static unsafe class CpuGemm
     };
 
     /// <summary>
-    /// <see cref="PackQuants"/> for the integer kernels, in the same buffer (<see cref="PackedFloats"/> floats hold it):
-    /// tile t at packed + t·<see cref="IntegerTileBytes"/>: the quants as [i/4][j][i%4] (one 64-byte load is 16
-    /// rows' four values i..i+3); from byte 32·k, as shorts, the starting sums of each sub-block b of
-    /// <see cref="SubBlock"/> values c: per vector v (rows 16v..16v+15), lane 2j + h = −offset·Σ_s (x[cb + 4s + 2h] +
-    /// x[cb + 4s + 2h + 1]) of row 16v + j, so that the kernel adds q·x and gets (q − offset)·x
-    /// (<see cref="QuantOffset"/>); from byte 40·k, for Q4_K/Q5_K, per super-block, pair p of sub-blocks and vector v,
-    /// lane 2j + e = Σx over sub-block 2p + e of row 16v + j (from the Q8_K <paramref name="bsums"/>: what the mins
+    /// <see cref="PackQuants"/> for the integer kernels, in the same buffer (<see cref="PackedFloats"/> floats hold it).
+    /// With T = <see cref="OuterTokens"/> rows per tile (32, AVX2 16) and V = T/2 rows per vector (16, AVX2 8), tile t
+    /// lies at packed + t·<see cref="IntegerTileBytes"/>: the quants as [i/4][j][i%4] (one vector load is V rows'
+    /// four values i..i+3); from byte T·k, as shorts, the starting sums of each sub-block b of <see cref="SubBlock"/>
+    /// values c, 2T per sub-block: per vector v (rows Vv..Vv+V−1), lane 2j + h = −offset·Σ_s (x[cb + 4s + 2h] +
+    /// x[cb + 4s + 2h + 1]) of row Vv + j, so that the kernel adds q·x and gets (q − offset)·x
+    /// (<see cref="QuantOffset"/>); from byte 5T·k/4, for Q4_K/Q5_K, per super-block, pair p of sub-blocks and vector
+    /// v, lane 2j + e = Σx over sub-block 2p + e of row Vv + j (from the Q8_K <paramref name="bsums"/>: what the mins
     /// multiply). qs and d are the 32-blocks, or for the K-quants the Q8_K 256-blocks. Scales:
     /// <see cref="PackScales"/> of d per block.
     /// </summary>
     public static void PackQuantBytes(DType type, sbyte* qs, float* d, short* bsums, int m, int k, byte* packed, float* scales, int t0, int t1)
     {
         bool k256 = IsKQuant(type), mins = type is DType.Q4_K or DType.Q5_K;
-        int sub = SubBlock(type), offset = QuantOffset(type);
+        int sub = SubBlock(type), offset = QuantOffset(type), tokens = OuterTokens(m), perVector = tokens / 2;
         for (int t = t0; t < t1; t++)
         {
-            byte* dst = packed + (long)t * IntegerTileBytes(k);
-            short* starts = (short*)(dst + 32L * k), sums = (short*)(dst + 40L * k);
+            byte* dst = packed + (long)t * IntegerTileBytes(k, tokens);
+            short* starts = (short*)(dst + (long)tokens * k), sums = (short*)(dst + 5L * tokens * k / 4);
             int start = TileStart(t, m);
-            for (int j = 0; j < 32; j++)
+            for (int j = 0; j < tokens; j++)
             {
                 sbyte* src = qs + (long)(start + j) * k;
                 for (int g = 0; g < k / 4; g++)
                 {
-                    ((int*)dst)[g * 32 + j] = ((int*)src)[g];
+                    ((int*)dst)[g * tokens + j] = ((int*)src)[g];
                 }
 
-                int lane = (j / 16) * 32 + (j % 16) * 2;
+                int lane = (j / perVector) * tokens + (j % perVector) * 2;
                 if (mins)
                 {
-                    // sub-block s = 2p + e of super-block sb: [sb][p][v][lane], 32 shorts per (p, v)
+                    // sub-block s = 2p + e of super-block sb: [sb][p][v][lane], 2T shorts per pair
                     short* bj = bsums + (long)(start + j) * (k / 16);
                     for (int sb = 0; sb < k / 32; sb++)
                     {
-                        sums[(sb / 2) * 64 + lane + sb % 2] = (short)(bj[2 * sb] + bj[2 * sb + 1]);
+                        sums[(sb / 2) * 2 * tokens + lane + sb % 2] = (short)(bj[2 * sb] + bj[2 * sb + 1]);
                     }
                 }
 
@@ -181,8 +184,8 @@ internal static unsafe class CpuGemm
                         odd += src[i + 2] + src[i + 3];
                     }
 
-                    starts[b * 64 + lane] = (short)(-offset * even); // |offset·(sub/2)·127| ≤ 32512 < 2^15
-                    starts[b * 64 + lane + 1] = (short)(-offset * odd);
+                    starts[b * 2 * tokens + lane] = (short)(-offset * even); // |offset·(sub/2)·127| ≤ 32512 < 2^15
+                    starts[b * 2 * tokens + lane + 1] = (short)(-offset * odd);
                 }
             }
         }
@@ -191,10 +194,10 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// Bytes of one token tile of <see cref="PackQuantBytes"/>: 32 rows' k quants, their starting sums (at most k/16
-    /// sub-blocks × 64 shorts) and the K-quants' x sums (k/256 × 256 shorts).
+    /// Bytes of one token tile of <see cref="PackQuantBytes"/>: T rows' k quants, their starting sums (at most k/16
+    /// sub-blocks × 2T shorts) and the K-quants' x sums (k/256 × 8T shorts): 21·T·k/16.
     /// </summary>
-    private static long IntegerTileBytes(int k) => 42L * k;
+    private static long IntegerTileBytes(int k, int tokens) => 21L * tokens * k / 16;
 
     /// <summary>Floats of <see cref="PackQuants"/>' scales for an [m, k] X.</summary>
     public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens(m) * (k / 32);
@@ -362,20 +365,39 @@ internal static unsafe class CpuGemm
 
             if (integer)
             {
-                byte* tile = (byte*)packed + ti * IntegerTileBytes(k);
-                byte* xq = tile + 32L * k0;
-                short* starts = (short*)(tile + 32L * k) + k0 / SubBlock(type) * 64;
+                byte* tile = (byte*)packed + ti * IntegerTileBytes(k, tokens);
+                byte* xq = tile + (long)tokens * k0;
+                short* starts = (short*)(tile + (long)tokens * k) + k0 / SubBlock(type) * 2 * tokens;
+                byte* wq = (byte*)scratch;
                 if (IsKQuant(type))
                 {
-                    // 256-blocks: the scales at t·32·(k/256), the x sums 256 shorts per block; two 6-row halves
-                    short* xs = (short*)(tile + 40L * k) + k0 / 256 * 256;
-                    float* dxk = packedScales + (long)ti * 32 * (k / 256) + k0 / 256 * 32;
-                    Integer6x32K(type, (byte*)scratch, xq, starts, xs, kn, t, prefetch, dw, dxk);
-                    Integer6x32K(type, (byte*)scratch + 6 * ByteStride, xq, starts, xs, kn, t + 6 * 32, prefetch + kn * 16L, dw + 6 * ScaleStride, dxk);
+                    // 256-blocks: the scales at t·T·(k/256), the x sums 8T shorts per block; 6-row (AVX2 2-row) parts
+                    short* xs = (short*)(tile + 5L * tokens * k / 4) + k0 / 256 * 8 * tokens;
+                    float* dxk = packedScales + (long)ti * tokens * (k / 256) + k0 / 256 * tokens;
+                    int rows = tokens == 32 ? 6 : 2;
+                    for (int r = 0; r < OuterRows; r += rows)
+                    {
+                        byte* pf = prefetch + r * kn * 16L / rows;
+                        if (tokens == 32)
+                        {
+                            Integer6x32K(type, wq + r * ByteStride, xq, starts, xs, kn, t + r * 32, pf, dw + r * ScaleStride, dxk);
+                        }
+                        else
+                        {
+                            Integer2x16K(type, wq + r * ByteStride, xq, starts, xs, kn, t + r * 16, pf, dw + r * ScaleStride, dxk);
+                        }
+                    }
+                }
+                else if (tokens == 32)
+                {
+                    Integer12x32(wq, xq, starts, kn, t, prefetch, dw, dx);
                 }
                 else
                 {
-                    Integer12x32((byte*)scratch, xq, starts, kn, t, prefetch, dw, dx);
+                    for (int r = 0; r < OuterRows; r += 4)
+                    {
+                        Integer4x16(wq + r * ByteStride, xq, starts, kn, t + r * 16, prefetch + r * kn * 4L, dw + r * ScaleStride, dx);
+                    }
                 }
             }
             else if (tokens == 32)
@@ -1199,6 +1221,156 @@ internal static unsafe class CpuGemm
         Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(minLo), dx0 * sm, lo).Store(t);
         Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(minHi), dx1 * sm, hi).Store(t + 16);
     }
+
+    /// <summary>
+    /// AVX2's <see cref="Integer12x32"/>: 4 weight rows by 16 activation rows (t[r·16 + j]), per step 2 loads of 8
+    /// rows × 4 quants and 4 broadcasts for 8 vpmaddubsw; 8 sums of 16 bits, 2 activation vectors, a broadcast and a
+    /// product in the 16 registers. Starting sums, block sums and scaling as there (starts: 32 shorts per block).
+    /// </summary>
+    private static void Integer4x16(byte* w, byte* xt, short* starts, int kn, float* t, byte* prefetch, float* dw, float* dx)
+    {
+        const int S = ByteStride;
+        Vector256<short> ones = Vector256.Create((short)1);
+        for (int done = 0; done < kn; done += 32, dw++, dx += 16, starts += 32)
+        {
+            Vector256<short> c0 = Vector256.Load(starts), c1 = Vector256.Load(starts + 16);
+            Vector256<short> a0 = c0, a1 = c0, a2 = c0, a3 = c0, b0 = c1, b1 = c1, b2 = c1, b3 = c1;
+            for (byte* end = w + 32; w < end; w += 4, xt += 64, prefetch += 64)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector256<sbyte> x0 = Vector256.Load((sbyte*)xt);
+                Vector256<sbyte> x1 = Vector256.Load((sbyte*)xt + 32);
+                Vector256<byte> v = Vector256.Create(*(int*)w).AsByte();
+                a0 += Avx2.MultiplyAddAdjacent(v, x0);
+                b0 += Avx2.MultiplyAddAdjacent(v, x1);
+                v = Vector256.Create(*(int*)(w + S)).AsByte();
+                a1 += Avx2.MultiplyAddAdjacent(v, x0);
+                b1 += Avx2.MultiplyAddAdjacent(v, x1);
+                v = Vector256.Create(*(int*)(w + 2 * S)).AsByte();
+                a2 += Avx2.MultiplyAddAdjacent(v, x0);
+                b2 += Avx2.MultiplyAddAdjacent(v, x1);
+                v = Vector256.Create(*(int*)(w + 3 * S)).AsByte();
+                a3 += Avx2.MultiplyAddAdjacent(v, x0);
+                b3 += Avx2.MultiplyAddAdjacent(v, x1);
+            }
+
+            Vector256<float> d0 = Vector256.Load(dx), d1 = Vector256.Load(dx + 8), sw;
+            sw = Vector256.Create(dw[0 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(BlockSum(a0, ones), d0 * sw, Vector256.Load(t)).Store(t);
+            Vector256.FusedMultiplyAdd(BlockSum(b0, ones), d1 * sw, Vector256.Load(t + 8)).Store(t + 8);
+            sw = Vector256.Create(dw[1 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(BlockSum(a1, ones), d0 * sw, Vector256.Load(t + 16)).Store(t + 16);
+            Vector256.FusedMultiplyAdd(BlockSum(b1, ones), d1 * sw, Vector256.Load(t + 24)).Store(t + 24);
+            sw = Vector256.Create(dw[2 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(BlockSum(a2, ones), d0 * sw, Vector256.Load(t + 32)).Store(t + 32);
+            Vector256.FusedMultiplyAdd(BlockSum(b2, ones), d1 * sw, Vector256.Load(t + 40)).Store(t + 40);
+            sw = Vector256.Create(dw[3 * ScaleStride]);
+            Vector256.FusedMultiplyAdd(BlockSum(a3, ones), d0 * sw, Vector256.Load(t + 48)).Store(t + 48);
+            Vector256.FusedMultiplyAdd(BlockSum(b3, ones), d1 * sw, Vector256.Load(t + 56)).Store(t + 56);
+        }
+    }
+
+    /// <summary>
+    /// AVX2's <see cref="Integer6x32K"/>: 2 weight rows by 16 activation rows (t[r·16 + j]); 4 sums of 16 bits and 4
+    /// of 32 in registers. Starts: 32 shorts per sub-block; xs: 128 shorts per super-block; dx: 16 per super-block.
+    /// </summary>
+    private static void Integer2x16K(DType type, byte* w, byte* xt, short* starts, short* xs, int kn, float* t, byte* prefetch, float* dw, float* dx)
+    {
+        const int S = ByteStride, SS = ScaleStride * 2;
+        int sub = SubBlock(type);
+        bool offset = QuantOffset(type) != 0;
+        short* sm = (short*)(dw + 32);
+        for (int sb = 0; sb < kn / 256; sb++, dx += 16, xs += 128)
+        {
+            Vector256<int> a0 = default, a1 = default, b0 = default, b1 = default;
+            for (int j = 0; j < 256 / sub; j++)
+            {
+                Vector256<short> s0 = default, s1 = default;
+                if (offset)
+                {
+                    s0 = Vector256.Load(starts);
+                    s1 = Vector256.Load(starts + 16);
+                    starts += 32;
+                }
+
+                Vector256<short> p0 = s0, p1 = s0, q0 = s1, q1 = s1;
+                for (byte* end = w + sub; w < end; w += 4, xt += 64, prefetch += 64)
+                {
+                    Sse.Prefetch1(prefetch);
+                    Vector256<sbyte> x0 = Vector256.Load((sbyte*)xt);
+                    Vector256<sbyte> x1 = Vector256.Load((sbyte*)xt + 32);
+                    Vector256<byte> v = Vector256.Create(*(int*)w).AsByte();
+                    p0 += Avx2.MultiplyAddAdjacent(v, x0);
+                    q0 += Avx2.MultiplyAddAdjacent(v, x1);
+                    v = Vector256.Create(*(int*)(w + S)).AsByte();
+                    p1 += Avx2.MultiplyAddAdjacent(v, x0);
+                    q1 += Avx2.MultiplyAddAdjacent(v, x1);
+                }
+
+                short* sc = sm + sb * 16 + j;
+                Vector256<short> c = Vector256.Create(sc[0]);
+                a0 += Avx2.MultiplyAddAdjacent(p0, c);
+                b0 += Avx2.MultiplyAddAdjacent(q0, c);
+                c = Vector256.Create(sc[SS]);
+                a1 += Avx2.MultiplyAddAdjacent(p1, c);
+                b1 += Avx2.MultiplyAddAdjacent(q1, c);
+            }
+
+            Vector256<float> d0 = Vector256.Load(dx), d1 = Vector256.Load(dx + 8);
+            short* row = sm + sb * 16;
+            SuperBlock(type, t, a0, b0, xs, row, d0, d1, dw + sb);
+            SuperBlock(type, t + 16, a1, b1, xs, row + SS, d0, d1, dw + ScaleStride + sb);
+        }
+    }
+
+    /// <summary><see cref="FactorSums"/> for 16 activation rows (AVX2: 32 shorts per pair of sub-blocks).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<int> Lo, Vector256<int> Hi) FactorSums256(short* xs, short* factors)
+    {
+        Vector256<short> f = Vector256.Create(*(int*)factors).AsInt16();
+        Vector256<int> lo = Avx2.MultiplyAddAdjacent(Vector256.Load(xs), f), hi = Avx2.MultiplyAddAdjacent(Vector256.Load(xs + 16), f);
+        for (int p = 1; p < 4; p++)
+        {
+            f = Vector256.Create(*(int*)(factors + 2 * p)).AsInt16();
+            lo += Avx2.MultiplyAddAdjacent(Vector256.Load(xs + 32 * p), f);
+            hi += Avx2.MultiplyAddAdjacent(Vector256.Load(xs + 32 * p + 16), f);
+        }
+
+        return (lo, hi);
+    }
+
+    /// <summary><see cref="SuperBlock"/> for 16 activation rows (AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SuperBlock(DType type, float* t, Vector256<int> sumLo, Vector256<int> sumHi, short* xs, short* scalesMins,
+                                   Vector256<float> dx0, Vector256<float> dx1, float* d)
+    {
+        if (type == DType.Q5_K)
+        {
+            (Vector256<int> lo16, Vector256<int> hi16) = FactorSums256(xs, scalesMins);
+            sumLo += lo16 << 4;
+            sumHi += hi16 << 4;
+        }
+
+        Vector256<float> sd = Vector256.Create(d[0]);
+        Vector256<float> lo = Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(sumLo), dx0 * sd, Vector256.Load(t));
+        Vector256<float> hi = Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(sumHi), dx1 * sd, Vector256.Load(t + 8));
+        if (type == DType.Q6_K)
+        {
+            lo.Store(t);
+            hi.Store(t + 8);
+            return;
+        }
+
+        (Vector256<int> minLo, Vector256<int> minHi) = FactorSums256(xs, scalesMins + 8);
+        Vector256<float> sm = Vector256.Create(d[16]);
+        Vector256.FusedMultiplyAdd(-Avx.ConvertToVector256Single(minLo), dx0 * sm, lo).Store(t);
+        Vector256.FusedMultiplyAdd(-Avx.ConvertToVector256Single(minHi), dx1 * sm, hi).Store(t + 8);
+    }
+
+    /// <summary>A block's 16-bit half sums (lanes 2j, 2j + 1) added into row j's exact sum, as a float (AVX2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockSum(Vector256<short> halves, Vector256<short> ones) =>
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(halves, ones));
 
     /// <summary>A block's 16-bit half sums (lanes 2j, 2j + 1) added into row j's exact sum, as a float.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
