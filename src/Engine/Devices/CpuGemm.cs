@@ -13,11 +13,11 @@ namespace GpuLlama.Devices;
 /// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
-/// is 235); Q8_0, Q4_0 and Q5_0 run them on their integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
-/// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>);
-/// on AVX-512BW, Q4_0 and Q5_0 from 32 rows multiply the quants as bytes instead (<see cref="Integer12x32"/>), and so
-/// do Q4_K, Q5_K and Q6_K with their sub-block scales and mins (<see cref="Integer6x32K"/>); AVX2 from 16 rows with
-/// 16-token tiles (<see cref="Integer4x16"/>, <see cref="Integer2x16K"/>).
+/// is 235); Q8_0 runs them on its integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/> on AVX-512
+/// below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>). Q4_0, Q5_0
+/// and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 16 rows instead (<see cref="UsesIntegerTiles"/>:
+/// <see cref="Integer12x32"/>, <see cref="Integer6x32K"/> on 32-row tiles; <see cref="Integer4x16"/>,
+/// <see cref="Integer2x16K"/> on 16-row tiles, AVX2 or prompts of 16-31 rows).
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -105,17 +105,17 @@ internal static unsafe class CpuGemm
         IsAccelerated && m >= 16 && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 || UsesIntegerTiles(type, m);
 
     /// <summary>
-    /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernels (AVX-512BW, 32+
-    /// rows): formats whose quants are unsigned before their offset, so that vpmaddubsw multiplies them by the signed
-    /// 8-bit activations directly — 64 products per instruction, where the float kernel's FMA does 16. Q4_0 and Q5_0
-    /// (<see cref="Integer12x32"/>: the float kernel's exact block sums, scaled the same way, so the results are
+    /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernels (AVX2, 16+ rows):
+    /// formats whose quants are unsigned before their offset, so that vpmaddubsw multiplies them by the signed 8-bit
+    /// activations directly — 64 products per 512-bit instruction, where the float kernel's FMA does 16. Q4_0 and
+    /// Q5_0 (<see cref="Integer12x32"/>: the float kernel's exact block sums, scaled the same way, so the results are
     /// identical) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
-    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums. AVX2 (16 registers): the same with
-    /// 16-token tiles, 4 rows (<see cref="Integer4x16"/>) and 2 rows (<see cref="Integer2x16K"/>) per kernel.
+    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums. 16-row tiles (AVX2, and on AVX-512
+    /// prompts of 16-31 rows): the same with 256-bit vectors in 16 registers, 4 rows (<see cref="Integer4x16"/>) and 2
+    /// rows (<see cref="Integer2x16K"/>) per kernel.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
-        (Avx512BW.IsSupported && Vector512.IsHardwareAccelerated ? m >= 32 : Avx2.IsSupported && IsAccelerated && m >= 16) &&
-        type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+        Avx2.IsSupported && IsAccelerated && m >= 16 && type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
     private static bool IsKQuant(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
