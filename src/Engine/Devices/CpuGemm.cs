@@ -90,19 +90,20 @@ internal static unsafe class CpuGemm
     /// lanes and then across them, and the quantized products exist to reproduce llama.cpp's quantized runs — whose
     /// 8-bit rounding of every layer's input turns a 1-ulp difference into a different code on the tiny fixtures: the
     /// sequential order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
-    /// Q8_0, Q4_0 and Q5_0 run the outer kernels block-scaled instead (<see cref="UsesOuterBlocks"/>).
+    /// Q8_0 runs the outer kernels block-scaled instead, Q4_0/Q5_0 and the K-quants integer kernels (<see cref="UsesOuterBlocks"/>).
     /// </summary>
     public static bool UsesOuterTiles(DType type, int m) => IsAccelerated && m >= 16 && type is DType.F32 or DType.F16 or DType.BF16;
 
     /// <summary>
-    /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs on the block-scaled outer
-    /// kernels (Q8_0, Q4_0 and Q5_0 — the 32-blocks with one scale —, at least 16 rows): weights and activations as
-    /// their integer quants (held exactly in floats), each 32-block's sums exact, then scaled by d_w·d_x and added — llama.cpp's formula
-    /// Σ_b (d_w·d_x)·Σ q_w·q_x, so the order of float additions is over blocks, not over values. The caller packs the
-    /// quantized activations with <see cref="PackQuants"/>.
+    /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs block-scaled on its
+    /// integer quants (at least 16 rows): Q8_0 on the float outer kernels (weights and activations as their quants,
+    /// held exactly in floats), the formats of <see cref="UsesIntegerTiles"/> on the integer kernels. Either way each
+    /// block's sums are exact, then scaled by d_w·d_x and added — llama.cpp's formula Σ_b (d_w·d_x)·Σ q_w·q_x, so
+    /// the order of float additions is over blocks, not over values. The caller packs the quantized activations with
+    /// <see cref="PackQuants"/> or <see cref="PackQuantBytes"/>.
     /// </summary>
     public static bool UsesOuterBlocks(DType type, int m) =>
-        IsAccelerated && m >= 16 && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 || UsesIntegerTiles(type, m);
+        IsAccelerated && m >= 16 && type == DType.Q8_0 || UsesIntegerTiles(type, m);
 
     /// <summary>
     /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernels (AVX2, 16+ rows):
@@ -317,8 +318,9 @@ internal static unsafe class CpuGemm
 
     /// <summary>
     /// Panels p .. p + 2 (12 rows) against every activation row on the outer-product kernels. With
-    /// <paramref name="packedScales"/> (Q8_0/Q4_0/Q5_0 against quantized activations) the weights are decoded to their
-    /// integer quants and block scales, and the kernels add each 32-block's exact sums times d_w·d_x.
+    /// <paramref name="packedScales"/> (block-scaled formats against quantized activations) the weights are decoded to
+    /// their integer quants (as floats for Q8_0, as bytes for the integer kernels) and block scales, and the kernels add
+    /// each block's exact sums times d_w·d_x.
     /// </summary>
     private static void OuterGroup(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* packed,
                                    float* packedScales, int m, float* c, bool add, int p, int k0, int kn, float* scratch, float* t)
@@ -336,7 +338,7 @@ internal static unsafe class CpuGemm
             }
             else
             {
-                DecodeQuants(type, groupedQ4_0, row, kn, scratch + r * ScratchStride, dw + r * ScaleStride);
+                DecodeQuants(row, kn, scratch + r * ScratchStride, dw + r * ScaleStride);
             }
         }
 
@@ -427,79 +429,26 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// A Q8_0, Q4_0 or Q5_0 row segment of <paramref name="n"/> values (whole blocks) as its quants in floats (Q4_0:
-    /// q − 8, Q5_0: q − 16) and its block scales: the block-scaled <see cref="OuterGroup"/>'s operands, exact.
+    /// A Q8_0 row segment of <paramref name="n"/> values (whole blocks) as its quants in floats and its block scales:
+    /// the block-scaled <see cref="OuterGroup"/>'s operands, exact. (Q4_0 and Q5_0 take the integer kernels.)
     /// </summary>
-    private static void DecodeQuants(DType type, bool groupedQ4_0, byte* row, int n, float* q, float* d)
+    private static void DecodeQuants(byte* row, int n, float* q, float* d)
     {
         float* ht = CpuQuantDot.HalfTable;
-        Vector256<int> low = Vector256.Create(0x0F), eight = Vector256.Create(8);
-        if (type == DType.Q8_0)
+        for (int b = 0; b < n / 32; b++, row += 34, q += 32)
         {
-            for (int b = 0; b < n / 32; b++, row += 34, q += 32)
+            d[b] = ht[*(ushort*)row];
+            for (int i = 0; i < 32; i += 8)
             {
-                d[b] = ht[*(ushort*)row];
-                for (int i = 0; i < 32; i += 8)
-                {
-                    Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)row + 2 + i)).Store(q + i);
-                }
-            }
-
-            return;
-        }
-
-        if (type == DType.Q5_0)
-        {
-            // 22-byte blocks: F16 d, 32 fifth bits (value j's at bit j), 16 nibble bytes (values j and j + 16)
-            Vector256<uint> shifts = Vector256.Create(0u, 1, 2, 3, 4, 5, 6, 7);
-            Vector256<uint> one = Vector256.Create(1u);
-            Vector256<int> sixteen = Vector256.Create(16);
-            for (int b = 0; b < n / 32; b++, row += 22, q += 32)
-            {
-                d[b] = ht[*(ushort*)row];
-                Vector256<uint> qh = Vector256.Create(*(uint*)(row + 2));
-                for (int i = 0; i < 16; i += 8)
-                {
-                    Vector256<int> v = Avx2.ConvertToVector256Int32(row + 6 + i);
-                    Vector256<int> hiLow = ((Avx2.ShiftRightLogicalVariable(qh, shifts + Vector256.Create((uint)i)) & one) << 4).AsInt32();
-                    Vector256<int> hiHigh = ((Avx2.ShiftRightLogicalVariable(qh, shifts + Vector256.Create((uint)(i + 16))) & one) << 4).AsInt32();
-                    Avx.ConvertToVector256Single(((v & low) | hiLow) - sixteen).Store(q + i);
-                    Avx.ConvertToVector256Single(((v >> 4) | hiHigh) - sixteen).Store(q + 16 + i);
-                }
-            }
-
-            return;
-        }
-
-        // Q4_0: file blocks of 18 bytes (F16 d, 16 nibble bytes), or groups of eight (eight scales, then the nibbles)
-        for (int b = 0; b < n / 32; b++, q += 32)
-        {
-            byte* nibbles;
-            if (groupedQ4_0)
-            {
-                byte* group = row + 144 * (b / 8);
-                d[b] = ht[((ushort*)group)[b % 8]];
-                nibbles = group + 16 + 16 * (b % 8);
-            }
-            else
-            {
-                d[b] = ht[*(ushort*)(row + 18 * b)];
-                nibbles = row + 18 * b + 2;
-            }
-
-            for (int i = 0; i < 16; i += 8)
-            {
-                Vector256<int> v = Avx2.ConvertToVector256Int32(nibbles + i);
-                Avx.ConvertToVector256Single((v & low) - eight).Store(q + i);
-                Avx.ConvertToVector256Single((v >> 4) - eight).Store(q + 16 + i);
+                Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)row + 2 + i)).Store(q + i);
             }
         }
     }
 
     /// <summary>
-    /// A Q4_0 or Q5_0 row segment of <paramref name="n"/> values (whole blocks) as its unsigned quants, one byte each
-    /// (Q4_0: 0..15, Q5_0: 0..31; the offset is in <see cref="PackQuantBytes"/>' starting sums), and its block
-    /// scales: <see cref="Integer12x32"/>'s weight operand.
+    /// A Q4_0, Q5_0 or K-quant row segment of <paramref name="n"/> values (whole blocks) as its unsigned quants, one
+    /// byte each (Q4_0/Q4_K: 0..15, Q5_0/Q5_K: 0..31, Q6_K: 0..63; offsets are in <see cref="PackQuantBytes"/>'
+    /// starting sums), and its block scales (K-quants: see <see cref="ScaleStride"/>): the integer kernels' weight operand.
     /// </summary>
     private static void DecodeQuantBytes(DType type, bool groupedQ4_0, byte* row, int n, byte* q, float* d)
     {
@@ -864,7 +813,7 @@ internal static unsafe class CpuGemm
     /// of outer products: each step loads the 32 activations' value i as two vectors and broadcasts each row's weight
     /// i, 24 FMAs for 2 vector loads and 12 broadcasts, where the dot-product tile pays 10 vector loads (6 of them from
     /// L2) for 24 and then horizontal sums. 24 accumulators, 2 activation vectors and a broadcast in the 32 registers.
-    /// With block scales (the quantized products: w and xt hold integer quants, exact in floats): kn/32 blocks, each
+    /// With block scales (Q8_0's products: w and xt hold integer quants, exact in floats): kn/32 blocks, each
     /// block's sums exact in the accumulators (|Σ| ≤ 32·127·127 &lt; 2^24), then, still in registers, t[r·32 + j] +=
     /// Σ·dw[r·ScaleStride + b]·dx[b·32 + j] — llama.cpp's Σ_b (d_w·d_x)·Σ q_w·q_x.
     /// </summary>

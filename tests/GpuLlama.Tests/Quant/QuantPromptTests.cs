@@ -5,10 +5,10 @@ using Xunit;
 namespace GpuLlama.Tests.Quant;
 
 /// <summary>
-/// Prompt products of Q8_0 and Q4_0 weights (many activation rows at once: the block-scaled outer kernels, 32-token
-/// tiles on AVX-512 and 16 on AVX2, the dot tiles below one tile) against llama.cpp's integer dot products row by row,
-/// with the same 8-bit activations:
-/// Σ_b (d_w·d_x)·Σ q_w·q_x differs from it only in the order of the float additions over blocks.
+/// Prompt products of block-quantized weights (many activation rows at once: Q8_0 on the block-scaled float outer
+/// kernels, Q4_0/Q5_0 and the K-quants on the integer kernels — 32-token tiles on AVX-512, 16-token tiles on AVX2 and
+/// for 16-31 rows —, the dot tiles below 16 rows) against llama.cpp's integer dot products row by row, with the same
+/// 8-bit activations: Σ_b (d_w·d_x)·Σ q_w·q_x differs from it only in the order of the float additions over blocks.
 /// </summary>
 public sealed unsafe class QuantPromptTests
 {
