@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using GpuLlama.Formats;
@@ -138,6 +139,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _packQuantsBody = PackQuantRows;
         _matVecBody = MatVecGroups;
         _attentionBody = AttentionRange;
+        _transposeKeysBody = TransposeKeys;
         _normBody = RmsNormRows;
     }
 
@@ -343,8 +345,56 @@ public sealed unsafe partial class CpuDevice : IDevice
         _attQ = Own(q).Pointer;
         _attKv = Own(kv);
         _attPosition = position;
+        _attRows = rows;
         _attShape = shape;
+        _attKeysT = null;
+        if (rows >= TransposedKeyRows && UsesTransposedKeys(shape.HeadDim))
+        {
+            // a prompt: the keys it attends to transposed once, in blocks of 16, for every (row, head) job (the
+            // transpose reads the keys once; the jobs then read them rows × heads/kvHeads times)
+            int blocks = (position + rows + 15) / 16;
+            _attKeysT = GrowBuffer(ref _keysT, checked(shape.KvHeads * blocks * shape.HeadDim * 16));
+            _attKeyBlocks = blocks;
+            _pool.For(shape.KvHeads * blocks, _transposeKeysBody);
+        }
+
         _pool.For(rows * shape.Heads, _attentionBody);
+    }
+
+    // Prompts of this many rows score keys from a transposed copy (decode reads them in place: one query per head).
+    private const int TransposedKeyRows = 16;
+
+    private static bool UsesTransposedKeys(int headDim) => Vector512.IsHardwareAccelerated && headDim % 32 == 0;
+
+    private readonly Action<int, int, int> _transposeKeysBody;
+    private CpuBuffer? _keysT;
+    private float* _attKeysT;
+    private int _attKeyBlocks;
+
+    /// <summary>
+    /// Key blocks [start, end) of every KV head into <see cref="_attKeysT"/>: block b of head g holds keys 16b..16b+15
+    /// as kt[d·16 + j] = K[16b + j][g·hd + d] (keys past the last position zero).
+    /// </summary>
+    private void TransposeKeys(int start, int end, int slice)
+    {
+        AttentionShape s = _attShape;
+        int hd = s.HeadDim, kvDim = s.KvDim;
+        int last = _attPosition + _attRows;
+        float* keys = _attKv!.K.Pointer;
+        for (int job = start; job < end; job++)
+        {
+            int g = job / _attKeyBlocks, b = job % _attKeyBlocks;
+            float* kt = _attKeysT + (long)job * hd * 16;
+            for (int j = 0; j < 16; j++)
+            {
+                int t = 16 * b + j;
+                float* key = keys + (long)t * kvDim + g * hd;
+                for (int d = 0; d < hd; d++)
+                {
+                    kt[d * 16 + j] = t < last ? key[d] : 0f;
+                }
+            }
+        }
     }
 
     public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count)
@@ -820,6 +870,7 @@ public sealed unsafe partial class CpuDevice : IDevice
     private float* _attQ;
     private CpuKvCache? _attKv;
     private int _attPosition;
+    private int _attRows;
     private AttentionShape _attShape;
 
     /// <summary>(row, head) pairs [start, end): scores over the causal window, softmax, weighted sum of V.</summary>
@@ -830,7 +881,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         int kvDim = s.KvDim;
         int kvMul = s.Heads / s.KvHeads;
         float scale = 1.0f / MathF.Sqrt(hd);
-        float* scores = ScoreScratch(slice, _attKv!.Capacity);
+        float* scores = ScoreScratch(slice, _attKv!.Capacity + 16);
         float* keys = _attKv.K.Pointer;
         float* values = _attKv.V.Pointer;
         for (int job = start; job < end; job++)
@@ -841,11 +892,45 @@ public sealed unsafe partial class CpuDevice : IDevice
             float* q = _attQ + (long)r * s.QDim + h * hd;
             int kvOffset = h / kvMul * hd;
             float max = float.NegativeInfinity;
-            for (int t = 0; t <= p; t++)
+            if (_attKeysT != null)
             {
-                float v = CpuMatMul.Dot(q, keys + (long)t * kvDim + kvOffset, hd) * scale;
-                scores[t] = v;
-                max = MathF.Max(max, v);
+                // 16 keys at a time from the transposed blocks, each score bit-identical to CpuMatMul.Dot's
+                // (the scaling and the maximum vectorized: each element's product and the maximum are the same)
+                float* kt = _attKeysT + (long)(h / kvMul) * _attKeyBlocks * hd * 16;
+                Vector512<float> scale16 = Vector512.Create(scale), max16 = Vector512.Create(float.NegativeInfinity);
+                int t = 0;
+                for (; t + 16 <= p + 1; t += 16)
+                {
+                    Scores16(q, kt + (long)t * hd, hd, scores + t);
+                    Vector512<float> v = Vector512.Load(scores + t) * scale16;
+                    v.Store(scores + t);
+                    max16 = Vector512.Max(max16, v);
+                }
+
+                for (int l = 0; l < 16; l++)
+                {
+                    max = MathF.Max(max, max16[l]);
+                }
+
+                if (t <= p)
+                {
+                    Scores16(q, kt + (long)t * hd, hd, scores + t);
+                    for (; t <= p; t++)
+                    {
+                        float v = scores[t] * scale;
+                        scores[t] = v;
+                        max = MathF.Max(max, v);
+                    }
+                }
+            }
+            else
+            {
+                for (int t = 0; t <= p; t++)
+                {
+                    float v = CpuMatMul.Dot(q, keys + (long)t * kvDim + kvOffset, hd) * scale;
+                    scores[t] = v;
+                    max = MathF.Max(max, v);
+                }
             }
 
             double sum = 0; // ggml's soft_max sums in ggml_float
@@ -861,6 +946,37 @@ public sealed unsafe partial class CpuDevice : IDevice
             new Span<float>(o, hd).Clear();
             AccumulateValues(o, values + kvOffset, kvDim, scores, inv, p + 1, hd);
         }
+    }
+
+    /// <summary>
+    /// dst[j] = CpuMatMul.Dot(q, key j) for the 16 keys of a transposed block (kt[d·16 + j]), with the same
+    /// arithmetic: Dot's two FMA chains over q's 16-value chunks (even chunks, odd chunks) for every lane l, their sum,
+    /// then Vector512.Sum's tree over the 16 lanes (pairs of adjacent lanes, balanced) — here with keys in the lanes
+    /// and one vector per Dot lane, so that 16 scores cost hd FMAs and 31 adds instead of 16 reductions.
+    /// </summary>
+    private static void Scores16(float* q, float* kt, int hd, float* dst)
+    {
+        Vector512<float> left = ((Lane(q, kt, hd, 0) + Lane(q, kt, hd, 1)) + (Lane(q, kt, hd, 2) + Lane(q, kt, hd, 3))) +
+                                ((Lane(q, kt, hd, 4) + Lane(q, kt, hd, 5)) + (Lane(q, kt, hd, 6) + Lane(q, kt, hd, 7)));
+        Vector512<float> right = ((Lane(q, kt, hd, 8) + Lane(q, kt, hd, 9)) + (Lane(q, kt, hd, 10) + Lane(q, kt, hd, 11))) +
+                                 ((Lane(q, kt, hd, 12) + Lane(q, kt, hd, 13)) + (Lane(q, kt, hd, 14) + Lane(q, kt, hd, 15)));
+        (left + right).Store(dst);
+    }
+
+    /// <summary>Lane l of CpuMatMul.Dot's a0 + a1 for 16 keys: q[16c + l]·k[16c + l] summed over even c, over odd c.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Lane(float* q, float* kt, int hd, int l)
+    {
+        Vector512<float> a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[l]), Vector512.Load(kt + l * 16), Vector512<float>.Zero);
+        Vector512<float> a1 = Vector512.FusedMultiplyAdd(Vector512.Create(q[16 + l]), Vector512.Load(kt + (16 + l) * 16), Vector512<float>.Zero);
+        for (int c = 2; c < hd / 16; c += 2)
+        {
+            int i = 16 * c + l;
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[i]), Vector512.Load(kt + i * 16), a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.Create(q[i + 16]), Vector512.Load(kt + (i + 16) * 16), a1);
+        }
+
+        return a0 + a1;
     }
 
     /// <summary>

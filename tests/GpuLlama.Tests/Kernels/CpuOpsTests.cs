@@ -15,6 +15,8 @@ public sealed class CpuOpsTests : IDisposable
     [InlineData(4, 2, 64, 37, 30, 2)]   // GQA, the 64-wide register path, two rows of a batch
     [InlineData(2, 1, 128, 20, 19, 1)]  // decode, the 128-wide register path
     [InlineData(3, 3, 24, 9, 0, 3)]     // head size without a register path, from position 0
+    [InlineData(8, 2, 64, 60, 5, 40)]   // a prompt: keys scored 16 at a time from a transposed copy, a partial last block
+    [InlineData(4, 1, 128, 33, 0, 17)]  // the same at head size 128
     public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows)
     {
         var shape = new AttentionShape(heads, kvHeads, headDim, RopeStyle.Interleaved);
@@ -33,6 +35,41 @@ public sealed class CpuOpsTests : IDisposable
         {
             int r = i / shape.QDim, h = i % shape.QDim / headDim, e = i % headDim;
             Assert.True(Math.Abs(got[i] - want[i]) <= 1e-5, $"row {r} head {h} element {e}: got {got[i]}, want {want[i]}");
+        }
+    }
+
+    /// <summary>
+    /// A prompt's attention (16+ rows: the transposed-key scores) equals, bit for bit, the same rows attended one at a
+    /// time (decode: CpuMatMul.Dot per key), so that a prompt and the tokens generated after it see the same numbers.
+    /// </summary>
+    [Theory]
+    [InlineData(64, 3, 45)]
+    [InlineData(128, 0, 20)]
+    public void Prompt_attention_equals_decode_attention_bit_for_bit(int headDim, int position, int rows)
+    {
+        var shape = new AttentionShape(8, 2, headDim, RopeStyle.Interleaved);
+        var rng = new Random(headDim * 31 + rows);
+        int capacity = position + rows;
+        float[] q = Random(rows * shape.QDim, rng);
+        float[] k = Random(capacity * shape.KvDim, rng);
+        float[] v = Random(capacity * shape.KvDim, rng);
+        using KvCacheLayer kv = _cpu.AllocateKv(capacity, shape.KvDim);
+        using DeviceBuffer kb = Buffer(k), vb = Buffer(v), qb = Buffer(q), o = _cpu.Allocate(rows * shape.QDim);
+        _cpu.StoreKv(kv, kb, vb, 0, capacity);
+        _cpu.Attention(o, qb, kv, position, rows, shape);
+        float[] batch = new float[rows * shape.QDim];
+        _cpu.Read(o, batch);
+        for (int r = 0; r < rows; r++)
+        {
+            using DeviceBuffer q1 = Buffer(q.AsSpan(r * shape.QDim, shape.QDim).ToArray()), o1 = _cpu.Allocate(shape.QDim);
+            _cpu.Attention(o1, q1, kv, position + r, 1, shape);
+            float[] one = new float[shape.QDim];
+            _cpu.Read(o1, one);
+            for (int i = 0; i < shape.QDim; i++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(one[i]) == BitConverter.SingleToInt32Bits(batch[r * shape.QDim + i]),
+                            $"row {r} element {i}: prompt {batch[r * shape.QDim + i]:R}, decode {one[i]:R}");
+            }
         }
     }
 
