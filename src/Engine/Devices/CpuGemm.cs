@@ -73,8 +73,8 @@ internal static unsafe class CpuGemm
 
     // Row stride of the weight scales of a converted group (block-scaled outer kernel): one per 32 values of a K block.
     // K-quants: per super-block d at 0 and dmin at 16, then from float 32 on 16 shorts each: Q4_K/Q5_K's 8 scales and
-    // 8 mins, or Q6_K's 16 scales.
-    private const int ScaleStride = KBlockFloats / 32 + 48;
+    // 8 mins, or Q6_K's 16 scales. Q8_0 on the VNNI kernel: its block sums' starting values (ints) from float 96 on.
+    private const int ScaleStride = 2 * (KBlockFloats / 32) + 16;
 
     /// <summary>
     /// Floats of panel scratch one thread needs: twelve converted rows of a K block (<paramref name="k"/> is at most
@@ -111,12 +111,14 @@ internal static unsafe class CpuGemm
     /// activations directly — 64 products per 512-bit instruction, where the float kernel's FMA does 16. Q4_0 and
     /// Q5_0 (<see cref="Integer12x32"/>: the float kernel's exact block sums, scaled the same way, so the results are
     /// identical) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
-    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums. 16-row tiles (AVX2, and on AVX-512
+    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums; where AVX-VNNI exists it takes
+    /// <see cref="Vnni6x16"/> instead (vpdpbusd sums four products into 32 bits directly). 16-row tiles (AVX2, and on AVX-512
     /// prompts of 16-31 rows): the same with 256-bit vectors in 16 registers, 4 rows (<see cref="Integer4x16"/>) and 2
     /// rows (<see cref="Integer2x16K"/>) per kernel.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
-        Avx2.IsSupported && IsAccelerated && m >= 16 && type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+        Avx2.IsSupported && IsAccelerated && m >= 16 &&
+        (type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K || type == DType.Q8_0 && AvxVnni.IsSupported);
 
     private static bool IsKQuant(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
@@ -132,7 +134,7 @@ internal static unsafe class CpuGemm
     {
         DType.Q4_0 => 8,
         DType.Q6_K => 32,
-        DType.Q4_K => 0,
+        DType.Q4_K or DType.Q8_0 => 0, // Q8_0: the offset is on the activations, undone per weight row (Vnni6x16)
         _ => 16, // Q5_0, Q5_K
     };
 
@@ -160,9 +162,10 @@ internal static unsafe class CpuGemm
             for (int j = 0; j < tokens; j++)
             {
                 sbyte* src = qs + (long)(start + j) * k;
+                int flip = type == DType.Q8_0 ? unchecked((int)0x80808080) : 0; // Q8_0 (VNNI): x + 128 as unsigned bytes
                 for (int g = 0; g < k / 4; g++)
                 {
-                    ((int*)dst)[g * tokens + j] = ((int*)src)[g];
+                    ((int*)dst)[g * tokens + j] = ((int*)src)[g] ^ flip;
                 }
 
                 int lane = (j / perVector) * tokens + (j % perVector) * 2;
@@ -390,6 +393,19 @@ internal static unsafe class CpuGemm
                         }
                     }
                 }
+                else if (type == DType.Q8_0)
+                {
+                    // 6-row × 16-token parts (VEX: 16 registers); a 32-row tile's second half 64 bytes on per step. Each
+                    // part prefetches the same 16·kn bytes of the next group: the first fetches them, the rest hit.
+                    for (int h = 0; h < tokens / 16; h++)
+                    {
+                        for (int r = 0; r < OuterRows; r += 6)
+                        {
+                            Vnni6x16(wq + r * ByteStride, xq + 64 * h, tokens * 4, kn, t + r * tokens + 16 * h, tokens, prefetch,
+                                     dw + r * ScaleStride, dx + 16 * h, tokens);
+                        }
+                    }
+                }
                 else if (tokens == 32)
                 {
                     Integer12x32(wq, xq, starts, kn, t, prefetch, dw, dx);
@@ -454,6 +470,23 @@ internal static unsafe class CpuGemm
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector128<byte> low = Vector128.Create((byte)0x0F);
+        if (type == DType.Q8_0)
+        {
+            // 34-byte blocks: F16 d, 32 signed quants; the kernel's activations are x + 128, so each block's sum starts
+            // at −128·Σq (ints from d + 96)
+            int* starts = (int*)(d + 96);
+            for (int b = 0; b < n / 32; b++, row += 34, q += 32)
+            {
+                d[b] = ht[*(ushort*)row];
+                Vector256<sbyte> v = Vector256.Load((sbyte*)row + 2);
+                v.AsByte().Store(q);
+                Vector256<short> wide = Avx2.ConvertToVector256Int16(v.GetLower()) + Avx2.ConvertToVector256Int16(v.GetUpper());
+                starts[b] = -128 * Vector256.Sum(Avx2.MultiplyAddAdjacent(wide, Vector256<short>.One));
+            }
+
+            return;
+        }
+
         if (type == DType.Q6_K)
         {
             // 210-byte super-blocks: 128 bytes of low nibbles, 64 of 2-bit highs, 16 int8 scales, F16 d. Each half of
@@ -1169,6 +1202,72 @@ internal static unsafe class CpuGemm
         Vector512<float> sm = Vector512.Create(d[16]);
         Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(minLo), dx0 * sm, lo).Store(t);
         Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(minHi), dx1 * sm, hi).Store(t + 16);
+    }
+
+    /// <summary>
+    /// Q8_0 on AVX-VNNI: 6 weight rows by 16 activation rows, t[r·ts + j]. w holds the rows' signed quants at
+    /// <see cref="ByteStride"/>, xt the activations' quants + 128 as unsigned bytes, four values of 16 rows per
+    /// <paramref name="xStep"/> bytes (<see cref="PackQuantBytes"/>). vpdpbusd adds four u8·s8 products into each
+    /// 32-bit lane without saturation, so a block's sums start at −128·Σq_w (per row, from the decoding) and end as
+    /// the exact Σ q_w·q_x; then t += Σ·d_w·d_x as <see cref="Outer12x32"/> does (the same results). 12 sums, 2
+    /// activation vectors and a broadcast: VNNI's VEX form reaches only the first 16 registers. dx: per block
+    /// <paramref name="dxStride"/> rows' scales, this part's 16 first.
+    /// </summary>
+    private static void Vnni6x16(byte* w, byte* xt, int xStep, int kn, float* t, int ts, byte* prefetch, float* dw, float* dx, int dxStride)
+    {
+        const int S = ByteStride;
+        int* st = (int*)(dw + 96);
+        for (int b = 0; b < kn / 32; b++, dx += dxStride, xt += 8 * xStep)
+        {
+            Vector256<int> a0 = Vector256.Create(st[b]), a1 = Vector256.Create(st[ScaleStride + b]), a2 = Vector256.Create(st[2 * ScaleStride + b]);
+            Vector256<int> a3 = Vector256.Create(st[3 * ScaleStride + b]), a4 = Vector256.Create(st[4 * ScaleStride + b]), a5 = Vector256.Create(st[5 * ScaleStride + b]);
+            Vector256<int> b0 = a0, b1 = a1, b2 = a2, b3 = a3, b4 = a4, b5 = a5;
+            byte* x = xt;
+            for (byte* end = w + 32; w < end; w += 4, x += xStep, prefetch += 64)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector256<byte> x0 = Vector256.Load(x);
+                Vector256<byte> x1 = Vector256.Load(x + 32);
+                Vector256<sbyte> v = Vector256.Create(*(int*)w).AsSByte();
+                a0 = AvxVnni.MultiplyWideningAndAdd(a0, x0, v);
+                b0 = AvxVnni.MultiplyWideningAndAdd(b0, x1, v);
+                v = Vector256.Create(*(int*)(w + S)).AsSByte();
+                a1 = AvxVnni.MultiplyWideningAndAdd(a1, x0, v);
+                b1 = AvxVnni.MultiplyWideningAndAdd(b1, x1, v);
+                v = Vector256.Create(*(int*)(w + 2 * S)).AsSByte();
+                a2 = AvxVnni.MultiplyWideningAndAdd(a2, x0, v);
+                b2 = AvxVnni.MultiplyWideningAndAdd(b2, x1, v);
+                v = Vector256.Create(*(int*)(w + 3 * S)).AsSByte();
+                a3 = AvxVnni.MultiplyWideningAndAdd(a3, x0, v);
+                b3 = AvxVnni.MultiplyWideningAndAdd(b3, x1, v);
+                v = Vector256.Create(*(int*)(w + 4 * S)).AsSByte();
+                a4 = AvxVnni.MultiplyWideningAndAdd(a4, x0, v);
+                b4 = AvxVnni.MultiplyWideningAndAdd(b4, x1, v);
+                v = Vector256.Create(*(int*)(w + 5 * S)).AsSByte();
+                a5 = AvxVnni.MultiplyWideningAndAdd(a5, x0, v);
+                b5 = AvxVnni.MultiplyWideningAndAdd(b5, x1, v);
+            }
+
+            Vector256<float> d0 = Vector256.Load(dx), d1 = Vector256.Load(dx + 8), sw;
+            sw = Vector256.Create(dw[b]);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(a0), d0 * sw, Vector256.Load(t)).Store(t);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(b0), d1 * sw, Vector256.Load(t + 8)).Store(t + 8);
+            sw = Vector256.Create(dw[ScaleStride + b]);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(a1), d0 * sw, Vector256.Load(t + ts)).Store(t + ts);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(b1), d1 * sw, Vector256.Load(t + ts + 8)).Store(t + ts + 8);
+            sw = Vector256.Create(dw[2 * ScaleStride + b]);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(a2), d0 * sw, Vector256.Load(t + 2 * ts)).Store(t + 2 * ts);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(b2), d1 * sw, Vector256.Load(t + 2 * ts + 8)).Store(t + 2 * ts + 8);
+            sw = Vector256.Create(dw[3 * ScaleStride + b]);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(a3), d0 * sw, Vector256.Load(t + 3 * ts)).Store(t + 3 * ts);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(b3), d1 * sw, Vector256.Load(t + 3 * ts + 8)).Store(t + 3 * ts + 8);
+            sw = Vector256.Create(dw[4 * ScaleStride + b]);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(a4), d0 * sw, Vector256.Load(t + 4 * ts)).Store(t + 4 * ts);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(b4), d1 * sw, Vector256.Load(t + 4 * ts + 8)).Store(t + 4 * ts + 8);
+            sw = Vector256.Create(dw[5 * ScaleStride + b]);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(a5), d0 * sw, Vector256.Load(t + 5 * ts)).Store(t + 5 * ts);
+            Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(b5), d1 * sw, Vector256.Load(t + 5 * ts + 8)).Store(t + 5 * ts + 8);
+        }
     }
 
     /// <summary>
