@@ -13,11 +13,12 @@ namespace GpuLlama.Devices;
 /// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
-/// is 235); Q8_0 runs them on its integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/> on AVX-512
-/// below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>). Q4_0, Q5_0
-/// and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 16 rows instead (<see cref="UsesIntegerTiles"/>:
+/// is 235); without AVX-VNNI, Q8_0 runs them on its integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
+/// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>). Q4_0,
+/// Q5_0 and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 16 rows instead (<see cref="UsesIntegerTiles"/>:
 /// <see cref="Integer12x32"/>, <see cref="Integer6x32K"/> on 32-row tiles; <see cref="Integer4x16"/>,
-/// <see cref="Integer2x16K"/> on 16-row tiles, AVX2 or prompts of 16-31 rows).
+/// <see cref="Integer2x16K"/> on 16-row tiles, AVX2 or prompts of 16-31 rows), and so does Q8_0 with AVX-VNNI
+/// (<see cref="Vnni6x16"/>).
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -96,8 +97,8 @@ internal static unsafe class CpuGemm
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs block-scaled on its
-    /// integer quants (at least 16 rows): Q8_0 on the float outer kernels (weights and activations as their quants,
-    /// held exactly in floats), the formats of <see cref="UsesIntegerTiles"/> on the integer kernels. Either way each
+    /// integer quants (at least 16 rows): the formats of <see cref="UsesIntegerTiles"/> on the integer kernels, Q8_0
+    /// without AVX-VNNI on the float outer kernels (weights and activations as their quants, held exactly in floats). Either way each
     /// block's sums are exact, then scaled by d_w·d_x and added — llama.cpp's formula Σ_b (d_w·d_x)·Σ q_w·q_x, so
     /// the order of float additions is over blocks, not over values. The caller packs the quantized activations with
     /// <see cref="PackQuants"/> or <see cref="PackQuantBytes"/>.
