@@ -689,17 +689,21 @@ public sealed unsafe partial class CpuDevice : IDevice
             _mmX = xr;
         }
 
+        bool blocks = CpuGemm.IsAccelerated && UsesQ8(w.Type) && CpuGemm.UsesOuterBlocks(w.Type, rows); // exact mode keeps x float32: not these
         if (UsesQ8(w.Type))
         {
-            // llama.cpp's numerics, the float GEMM's speed: x rounded to 8 bits as for the integer kernels, then
-            // expanded back (d·q) and multiplied by the dequantized weight panels. Products of the same rounded
-            // operands, so the prompt's logits are those of the integer decode path up to float rounding, while the
-            // blocked GEMM, bound by FMAs rather than by a per-block integer reduction, runs twice as fast.
+            // llama.cpp's numerics: x rounded to 8 bits as for the integer decode kernels. The block-scaled groups
+            // multiply those quants (CpuGemm); the dot tiles (other formats, short prompts, the rows past the last
+            // whole 12-row group) multiply them expanded back (d·q) by the dequantized weight panels — products of
+            // the same rounded operands, equal to the integer decode path up to float rounding.
             bool k256 = CpuQ8Dot.UsesBlocks256(w.Type);
             _q8.Quantize(x, rows, w.Cols, !k256, k256);
-            float* xq = GrowBuffer(ref _xRounded, rows * w.Cols);
-            _q8.Dequantize(k256, xq);
-            _mmX = xq;
+            if (!blocks || w.Rows % CpuGemm.OuterRows != 0)
+            {
+                float* xq = GrowBuffer(ref _xRounded, rows * w.Cols);
+                _q8.Dequantize(k256, xq);
+                _mmX = xq;
+            }
         }
 
         if (!CpuGemm.IsAccelerated)
@@ -709,7 +713,6 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
 
         int panels = (w.Rows + CpuGemm.PanelRows - 1) / CpuGemm.PanelRows;
-        bool blocks = UsesQ8(w.Type) && CpuGemm.UsesOuterBlocks(w.Type, rows); // exact mode keeps x float32: not these
         if (blocks || CpuGemm.UsesOuterTiles(w.Type, rows))
         {
             // X (or its 8-bit quants, with their scales) transposed into token tiles once, for all threads; the work

@@ -98,8 +98,8 @@ internal static unsafe class CpuGemm
     /// <summary>
     /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs block-scaled on its
     /// integer quants (at least 16 rows): the formats of <see cref="UsesIntegerTiles"/> on the integer kernels, Q8_0
-    /// without AVX-VNNI on the float outer kernels (weights and activations as their quants, held exactly in floats). Either way each
-    /// block's sums are exact, then scaled by d_w·d_x and added — llama.cpp's formula Σ_b (d_w·d_x)·Σ q_w·q_x, so
+    /// without AVX-VNNI on the float outer kernels (weights and activations as their quants, held exactly in floats).
+    /// Either way each block's sums are exact, then scaled by d_w·d_x and added — llama.cpp's formula Σ_b (d_w·d_x)·Σ q_w·q_x, so
     /// the order of float additions is over blocks, not over values. The caller packs the quantized activations with
     /// <see cref="PackQuants"/> or <see cref="PackQuantBytes"/>.
     /// </summary>
@@ -155,6 +155,7 @@ internal static unsafe class CpuGemm
     {
         bool k256 = IsKQuant(type), mins = type is DType.Q4_K or DType.Q5_K;
         int sub = SubBlock(type), offset = QuantOffset(type), tokens = OuterTokens(m), perVector = tokens / 2;
+        int flip = type == DType.Q8_0 ? unchecked((int)0x80808080) : 0; // Q8_0 (VNNI): x + 128 as unsigned bytes
         for (int t = t0; t < t1; t++)
         {
             byte* dst = packed + (long)t * IntegerTileBytes(k, tokens);
@@ -163,7 +164,6 @@ internal static unsafe class CpuGemm
             for (int j = 0; j < tokens; j++)
             {
                 sbyte* src = qs + (long)(start + j) * k;
-                int flip = type == DType.Q8_0 ? unchecked((int)0x80808080) : 0; // Q8_0 (VNNI): x + 128 as unsigned bytes
                 for (int g = 0; g < k / 4; g++)
                 {
                     ((int*)dst)[g * tokens + j] = ((int*)src)[g] ^ flip;
@@ -172,11 +172,11 @@ internal static unsafe class CpuGemm
                 int lane = (j / perVector) * tokens + (j % perVector) * 2;
                 if (mins)
                 {
-                    // sub-block s = 2p + e of super-block sb: [sb][p][v][lane], 2T shorts per pair
+                    // sub-block 2p + e (of 32 values; 8 per super-block): [p][v][lane], 2T shorts per pair
                     short* bj = bsums + (long)(start + j) * (k / 16);
-                    for (int sb = 0; sb < k / 32; sb++)
+                    for (int sub32 = 0; sub32 < k / 32; sub32++)
                     {
-                        sums[(sb / 2) * 2 * tokens + lane + sb % 2] = (short)(bj[2 * sb] + bj[2 * sb + 1]);
+                        sums[(sub32 / 2) * 2 * tokens + lane + sub32 % 2] = (short)(bj[2 * sub32] + bj[2 * sub32 + 1]);
                     }
                 }
 
@@ -289,8 +289,8 @@ internal static unsafe class CpuGemm
     /// <paramref name="packed"/>: X as <see cref="PackTokens"/> left it when <see cref="UsesOuterTiles"/>, else null;
     /// groups of three full panels then run on the outer-product kernel, the rest on the dot-product tiles.
     /// <paramref name="packedScales"/>: with <see cref="UsesOuterBlocks"/>, packed and packedScales are
-    /// <see cref="PackQuants"/>' output and the groups run block-scaled (x stays the dequantized activations for the
-    /// dot tiles of the rest).
+    /// <see cref="PackQuantBytes"/>' output (<see cref="UsesIntegerTiles"/>) or <see cref="PackQuants"/>' and the groups
+    /// run block-scaled (x stays the dequantized activations for the dot tiles of the rest).
     /// </summary>
     public static void Multiply(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c,
                                 bool accumulate, int p0, int p1, float* scratch, float* packed, float* packedScales = null)
