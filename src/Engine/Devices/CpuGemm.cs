@@ -13,12 +13,13 @@ namespace GpuLlama.Devices;
 /// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
-/// is 235); without AVX-VNNI, Q8_0 runs them on its integer quants, block-scaled, from 16 rows (<see cref="Outer12x16"/>
-/// on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM computes (<see cref="UsesOuterBlocks"/>). Q4_0,
+/// is 235); Q8_0 without an integer kernel (AVX2 without AVX-VNNI, AVX-512 prompts of 16-31 rows) runs them on its integer
+/// quants, block-scaled (<see cref="Outer12x16"/> on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM
+/// computes (<see cref="UsesOuterBlocks"/>). Q4_0,
 /// Q5_0 and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 16 rows instead (<see cref="UsesIntegerTiles"/>:
 /// <see cref="Integer12x32"/>, <see cref="Integer6x32K"/> on 32-row tiles; <see cref="Integer4x16"/>,
 /// <see cref="Integer2x16K"/> on 16-row tiles, AVX2 or prompts of 16-31 rows), and so does Q8_0 with AVX-VNNI
-/// (<see cref="Vnni6x16"/>).
+/// (<see cref="Vnni6x16"/>) or, without it, on AVX-512 from 32 rows as two nibbles (<see cref="Split6x32"/>).
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -72,6 +73,9 @@ internal static unsafe class CpuGemm
     // Row stride of the integer kernel's decoded quants (bytes): a cache line more than the largest K block.
     private const int ByteStride = KBlockFloats + 64;
 
+    // Split6x32's high nibbles: a second plane of rows after the twelve low-nibble rows (both fit in the float rows).
+    private const int SplitPlane = OuterRows * ByteStride;
+
     // Row stride of the weight scales of a converted group (block-scaled outer kernel): one per 32 values of a K block.
     // K-quants: per super-block d at 0 and dmin at 16, then from float 32 on 16 shorts each: Q4_K/Q5_K's 8 scales and
     // 8 mins, or Q6_K's 16 scales. Q8_0 on the VNNI kernel: its block sums' starting values (ints) from float 96 on.
@@ -113,13 +117,21 @@ internal static unsafe class CpuGemm
     /// Q5_0 (<see cref="Integer12x32"/>: the float kernel's exact block sums, scaled the same way, so the results are
     /// identical) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
     /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums; where AVX-VNNI exists it takes
-    /// <see cref="Vnni6x16"/> instead (vpdpbusd sums four products into 32 bits directly). 16-row tiles (AVX2, and on AVX-512
+    /// <see cref="Vnni6x16"/> instead (vpdpbusd sums four products into 32 bits directly), else on AVX-512 with 32-row
+    /// tiles <see cref="Split6x32"/> (its weights as two unsigned nibbles). 16-row tiles (AVX2, and on AVX-512
     /// prompts of 16-31 rows): the same with 256-bit vectors in 16 registers, 4 rows (<see cref="Integer4x16"/>) and 2
     /// rows (<see cref="Integer2x16K"/>) per kernel.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
         Avx2.IsSupported && IsAccelerated && m >= 16 &&
-        (type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K || type == DType.Q8_0 && AvxVnni.IsSupported);
+        (type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K || type == DType.Q8_0 && (AvxVnni.IsSupported || SplitsQ8_0(m)));
+
+    /// <summary>
+    /// Whether Q8_0 runs on <see cref="Split6x32"/> (AVX-512 without AVX-VNNI, 32-row tiles): its quants + 128 as two
+    /// unsigned nibbles, each multiplied on vpmaddubsw like Q4_0's — 32 products per instruction, twice the float
+    /// kernel's 16 (Zen 4 has AVX-512 VNNI, which .NET 10 cannot emit, and no AVX-VNNI).
+    /// </summary>
+    private static bool SplitsQ8_0(int m) => !AvxVnni.IsSupported && Avx512BW.IsSupported && OuterTokens(m) == 32;
 
     private static bool IsKQuant(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
@@ -135,7 +147,10 @@ internal static unsafe class CpuGemm
     {
         DType.Q4_0 => 8,
         DType.Q6_K => 32,
-        DType.Q4_K or DType.Q8_0 => 0, // Q8_0: the offset is on the activations, undone per weight row (Vnni6x16)
+        DType.Q4_K => 0,
+        // Q8_0 on VNNI: the offset is on the activations, undone per weight row (Vnni6x16); split into nibbles, the
+        // high nibble's 8 (Split6x32)
+        DType.Q8_0 => AvxVnni.IsSupported ? 0 : 8,
         _ => 16, // Q5_0, Q5_K
     };
 
@@ -155,7 +170,7 @@ internal static unsafe class CpuGemm
     {
         bool k256 = IsKQuant(type), mins = type is DType.Q4_K or DType.Q5_K;
         int sub = SubBlock(type), offset = QuantOffset(type), tokens = OuterTokens(m), perVector = tokens / 2;
-        int flip = type == DType.Q8_0 ? unchecked((int)0x80808080) : 0; // Q8_0 (VNNI): x + 128 as unsigned bytes
+        int flip = type == DType.Q8_0 && AvxVnni.IsSupported ? unchecked((int)0x80808080) : 0; // Q8_0 (VNNI): x + 128 as unsigned bytes
         for (int t = t0; t < t1; t++)
         {
             byte* dst = packed + (long)t * IntegerTileBytes(k, tokens);
@@ -394,6 +409,12 @@ internal static unsafe class CpuGemm
                         }
                     }
                 }
+                else if (type == DType.Q8_0 && !AvxVnni.IsSupported)
+                {
+                    // 6-row parts: each prefetches half of what the tile's share of the next group may need
+                    Split6x32(wq, xq, starts, kn, t, prefetch, dw, dx);
+                    Split6x32(wq + 6 * ByteStride, xq, starts, kn, t + 6 * 32, prefetch + kn * 16L, dw + 6 * ScaleStride, dx);
+                }
                 else if (type == DType.Q8_0)
                 {
                     // 6-row × 16-token parts (VEX: 16 registers); a 32-row tile's second half 64 bytes on per step. Each
@@ -503,6 +524,21 @@ internal static unsafe class CpuGemm
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector128<byte> low = Vector128.Create((byte)0x0F);
+        if (type == DType.Q8_0 && !AvxVnni.IsSupported)
+        {
+            // 34-byte blocks: F16 d, 32 signed quants, as q + 128 = 16·h + l: l at q, h at q + SplitPlane (Split6x32)
+            Vector256<byte> low256 = Vector256.Create((byte)0x0F), flip = Vector256.Create((byte)0x80);
+            for (int b = 0; b < n / 32; b++, row += 34, q += 32)
+            {
+                d[b] = ht[*(ushort*)row];
+                Vector256<byte> u = Vector256.Load(row + 2) ^ flip;
+                (u & low256).Store(q);
+                ((u.AsUInt16() >> 4).AsByte() & low256).Store(q + SplitPlane);
+            }
+
+            return;
+        }
+
         if (type == DType.Q8_0)
         {
             // 34-byte blocks: F16 d, 32 signed quants; the kernel's activations are x + 128, so each block's sum starts
@@ -1095,6 +1131,97 @@ internal static unsafe class CpuGemm
             Vector512.FusedMultiplyAdd(BlockSum(b11, ones), d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
         }
     }
+
+    /// <summary>
+    /// Q8_0 without AVX-VNNI (<see cref="SplitsQ8_0"/>): 6 weight rows by 32 activation rows, t[r·32 + j]. w holds the
+    /// rows' quants + 128 as low nibbles l at <see cref="ByteStride"/> and high nibbles h a <see cref="SplitPlane"/>
+    /// further (q = 16·(h − 8) + l), xt the activations' signed quants and starts −8·Σx per block as for Q4_0
+    /// (<see cref="PackQuantBytes"/>). Per step 2 loads, 12 broadcasts and 24 vpmaddubsw: the h sums start at −8·Σx
+    /// and hold Σ (h − 8)·x (|Σ| ≤ 16·8·127), the l sums Σ l·x (≤ 16·15·127), both within 16 bits; per block,
+    /// vpmaddwd by 16 and by 1 adds them into the exact Σ q·x, and t += Σ·d_w·d_x as <see cref="Outer12x32"/> does (the
+    /// same results). 24 sums, 2 activation vectors and a broadcast in the 32 registers.
+    /// </summary>
+    private static void Split6x32(byte* w, byte* xt, short* starts, int kn, float* t, byte* prefetch, float* dw, float* dx)
+    {
+        const int S = ByteStride, H = SplitPlane;
+        for (int done = 0; done < kn; done += 32, dw++, dx += 32, starts += 64)
+        {
+            Vector512<short> c0 = Vector512.Load(starts), c1 = Vector512.Load(starts + 32);
+            Vector512<short> h0 = c0, h1 = c0, h2 = c0, h3 = c0, h4 = c0, h5 = c0;
+            Vector512<short> g0 = c1, g1 = c1, g2 = c1, g3 = c1, g4 = c1, g5 = c1;
+            Vector512<short> l0 = default, l1 = default, l2 = default, l3 = default, l4 = default, l5 = default;
+            Vector512<short> m0 = default, m1 = default, m2 = default, m3 = default, m4 = default, m5 = default;
+            for (byte* end = w + 32; w < end; w += 4, xt += 128, prefetch += 64)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector512<sbyte> x0 = Vector512.Load((sbyte*)xt);
+                Vector512<sbyte> x1 = Vector512.Load((sbyte*)xt + 64);
+                Vector512<byte> v;
+                v = Vector512.Create(*(int*)(w + H)).AsByte();
+                h0 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                g0 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)w).AsByte();
+                l0 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                m0 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + H + S)).AsByte();
+                h1 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                g1 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + S)).AsByte();
+                l1 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                m1 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + H + 2 * S)).AsByte();
+                h2 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                g2 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 2 * S)).AsByte();
+                l2 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                m2 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + H + 3 * S)).AsByte();
+                h3 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                g3 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 3 * S)).AsByte();
+                l3 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                m3 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + H + 4 * S)).AsByte();
+                h4 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                g4 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 4 * S)).AsByte();
+                l4 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                m4 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + H + 5 * S)).AsByte();
+                h5 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                g5 += Avx512BW.MultiplyAddAdjacent(v, x1);
+                v = Vector512.Create(*(int*)(w + 5 * S)).AsByte();
+                l5 += Avx512BW.MultiplyAddAdjacent(v, x0);
+                m5 += Avx512BW.MultiplyAddAdjacent(v, x1);
+            }
+
+            Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16), sw;
+            sw = Vector512.Create(dw[0 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(SplitSum(h0, l0), d0 * sw, Vector512.Load(t)).Store(t);
+            Vector512.FusedMultiplyAdd(SplitSum(g0, m0), d1 * sw, Vector512.Load(t + 16)).Store(t + 16);
+            sw = Vector512.Create(dw[1 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(SplitSum(h1, l1), d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
+            Vector512.FusedMultiplyAdd(SplitSum(g1, m1), d1 * sw, Vector512.Load(t + 48)).Store(t + 48);
+            sw = Vector512.Create(dw[2 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(SplitSum(h2, l2), d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
+            Vector512.FusedMultiplyAdd(SplitSum(g2, m2), d1 * sw, Vector512.Load(t + 80)).Store(t + 80);
+            sw = Vector512.Create(dw[3 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(SplitSum(h3, l3), d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
+            Vector512.FusedMultiplyAdd(SplitSum(g3, m3), d1 * sw, Vector512.Load(t + 112)).Store(t + 112);
+            sw = Vector512.Create(dw[4 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(SplitSum(h4, l4), d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
+            Vector512.FusedMultiplyAdd(SplitSum(g4, m4), d1 * sw, Vector512.Load(t + 144)).Store(t + 144);
+            sw = Vector512.Create(dw[5 * ScaleStride]);
+            Vector512.FusedMultiplyAdd(SplitSum(h5, l5), d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
+            Vector512.FusedMultiplyAdd(SplitSum(g5, m5), d1 * sw, Vector512.Load(t + 176)).Store(t + 176);
+        }
+    }
+
+    /// <summary>A block's split sums (lanes 2j, 2j + 1 of Σ (h − 8)·x and Σ l·x) as row j's exact Σ q·x, a float.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> SplitSum(Vector512<short> high, Vector512<short> low) =>
+        Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(high, Vector512.Create((short)16)) +
+                                         Avx512BW.MultiplyAddAdjacent(low, Vector512.Create((short)1)));
 
     /// <summary>
     /// <see cref="Integer12x32"/> for the K-quants, 6 weight rows by 32 activation rows (t[r·32 + j]): w holds the

@@ -5,9 +5,10 @@ using Xunit;
 namespace GpuLlama.Tests.Quant;
 
 /// <summary>
-/// Prompt products of block-quantized weights (many activation rows at once: Q8_0 on the block-scaled float outer
-/// kernels, Q4_0/Q5_0 and the K-quants on the integer kernels — 32-token tiles on AVX-512, 16-token tiles on AVX2 and
-/// for 16-31 rows —, the dot tiles below 16 rows) against llama.cpp's integer dot products row by row, with the same
+/// Prompt products of block-quantized weights (many activation rows at once: Q8_0 on its integer kernels — AVX-VNNI, or
+/// on AVX-512 from 32 rows as two nibbles — else on the block-scaled float outer kernels, Q4_0/Q5_0 and the K-quants
+/// on the integer kernels — 32-token tiles on AVX-512, 16-token tiles on AVX2 and for 16-31 rows —, the dot tiles below
+/// 16 rows) against llama.cpp's integer dot products row by row, with the same
 /// 8-bit activations: Σ_b (d_w·d_x)·Σ q_w·q_x differs from it only in the order of the float additions over blocks.
 /// </summary>
 public sealed unsafe class QuantPromptTests
