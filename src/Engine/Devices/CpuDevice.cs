@@ -689,10 +689,10 @@ public sealed unsafe partial class CpuDevice : IDevice
             _mmX = xr;
         }
 
-        bool blocks = CpuGemm.IsAccelerated && UsesQ8(w.Type) && CpuGemm.UsesOuterBlocks(w.Type, rows); // exact mode keeps x float32: not these
+        bool blocks = UsesQ8(w.Type) && CpuGemm.UsesIntegerTiles(w.Type, rows); // exact mode keeps x float32: not these
         if (UsesQ8(w.Type))
         {
-            // llama.cpp's numerics: x rounded to 8 bits as for the integer decode kernels. The block-scaled groups
+            // llama.cpp's numerics: x rounded to 8 bits as for the integer decode kernels. The integer groups
             // multiply those quants (CpuGemm); the dot tiles (other formats, short prompts, the rows past the last
             // whole 12-row group) multiply them expanded back (d·q) by the dequantized weight panels — products of
             // the same rounded operands, equal to the integer decode path up to float rounding.
@@ -744,15 +744,9 @@ public sealed unsafe partial class CpuDevice : IDevice
     private void PackQuantRows(int start, int end, int slice)
     {
         CpuWeight w = _mmW!;
-        if (CpuGemm.UsesIntegerTiles(w.Type, _mmRows))
-        {
-            bool k256 = CpuQ8Dot.UsesBlocks256(w.Type); // K-quants: Q8_K activations
-            CpuGemm.PackQuantBytes(w.Type, k256 ? _q8.Qs : _q8.Qs32, k256 ? _q8.D256 : _q8.D32, _q8.BSums, _mmRows, w.Cols, (byte*)_mmPacked,
-                                   _mmPackedScales, start, end);
-            return;
-        }
-
-        CpuGemm.PackQuants(_q8.Qs32, _q8.D32, _mmRows, w.Cols, _mmPacked, _mmPackedScales, start, end);
+        bool k256 = CpuQ8Dot.UsesBlocks256(w.Type); // K-quants: Q8_K activations
+        CpuGemm.PackQuantBytes(w.Type, k256 ? _q8.Qs : _q8.Qs32, k256 ? _q8.D256 : _q8.D32, _q8.BSums, _mmRows, w.Cols, (byte*)_mmPacked,
+                               _mmPackedScales, start, end);
     }
 
     /// <summary>Panels [start, end) of the current product (output rows, without AVX2 or AVX-512), for every activation row.</summary>

@@ -13,13 +13,12 @@ namespace GpuLlama.Devices;
 /// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
-/// is 235); Q8_0 without an integer kernel (AVX2 without AVX-VNNI, AVX-512 prompts of 16-31 rows) runs them on its integer
-/// quants, block-scaled (<see cref="Outer12x16"/> on AVX-512 below 32), which is the sum llama.cpp's repacked Q4_0 GEMM
-/// computes (<see cref="UsesOuterBlocks"/>). Q4_0,
-/// Q5_0 and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 16 rows instead (<see cref="UsesIntegerTiles"/>:
-/// <see cref="Integer12x32"/>, <see cref="Integer6x32K"/> on 32-row tiles; <see cref="Integer4x16"/>,
-/// <see cref="Integer2x16K"/> on 16-row tiles, AVX2 or prompts of 16-31 rows), and so does Q8_0 with AVX-VNNI
-/// (<see cref="Vnni6x16"/>) or, without it, on AVX-512 from 32 rows as two nibbles (<see cref="Split6x32"/>).
+/// is 235). Q8_0, Q4_0, Q5_0 and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 16 rows instead,
+/// block by block, against the 8-bit activations (<see cref="UsesIntegerTiles"/>: <see cref="Integer12x32"/>,
+/// <see cref="Integer6x32K"/>, <see cref="Split6x32"/> on 32-row tiles; <see cref="Integer4x16"/>,
+/// <see cref="Integer2x16K"/>, <see cref="Split2x16"/> on 16-row tiles, AVX2 or prompts of 16-31 rows; Q8_0 with
+/// AVX-VNNI <see cref="Vnni6x16"/>): each block's sum is exact, then scaled by d_w·d_x — the sum llama.cpp's
+/// repacked Q4_0 GEMM computes.
 /// Other quantized weights and short products: dot-product tiles, 4 weight rows by 6 (AVX2: 3) activation rows, whose
 /// lane order tracks llama.cpp's quantized runs (<see cref="UsesOuterTiles"/>).
 /// </summary>
@@ -76,7 +75,7 @@ internal static unsafe class CpuGemm
     // Split6x32's high nibbles: a second plane of rows after the twelve low-nibble rows (both fit in the float rows).
     private const int SplitPlane = OuterRows * ByteStride;
 
-    // Row stride of the weight scales of a converted group (block-scaled outer kernel): one per 32 values of a K block.
+    // Row stride of the weight scales of a decoded group (integer kernels): one per 32 values of a K block.
     // K-quants: per super-block d at 0 and dmin at 16, then from float 32 on 16 shorts each: Q4_K/Q5_K's 8 scales and
     // 8 mins, or Q6_K's 16 scales. Q8_0 on the VNNI kernel: its block sums' starting values (ints) from float 96 on.
     private const int ScaleStride = 2 * (KBlockFloats / 32) + 16;
@@ -95,27 +94,18 @@ internal static unsafe class CpuGemm
     /// lanes and then across them, and the quantized products exist to reproduce llama.cpp's quantized runs — whose
     /// 8-bit rounding of every layer's input turns a 1-ulp difference into a different code on the tiny fixtures: the
     /// sequential order moved tiny-llama-a's Q8_0 logits from 1.4e-7 to 6.6e-3 of llama.cpp's (docs/performance.md).
-    /// Q8_0 runs the outer kernels block-scaled instead, Q4_0/Q5_0 and the K-quants integer kernels (<see cref="UsesOuterBlocks"/>).
+    /// Q8_0, Q4_0, Q5_0 and the K-quants take the integer kernels instead, block by block (<see cref="UsesIntegerTiles"/>).
     /// </summary>
     public static bool UsesOuterTiles(DType type, int m) => IsAccelerated && m >= 16 && type is DType.F32 or DType.F16 or DType.BF16;
 
     /// <summary>
-    /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights runs block-scaled on its
-    /// integer quants (at least 16 rows): the formats of <see cref="UsesIntegerTiles"/> on the integer kernels, Q8_0
-    /// without AVX-VNNI on the float outer kernels (weights and activations as their quants, held exactly in floats).
-    /// Either way each block's sums are exact, then scaled by d_w·d_x and added — llama.cpp's formula Σ_b (d_w·d_x)·Σ q_w·q_x, so
-    /// the order of float additions is over blocks, not over values. The caller packs the quantized activations with
-    /// <see cref="PackQuants"/> or <see cref="PackQuantBytes"/>.
-    /// </summary>
-    public static bool UsesOuterBlocks(DType type, int m) =>
-        IsAccelerated && m >= 16 && type == DType.Q8_0 || UsesIntegerTiles(type, m);
-
-    /// <summary>
-    /// Whether a block-scaled product (<see cref="UsesOuterBlocks"/>) runs on the integer kernels (AVX2, 16+ rows):
-    /// formats whose quants are unsigned before their offset, so that vpmaddubsw multiplies them by the signed 8-bit
-    /// activations directly — 64 products per 512-bit instruction, where the float kernel's FMA does 16. Q4_0 and
-    /// Q5_0 (<see cref="Integer12x32"/>: the float kernel's exact block sums, scaled the same way, so the results are
-    /// identical) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
+    /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights against the 8-bit activations
+    /// runs on the integer kernels (AVX2, 16+ rows; the caller packs the activations' quants with
+    /// <see cref="PackQuantBytes"/>). Each block's sum is exact, then scaled by d_w·d_x and added — llama.cpp's formula
+    /// Σ_b (d_w·d_x)·Σ q_w·q_x, the order of float additions over blocks, not over values. Formats whose quants are
+    /// unsigned before their offset are multiplied by the signed 8-bit activations on vpmaddubsw directly — 64 products
+    /// per 512-bit instruction, where an FMA does 16: Q4_0 and Q5_0 (<see cref="Integer12x32"/>, the exact block sums
+    /// llama.cpp's repacked Q4_0 GEMM scales and adds in this order) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
     /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums; where AVX-VNNI exists it takes
     /// <see cref="Vnni6x16"/> instead (vpdpbusd sums four products into 32 bits directly), else on AVX-512 with 32-row
     /// tiles <see cref="Split6x32"/> (its weights as two unsigned nibbles). 16-row tiles (AVX2, and on AVX-512
@@ -124,14 +114,15 @@ internal static unsafe class CpuGemm
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
         Avx2.IsSupported && IsAccelerated && m >= 16 &&
-        (type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K || type == DType.Q8_0 && (AvxVnni.IsSupported || SplitsQ8_0(m)));
+        (type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K || type == DType.Q8_0 && (AvxVnni.IsSupported || SplitsQ8_0));
 
     /// <summary>
-    /// Whether Q8_0 runs on <see cref="Split6x32"/> (AVX-512 without AVX-VNNI, 32-row tiles): its quants + 128 as two
-    /// unsigned nibbles, each multiplied on vpmaddubsw like Q4_0's — 32 products per instruction, twice the float
-    /// kernel's 16 (Zen 4 has AVX-512 VNNI, which .NET 10 cannot emit, and no AVX-VNNI).
+    /// Whether Q8_0 runs on <see cref="Split6x32"/> (AVX-512, 32-row tiles) or <see cref="Split2x16"/> (16-row tiles):
+    /// without AVX-VNNI, its quants + 128 as two unsigned nibbles, each multiplied on vpmaddubsw like Q4_0's — twice
+    /// the products per instruction of the float kernel's FMA (Zen 4 has AVX-512 VNNI, which .NET 10 cannot emit, and
+    /// no AVX-VNNI; Zen 3 has neither).
     /// </summary>
-    private static bool SplitsQ8_0(int m) => !AvxVnni.IsSupported && Avx512BW.IsSupported && OuterTokens(m) == 32;
+    private static bool SplitsQ8_0 => !AvxVnni.IsSupported;
 
     private static bool IsKQuant(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
@@ -155,7 +146,8 @@ internal static unsafe class CpuGemm
     };
 
     /// <summary>
-    /// <see cref="PackQuants"/> for the integer kernels, in the same buffer (<see cref="PackedFloats"/> floats hold it).
+    /// The activations' quants of rows [m, k] (<paramref name="qs"/>) in token tiles for the integer kernels, in a buffer
+    /// of <see cref="PackedFloats"/> floats.
     /// With T = <see cref="OuterTokens"/> rows per tile (32, AVX2 16) and V = T/2 rows per vector (16, AVX2 8), tile t
     /// lies at packed + t·<see cref="IntegerTileBytes"/>: the quants as [i/4][j][i%4] (one vector load is V rows'
     /// four values i..i+3); from byte T·k, as shorts, the starting sums of each sub-block b of <see cref="SubBlock"/>
@@ -219,33 +211,8 @@ internal static unsafe class CpuGemm
     /// </summary>
     private static long IntegerTileBytes(int k, int tokens) => 21L * tokens * k / 16;
 
-    /// <summary>Floats of <see cref="PackQuants"/>' scales for an [m, k] X.</summary>
+    /// <summary>Floats of <see cref="PackQuantBytes"/>' scales for an [m, k] X.</summary>
     public static long PackedScaleFloats(int m, int k) => (long)OuterTiles(m) * OuterTokens(m) * (k / 32);
-
-    /// <summary>
-    /// <see cref="PackTokens"/> for quantized activations: the quants of rows [m, k] (<paramref name="qs"/>, 32-blocks
-    /// with scales <paramref name="d32"/>) as floats in token tiles, and the tiles' scales as
-    /// scales[t·32·(k/32) + b·32 + j] = d32[TileStart(t) + j, b].
-    /// </summary>
-    public static void PackQuants(sbyte* qs, float* d32, int m, int k, float* packed, float* scales, int t0, int t1)
-    {
-        int tokens = OuterTokens(m);
-        for (int t = t0; t < t1; t++)
-        {
-            float* dst = packed + (long)t * tokens * k;
-            int start = TileStart(t, m);
-            for (int j = 0; j < tokens; j++)
-            {
-                sbyte* src = qs + (long)(start + j) * k;
-                for (int i = 0; i < k; i++)
-                {
-                    dst[(long)i * tokens + j] = src[i];
-                }
-            }
-        }
-
-        PackScales(d32, m, k, 32, scales, t0, t1);
-    }
 
     /// <summary>The block scales of tiles [t0, t1): scales[t·T·nb + b·T + j] = d32[TileStart(t) + j, b], nb = k / block.</summary>
     private static void PackScales(float* d32, int m, int k, int block, float* scales, int t0, int t1)
@@ -303,9 +270,9 @@ internal static unsafe class CpuGemm
     /// <paramref name="rowPanels"/>: in <see cref="CpuMatMul.InterleaveRowPanels"/>'s (a panel here is one there).
     /// <paramref name="packed"/>: X as <see cref="PackTokens"/> left it when <see cref="UsesOuterTiles"/>, else null;
     /// groups of three full panels then run on the outer-product kernel, the rest on the dot-product tiles.
-    /// <paramref name="packedScales"/>: with <see cref="UsesOuterBlocks"/>, packed and packedScales are
-    /// <see cref="PackQuantBytes"/>' output (<see cref="UsesIntegerTiles"/>) or <see cref="PackQuants"/>' and the groups
-    /// run block-scaled (x stays the dequantized activations for the dot tiles of the rest).
+    /// <paramref name="packedScales"/>: with <see cref="UsesIntegerTiles"/>, packed and packedScales are
+    /// <see cref="PackQuantBytes"/>' output and the groups run on the integer kernels (x stays the dequantized
+    /// activations for the dot tiles of the rest).
     /// </summary>
     public static void Multiply(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* x, int m, float* c,
                                 bool accumulate, int p0, int p1, float* scratch, float* packed, float* packedScales = null)
@@ -337,31 +304,23 @@ internal static unsafe class CpuGemm
 
     /// <summary>
     /// Panels p .. p + 2 (12 rows) against every activation row on the outer-product kernels. With
-    /// <paramref name="packedScales"/> (block-scaled formats against quantized activations) the weights are decoded to
-    /// their integer quants (as floats for Q8_0, as bytes for the integer kernels) and block scales, and the kernels add
-    /// each block's exact sums times d_w·d_x.
+    /// <paramref name="packedScales"/> (quantized weights against quantized activations) the weights are decoded to
+    /// their integer quants as bytes and block scales, and the integer kernels add each block's exact sums times
+    /// d_w·d_x.
     /// </summary>
     private static void OuterGroup(DType type, bool groupedQ4_0, bool rowPanels, byte* weights, long rowBytes, int n, int k, float* packed,
                                    float* packedScales, int m, float* c, bool add, int p, int k0, int kn, float* scratch, float* t)
     {
         int n0 = p * PanelRows;
-        bool scaled = packedScales != null;
-        bool integer = scaled && UsesIntegerTiles(type, m);
-        float* dw = scaled ? scratch + OuterRows * ScratchStride : null;
-        for (int r = 0; scaled && r < OuterRows; r++)
+        bool integer = packedScales != null;
+        float* dw = integer ? scratch + OuterRows * ScratchStride : null;
+        for (int r = 0; integer && r < OuterRows; r++)
         {
-            byte* row = weights + (n0 + r) * rowBytes + type.RowBytes(k0);
-            if (integer)
-            {
-                DecodeQuantBytes(type, groupedQ4_0, row, kn, (byte*)scratch + r * ByteStride, dw + r * ScaleStride);
-            }
-            else
-            {
-                DecodeQuants(row, kn, scratch + r * ScratchStride, dw + r * ScaleStride);
-            }
+            DecodeQuantBytes(type, groupedQ4_0, weights + (n0 + r) * rowBytes + type.RowBytes(k0), kn, (byte*)scratch + r * ByteStride,
+                             dw + r * ScaleStride);
         }
 
-        for (int g = 0; !scaled && g < 3; g++)
+        for (int g = 0; !integer && g < 3; g++)
         {
             ConvertPanel(type, groupedQ4_0, rowPanels, weights, rowBytes, n, p + g, k0, kn, scratch + g * PanelRows * ScratchStride);
         }
@@ -377,15 +336,11 @@ internal static unsafe class CpuGemm
         for (int ti = 0; ti < tiles; ti++)
         {
             byte* prefetch = kn == k ? next + ti * share : next + ti % 3 * PanelRows * rowBytes + blockOffset;
-            float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens;
-            float* dx = scaled ? packedScales + (long)ti * tokens * (k / 32) + k0 / 32 * tokens : null;
-            if (scaled)
-            {
-                new Span<float>(t, OuterRows * tokens).Clear(); // the block-scaled kernels add to t
-            }
-
+            float* xt = packed + (long)ti * tokens * k + (long)k0 * tokens; // the float kernels' X tile (PackTokens)
             if (integer)
             {
+                new Span<float>(t, OuterRows * tokens).Clear(); // the integer kernels add to t
+                float* dx = packedScales + (long)ti * tokens * (k / 32) + k0 / 32 * tokens;
                 byte* tile = (byte*)packed + ti * IntegerTileBytes(k, tokens);
                 byte* xq = tile + (long)tokens * k0;
                 short* starts = (short*)(tile + (long)tokens * k) + k0 / SubBlock(type) * 2 * tokens;
@@ -409,11 +364,22 @@ internal static unsafe class CpuGemm
                         }
                     }
                 }
-                else if (type == DType.Q8_0 && !AvxVnni.IsSupported)
+                else if (type == DType.Q8_0 && SplitsQ8_0)
                 {
-                    // 6-row parts: each prefetches half of what the tile's share of the next group may need
-                    Split6x32(wq, xq, starts, kn, t, prefetch, dw, dx);
-                    Split6x32(wq + 6 * ByteStride, xq, starts, kn, t + 6 * 32, prefetch + kn * 16L, dw + 6 * ScaleStride, dx);
+                    // 6-row (2-row) parts, each prefetching its share of what the tile's part of the next group may need
+                    int rows = tokens == 32 ? 6 : 2;
+                    for (int r = 0; r < OuterRows; r += rows)
+                    {
+                        byte* pf = prefetch + r * kn * 16L / rows;
+                        if (tokens == 32)
+                        {
+                            Split6x32(wq + r * ByteStride, xq, starts, kn, t + r * 32, pf, dw + r * ScaleStride, dx);
+                        }
+                        else
+                        {
+                            Split2x16(wq + r * ByteStride, xq, starts, kn, t + r * 16, pf, dw + r * ScaleStride, dx);
+                        }
+                    }
                 }
                 else if (type == DType.Q8_0)
                 {
@@ -442,16 +408,16 @@ internal static unsafe class CpuGemm
             }
             else if (tokens == 32)
             {
-                Outer12x32(scratch, xt, kn, t, prefetch, dw, dx);
+                Outer12x32(scratch, xt, kn, t, prefetch);
             }
             else if (Vector512.IsHardwareAccelerated)
             {
-                Outer12x16(scratch, xt, kn, t, prefetch, dw, dx);
+                Outer12x16(scratch, xt, kn, t, prefetch);
             }
             else
             {
-                Outer6x16(scratch, xt, kn, t, prefetch, dw, dx);
-                Outer6x16(scratch + 6 * ScratchStride, xt, kn, t + 6 * 16, prefetch + kn * 32L, scaled ? dw + 6 * ScaleStride : null, dx);
+                Outer6x16(scratch, xt, kn, t, prefetch);
+                Outer6x16(scratch + 6 * ScratchStride, xt, kn, t + 6 * 16, prefetch + kn * 32L);
             }
 
             int start = TileStart(ti, m), from = ti * tokens - start; // rows before `from`: stored by the tile before
@@ -499,23 +465,6 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// A Q8_0 row segment of <paramref name="n"/> values (whole blocks) as its quants in floats and its block scales:
-    /// the block-scaled <see cref="OuterGroup"/>'s operands, exact. (Q4_0 and Q5_0 take the integer kernels.)
-    /// </summary>
-    private static void DecodeQuants(byte* row, int n, float* q, float* d)
-    {
-        float* ht = CpuQuantDot.HalfTable;
-        for (int b = 0; b < n / 32; b++, row += 34, q += 32)
-        {
-            d[b] = ht[*(ushort*)row];
-            for (int i = 0; i < 32; i += 8)
-            {
-                Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)row + 2 + i)).Store(q + i);
-            }
-        }
-    }
-
-    /// <summary>
     /// A Q4_0, Q5_0 or K-quant row segment of <paramref name="n"/> values (whole blocks) as its unsigned quants, one
     /// byte each (Q4_0/Q4_K: 0..15, Q5_0/Q5_K: 0..31, Q6_K: 0..63; offsets are in <see cref="PackQuantBytes"/>'
     /// starting sums), and its block scales (K-quants: see <see cref="ScaleStride"/>): the integer kernels' weight operand.
@@ -524,7 +473,7 @@ internal static unsafe class CpuGemm
     {
         float* ht = CpuQuantDot.HalfTable;
         Vector128<byte> low = Vector128.Create((byte)0x0F);
-        if (type == DType.Q8_0 && !AvxVnni.IsSupported)
+        if (type == DType.Q8_0 && SplitsQ8_0)
         {
             // 34-byte blocks: F16 d, 32 signed quants, as q + 128 = 16·h + l: l at q, h at q + SplitPlane (Split6x32)
             Vector256<byte> low256 = Vector256.Create((byte)0x0F), flip = Vector256.Create((byte)0x80);
@@ -915,130 +864,79 @@ internal static unsafe class CpuGemm
     /// of outer products: each step loads the 32 activations' value i as two vectors and broadcasts each row's weight
     /// i, 24 FMAs for 2 vector loads and 12 broadcasts, where the dot-product tile pays 10 vector loads (6 of them from
     /// L2) for 24 and then horizontal sums. 24 accumulators, 2 activation vectors and a broadcast in the 32 registers.
-    /// With block scales (Q8_0's products: w and xt hold integer quants, exact in floats): kn/32 blocks, each
-    /// block's sums exact in the accumulators (|Σ| ≤ 32·127·127 &lt; 2^24), then, still in registers, t[r·32 + j] +=
-    /// Σ·dw[r·ScaleStride + b]·dx[b·32 + j] — llama.cpp's Σ_b (d_w·d_x)·Σ q_w·q_x.
     /// </summary>
-    private static void Outer12x32(float* w, float* xt, int kn, float* t, byte* prefetch, float* dw = null, float* dx = null)
+    private static void Outer12x32(float* w, float* xt, int kn, float* t, byte* prefetch)
     {
         const int S = ScratchStride;
-        bool scaled = dw != null;
-        int steps = scaled ? 32 : kn;
-        for (int done = 0; done < kn; done += steps, dw++, dx += 32)
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+        Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+        Vector512<float> b6 = default, b7 = default, b8 = default, b9 = default, b10 = default, b11 = default;
+        for (float* end = w + kn; w < end; w++, xt += 32, prefetch += 32)
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
-            Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
-            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
-            Vector512<float> b6 = default, b7 = default, b8 = default, b9 = default, b10 = default, b11 = default;
-            for (float* end = w + steps; w < end; w++, xt += 32, prefetch += 32)
-            {
-                Sse.Prefetch1(prefetch);
-                Vector512<float> x0 = Vector512.Load(xt);
-                Vector512<float> x1 = Vector512.Load(xt + 16);
-                Vector512<float> v = Vector512.Create(w[0]);
-                a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
-                b0 = Vector512.FusedMultiplyAdd(v, x1, b0);
-                v = Vector512.Create(w[S]);
-                a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
-                b1 = Vector512.FusedMultiplyAdd(v, x1, b1);
-                v = Vector512.Create(w[2 * S]);
-                a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
-                b2 = Vector512.FusedMultiplyAdd(v, x1, b2);
-                v = Vector512.Create(w[3 * S]);
-                a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
-                b3 = Vector512.FusedMultiplyAdd(v, x1, b3);
-                v = Vector512.Create(w[4 * S]);
-                a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
-                b4 = Vector512.FusedMultiplyAdd(v, x1, b4);
-                v = Vector512.Create(w[5 * S]);
-                a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
-                b5 = Vector512.FusedMultiplyAdd(v, x1, b5);
-                v = Vector512.Create(w[6 * S]);
-                a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
-                b6 = Vector512.FusedMultiplyAdd(v, x1, b6);
-                v = Vector512.Create(w[7 * S]);
-                a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
-                b7 = Vector512.FusedMultiplyAdd(v, x1, b7);
-                v = Vector512.Create(w[8 * S]);
-                a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
-                b8 = Vector512.FusedMultiplyAdd(v, x1, b8);
-                v = Vector512.Create(w[9 * S]);
-                a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
-                b9 = Vector512.FusedMultiplyAdd(v, x1, b9);
-                v = Vector512.Create(w[10 * S]);
-                a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
-                b10 = Vector512.FusedMultiplyAdd(v, x1, b10);
-                v = Vector512.Create(w[11 * S]);
-                a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
-                b11 = Vector512.FusedMultiplyAdd(v, x1, b11);
-            }
-
-            if (!scaled)
-            {
-                a0.Store(t); b0.Store(t + 16);
-                a1.Store(t + 32); b1.Store(t + 48);
-                a2.Store(t + 64); b2.Store(t + 80);
-                a3.Store(t + 96); b3.Store(t + 112);
-                a4.Store(t + 128); b4.Store(t + 144);
-                a5.Store(t + 160); b5.Store(t + 176);
-                a6.Store(t + 192); b6.Store(t + 208);
-                a7.Store(t + 224); b7.Store(t + 240);
-                a8.Store(t + 256); b8.Store(t + 272);
-                a9.Store(t + 288); b9.Store(t + 304);
-                a10.Store(t + 320); b10.Store(t + 336);
-                a11.Store(t + 352); b11.Store(t + 368);
-                return;
-            }
-
-            Vector512<float> d0 = Vector512.Load(dx), d1 = Vector512.Load(dx + 16), sw;
-            sw = Vector512.Create(dw[0 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(t)).Store(t);
-            Vector512.FusedMultiplyAdd(b0, d1 * sw, Vector512.Load(t + 16)).Store(t + 16);
-            sw = Vector512.Create(dw[1 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
-            Vector512.FusedMultiplyAdd(b1, d1 * sw, Vector512.Load(t + 48)).Store(t + 48);
-            sw = Vector512.Create(dw[2 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
-            Vector512.FusedMultiplyAdd(b2, d1 * sw, Vector512.Load(t + 80)).Store(t + 80);
-            sw = Vector512.Create(dw[3 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
-            Vector512.FusedMultiplyAdd(b3, d1 * sw, Vector512.Load(t + 112)).Store(t + 112);
-            sw = Vector512.Create(dw[4 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
-            Vector512.FusedMultiplyAdd(b4, d1 * sw, Vector512.Load(t + 144)).Store(t + 144);
-            sw = Vector512.Create(dw[5 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
-            Vector512.FusedMultiplyAdd(b5, d1 * sw, Vector512.Load(t + 176)).Store(t + 176);
-            sw = Vector512.Create(dw[6 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(t + 192)).Store(t + 192);
-            Vector512.FusedMultiplyAdd(b6, d1 * sw, Vector512.Load(t + 208)).Store(t + 208);
-            sw = Vector512.Create(dw[7 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(t + 224)).Store(t + 224);
-            Vector512.FusedMultiplyAdd(b7, d1 * sw, Vector512.Load(t + 240)).Store(t + 240);
-            sw = Vector512.Create(dw[8 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(t + 256)).Store(t + 256);
-            Vector512.FusedMultiplyAdd(b8, d1 * sw, Vector512.Load(t + 272)).Store(t + 272);
-            sw = Vector512.Create(dw[9 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(t + 288)).Store(t + 288);
-            Vector512.FusedMultiplyAdd(b9, d1 * sw, Vector512.Load(t + 304)).Store(t + 304);
-            sw = Vector512.Create(dw[10 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(t + 320)).Store(t + 320);
-            Vector512.FusedMultiplyAdd(b10, d1 * sw, Vector512.Load(t + 336)).Store(t + 336);
-            sw = Vector512.Create(dw[11 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(t + 352)).Store(t + 352);
-            Vector512.FusedMultiplyAdd(b11, d1 * sw, Vector512.Load(t + 368)).Store(t + 368);
+            Sse.Prefetch1(prefetch);
+            Vector512<float> x0 = Vector512.Load(xt);
+            Vector512<float> x1 = Vector512.Load(xt + 16);
+            Vector512<float> v = Vector512.Create(w[0]);
+            a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
+            b0 = Vector512.FusedMultiplyAdd(v, x1, b0);
+            v = Vector512.Create(w[S]);
+            a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
+            b1 = Vector512.FusedMultiplyAdd(v, x1, b1);
+            v = Vector512.Create(w[2 * S]);
+            a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
+            b2 = Vector512.FusedMultiplyAdd(v, x1, b2);
+            v = Vector512.Create(w[3 * S]);
+            a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
+            b3 = Vector512.FusedMultiplyAdd(v, x1, b3);
+            v = Vector512.Create(w[4 * S]);
+            a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
+            b4 = Vector512.FusedMultiplyAdd(v, x1, b4);
+            v = Vector512.Create(w[5 * S]);
+            a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
+            b5 = Vector512.FusedMultiplyAdd(v, x1, b5);
+            v = Vector512.Create(w[6 * S]);
+            a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
+            b6 = Vector512.FusedMultiplyAdd(v, x1, b6);
+            v = Vector512.Create(w[7 * S]);
+            a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
+            b7 = Vector512.FusedMultiplyAdd(v, x1, b7);
+            v = Vector512.Create(w[8 * S]);
+            a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
+            b8 = Vector512.FusedMultiplyAdd(v, x1, b8);
+            v = Vector512.Create(w[9 * S]);
+            a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
+            b9 = Vector512.FusedMultiplyAdd(v, x1, b9);
+            v = Vector512.Create(w[10 * S]);
+            a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
+            b10 = Vector512.FusedMultiplyAdd(v, x1, b10);
+            v = Vector512.Create(w[11 * S]);
+            a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
+            b11 = Vector512.FusedMultiplyAdd(v, x1, b11);
         }
+
+        a0.Store(t); b0.Store(t + 16);
+        a1.Store(t + 32); b1.Store(t + 48);
+        a2.Store(t + 64); b2.Store(t + 80);
+        a3.Store(t + 96); b3.Store(t + 112);
+        a4.Store(t + 128); b4.Store(t + 144);
+        a5.Store(t + 160); b5.Store(t + 176);
+        a6.Store(t + 192); b6.Store(t + 208);
+        a7.Store(t + 224); b7.Store(t + 240);
+        a8.Store(t + 256); b8.Store(t + 272);
+        a9.Store(t + 288); b9.Store(t + 304);
+        a10.Store(t + 320); b10.Store(t + 336);
+        a11.Store(t + 352); b11.Store(t + 368);
     }
 
     /// <summary>
-    /// <see cref="Outer12x32"/>'s block-scaled product on bytes (Q4_0, Q5_0): w holds 12 rows of unsigned quants at
+    /// <see cref="Outer12x32"/>'s shape on bytes, block by block (Q4_0, Q5_0): w holds 12 rows of unsigned quants at
     /// <see cref="ByteStride"/>, xt 32 activation rows' 8-bit quants four values at a time (<see cref="PackQuantBytes"/>),
     /// corr each block's starting sums. Per step of four values, 2 loads of 16 rows × 4 quants and 12 broadcasts of a
     /// row's 4 quants feed 24 vpmaddubsw (u8·s8 pairs added into 16 bits) — 64 products each, where an FMA does 16 —
     /// added into 16-bit sums: a lane's two products per step and eight steps per block stay within 16 bits because
     /// the starting sum holds the offset's share (|Σ (q − offset)·x| ≤ 16·16·127 &lt; 2^15 at every step). Per block,
-    /// vpmaddwd adds each row's two 16-bit halves into its exact 32-bit block sum, and t[r·32 + j] += Σ·dw·dx exactly as
-    /// <see cref="Outer12x32"/> does (the same rounding: the results are identical).
+    /// vpmaddwd adds each row's two 16-bit halves into its exact 32-bit block sum, and t[r·32 + j] += Σ·(dw·dx).
     /// </summary>
     private static void Integer12x32(byte* w, byte* xt, short* corr, int kn, float* t, byte* prefetch, float* dw, float* dx)
     {
@@ -1133,13 +1031,12 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// Q8_0 without AVX-VNNI (<see cref="SplitsQ8_0"/>): 6 weight rows by 32 activation rows, t[r·32 + j]. w holds the
+    /// Q8_0 without AVX-VNNI (<see cref="SplitsQ8_0"/>), AVX-512: 6 weight rows by 32 activation rows, t[r·32 + j]. w holds the
     /// rows' quants + 128 as low nibbles l at <see cref="ByteStride"/> and high nibbles h a <see cref="SplitPlane"/>
     /// further (q = 16·(h − 8) + l), xt the activations' signed quants and starts −8·Σx per block as for Q4_0
     /// (<see cref="PackQuantBytes"/>). Per step 2 loads, 12 broadcasts and 24 vpmaddubsw: the h sums start at −8·Σx
     /// and hold Σ (h − 8)·x (|Σ| ≤ 16·8·127), the l sums Σ l·x (≤ 16·15·127), both within 16 bits; per block,
-    /// vpmaddwd by 16 and by 1 adds them into the exact Σ q·x, and t += Σ·d_w·d_x as <see cref="Outer12x32"/> does (the
-    /// same results). 24 sums, 2 activation vectors and a broadcast in the 32 registers.
+    /// vpmaddwd by 16 and by 1 adds them into the exact Σ q·x, and t += Σ·(d_w·d_x) as in <see cref="Integer12x32"/>. 24 sums, 2 activation vectors and a broadcast in the 32 registers.
     /// </summary>
     private static void Split6x32(byte* w, byte* xt, short* starts, int kn, float* t, byte* prefetch, float* dw, float* dx)
     {
@@ -1369,7 +1266,7 @@ internal static unsafe class CpuGemm
     /// <see cref="ByteStride"/>, xt the activations' quants + 128 as unsigned bytes, four values of 16 rows per
     /// <paramref name="xStep"/> bytes (<see cref="PackQuantBytes"/>). vpdpbusd adds four u8·s8 products into each
     /// 32-bit lane without saturation, so a block's sums start at −128·Σq_w (per row, from the decoding) and end as
-    /// the exact Σ q_w·q_x; then t += Σ·d_w·d_x as <see cref="Outer12x32"/> does (the same results). 12 sums, 2
+    /// the exact Σ q_w·q_x; then t += Σ·(d_w·d_x) as in <see cref="Integer12x32"/>. 12 sums, 2
     /// activation vectors and a broadcast: VNNI's VEX form reaches only the first 16 registers. dx: per block
     /// <paramref name="dxStride"/> rows' scales, this part's 16 first.
     /// </summary>
@@ -1479,6 +1376,53 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
+    /// AVX2's <see cref="Split6x32"/> (and AVX-512's for 16-31 rows): 2 weight rows by 16 activation rows
+    /// (t[r·16 + j]), per step 2 loads and 4 broadcasts for 8 vpmaddubsw; 8 sums of 16 bits, 2 activation vectors and a
+    /// broadcast in the 16 registers. Starts: 32 shorts per block, as <see cref="Integer4x16"/>'s.
+    /// </summary>
+    private static void Split2x16(byte* w, byte* xt, short* starts, int kn, float* t, byte* prefetch, float* dw, float* dx)
+    {
+        const int S = ByteStride, H = SplitPlane;
+        for (int done = 0; done < kn; done += 32, dw++, dx += 16, starts += 32)
+        {
+            Vector256<short> c0 = Vector256.Load(starts), c1 = Vector256.Load(starts + 16);
+            Vector256<short> h0 = c0, h1 = c0, g0 = c1, g1 = c1, l0 = default, l1 = default, m0 = default, m1 = default;
+            for (byte* end = w + 32; w < end; w += 4, xt += 64, prefetch += 64)
+            {
+                Sse.Prefetch1(prefetch);
+                Vector256<sbyte> x0 = Vector256.Load((sbyte*)xt);
+                Vector256<sbyte> x1 = Vector256.Load((sbyte*)xt + 32);
+                Vector256<byte> v = Vector256.Create(*(int*)(w + H)).AsByte();
+                h0 += Avx2.MultiplyAddAdjacent(v, x0);
+                g0 += Avx2.MultiplyAddAdjacent(v, x1);
+                v = Vector256.Create(*(int*)w).AsByte();
+                l0 += Avx2.MultiplyAddAdjacent(v, x0);
+                m0 += Avx2.MultiplyAddAdjacent(v, x1);
+                v = Vector256.Create(*(int*)(w + H + S)).AsByte();
+                h1 += Avx2.MultiplyAddAdjacent(v, x0);
+                g1 += Avx2.MultiplyAddAdjacent(v, x1);
+                v = Vector256.Create(*(int*)(w + S)).AsByte();
+                l1 += Avx2.MultiplyAddAdjacent(v, x0);
+                m1 += Avx2.MultiplyAddAdjacent(v, x1);
+            }
+
+            Vector256<float> d0 = Vector256.Load(dx), d1 = Vector256.Load(dx + 8), sw;
+            sw = Vector256.Create(dw[0]);
+            Vector256.FusedMultiplyAdd(SplitSum(h0, l0), d0 * sw, Vector256.Load(t)).Store(t);
+            Vector256.FusedMultiplyAdd(SplitSum(g0, m0), d1 * sw, Vector256.Load(t + 8)).Store(t + 8);
+            sw = Vector256.Create(dw[ScaleStride]);
+            Vector256.FusedMultiplyAdd(SplitSum(h1, l1), d0 * sw, Vector256.Load(t + 16)).Store(t + 16);
+            Vector256.FusedMultiplyAdd(SplitSum(g1, m1), d1 * sw, Vector256.Load(t + 24)).Store(t + 24);
+        }
+    }
+
+    /// <summary><see cref="SplitSum(Vector512{short}, Vector512{short})"/> with 256-bit vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> SplitSum(Vector256<short> high, Vector256<short> low) =>
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(high, Vector256.Create((short)16)) +
+                                     Avx2.MultiplyAddAdjacent(low, Vector256.Create((short)1)));
+
+    /// <summary>
     /// AVX2's <see cref="Integer6x32K"/>: 2 weight rows by 16 activation rows (t[r·16 + j]); 4 sums of 16 bits and 4
     /// of 32 in registers. Starts: 32 shorts per sub-block; xs: 128 shorts per super-block; dx: 16 per super-block.
     /// </summary>
@@ -1586,163 +1530,99 @@ internal static unsafe class CpuGemm
         Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(halves, ones));
 
     /// <summary>
-    /// <see cref="Outer12x32"/> for 16-token tiles on AVX-512 (prompts of 16 to 31 rows, block-scaled quantized products):
-    /// one activation vector per step, 12 FMAs for 1 load and 12 broadcasts (t[r·16 + j]; dx: 16 per block).
+    /// <see cref="Outer12x32"/> for 16-token tiles on AVX-512 (prompts of 16 to 31 rows): one activation vector per
+    /// step, 12 FMAs for 1 load and 12 broadcasts (t[r·16 + j]).
     /// </summary>
-    private static void Outer12x16(float* w, float* xt, int kn, float* t, byte* prefetch, float* dw = null, float* dx = null)
+    private static void Outer12x16(float* w, float* xt, int kn, float* t, byte* prefetch)
     {
         const int S = ScratchStride;
-        bool scaled = dw != null;
-        int steps = scaled ? 32 : kn;
-        for (int done = 0; done < kn; done += steps, dw++, dx += 16)
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+        Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
+        for (float* end = w + kn; w < end; w++, xt += 16, prefetch += 32)
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
-            Vector512<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
-            for (float* end = w + steps; w < end; w++, xt += 16, prefetch += 32)
-            {
-                Sse.Prefetch1(prefetch);
-                Vector512<float> x0 = Vector512.Load(xt);
-                Vector512<float> v = Vector512.Create(w[0]);
-                a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
-                v = Vector512.Create(w[S]);
-                a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
-                v = Vector512.Create(w[2 * S]);
-                a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
-                v = Vector512.Create(w[3 * S]);
-                a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
-                v = Vector512.Create(w[4 * S]);
-                a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
-                v = Vector512.Create(w[5 * S]);
-                a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
-                v = Vector512.Create(w[6 * S]);
-                a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
-                v = Vector512.Create(w[7 * S]);
-                a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
-                v = Vector512.Create(w[8 * S]);
-                a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
-                v = Vector512.Create(w[9 * S]);
-                a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
-                v = Vector512.Create(w[10 * S]);
-                a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
-                v = Vector512.Create(w[11 * S]);
-                a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
-            }
-
-            if (!scaled)
-            {
-                a0.Store(t);
-                a1.Store(t + 16);
-                a2.Store(t + 32);
-                a3.Store(t + 48);
-                a4.Store(t + 64);
-                a5.Store(t + 80);
-                a6.Store(t + 96);
-                a7.Store(t + 112);
-                a8.Store(t + 128);
-                a9.Store(t + 144);
-                a10.Store(t + 160);
-                a11.Store(t + 176);
-                return;
-            }
-
-            Vector512<float> d0 = Vector512.Load(dx), sw;
-            sw = Vector512.Create(dw[0 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a0, d0 * sw, Vector512.Load(t)).Store(t);
-            sw = Vector512.Create(dw[1 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a1, d0 * sw, Vector512.Load(t + 16)).Store(t + 16);
-            sw = Vector512.Create(dw[2 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a2, d0 * sw, Vector512.Load(t + 32)).Store(t + 32);
-            sw = Vector512.Create(dw[3 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a3, d0 * sw, Vector512.Load(t + 48)).Store(t + 48);
-            sw = Vector512.Create(dw[4 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a4, d0 * sw, Vector512.Load(t + 64)).Store(t + 64);
-            sw = Vector512.Create(dw[5 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a5, d0 * sw, Vector512.Load(t + 80)).Store(t + 80);
-            sw = Vector512.Create(dw[6 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a6, d0 * sw, Vector512.Load(t + 96)).Store(t + 96);
-            sw = Vector512.Create(dw[7 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a7, d0 * sw, Vector512.Load(t + 112)).Store(t + 112);
-            sw = Vector512.Create(dw[8 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a8, d0 * sw, Vector512.Load(t + 128)).Store(t + 128);
-            sw = Vector512.Create(dw[9 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a9, d0 * sw, Vector512.Load(t + 144)).Store(t + 144);
-            sw = Vector512.Create(dw[10 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a10, d0 * sw, Vector512.Load(t + 160)).Store(t + 160);
-            sw = Vector512.Create(dw[11 * ScaleStride]);
-            Vector512.FusedMultiplyAdd(a11, d0 * sw, Vector512.Load(t + 176)).Store(t + 176);
+            Sse.Prefetch1(prefetch);
+            Vector512<float> x0 = Vector512.Load(xt);
+            Vector512<float> v = Vector512.Create(w[0]);
+            a0 = Vector512.FusedMultiplyAdd(v, x0, a0);
+            v = Vector512.Create(w[S]);
+            a1 = Vector512.FusedMultiplyAdd(v, x0, a1);
+            v = Vector512.Create(w[2 * S]);
+            a2 = Vector512.FusedMultiplyAdd(v, x0, a2);
+            v = Vector512.Create(w[3 * S]);
+            a3 = Vector512.FusedMultiplyAdd(v, x0, a3);
+            v = Vector512.Create(w[4 * S]);
+            a4 = Vector512.FusedMultiplyAdd(v, x0, a4);
+            v = Vector512.Create(w[5 * S]);
+            a5 = Vector512.FusedMultiplyAdd(v, x0, a5);
+            v = Vector512.Create(w[6 * S]);
+            a6 = Vector512.FusedMultiplyAdd(v, x0, a6);
+            v = Vector512.Create(w[7 * S]);
+            a7 = Vector512.FusedMultiplyAdd(v, x0, a7);
+            v = Vector512.Create(w[8 * S]);
+            a8 = Vector512.FusedMultiplyAdd(v, x0, a8);
+            v = Vector512.Create(w[9 * S]);
+            a9 = Vector512.FusedMultiplyAdd(v, x0, a9);
+            v = Vector512.Create(w[10 * S]);
+            a10 = Vector512.FusedMultiplyAdd(v, x0, a10);
+            v = Vector512.Create(w[11 * S]);
+            a11 = Vector512.FusedMultiplyAdd(v, x0, a11);
         }
+
+        a0.Store(t);
+        a1.Store(t + 16);
+        a2.Store(t + 32);
+        a3.Store(t + 48);
+        a4.Store(t + 64);
+        a5.Store(t + 80);
+        a6.Store(t + 96);
+        a7.Store(t + 112);
+        a8.Store(t + 128);
+        a9.Store(t + 144);
+        a10.Store(t + 160);
+        a11.Store(t + 176);
     }
 
     /// <summary>
     /// AVX2's <see cref="Outer12x32"/>: t[r·16 + j] = Σ_{i&lt;kn} w[r·ScratchStride + i]·xt[i·16 + j] for 6 weight rows
     /// and 16 activation rows, 12 FMAs for 2 vector loads and 6 broadcasts; 12 accumulators, 2 activation vectors and
-    /// a broadcast in the 16 registers. Block scales as in <see cref="Outer12x32"/> (dx: 16 per block).
+    /// a broadcast in the 16 registers.
     /// </summary>
-    private static void Outer6x16(float* w, float* xt, int kn, float* t, byte* prefetch, float* dw = null, float* dx = null)
+    private static void Outer6x16(float* w, float* xt, int kn, float* t, byte* prefetch)
     {
         const int S = ScratchStride;
-        bool scaled = dw != null;
-        int steps = scaled ? 32 : kn;
-        for (int done = 0; done < kn; done += steps, dw++, dx += 16)
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+        for (float* end = w + kn; w < end; w++, xt += 16, prefetch += 32)
         {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
-            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
-            for (float* end = w + steps; w < end; w++, xt += 16, prefetch += 32)
-            {
-                Sse.Prefetch1(prefetch);
-                Vector256<float> x0 = Vector256.Load(xt);
-                Vector256<float> x1 = Vector256.Load(xt + 8);
-                Vector256<float> v = Vector256.Create(w[0]);
-                a0 = Vector256.FusedMultiplyAdd(v, x0, a0);
-                b0 = Vector256.FusedMultiplyAdd(v, x1, b0);
-                v = Vector256.Create(w[S]);
-                a1 = Vector256.FusedMultiplyAdd(v, x0, a1);
-                b1 = Vector256.FusedMultiplyAdd(v, x1, b1);
-                v = Vector256.Create(w[2 * S]);
-                a2 = Vector256.FusedMultiplyAdd(v, x0, a2);
-                b2 = Vector256.FusedMultiplyAdd(v, x1, b2);
-                v = Vector256.Create(w[3 * S]);
-                a3 = Vector256.FusedMultiplyAdd(v, x0, a3);
-                b3 = Vector256.FusedMultiplyAdd(v, x1, b3);
-                v = Vector256.Create(w[4 * S]);
-                a4 = Vector256.FusedMultiplyAdd(v, x0, a4);
-                b4 = Vector256.FusedMultiplyAdd(v, x1, b4);
-                v = Vector256.Create(w[5 * S]);
-                a5 = Vector256.FusedMultiplyAdd(v, x0, a5);
-                b5 = Vector256.FusedMultiplyAdd(v, x1, b5);
-            }
-
-            if (!scaled)
-            {
-                a0.Store(t); b0.Store(t + 8);
-                a1.Store(t + 16); b1.Store(t + 24);
-                a2.Store(t + 32); b2.Store(t + 40);
-                a3.Store(t + 48); b3.Store(t + 56);
-                a4.Store(t + 64); b4.Store(t + 72);
-                a5.Store(t + 80); b5.Store(t + 88);
-                return;
-            }
-
-            Vector256<float> d0 = Vector256.Load(dx), d1 = Vector256.Load(dx + 8), sw;
-            sw = Vector256.Create(dw[0 * ScaleStride]);
-            Vector256.FusedMultiplyAdd(a0, d0 * sw, Vector256.Load(t + 0)).Store(t + 0);
-            Vector256.FusedMultiplyAdd(b0, d1 * sw, Vector256.Load(t + 8)).Store(t + 8);
-            sw = Vector256.Create(dw[1 * ScaleStride]);
-            Vector256.FusedMultiplyAdd(a1, d0 * sw, Vector256.Load(t + 16)).Store(t + 16);
-            Vector256.FusedMultiplyAdd(b1, d1 * sw, Vector256.Load(t + 24)).Store(t + 24);
-            sw = Vector256.Create(dw[2 * ScaleStride]);
-            Vector256.FusedMultiplyAdd(a2, d0 * sw, Vector256.Load(t + 32)).Store(t + 32);
-            Vector256.FusedMultiplyAdd(b2, d1 * sw, Vector256.Load(t + 40)).Store(t + 40);
-            sw = Vector256.Create(dw[3 * ScaleStride]);
-            Vector256.FusedMultiplyAdd(a3, d0 * sw, Vector256.Load(t + 48)).Store(t + 48);
-            Vector256.FusedMultiplyAdd(b3, d1 * sw, Vector256.Load(t + 56)).Store(t + 56);
-            sw = Vector256.Create(dw[4 * ScaleStride]);
-            Vector256.FusedMultiplyAdd(a4, d0 * sw, Vector256.Load(t + 64)).Store(t + 64);
-            Vector256.FusedMultiplyAdd(b4, d1 * sw, Vector256.Load(t + 72)).Store(t + 72);
-            sw = Vector256.Create(dw[5 * ScaleStride]);
-            Vector256.FusedMultiplyAdd(a5, d0 * sw, Vector256.Load(t + 80)).Store(t + 80);
-            Vector256.FusedMultiplyAdd(b5, d1 * sw, Vector256.Load(t + 88)).Store(t + 88);
+            Sse.Prefetch1(prefetch);
+            Vector256<float> x0 = Vector256.Load(xt);
+            Vector256<float> x1 = Vector256.Load(xt + 8);
+            Vector256<float> v = Vector256.Create(w[0]);
+            a0 = Vector256.FusedMultiplyAdd(v, x0, a0);
+            b0 = Vector256.FusedMultiplyAdd(v, x1, b0);
+            v = Vector256.Create(w[S]);
+            a1 = Vector256.FusedMultiplyAdd(v, x0, a1);
+            b1 = Vector256.FusedMultiplyAdd(v, x1, b1);
+            v = Vector256.Create(w[2 * S]);
+            a2 = Vector256.FusedMultiplyAdd(v, x0, a2);
+            b2 = Vector256.FusedMultiplyAdd(v, x1, b2);
+            v = Vector256.Create(w[3 * S]);
+            a3 = Vector256.FusedMultiplyAdd(v, x0, a3);
+            b3 = Vector256.FusedMultiplyAdd(v, x1, b3);
+            v = Vector256.Create(w[4 * S]);
+            a4 = Vector256.FusedMultiplyAdd(v, x0, a4);
+            b4 = Vector256.FusedMultiplyAdd(v, x1, b4);
+            v = Vector256.Create(w[5 * S]);
+            a5 = Vector256.FusedMultiplyAdd(v, x0, a5);
+            b5 = Vector256.FusedMultiplyAdd(v, x1, b5);
         }
+
+        a0.Store(t); b0.Store(t + 8);
+        a1.Store(t + 16); b1.Store(t + 24);
+        a2.Store(t + 32); b2.Store(t + 40);
+        a3.Store(t + 48); b3.Store(t + 56);
+        a4.Store(t + 64); b4.Store(t + 72);
+        a5.Store(t + 80); b5.Store(t + 88);
     }
 
     /// <summary>The tiles' scalar tail: t[j·4 + r] += Σ_{from ≤ i &lt; kn} w[r·ws + i]·x[j·xs + i] for j &lt; <paramref name="rows"/>.</summary>
