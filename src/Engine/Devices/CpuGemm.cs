@@ -141,7 +141,7 @@ internal static unsafe class CpuGemm
         DType.Q4_K => 0,
         // Q8_0 on VNNI: the offset is on the activations, undone per weight row (Vnni6x16); split into nibbles, the
         // high nibble's 8 (Split6x32)
-        DType.Q8_0 => AvxVnni.IsSupported ? 0 : 8,
+        DType.Q8_0 => SplitsQ8_0 ? 8 : 0,
         _ => 16, // Q5_0, Q5_K
     };
 
@@ -162,7 +162,7 @@ internal static unsafe class CpuGemm
     {
         bool k256 = IsKQuant(type), mins = type is DType.Q4_K or DType.Q5_K;
         int sub = SubBlock(type), offset = QuantOffset(type), tokens = OuterTokens(m), perVector = tokens / 2;
-        int flip = type == DType.Q8_0 && AvxVnni.IsSupported ? unchecked((int)0x80808080) : 0; // Q8_0 (VNNI): x + 128 as unsigned bytes
+        int flip = type == DType.Q8_0 && !SplitsQ8_0 ? unchecked((int)0x80808080) : 0; // Q8_0 on VNNI: x + 128 as unsigned bytes
         for (int t = t0; t < t1; t++)
         {
             byte* dst = packed + (long)t * IntegerTileBytes(k, tokens);
