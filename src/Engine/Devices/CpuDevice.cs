@@ -661,11 +661,15 @@ public sealed unsafe partial class CpuDevice : IDevice
         _mmAccumulate = accumulate;
         _mmPacked = null;
         _mmPackedScales = null;
-        if (UsesQ8(w.Type) && w.Type is DType.Q4_1 or DType.Q5_1)
+        if (UsesQ8(w.Type) && (w.Type is DType.Q4_1 or DType.Q5_1 || rows < CpuGemm.MinIntegerRows))
         {
-            // Q8_1's s (the minimums' factor) is rounded to F16 on its own, which no float product of expanded
-            // operands reproduces: these two formats take the integer kernel for every pair of rows.
-            _q8.Quantize(x, rows, w.Cols, true, false);
+            // The decode kernels for every pair of rows, each weight row against all activation rows while it is in
+            // L1: for Q4_1/Q5_1 always (Q8_1's s, the minimums' factor, is rounded to F16 on its own, which no float
+            // product of expanded operands reproduces), for the other formats below the integer tiles' fewest rows,
+            // where the dot tiles' dequantized weight panels cost more than the products (TinyLlama Q4_K_M on Zen 4:
+            // pp4 18.7 t/s on the dot tiles, tg 38).
+            bool k256 = CpuQ8Dot.UsesBlocks256(w.Type);
+            _q8.Quantize(x, rows, w.Cols, !k256, k256, w.GroupedQ4_0, w.Type is DType.Q4_K or DType.Q5_K);
             _mmIntegerRows = true;
             _pool.For(w.Rows, _matMulBody);
             _mmIntegerRows = false;
@@ -766,7 +770,7 @@ public sealed unsafe partial class CpuDevice : IDevice
                 byte* row = w.Row(i);
                 for (int r = 0; r < rows; r++)
                 {
-                    Store(dst + (long)r * outRows + i, CpuQ8Dot.Dot(w.Type, row, _q8, r), acc);
+                    Store(dst + (long)r * outRows + i, QuantDot(w, row, x, r), acc);
                 }
             }
 

@@ -5,10 +5,10 @@ using Xunit;
 namespace GpuLlama.Tests.Quant;
 
 /// <summary>
-/// Prompt products of block-quantized weights (many activation rows at once: Q8_0 on its integer kernels — AVX-VNNI, or
-/// on AVX-512 from 32 rows as two nibbles — else on the block-scaled float outer kernels, Q4_0/Q5_0 and the K-quants
-/// on the integer kernels — 32-token tiles on AVX-512, 16-token tiles on AVX2 and for 16-31 rows —, the dot tiles below
-/// 16 rows) against llama.cpp's integer dot products row by row, with the same
+/// Prompt products of block-quantized weights (many activation rows at once: Q8_0, Q4_0, Q5_0 and the K-quants on the
+/// integer kernels — 32-token tiles on AVX-512, 16-token tiles on AVX2 and for 16-31 rows, one zero-padded 16-token
+/// tile for 6-15 rows —, the decode kernels row by row below that, the dot tiles for the 12-row groups' leftover weight
+/// rows) against llama.cpp's integer dot products row by row, with the same
 /// 8-bit activations: Σ_b (d_w·d_x)·Σ q_w·q_x differs from it only in the order of the float additions over blocks.
 /// </summary>
 public sealed unsafe class QuantPromptTests
@@ -22,15 +22,21 @@ public sealed unsafe class QuantPromptTests
             data.Add(t, 24, 800, 64, true);   // rows of 25 blocks (Q4_0 in the file's layout, not grouped), two token tiles, accumulate
             data.Add(t, 26, 3328, 33, false); // K in two blocks (1792 + 1536), two row groups and a partial panel
             data.Add(t, 13, 256, 20, false);  // AVX-512: fewer rows than a token tile (the dot tiles); AVX2: two overlapping tiles
+            data.Add(t, 30, 768, 11, true);   // one 16-row tile padded with zero rows, accumulate
+            data.Add(t, 26, 512, 6, false);   // the fewest rows a padded tile takes
+            data.Add(t, 26, 512, 5, false);   // fewer: the decode kernels row by row
         }
 
-        // K-quants (256-blocks): the integer kernel from 32 rows on AVX-512BW, else the dot tiles
+        // K-quants (256-blocks): the same sizes, K a multiple of 256
         foreach (DType t in new[] { DType.Q4_K, DType.Q5_K, DType.Q6_K })
         {
             data.Add(t, 30, 768, 45, false);
             data.Add(t, 24, 1024, 64, true);
             data.Add(t, 26, 3328, 33, false);
             data.Add(t, 13, 256, 20, false);
+            data.Add(t, 30, 768, 11, true);
+            data.Add(t, 26, 512, 6, false);
+            data.Add(t, 26, 512, 5, false);
         }
 
         return data;
