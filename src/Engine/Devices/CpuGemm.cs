@@ -13,7 +13,7 @@ namespace GpuLlama.Devices;
 /// With a full token tile: outer products (<see cref="Outer12x32"/>, AVX2 <see cref="Outer6x16"/>) of 12 weight rows
 /// by 32 (16) activation rows from X transposed once per product (<see cref="PackTokens"/>): per step 2 vector loads
 /// and 12 broadcasts feed 24 FMAs, and no horizontal sums (Zen 5: 105-115 -> 165-190 GFLOP/s on a core whose FMA peak
-/// is 235). Q8_0, Q4_0, Q5_0 and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 16 rows instead,
+/// is 235). Q8_0, Q4_0, Q5_0 and the K-quants Q4_K, Q5_K, Q6_K multiply their quants as bytes from 6 rows instead,
 /// block by block, against the 8-bit activations (<see cref="UsesIntegerTiles"/>: <see cref="Integer12x32"/>,
 /// <see cref="Integer6x32K"/>, <see cref="Split6x32"/> on 32-row tiles; <see cref="Integer4x16"/>,
 /// <see cref="Integer2x16K"/>, <see cref="Split2x16"/> on 16-row tiles, AVX2 or prompts of 16-31 rows; Q8_0 with
@@ -72,7 +72,7 @@ internal static unsafe class CpuGemm
     // Row stride of the integer kernel's decoded quants (bytes): a cache line more than the largest K block.
     private const int ByteStride = KBlockFloats + 64;
 
-    // Split6x32's high nibbles: a second plane of rows after the twelve low-nibble rows (both fit in the float rows).
+    // The split Q8_0 kernels' high nibbles: a second plane of rows after the twelve low-nibble rows (both fit in the float rows).
     private const int SplitPlane = OuterRows * ByteStride;
 
     // Row stride of the weight scales of a decoded group (integer kernels): one per 32 values of a K block.
@@ -100,17 +100,18 @@ internal static unsafe class CpuGemm
 
     /// <summary>
     /// Whether a product of <paramref name="m"/> rows by <paramref name="type"/> weights against the 8-bit activations
-    /// runs on the integer kernels (AVX2, 16+ rows; the caller packs the activations' quants with
+    /// runs on the integer kernels (AVX2, <see cref="MinIntegerRows"/>+ rows; the caller packs the activations' quants with
     /// <see cref="PackQuantBytes"/>). Each block's sum is exact, then scaled by d_w·d_x and added — llama.cpp's formula
     /// Σ_b (d_w·d_x)·Σ q_w·q_x, the order of float additions over blocks, not over values. Formats whose quants are
     /// unsigned before their offset are multiplied by the signed 8-bit activations on vpmaddubsw directly — 64 products
     /// per 512-bit instruction, where an FMA does 16: Q4_0 and Q5_0 (<see cref="Integer12x32"/>, the exact block sums
-    /// llama.cpp's repacked Q4_0 GEMM scales and adds in this order) and the K-quants Q4_K, Q5_K, Q6_K (<see cref="Integer6x32K"/>: llama.cpp's integer sums per
-    /// super-block). Q8_0's signed weights would saturate vpmaddubsw's pair sums; where AVX-VNNI exists it takes
-    /// <see cref="Vnni6x16"/> instead (vpdpbusd sums four products into 32 bits directly), else on AVX-512 with 32-row
-    /// tiles <see cref="Split6x32"/> (its weights as two unsigned nibbles). 16-row tiles (AVX2, and on AVX-512
-    /// prompts of 16-31 rows): the same with 256-bit vectors in 16 registers, 4 rows (<see cref="Integer4x16"/>) and 2
-    /// rows (<see cref="Integer2x16K"/>) per kernel.
+    /// llama.cpp's repacked Q4_0 GEMM scales and adds in this order) and the K-quants Q4_K, Q5_K, Q6_K
+    /// (<see cref="Integer6x32K"/>: llama.cpp's integer sums per super-block). Q8_0's signed weights would saturate
+    /// vpmaddubsw's pair sums; where AVX-VNNI exists it takes <see cref="Vnni6x16"/> instead (vpdpbusd sums four
+    /// products into 32 bits directly), else <see cref="Split6x32"/> and <see cref="Split2x16"/> (its weights as two
+    /// unsigned nibbles). 16-row tiles (AVX2, and on AVX-512 prompts of 6-31 rows; below 16 one tile padded with zero
+    /// rows): the same with 256-bit vectors in 16 registers, 4 rows (<see cref="Integer4x16"/>) and 2 rows
+    /// (<see cref="Integer2x16K"/>, <see cref="Split2x16"/>) per kernel.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
         Avx2.IsSupported && IsAccelerated && m >= MinIntegerRows &&
@@ -149,7 +150,7 @@ internal static unsafe class CpuGemm
         DType.Q6_K => 32,
         DType.Q4_K => 0,
         // Q8_0 on VNNI: the offset is on the activations, undone per weight row (Vnni6x16); split into nibbles, the
-        // high nibble's 8 (Split6x32)
+        // high nibble's 8 (Split6x32, Split2x16)
         DType.Q8_0 => SplitsQ8_0 ? 8 : 0,
         _ => 16, // Q5_0, Q5_K
     };
@@ -511,7 +512,7 @@ internal static unsafe class CpuGemm
         Vector128<byte> low = Vector128.Create((byte)0x0F);
         if (type == DType.Q8_0 && SplitsQ8_0)
         {
-            // 34-byte blocks: F16 d, 32 signed quants, as q + 128 = 16·h + l: l at q, h at q + SplitPlane (Split6x32)
+            // 34-byte blocks: F16 d, 32 signed quants, as q + 128 = 16·h + l: l at q, h at q + SplitPlane (the split kernels)
             Vector256<byte> low256 = Vector256.Create((byte)0x0F), flip = Vector256.Create((byte)0x80);
             for (int b = 0; b < n / 32; b++, row += 34, q += 32)
             {
@@ -1067,12 +1068,13 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// Q8_0 without AVX-VNNI (<see cref="SplitsQ8_0"/>), AVX-512: 6 weight rows by 32 activation rows, t[r·32 + j]. w holds the
-    /// rows' quants + 128 as low nibbles l at <see cref="ByteStride"/> and high nibbles h a <see cref="SplitPlane"/>
+    /// Q8_0 without AVX-VNNI (<see cref="SplitsQ8_0"/>), AVX-512: 6 weight rows by 32 activation rows, t[r·32 + j]. w
+    /// holds the rows' quants + 128 as low nibbles l at <see cref="ByteStride"/> and high nibbles h a <see cref="SplitPlane"/>
     /// further (q = 16·(h − 8) + l), xt the activations' signed quants and starts −8·Σx per block as for Q4_0
     /// (<see cref="PackQuantBytes"/>). Per step 2 loads, 12 broadcasts and 24 vpmaddubsw: the h sums start at −8·Σx
     /// and hold Σ (h − 8)·x (|Σ| ≤ 16·8·127), the l sums Σ l·x (≤ 16·15·127), both within 16 bits; per block,
-    /// vpmaddwd by 16 and by 1 adds them into the exact Σ q·x, and t += Σ·(d_w·d_x) as in <see cref="Integer12x32"/>. 24 sums, 2 activation vectors and a broadcast in the 32 registers.
+    /// vpmaddwd by 16 and by 1 adds them into the exact Σ q·x, and t += Σ·(d_w·d_x) as in <see cref="Integer12x32"/>.
+    /// 24 sums, 2 activation vectors and a broadcast in the 32 registers.
     /// </summary>
     private static void Split6x32(byte* w, byte* xt, short* starts, int kn, float* t, byte* prefetch, float* dw, float* dx)
     {
