@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Text.RegularExpressions;
+using GpuLlama.Devices;
 
 namespace GpuLlama.Host;
 
@@ -43,6 +44,11 @@ public static class Program
         Cancellation = cancel.Token;
         try
         {
+            if (CpuDevice.CheckPrefetchSetting() is string prefetchError)
+            {
+                return Fail(prefetchError, code: 2);
+            }
+
             ParseResult parsed = root.Parse(args.Length == 0 ? ["--help"] : args);
             if (parsed.Errors.Count > 0)
             {

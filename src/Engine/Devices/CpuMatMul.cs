@@ -131,12 +131,14 @@ internal static unsafe class CpuMatMul
             Vector512<float> a0 = default, a1 = default;
             for (; i + 32 <= n; i += 32)
             {
+                CpuPrefetch.Ahead(w + i, 128);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a0);
                 a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w + i + 16), Vector512.Load(x + i + 16), a1);
             }
 
             for (; i + 16 <= n; i += 16)
             {
+                CpuPrefetch.Ahead(w + i);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w + i), Vector512.Load(x + i), a0);
             }
 
@@ -147,6 +149,7 @@ internal static unsafe class CpuMatMul
             Vector256<float> a0 = default, a1 = default;
             for (; i + 16 <= n; i += 16)
             {
+                CpuPrefetch.Ahead(w + i);
                 a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), Vector256.Load(x + i), a0);
                 a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i + 8), Vector256.Load(x + i + 8), a1);
             }
@@ -323,6 +326,7 @@ internal static unsafe class CpuMatMul
             Vector512<float> e = default, o = default, e2 = default, o2 = default;
             for (; i + 64 <= n; i += 64)
             {
+                CpuPrefetch.Ahead(w + i, 128);
                 Vector512<int> u = Vector512.Load((int*)(w + i)), v = Vector512.Load((int*)(xc + i));
                 e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v << 16 >> 3, m, top, 0xEA).AsSingle(), e);
                 o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v >> 3, m, top, 0xEA).AsSingle(), o);
@@ -334,6 +338,7 @@ internal static unsafe class CpuMatMul
 
             for (; i + 32 <= n; i += 32)
             {
+                CpuPrefetch.Ahead(w + i);
                 Vector512<int> u = Vector512.Load((int*)(w + i)), v = Vector512.Load((int*)(xc + i));
                 e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v << 16 >> 3, m, top, 0xEA).AsSingle(), e);
                 o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Avx512F.TernaryLogic(v >> 3, m, top, 0xEA).AsSingle(), o);
@@ -347,6 +352,7 @@ internal static unsafe class CpuMatMul
             Vector256<float> e = default, o = default;
             for (; i + 16 <= n; i += 16)
             {
+                CpuPrefetch.Ahead(w + i);
                 Vector256<int> u = Vector256.Load((int*)(w + i)), v = Vector256.Load((int*)(xc + i));
                 e = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), (((v << 16 >> 3) & m) | top).AsSingle(), e);
                 o = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), (((v >> 3) & m) | top).AsSingle(), o);
@@ -380,6 +386,10 @@ internal static unsafe class CpuMatMul
             for (; i + 32 <= n; i += 32)
             {
                 long q = (i >> 5) * chunkStep + (i & 31);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector512<int> v = Vector512.Load((int*)(xc + i));
                 Vector512<float> xe = Avx512F.TernaryLogic(v << 16 >> 3, m, top, 0xEA).AsSingle();
                 Vector512<float> xo = Avx512F.TernaryLogic(v >> 3, m, top, 0xEA).AsSingle();
@@ -410,6 +420,10 @@ internal static unsafe class CpuMatMul
             for (; i + 16 <= n; i += 16)
             {
                 long q = (i >> 5) * chunkStep + (i & 31);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector256<int> v = Vector256.Load((int*)(xc + i));
                 Vector256<float> xe = (((v << 16 >> 3) & m) | top).AsSingle();
                 Vector256<float> xo = (((v >> 3) & m) | top).AsSingle();
@@ -567,6 +581,10 @@ internal static unsafe class CpuMatMul
             for (; i + 16 <= n; i += 16)
             {
                 long q = (i >> 4) * chunkStep + (i & 15);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector512<float> xv = Vector512.Load(x + i);
                 a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w + q), xv, a0);
                 a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w1 + q), xv, a1);
@@ -585,6 +603,10 @@ internal static unsafe class CpuMatMul
             for (; i + 8 <= n; i += 8)
             {
                 long q = (i >> 4) * chunkStep + (i & 15);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector256<float> xv = Vector256.Load(x + i);
                 a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + q), xv, a0);
                 a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w1 + q), xv, a1);
@@ -634,6 +656,10 @@ internal static unsafe class CpuMatMul
             for (; i + 32 <= n; i += 32)
             {
                 long q = (i >> 5) * chunkStep + (i & 31);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector512<float> xe = Vector512.Load(xp + i);
                 Vector512<float> xo = Vector512.Load(xp + i + 16);
                 Vector512<int> u = Vector512.Load((int*)(w + q));
@@ -663,6 +689,10 @@ internal static unsafe class CpuMatMul
             for (; i + 16 <= n; i += 16)
             {
                 long q = (i >> 5) * chunkStep + (i & 31);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector256<float> xe = Vector256.Load(xp + i);
                 Vector256<float> xo = Vector256.Load(xp + i + 8);
                 Vector256<int> u = Vector256.Load((int*)(w + q));
@@ -718,6 +748,10 @@ internal static unsafe class CpuMatMul
             for (; i + 32 <= n; i += 32)
             {
                 long q = (i >> 5) * chunkStep + (i & 31);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector512<float> xe = Vector512.Load(xp + i);
                 Vector512<float> xo = Vector512.Load(xp + i + 16);
                 Vector512<uint> u = Vector512.Load((uint*)(w + q));
@@ -747,6 +781,10 @@ internal static unsafe class CpuMatMul
             for (; i + 16 <= n; i += 16)
             {
                 long q = (i >> 5) * chunkStep + (i & 31);
+                CpuPrefetch.Ahead(w + q);
+                CpuPrefetch.Ahead(w1 + q);
+                CpuPrefetch.Ahead(w2 + q);
+                CpuPrefetch.Ahead(w3 + q);
                 Vector256<float> xe = Vector256.Load(xp + i);
                 Vector256<float> xo = Vector256.Load(xp + i + 8);
                 Vector256<uint> u = Vector256.Load((uint*)(w + q));
@@ -799,6 +837,7 @@ internal static unsafe class CpuMatMul
             Vector512<float> e = default, o = default, e2 = default, o2 = default;
             for (; i + 64 <= n; i += 64)
             {
+                CpuPrefetch.Ahead(w + i, 128);
                 Vector512<int> u = Vector512.Load((int*)(w + i));
                 e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Vector512.Load(xp + i), e);
                 o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Vector512.Load(xp + i + 16), o);
@@ -809,6 +848,7 @@ internal static unsafe class CpuMatMul
 
             for (; i + 32 <= n; i += 32)
             {
+                CpuPrefetch.Ahead(w + i);
                 Vector512<int> u = Vector512.Load((int*)(w + i));
                 e = Vector512.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Vector512.Load(xp + i), e);
                 o = Vector512.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Vector512.Load(xp + i + 16), o);
@@ -822,6 +862,7 @@ internal static unsafe class CpuMatMul
             Vector256<float> e = default, o = default;
             for (; i + 16 <= n; i += 16)
             {
+                CpuPrefetch.Ahead(w + i);
                 Vector256<int> u = Vector256.Load((int*)(w + i));
                 e = Vector256.FusedMultiplyAdd(((u << 16 >> 3) & m).AsSingle(), Vector256.Load(xp + i), e);
                 o = Vector256.FusedMultiplyAdd(((u >> 3) & m).AsSingle(), Vector256.Load(xp + i + 8), o);
@@ -849,6 +890,7 @@ internal static unsafe class CpuMatMul
             Vector512<float> e = default, o = default, e2 = default, o2 = default;
             for (; i + 64 <= n; i += 64)
             {
+                CpuPrefetch.Ahead(w + i, 128);
                 Vector512<uint> u = Vector512.Load((uint*)(w + i));
                 e = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), Vector512.Load(xp + i), e);
                 o = Vector512.FusedMultiplyAdd((u & m).AsSingle(), Vector512.Load(xp + i + 16), o);
@@ -859,6 +901,7 @@ internal static unsafe class CpuMatMul
 
             for (; i + 32 <= n; i += 32)
             {
+                CpuPrefetch.Ahead(w + i);
                 Vector512<uint> u = Vector512.Load((uint*)(w + i));
                 e = Vector512.FusedMultiplyAdd((u << 16).AsSingle(), Vector512.Load(xp + i), e);
                 o = Vector512.FusedMultiplyAdd((u & m).AsSingle(), Vector512.Load(xp + i + 16), o);
@@ -872,6 +915,7 @@ internal static unsafe class CpuMatMul
             Vector256<float> e = default, o = default;
             for (; i + 16 <= n; i += 16)
             {
+                CpuPrefetch.Ahead(w + i);
                 Vector256<uint> u = Vector256.Load((uint*)(w + i));
                 e = Vector256.FusedMultiplyAdd((u << 16).AsSingle(), Vector256.Load(xp + i), e);
                 o = Vector256.FusedMultiplyAdd((u & m).AsSingle(), Vector256.Load(xp + i + 8), o);

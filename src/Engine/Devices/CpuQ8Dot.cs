@@ -416,6 +416,7 @@ internal static unsafe class CpuQ8Dot
         for (; b + 8 <= nb; b += 8)
         {
             byte* w0 = w + 34 * b;
+            CpuPrefetch.Ahead(w0, 272);
             sbyte* x0 = xq + 32 * b;
             Vector256<int> h01 = Avx2.HorizontalAdd(BlockSum8(w0, x0), BlockSum8(w0 + 34, x0 + 32));
             Vector256<int> h23 = Avx2.HorizontalAdd(BlockSum8(w0 + 68, x0 + 64), BlockSum8(w0 + 102, x0 + 96));
@@ -464,6 +465,7 @@ internal static unsafe class CpuQ8Dot
         sbyte* x0 = xp;
         for (; b + 8 <= nb; b += 8, w0 += 144, x0 += 256)
         {
+            CpuPrefetch.Ahead(w0, 144);
             Vector256<int> p0 = PairSum4(w0, x0, low);
             Vector256<int> p1 = PairSum4(w0 + 36, x0 + 64, low);
             Vector256<int> p2 = PairSum4(w0 + 72, x0 + 128, low);
@@ -546,6 +548,7 @@ internal static unsafe class CpuQ8Dot
         Vector512<int> lanes1 = lanes0 + Vector512.Create(4);
         for (int b = 0; b < nb; b += 8, w += 144, xq += 256, corr += 32)
         {
+            CpuPrefetch.Ahead(w, 144);
             Vector512<float> scale = (HalfToSingle(Vector128.Load((ushort*)w)) * Vector256.Load(xd + b)).ToVector512Unsafe();
             Vector512<byte> q = Vector512.Load(w + 16);
             Vector512<short> p = Avx512BW.MultiplyAddAdjacent(q & low, Vector512.Load(xq)) +
@@ -711,6 +714,7 @@ internal static unsafe class CpuQ8Dot
         for (; b + 8 <= nb; b += 8)
         {
             byte* w0 = w + 22 * b;
+            CpuPrefetch.Ahead(w0, 176);
             sbyte* x0 = xp + 32 * b;
             Vector256<int> p0 = PairSum5(w0, x0, low);
             Vector256<int> p1 = PairSum5(w0 + 44, x0 + 64, low);
@@ -762,6 +766,7 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 84 * b;
+            CpuPrefetch.Ahead(blk, 84);
             Vector128<byte> packed = Vector128.Load(blk);
             Vector256<short> scales = Avx2.ConvertToVector256Int16(packed & Vector128.Create((byte)0x0F));
             Vector256<short> mins = Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
@@ -803,6 +808,7 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 110 * b;
+            CpuPrefetch.Ahead(blk, 110);
             Vector256<short> scales = Avx2.ConvertToVector256Int16(UnpackScalesQ3K(blk + 96)) - Vector256.Create((short)32);
             Vector256<int> sumi = -(Avx2.MultiplyAddAdjacent(scales, Vector256.Load(bsums + 16 * b)) << 2);
             Vector256<ushort> hm = Vector256.Load(blk).AsUInt16();
@@ -868,6 +874,7 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 144 * b;
+            CpuPrefetch.Ahead(blk, 144);
             Vector256<short> scalesMins = UnpackScalesMinsK4(blk + 4);
             Vector128<short> xSums32 = Ssse3.HorizontalAdd(Vector128.Load(bsums + 16 * b), Vector128.Load(bsums + 16 * b + 8));
             Vector128<int> mins = Sse2.MultiplyAddAdjacent(scalesMins.GetUpper(), xSums32);
@@ -903,6 +910,7 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 176 * b;
+            CpuPrefetch.Ahead(blk, 176);
             Vector256<short> scalesMins = UnpackScalesMinsK4(blk + 4);
             Vector128<short> xSums32 = Ssse3.HorizontalAdd(Vector128.Load(bsums + 16 * b), Vector128.Load(bsums + 16 * b + 8));
             Vector128<int> mins = Sse2.MultiplyAddAdjacent(scalesMins.GetUpper(), xSums32);
@@ -942,6 +950,7 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 144 * b;
+            CpuPrefetch.Ahead(blk, 144);
             Vector256<short> scalesMins = UnpackScalesMinsK4(blk + 4);
             Vector128<short> xSums32 = Ssse3.HorizontalAdd(Vector128.Load(bsums + 16 * b), Vector128.Load(bsums + 16 * b + 8));
             Vector128<int> mins = Sse2.MultiplyAddAdjacent(scalesMins.GetUpper(), xSums32);
@@ -983,6 +992,7 @@ internal static unsafe class CpuQ8Dot
         for (; b + 8 <= nb; b += 8)
         {
             byte* w0 = w + 20 * b;
+            CpuPrefetch.Ahead(w0, 160);
             sbyte* x0 = xp + 32 * b;
             Vector256<int> p0 = PairSumNibbles(w0 + 4, w0 + 24, x0, low);
             Vector256<int> p1 = PairSumNibbles(w0 + 44, w0 + 64, x0 + 64, low);
@@ -1017,6 +1027,7 @@ internal static unsafe class CpuQ8Dot
         for (; b + 8 <= nb; b += 8)
         {
             byte* w0 = w + 24 * b;
+            CpuPrefetch.Ahead(w0, 192);
             sbyte* x0 = xp + 32 * b;
             Vector256<int> p0 = PairSumFiveBit(w0 + 8, w0 + 32, *(uint*)(w0 + 4), *(uint*)(w0 + 28), x0, low);
             Vector256<int> p1 = PairSumFiveBit(w0 + 56, w0 + 80, *(uint*)(w0 + 52), *(uint*)(w0 + 76), x0 + 64, low);
@@ -1055,6 +1066,7 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 176 * b;
+            CpuPrefetch.Ahead(blk, 176);
             Vector256<short> scalesMins = UnpackScalesMinsK4(blk + 4);
             Vector128<short> xSums32 = Ssse3.HorizontalAdd(Vector128.Load(bsums + 16 * b), Vector128.Load(bsums + 16 * b + 8));
             Vector128<int> mins = Sse2.MultiplyAddAdjacent(scalesMins.GetUpper(), xSums32);
@@ -1121,6 +1133,7 @@ internal static unsafe class CpuQ8Dot
         for (int b = 0; b < nb; b++)
         {
             byte* blk = w + 210 * b;
+            CpuPrefetch.Ahead(blk, 210);
             Vector256<short> scales = Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(blk + 192)));
             // Σ_g sc_g·(Σq·x − 32·Σx)_g: the offsets of all 16 groups in one vpmaddwd against the block sums
             Vector256<int> sumi = -(Avx2.MultiplyAddAdjacent(scales, Vector256.Load(bsums + 16 * b)) << 5);
