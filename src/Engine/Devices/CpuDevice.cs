@@ -127,6 +127,10 @@ public sealed unsafe partial class CpuDevice : IDevice
     /// </param>
     public CpuDevice(int threads = 0, bool exactQuantDots = false)
     {
+        // The kernels are compiled fully optimized on first call (the CLI's TieredCompilationQuickJitForLoops=false)
+        // and never again: CpuPrefetch must be initialized before, or its distance is a memory load and a class-init
+        // check inside every loop (measured: the F16 matvec's accumulators spilled to the stack), not a constant.
+        RuntimeHelpers.RunClassConstructor(typeof(CpuPrefetch).TypeHandle);
         ExactQuantDots = exactQuantDots || !CpuQ8Dot.IsSupported;
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
         _pool = new WorkerPool(Threads);
