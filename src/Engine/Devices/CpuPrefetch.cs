@@ -16,7 +16,9 @@ namespace GpuLlama.Devices;
 /// threads. On AMD Zen 4 (first and second sessions) prefetching 2-8 KiB ahead halved the F16 stream instead,
 /// so the default is on for Intel and off for everyone else. GPULLAMA_PREFETCH=BYTES (a multiple of 64 up to
 /// 65536; 0 turns it off) overrides the default, to measure either way; `gpullama devices` shows the distance in use.
-/// A prefetch never faults, so reading past the end of a buffer is harmless.
+/// A prefetch never faults, so reading past the end of a buffer is harmless. <see cref="Distance"/> is a
+/// <c>static readonly</c> so that the JIT folds it, but only into kernels compiled after this class is initialized:
+/// <see cref="CpuDevice"/>'s constructor and the bandwidth probe initialize it first.
 /// </remarks>
 internal static unsafe class CpuPrefetch
 {
