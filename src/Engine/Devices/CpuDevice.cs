@@ -159,12 +159,6 @@ public sealed unsafe partial class CpuDevice : IDevice
     public string Description => $"{Environment.ProcessorCount} cores, {(System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512" : Vector256.IsHardwareAccelerated ? "AVX2" : "scalar")}, {Threads} threads" +
                                  (CpuPrefetch.Distance > 0 ? $", prefetch {CpuPrefetch.Distance} B" : "");
 
-    /// <summary>
-    /// How many bytes ahead the decode's matrix-vector products prefetch the weights they stream (0: they leave it to
-    /// the hardware): 4096 on Intel CPUs, off elsewhere, or GPULLAMA_PREFETCH's value.
-    /// </summary>
-    public static int PrefetchDistance => CpuPrefetch.Distance;
-
     /// <summary>A one-line error when GPULLAMA_PREFETCH is set but is not a distance; null when it is unset or valid.</summary>
     public static string? CheckPrefetchSetting() => CpuPrefetch.Validate(Environment.GetEnvironmentVariable(CpuPrefetch.EnvironmentVariable));
 

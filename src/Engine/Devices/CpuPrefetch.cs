@@ -32,12 +32,14 @@ internal static unsafe class CpuPrefetch
     public static readonly int Distance = Choose(Environment.GetEnvironmentVariable(EnvironmentVariable), IsIntel());
 
     /// <summary>
-    /// The distance for an override text (null or empty: none) on an Intel or other CPU. An override that is not a
-    /// multiple of 64 in [0, 65536] is ignored here; <see cref="Validate"/> is what reports it.
+    /// The distance for an override text (null or empty: none) on an Intel or other CPU; always 0 without x86's
+    /// prefetch instruction. An override that is not a multiple of 64 in [0, 65536] is ignored here;
+    /// <see cref="Validate"/> is what reports it.
     /// </summary>
     internal static int Choose(string? text, bool intel) =>
-        !string.IsNullOrEmpty(text) && Parse(text) is int bytes ? bytes
-        : intel && Sse.IsSupported ? IntelDistance
+        !Sse.IsSupported ? 0
+        : !string.IsNullOrEmpty(text) && Parse(text) is int bytes ? bytes
+        : intel ? IntelDistance
         : 0;
 
     /// <summary>A one-line error when the override is set and invalid; null when it is fine or unset.</summary>

@@ -48,8 +48,8 @@ public sealed class CpuPrefetchTests
     public void TheProcessDistanceFollowsTheVendorOrTheOverride()
     {
         string? text = Environment.GetEnvironmentVariable(CpuPrefetch.EnvironmentVariable);
-        Assert.Equal(CpuPrefetch.Choose(text, CpuPrefetch.IsIntel()), CpuDevice.PrefetchDistance);
+        Assert.Equal(CpuPrefetch.Choose(text, CpuPrefetch.IsIntel()), CpuPrefetch.Distance);
         using var cpu = new CpuDevice(1);
-        Assert.Equal(CpuDevice.PrefetchDistance > 0, cpu.Description.Contains("prefetch", StringComparison.Ordinal));
+        Assert.Equal(CpuPrefetch.Distance > 0, cpu.Description.Contains("prefetch", StringComparison.Ordinal));
     }
 }
