@@ -773,12 +773,19 @@ public sealed unsafe partial class CpuDevice : IDevice
         bool acc = _mmAccumulate;
         if (_mmIntegerRows)
         {
+            // the 8-bit activations in _q8 (only products that use them come here)
+            float* o = stackalloc float[CpuQ8Dot.MaxRows];
             for (int i = start; i < end; i++)
             {
                 byte* row = w.Row(i);
-                for (int r = 0; r < rows; r++)
+                for (int r0 = 0; r0 < rows; r0 += CpuQ8Dot.MaxRows)
                 {
-                    Store(dst + (long)r * outRows + i, QuantDot(w, row, x, r), acc);
+                    int n = Math.Min(CpuQ8Dot.MaxRows, rows - r0);
+                    CpuQ8Dot.DotRows(w.Type, w.GroupedQ4_0, row, _q8, r0, n, o);
+                    for (int j = 0; j < n; j++)
+                    {
+                        Store(dst + (long)(r0 + j) * outRows + i, o[j], acc);
+                    }
                 }
             }
 

@@ -566,6 +566,202 @@ internal static unsafe class CpuQ8Dot
         return Vector512.Sum(acc);
     }
 
+    // ---- several activation rows at once: short prompts ----
+    //
+    // A prompt of 2-5 rows multiplies each weight row by every activation row while the row is in L1 (CpuDevice).
+    // One row at a time, each row re-does the weight side of the work: the loads, the nibble unpacking or Q8_0's
+    // |w|, the weight scales. These kernels do it once per group of blocks for all the rows, then run each row's
+    // half of the original kernel — the same instructions on the same values in the same order, so each result is
+    // bit for bit Dot's (tested), and a short prompt still equals its rows decoded one by one.
+
+    /// <summary>Most activation rows one call of <see cref="DotRows"/> takes.</summary>
+    public const int MaxRows = 8;
+
+    /// <summary>
+    /// dst[j] = <see cref="Dot(DType, byte*, Q8Activations, int)"/> of rows r0 + j, j &lt; n ≤ <see cref="MaxRows"/>
+    /// (<see cref="DotQ4_0Grouped"/> when <paramref name="groupedQ4_0"/>), bit for bit; Q8_0 and Q4_0 unpack each
+    /// weight block once for all n rows, the other formats run the one-row kernel per row.
+    /// </summary>
+    public static void DotRows(DType type, bool groupedQ4_0, byte* w, Q8Activations x, int r0, int n, float* dst)
+    {
+        int cols = x.Cols, nb = cols / 32;
+        if (groupedQ4_0)
+        {
+            DotQ4_0GroupedRows(w, x, r0, n, dst);
+        }
+        else if (type == DType.Q8_0)
+        {
+            DotQ8_0Rows(w, x.Qs32 + (long)r0 * cols, cols, x.D32 + (long)r0 * nb, nb, n, dst);
+        }
+        else if (type == DType.Q4_0)
+        {
+            DotQ4_0Rows(w, x.Qs32 + (long)r0 * cols, x.Pairs32 + (long)r0 * cols, cols, x.D32 + (long)r0 * nb, x.Sum32 + (long)r0 * nb,
+                        x.D32Ord + (long)r0 * nb, x.Sum32Ord + (long)r0 * nb, nb, n, dst);
+        }
+        else
+        {
+            for (int j = 0; j < n; j++)
+            {
+                dst[j] = Dot(type, w, x, r0 + j);
+            }
+        }
+    }
+
+    /// <summary><see cref="DotQ4_0Grouped"/> for rows r0..r0+n−1: per eight blocks, the scales and nibbles unpacked once.</summary>
+    private static void DotQ4_0GroupedRows(byte* w, Q8Activations x, int r0, int n, float* dst)
+    {
+        int cols = x.Cols, nb = cols / 32;
+        Vector512<float>* acc = stackalloc Vector512<float>[MaxRows];
+        for (int j = 0; j < n; j++)
+        {
+            acc[j] = default;
+        }
+
+        Vector512<byte> low = Vector512.Create((byte)0x0F);
+        Vector512<short> ones = Vector512.Create((short)1);
+        Vector512<int> lanes0 = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        Vector512<int> lanes1 = lanes0 + Vector512.Create(4);
+        sbyte* xq0 = x.Quads32 + (long)r0 * cols;
+        int* corr0 = x.Corr32 + (long)r0 * (cols / 8);
+        float* xd0 = x.D32 + (long)r0 * nb;
+        for (int b = 0; b < nb; b += 8, w += 144)
+        {
+            CpuPrefetch.Ahead(w, 144);
+            Vector256<float> dw = HalfToSingle(Vector128.Load((ushort*)w));
+            Vector512<byte> q = Vector512.Load(w + 16), q2 = Vector512.Load(w + 80);
+            Vector512<byte> lo0 = q & low, hi0 = Vector512.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & low;
+            Vector512<byte> lo1 = q2 & low, hi1 = Vector512.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low;
+            for (int j = 0; j < n; j++)
+            {
+                sbyte* xq = xq0 + (long)j * cols + 32 * b;
+                int* corr = corr0 + (long)j * (cols / 8) + b * 4;
+                Vector512<float> scale = (dw * Vector256.Load(xd0 + (long)j * nb + b)).ToVector512Unsafe();
+                Vector512<short> p = Avx512BW.MultiplyAddAdjacent(lo0, Vector512.Load(xq)) + Avx512BW.MultiplyAddAdjacent(hi0, Vector512.Load(xq + 64));
+                Vector512<int> sums = Avx512BW.MultiplyAddAdjacent(p, ones) - Vector512.Load(corr);
+                Vector512<float> a = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), Avx512F.PermuteVar16x32(scale, lanes0), acc[j]);
+                p = Avx512BW.MultiplyAddAdjacent(lo1, Vector512.Load(xq + 128)) + Avx512BW.MultiplyAddAdjacent(hi1, Vector512.Load(xq + 192));
+                sums = Avx512BW.MultiplyAddAdjacent(p, ones) - Vector512.Load(corr + 16);
+                acc[j] = Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), Avx512F.PermuteVar16x32(scale, lanes1), a);
+            }
+        }
+
+        for (int j = 0; j < n; j++)
+        {
+            dst[j] = Vector512.Sum(acc[j]);
+        }
+    }
+
+    /// <summary><see cref="DotQ8_0"/> for n rows of x (rows <paramref name="xs"/> quants apart): per eight blocks, q and |q| loaded once.</summary>
+    private static void DotQ8_0Rows(byte* w, sbyte* xq0, int xs, float* xd0, int nb, int n, float* dst)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        BlockScales scales = s_q8_0Scales;
+        Vector256<float>* acc = stackalloc Vector256<float>[MaxRows];
+        for (int j = 0; j < n; j++)
+        {
+            acc[j] = default;
+        }
+
+        int b = 0;
+        for (; b + 8 <= nb; b += 8)
+        {
+            byte* w0 = w + 34 * b;
+            CpuPrefetch.Ahead(w0, 272);
+            Vector256<sbyte> q0 = Vector256.Load((sbyte*)(w0 + 2)), q1 = Vector256.Load((sbyte*)(w0 + 36));
+            Vector256<sbyte> q2 = Vector256.Load((sbyte*)(w0 + 70)), q3 = Vector256.Load((sbyte*)(w0 + 104));
+            Vector256<sbyte> q4 = Vector256.Load((sbyte*)(w0 + 138)), q5 = Vector256.Load((sbyte*)(w0 + 172));
+            Vector256<sbyte> q6 = Vector256.Load((sbyte*)(w0 + 206)), q7 = Vector256.Load((sbyte*)(w0 + 240));
+            Vector256<byte> a0 = Avx2.Sign(q0, q0).AsByte(), a1 = Avx2.Sign(q1, q1).AsByte(), a2 = Avx2.Sign(q2, q2).AsByte(), a3 = Avx2.Sign(q3, q3).AsByte();
+            Vector256<byte> a4 = Avx2.Sign(q4, q4).AsByte(), a5 = Avx2.Sign(q5, q5).AsByte(), a6 = Avx2.Sign(q6, q6).AsByte(), a7 = Avx2.Sign(q7, q7).AsByte();
+            Vector256<float> dw = scales.Read(w0);
+            for (int j = 0; j < n; j++)
+            {
+                sbyte* x0 = xq0 + (long)j * xs + 32 * b;
+                Vector256<int> h01 = Avx2.HorizontalAdd(SumPairs(a0, Avx2.Sign(Vector256.Load(x0), q0)), SumPairs(a1, Avx2.Sign(Vector256.Load(x0 + 32), q1)));
+                Vector256<int> h23 = Avx2.HorizontalAdd(SumPairs(a2, Avx2.Sign(Vector256.Load(x0 + 64), q2)), SumPairs(a3, Avx2.Sign(Vector256.Load(x0 + 96), q3)));
+                Vector256<int> h45 = Avx2.HorizontalAdd(SumPairs(a4, Avx2.Sign(Vector256.Load(x0 + 128), q4)), SumPairs(a5, Avx2.Sign(Vector256.Load(x0 + 160), q5)));
+                Vector256<int> h67 = Avx2.HorizontalAdd(SumPairs(a6, Avx2.Sign(Vector256.Load(x0 + 192), q6)), SumPairs(a7, Avx2.Sign(Vector256.Load(x0 + 224), q7)));
+                Vector256<int> lo = Avx2.HorizontalAdd(h01, h23), hi = Avx2.HorizontalAdd(h45, h67);
+                Vector256<int> sums = Avx2.Permute2x128(lo, hi, 0x20) + Avx2.Permute2x128(lo, hi, 0x31);
+                acc[j] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), dw * Vector256.Load(xd0 + (long)j * nb + b), acc[j]);
+            }
+        }
+
+        for (int j = 0; j < n; j++)
+        {
+            Vector256<float> a = acc[j];
+            sbyte* xq = xq0 + (long)j * xs;
+            float* xd = xd0 + (long)j * nb;
+            for (int c = b; c < nb; c++)
+            {
+                byte* w0 = w + 34 * c;
+                a = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[c]), Avx.ConvertToVector256Single(BlockSum8(w0, xq + 32 * c)), a);
+            }
+
+            dst[j] = Sum(a);
+        }
+    }
+
+    /// <summary><see cref="DotQ4_0"/> for n rows of x (rows <paramref name="xs"/> quants apart): per eight blocks, the nibbles and scales unpacked once.</summary>
+    private static void DotQ4_0Rows(byte* w, sbyte* xq0, sbyte* xp0, int xs, float* xd0, int* xsum0, float* xdOrd0, int* xsOrd0, int nb, int n, float* dst)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        BlockScales scales = s_q4_0Scales;
+        Vector256<float>* acc = stackalloc Vector256<float>[MaxRows];
+        for (int j = 0; j < n; j++)
+        {
+            acc[j] = default;
+        }
+
+        int b = 0;
+        byte* w0 = w;
+        for (; b + 8 <= nb; b += 8, w0 += 144)
+        {
+            CpuPrefetch.Ahead(w0, 144);
+            Vector256<byte> q0 = Vector256.Create(Vector128.Load(w0 + 2), Vector128.Load(w0 + 20));
+            Vector256<byte> q1 = Vector256.Create(Vector128.Load(w0 + 38), Vector128.Load(w0 + 56));
+            Vector256<byte> q2 = Vector256.Create(Vector128.Load(w0 + 74), Vector128.Load(w0 + 92));
+            Vector256<byte> q3 = Vector256.Create(Vector128.Load(w0 + 110), Vector128.Load(w0 + 128));
+            Vector256<byte> l0 = q0 & low, h0 = High(q0) & low, l1 = q1 & low, h1 = High(q1) & low;
+            Vector256<byte> l2 = q2 & low, h2 = High(q2) & low, l3 = q3 & low, h3 = High(q3) & low;
+            Vector256<float> dw = scales.Read(w0);
+            for (int j = 0; j < n; j++)
+            {
+                sbyte* x0 = xp0 + (long)j * xs + 32 * b;
+                Vector256<int> p0 = NibbleSums(l0, h0, x0), p1 = NibbleSums(l1, h1, x0 + 64);
+                Vector256<int> p2 = NibbleSums(l2, h2, x0 + 128), p3 = NibbleSums(l3, h3, x0 + 192);
+                Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
+                sums -= Vector256.Load(xsOrd0 + (long)j * nb + b) << 3;
+                acc[j] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), dw * Vector256.Load(xdOrd0 + (long)j * nb + b), acc[j]);
+            }
+        }
+
+        for (int j = 0; j < n; j++)
+        {
+            Vector256<float> a = acc[j];
+            sbyte* xq = xq0 + (long)j * xs;
+            float* xd = xd0 + (long)j * nb;
+            int* xsum = xsum0 + (long)j * nb;
+            for (int c = b; c < nb; c++)
+            {
+                byte* wb = w + 18 * c;
+                Vector256<int> p0 = SumPairs(Nibbles32(wb + 2), Vector256.Load(xq + 32 * c)) - Vector256.CreateScalar(8 * xsum[c]);
+                a = Fma.MultiplyAdd(Vector256.Create(H(ht, wb) * xd[c]), Avx.ConvertToVector256Single(p0), a);
+            }
+
+            dst[j] = Sum(a);
+        }
+    }
+
+    /// <summary><see cref="PairSumNibbles"/> on nibbles already split: low against x, high against x + 32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> NibbleSums(Vector256<byte> lo, Vector256<byte> hi, sbyte* x)
+    {
+        Vector256<short> p = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x)) + Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 32));
+        return Avx2.MultiplyAddAdjacent(p, Ones16);
+    }
+
     /// <summary>
     /// Reads the F16 scale (or minimum, at <c>offset</c>) of eight consecutive blocks of <c>stride</c> bytes, in a given
     /// lane order. With AVX-512 VBMI, byte permutes (vpermi2b) over 128-byte windows of the eight blocks — the cache

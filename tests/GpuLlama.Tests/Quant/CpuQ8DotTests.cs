@@ -189,6 +189,77 @@ public sealed unsafe class CpuQ8DotTests
         }
     }
 
+    /// <summary>
+    /// The short-prompt kernels (<see cref="CpuQ8Dot.DotRows"/>) must give every row exactly what the one-row kernels
+    /// give it — a prompt's logits equal its tokens decoded one by one because of this. Rows 0..10 in slices of every
+    /// length 1..8 from every start; 352 columns (eleven 32-blocks: a tail after the groups of eight) and 768.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q8_0, 352)]
+    [InlineData(DType.Q8_0, 768)]
+    [InlineData(DType.Q4_0, 352)]
+    [InlineData(DType.Q4_0, 768)]
+    [InlineData(DType.Q5_0, 352)]
+    [InlineData(DType.Q4_K, 768)]
+    [InlineData(DType.Q6_K, 768)]
+    public void Several_rows_at_once_equal_one_row_at_a_time_bit_for_bit(DType type, int cols)
+    {
+        if (!CpuQ8Dot.IsSupported)
+        {
+            return; // no AVX2 here: the CPU backend uses the float kernels, tested elsewhere
+        }
+
+        const int rows = 11;
+        var rng = new Random(cols + (int)type);
+        float[] w = new float[cols];
+        float[] x = new float[rows * cols];
+        for (int i = 0; i < cols; i++)
+        {
+            w[i] = (float)(rng.NextDouble() * 2 - 1);
+        }
+
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 50 == 0 ? 7 : 1);
+        }
+
+        byte[] row = new byte[type.RowBytes(cols)];
+        BlockQuantizer.QuantizeRow(type, w, row);
+        bool grouped = CpuQ8Dot.GroupsQ4_0(type, cols);
+        byte[] groupedRow = new byte[row.Length];
+        bool k256 = CpuQ8Dot.UsesBlocks256(type);
+        using var q8 = new Q8Activations();
+        float* got = stackalloc float[CpuQ8Dot.MaxRows];
+        fixed (float* px = x)
+        fixed (byte* pw = row)
+        fixed (byte* pg = groupedRow)
+        {
+            q8.Quantize(px, rows, cols, !k256, k256, quads: grouped, kOrder: type == DType.Q4_K);
+            if (grouped)
+            {
+                CpuQ8Dot.GroupQ4_0(pw, pg, 1, cols);
+            }
+
+            foreach (bool useGrouped in grouped ? new[] { false, true } : new[] { false })
+            {
+                byte* wr = useGrouped ? pg : pw;
+                for (int r0 = 0; r0 < rows; r0++)
+                {
+                    for (int n = 1; n <= CpuQ8Dot.MaxRows && r0 + n <= rows; n++)
+                    {
+                        CpuQ8Dot.DotRows(type, useGrouped, wr, q8, r0, n, got);
+                        for (int j = 0; j < n; j++)
+                        {
+                            float want = useGrouped ? CpuQ8Dot.DotQ4_0Grouped(wr, q8, r0 + j) : CpuQ8Dot.Dot(type, wr, q8, r0 + j);
+                            Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[j]),
+                                $"{type} cols {cols} grouped {useGrouped}: rows {r0}..{r0 + n - 1}, row {r0 + j}: got {got[j]:R}, one row at a time {want:R}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// <summary>x after quantize_row_q8_0 and dequantization, in float64.</summary>
     private static double[] ReferenceQ8_0(ReadOnlySpan<float> x)
     {
