@@ -669,7 +669,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _mmAccumulate = accumulate;
         _mmPacked = null;
         _mmPackedScales = null;
-        if (UsesQ8(w.Type) && (w.Type is DType.Q4_1 or DType.Q5_1 || rows < CpuGemm.MinIntegerRows))
+        if (UsesQ8(w.Type) && (w.Type is DType.Q4_1 or DType.Q5_1 || rows < CpuGemm.MinIntegerRows(w.Type)))
         {
             // The decode kernels for every pair of rows, each weight row against all activation rows while it is in
             // L1: for Q4_1/Q5_1 always (Q8_1's s, the minimums' factor, is rounded to F16 on its own, which no float

@@ -114,7 +114,7 @@ internal static unsafe class CpuGemm
     /// (<see cref="Integer2x16K"/>, <see cref="Split2x16"/>) per kernel.
     /// </summary>
     public static bool UsesIntegerTiles(DType type, int m) =>
-        Avx2.IsSupported && IsAccelerated && m >= MinIntegerRows &&
+        Avx2.IsSupported && IsAccelerated && m >= MinIntegerRows(type) &&
         (type is DType.Q4_0 or DType.Q5_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K || type == DType.Q8_0 && (AvxVnni.IsSupported || SplitsQ8_0));
 
     /// <summary>
@@ -126,13 +126,15 @@ internal static unsafe class CpuGemm
     private static bool SplitsQ8_0 => !AvxVnni.IsSupported;
 
     /// <summary>
-    /// Fewest rows for <see cref="UsesIntegerTiles"/>: prompts of 6-15 rows run one 16-row tile padded with zero rows.
-    /// It costs what 16 rows cost, but the weights are unpacked once for all rows instead of dequantized per dot tile
-    /// (Llama-3-8B Q4_K_M on Zen 4: pp8 4.4 and pp15 6.4 t/s on the dot tiles, pp16 16.8 on the integer kernel).
-    /// Fewer rows take the decode kernels row by row (CpuDevice), which is cheaper than a padded tile up to about
-    /// 5 rows (TinyLlama on Zen 4: Q4_0 pp7 59 t/s row by row, pp8 65 padded).
+    /// Fewest rows for <see cref="UsesIntegerTiles"/>: prompts of 6-15 rows (8-15 for Q8_0 and Q4_0) run one 16-row tile
+    /// padded with zero rows. It costs what 16 rows cost, but the weights are unpacked once for all rows instead of
+    /// dequantized per dot tile (Llama-3-8B Q4_K_M on Zen 4: pp8 4.4 and pp15 6.4 t/s on the dot tiles, pp16 16.8 on the
+    /// integer kernel). Fewer rows take the decode kernels row by row (CpuDevice), which is cheaper than a padded tile up
+    /// to about 5 rows; Q8_0 and Q4_0 unpack each weight block once for up to eight rows there
+    /// (<see cref="CpuQ8Dot.DotRows"/>), which keeps them ahead up to 7 (TinyLlama on Zen 4, four runs each: pp6 Q8_0 38
+    /// t/s row by row, 30 padded, Q4_0 56 and 44; pp7 even; pp8 Q4_0 72 and 78).
     /// </summary>
-    public const int MinIntegerRows = 6;
+    public static int MinIntegerRows(DType type) => type is DType.Q8_0 or DType.Q4_0 ? 8 : 6;
 
     private static bool IsKQuant(DType type) => type is DType.Q4_K or DType.Q5_K or DType.Q6_K;
 

@@ -7,7 +7,7 @@ namespace GpuLlama.Tests.Quant;
 /// <summary>
 /// Prompt products of block-quantized weights (many activation rows at once: Q8_0, Q4_0, Q5_0 and the K-quants on the
 /// integer kernels — 32-token tiles on AVX-512, 16-token tiles on AVX2 and for 16-31 rows, one zero-padded 16-token
-/// tile for 6-15 rows —, the decode kernels row by row below that, the dot tiles for the 12-row groups' leftover weight
+/// tile for 6-15 rows (Q8_0, Q4_0: 8-15) —, the decode kernels below that, the dot tiles for the 12-row groups' leftover weight
 /// rows) against llama.cpp's integer dot products row by row, with the same
 /// 8-bit activations: Σ_b (d_w·d_x)·Σ q_w·q_x differs from it only in the order of the float additions over blocks.
 /// </summary>
@@ -23,8 +23,8 @@ public sealed unsafe class QuantPromptTests
             data.Add(t, 26, 3328, 33, false); // K in two blocks (1792 + 1536), two row groups and a partial panel
             data.Add(t, 13, 256, 20, false);  // AVX-512: fewer rows than a token tile (the dot tiles); AVX2: two overlapping tiles
             data.Add(t, 30, 768, 11, true);   // one 16-row tile padded with zero rows, accumulate
-            data.Add(t, 26, 512, 6, false);   // the fewest rows a padded tile takes
-            data.Add(t, 26, 512, 5, false);   // fewer: the decode kernels row by row
+            data.Add(t, 26, 512, CpuGemm.MinIntegerRows(t), false);     // the fewest rows a padded tile takes (8, Q5_0 6)
+            data.Add(t, 26, 512, CpuGemm.MinIntegerRows(t) - 1, false); // fewer: the decode kernels, several rows at once
         }
 
         // K-quants (256-blocks): the same sizes, K a multiple of 256
@@ -35,8 +35,8 @@ public sealed unsafe class QuantPromptTests
             data.Add(t, 26, 3328, 33, false);
             data.Add(t, 13, 256, 20, false);
             data.Add(t, 30, 768, 11, true);
-            data.Add(t, 26, 512, 6, false);
-            data.Add(t, 26, 512, 5, false);
+            data.Add(t, 26, 512, CpuGemm.MinIntegerRows(t), false);     // 6
+            data.Add(t, 26, 512, CpuGemm.MinIntegerRows(t) - 1, false);
         }
 
         return data;
