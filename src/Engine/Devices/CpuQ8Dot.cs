@@ -572,7 +572,13 @@ internal static unsafe class CpuQ8Dot
     // One row at a time, each row re-does the weight side of the work: the loads, the nibble unpacking or Q8_0's
     // |w|, the weight scales. These kernels do it once per group of blocks for all the rows, then run each row's
     // half of the original kernel — the same instructions on the same values in the same order, so each result is
-    // bit for bit Dot's (tested), and a short prompt still equals its rows decoded one by one.
+    // bit for bit Dot's (tested), and a short prompt still equals its rows decoded one by one. Their accumulators
+    // live in a stack array, one dependency chain per row through a store and a load each step: with 2 rows that
+    // latency costs more than the shared unpacking saves (TinyLlama Q4_0 pp2 on Zen 4, four runs: 37 t/s, 39 one row
+    // at a time), so 1-2 rows keep the one-row kernels.
+
+    /// <summary>Fewest rows <see cref="DotRows"/> takes through the several-row kernels.</summary>
+    private const int MinRows = 3;
 
     /// <summary>Most activation rows one call of <see cref="DotRows"/> takes.</summary>
     public const int MaxRows = 8;
@@ -580,12 +586,19 @@ internal static unsafe class CpuQ8Dot
     /// <summary>
     /// dst[j] = <see cref="Dot(DType, byte*, Q8Activations, int)"/> of rows r0 + j, j &lt; n ≤ <see cref="MaxRows"/>
     /// (<see cref="DotQ4_0Grouped"/> when <paramref name="groupedQ4_0"/>), bit for bit; Q8_0 and Q4_0 unpack each
-    /// weight block once for all n rows, the other formats run the one-row kernel per row.
+    /// weight block once for all n rows (3+), the other formats run the one-row kernel per row.
     /// </summary>
     public static void DotRows(DType type, bool groupedQ4_0, byte* w, Q8Activations x, int r0, int n, float* dst)
     {
         int cols = x.Cols, nb = cols / 32;
-        if (groupedQ4_0)
+        if (n < MinRows)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                dst[j] = groupedQ4_0 ? DotQ4_0Grouped(w, x, r0 + j) : Dot(type, w, x, r0 + j);
+            }
+        }
+        else if (groupedQ4_0)
         {
             DotQ4_0GroupedRows(w, x, r0, n, dst);
         }
