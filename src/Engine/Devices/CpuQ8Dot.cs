@@ -568,9 +568,9 @@ internal static unsafe class CpuQ8Dot
 
     // ---- several activation rows at once: short prompts ----
     //
-    // A prompt shorter than CpuGemm.MinIntegerRows multiplies each weight row by every activation row while the row is in L1 (CpuDevice).
-    // One row at a time, each row re-does the weight side of the work: the loads, the nibble unpacking or Q8_0's
-    // |w|, the weight scales. These kernels do it once per group of blocks for all the rows, then run each row's
+    // A prompt shorter than CpuGemm.MinIntegerRows multiplies each weight row by every activation row while the row
+    // is in L1 (CpuDevice). One row at a time, each row re-does the weight side of the work: the loads, the nibble
+    // unpacking or Q8_0's |w|, the weight scales. These kernels do it once per group of blocks for all the rows, then run each row's
     // half of the original kernel — the same instructions on the same values in the same order, so each result is
     // bit for bit Dot's (tested), and a short prompt still equals its rows decoded one by one. Their accumulators
     // live in a stack array, one dependency chain per row through a store and a load each step: with 2 rows that
