@@ -2,7 +2,9 @@
 # One GPU-machine session, run through the device tool from the repository root after
 #   ../shared/tools/gpu-pack src/Host/GpuLlama.Host.csproj   and the fixtures copied to .gpu/fix/ :
 # 1. correctness: every fixture at --gpu-layers 0, 1, n/2, n, n+1 on cuda:0 vs llama.cpp's golden logits/tokens;
-# 2. speed: gpullama bench on a synthetic Llama-3-8B-shape model (BF16 by default), all layers on the GPU.
+# 2. speed: gpullama bench on a synthetic Llama-3-8B-shape model (BF16 by default), all layers on the GPU;
+# 3. (mode offload) prompt offload: half the layers on the GPU, prompts of 32-512 tokens with the CPU's layers
+#    streamed to the GPU (--no-op-offload 0) and kept on the CPU (1), to see from which batch size streaming pays.
 # Writes logs and JSON under $OUT.
 set -uo pipefail
 G="bash .gpu/run gpullama"
@@ -40,4 +42,12 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
 import json; rows=json.load(open('$OUT/bench.json'))
 for r in rows: print(r['model_type'], 'pp%d'%r['n_prompt'] if r['n_prompt'] else 'tg%d'%r['n_gen'], '%.2f +- %.2f tok/s'%(r['avg_ts'], r['stddev_ts']), 'GB/s', r.get('gb_per_s'), 'roofline %', r.get('roofline_pct'))
 " || tail -5 "$OUT/bench.err"
+fi
+if [ "$MODE" = offload ]; then
+  $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl ${OFFLOAD_NGL:-16} --devices cuda:0 -p ${OFFLOAD_PP:-32,64,128,512} -n 0 -r 2 \
+    --no-op-offload 0,1 -o json > "$OUT/offload.json" 2> "$OUT/offload.err"
+  python3 -c "
+import json; rows=json.load(open('$OUT/offload.json'))
+for r in rows: print(r['model_type'], 'ngl', r['n_gpu_layers'], 'nopo', r['no_op_offload'], 'pp%d'%r['n_prompt'], '%.2f +- %.2f tok/s'%(r['avg_ts'], r['stddev_ts']))
+" || tail -5 "$OUT/offload.err"
 fi

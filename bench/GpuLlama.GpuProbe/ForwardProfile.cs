@@ -101,6 +101,8 @@ internal sealed class ProfilingDevice(IDevice d, ProfilingProvider p) : IDevice
     public long FreeMemory => d.FreeMemory;
     public long AllocatedBytes => d.AllocatedBytes;
     public DeviceWeight Upload(WeightView weight) => d.Upload(weight);
+    public bool StreamsWeights => d.StreamsWeights;
+    public void Reload(DeviceWeight slot, WeightView weight) => Time("reload", () => d.Reload(slot, weight));
     public DeviceBuffer Allocate(int floats) => d.Allocate(floats);
     public KvCacheLayer AllocateKv(int capacity, int kvDim) => d.AllocateKv(capacity, kvDim);
     public void Write(DeviceBuffer dst, ReadOnlySpan<float> src, int dstOffset = 0) => d.Write(dst, src, dstOffset);

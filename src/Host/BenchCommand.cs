@@ -27,11 +27,12 @@ public static class BenchCommand
         var output = new Option<string>("--output", "-o") { Description = "md, json or csv.", DefaultValueFactory = _ => "md" };
         var sweep = new Option<bool>("--sweep-gpu-layers") { Description = "Measure every GPU layer count from 0 to n+1 and write a chart (see --chart)." };
         var chart = new Option<string>("--chart") { Description = "SVG file for the --sweep-gpu-layers chart.", DefaultValueFactory = _ => "bench-gpu-layers.svg" };
+        var nopo = new Option<string>("--no-op-offload", "-nopo") { Description = "Comma list of 0/1: 1 keeps the CPU's layers on the CPU for prompt batches, 0 streams them to the GPU for batches of 32+ tokens (llama.cpp's op offload); 0,1 measures both.", DefaultValueFactory = _ => "0" };
         var exact = new Option<bool>("--exact-quant") { Description = "CPU: quantized and F16 weights with float32 activations (exact) instead of llama.cpp's rounded ones (8-bit, F16)." };
         var memory = new Option<bool>("--memory") { Description = "Only measure and print the memory bandwidth of each device (the roofline)." };
         var command = new Command("bench", "Benchmark prompt processing (pp) and generation (tg) like llama-bench, with bytes/token, GB/s and % of the bandwidth roofline.")
         {
-            model, synthetic, dtype, prompt, gen, reps, ngl, threads, devices, batch, output, sweep, chart, exact, memory,
+            model, synthetic, dtype, prompt, gen, reps, ngl, threads, devices, batch, output, sweep, chart, nopo, exact, memory,
         };
         command.SetAction(r =>
         {
@@ -62,6 +63,12 @@ public static class BenchCommand
             int[] prompts = Ints(r.GetValue(prompt)!, "--n-prompt");
             int[] gens = Ints(r.GetValue(gen)!, "--n-gen");
             int[] threadCounts = r.GetValue(threads) is { } t0 ? Ints(t0, "--threads") : [0];
+            int[] noOpOffload = Ints(r.GetValue(nopo)!, "--no-op-offload");
+            if (noOpOffload.Any(v => v > 1))
+            {
+                throw new GpuLlamaException($"--no-op-offload '{r.GetValue(nopo)}': expected 0 or 1 (a comma list)");
+            }
+
             int repetitions = ModelOptions.Positive(r.GetValue(reps), "--repetitions");
             string format = r.GetValue(output)!;
             if (format is not ("md" or "json" or "csv"))
@@ -78,20 +85,24 @@ public static class BenchCommand
                 {
                     foreach (int th in threadCounts)
                     {
-                        var load = new LoadOptions
+                        foreach (int keep in noOpOffload)
                         {
-                            GpuLayers = layers,
-                            Devices = ModelOptions.ParseList(r.GetValue(devices)),
-                            Threads = th,
-                            ExactQuantDots = r.GetValue(exact),
-                            BatchSize = r.GetValue(batch),
-                            ContextLength = Math.Min(source.Config.ContextLength, Math.Max(prompts.Max(), gens.Max()) + 1),
-                        };
-                        using LlamaModel llama = LlamaModel.Load(source, ownsSource: false, load, Program.Cancellation);
-                        results.AddRange(Measure(llama, path, prompts, gens, repetitions, th));
-                        if (format == "md")
-                        {
-                            Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}");
+                            var load = new LoadOptions
+                            {
+                                GpuLayers = layers,
+                                Devices = ModelOptions.ParseList(r.GetValue(devices)),
+                                Threads = th,
+                                ExactQuantDots = r.GetValue(exact),
+                                BatchSize = r.GetValue(batch),
+                                OpOffload = keep == 0,
+                                ContextLength = Math.Min(source.Config.ContextLength, Math.Max(prompts.Max(), gens.Max()) + 1),
+                            };
+                            using LlamaModel llama = LlamaModel.Load(source, ownsSource: false, load, Program.Cancellation);
+                            results.AddRange(Measure(llama, path, prompts, gens, repetitions, th, keep == 1));
+                            if (format == "md")
+                            {
+                                Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}{(keep == 1 ? " nopo" : "")}");
+                            }
                         }
                     }
                 }
@@ -114,7 +125,7 @@ public static class BenchCommand
         return command;
     }
 
-    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, int reps, int threads)
+    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, int reps, int threads, bool noOpOffload)
     {
         IWeightSource s = llama.Source;
         string dtype = string.Join("+", s.Tensors.Values.Where(t => t.Name.StartsWith("blk.", StringComparison.Ordinal) && t.Rows > 1)
@@ -155,6 +166,7 @@ public static class BenchCommand
             NGpuLayers = llama.Plan.OffloadedCount,
             NThreads = cpuThreads,
             NBatch = llama.Transformer.BatchSize,
+            NoOpOffload = noOpOffload,
             NPrompt = m.Prompt,
             NGen = m.Generate,
             TestTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),

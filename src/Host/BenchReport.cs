@@ -20,6 +20,9 @@ public sealed record BenchResult
     public int NGpuLayers { get; init; }
     public int NThreads { get; init; }
     public int NBatch { get; init; }
+
+    /// <summary>Whether the CPU's layers stayed on the CPU for prompt batches (llama-bench's no_op_offload).</summary>
+    public bool NoOpOffload { get; init; }
     public int NPrompt { get; init; }
     public int NGen { get; init; }
     public required string TestTime { get; init; }
@@ -74,23 +77,26 @@ public static class BenchReport
 
     public static string Markdown(IReadOnlyList<BenchResult> rows)
     {
-        string[] headers = ["model", "size", "params", "backend", "ngl", "threads", "test", "t/s", "B/tok", "GB/s", "% roofline"];
-        var cells = rows.Select(r => new[]
-        {
+        // as llama-bench, the nopo column appears when a row sets it
+        bool nopo = rows.Any(r => r.NoOpOffload);
+        string[] headers = ["model", "size", "params", "backend", "ngl", "threads", .. nopo ? ["nopo"] : Array.Empty<string>(), "test", "t/s", "B/tok", "GB/s", "% roofline"];
+        var cells = rows.Select(r => (string[])
+        [
             r.ModelType,
             Size(r.ModelSize),
             Params(r.ModelNParams),
             r.Backend,
             r.NGpuLayers.ToString(s_inv),
             r.NThreads.ToString(s_inv),
+            .. nopo ? [r.NoOpOffload ? "1" : "0"] : Array.Empty<string>(),
             r.Test,
             $"{r.AvgTs.ToString("F2", s_inv)} ± {r.StddevTs.ToString("F2", s_inv)}",
             r.NGen > 0 ? Size(r.BytesPerToken) : "",
             r.NGen > 0 ? r.GBps.ToString("F1", s_inv) : "",
             r.NGen > 0 && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F1", s_inv) : "",
-        }).ToList();
+        ]).ToList();
         int[] widths = [.. headers.Select((h, i) => Math.Max(h.Length, cells.Count == 0 ? 0 : cells.Max(c => c[i].Length)))];
-        bool[] right = [false, true, true, false, true, true, true, true, true, true, true];
+        bool[] right = [false, true, true, false, true, true, .. nopo ? [true] : Array.Empty<bool>(), true, true, true, true, true];
         var s = new StringBuilder();
         s.AppendLine("| " + string.Join(" | ", headers.Select((h, i) => right[i] ? h.PadLeft(widths[i]) : h.PadRight(widths[i]))) + " |");
         s.AppendLine("| " + string.Join(" | ", widths.Select((w, i) => right[i] ? new string('-', w - 1) + ":" : new string('-', w))) + " |");
@@ -130,12 +136,13 @@ public static class BenchReport
         ["gb_per_s"] = r.NGen > 0 ? r.GBps : null,
         ["roofline_gb_per_s"] = r.RooflineGBps > 0 ? r.RooflineGBps : null,
         ["roofline_pct"] = r.NGen > 0 && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent : null,
+        ["no_op_offload"] = r.NoOpOffload ? 1 : 0,
     })]);
 
     public static string Csv(IReadOnlyList<BenchResult> rows)
     {
         var s = new StringBuilder();
-        s.AppendLine("build_commit,model_filename,model_type,model_size,model_n_params,backends,devices,dtype,n_batch,n_threads,n_gpu_layers,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts,bytes_per_token,gb_per_s,roofline_gb_per_s,roofline_pct");
+        s.AppendLine("build_commit,model_filename,model_type,model_size,model_n_params,backends,devices,dtype,n_batch,n_threads,n_gpu_layers,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts,bytes_per_token,gb_per_s,roofline_gb_per_s,roofline_pct,no_op_offload");
         foreach (BenchResult r in rows)
         {
             string[] f =
@@ -145,6 +152,7 @@ public static class BenchReport
                 r.TestTime, ((long)r.AvgNs).ToString(s_inv), ((long)r.StddevNs).ToString(s_inv), r.AvgTs.ToString("F6", s_inv), r.StddevTs.ToString("F6", s_inv),
                 r.BytesPerToken.ToString(s_inv), r.NGen > 0 ? r.GBps.ToString("F3", s_inv) : "", r.RooflineGBps > 0 ? r.RooflineGBps.ToString("F3", s_inv) : "",
                 r.NGen > 0 && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F2", s_inv) : "",
+                r.NoOpOffload ? "1" : "0",
             ];
             s.AppendLine(string.Join(",", f.Select(Quote)));
         }

@@ -9,7 +9,12 @@ public static class Diagnostics
     public static void PrintMemory(LlamaModel model)
     {
         Console.Error.WriteLine($"placement: {LayerPlacement.Describe(model.Plan)}");
-        var options = new MemoryPlanOptions { ContextLength = model.ContextLength, BatchSize = model.Transformer.BatchSize };
+        var options = new MemoryPlanOptions { ContextLength = model.ContextLength, BatchSize = model.Transformer.BatchSize, OpOffloadMinBatch = model.Transformer.OffloadMinBatch };
+        if (model.Transformer.OffloadDevice is { } offload)
+        {
+            Console.Error.WriteLine($"prompt offload: batches of {model.Transformer.OffloadMinBatch}+ tokens stream {model.Transformer.StreamedLayerCount} CPU layer(s) to {offload.Name} (its scratch holds their weight slots)");
+        }
+
         foreach (DeviceMemory m in MemoryPlan.Estimate(model.Config, model.Source.Tensors, model.Plan, options))
         {
             IDevice? d = model.Devices.FirstOrDefault(x => x.Name == m.Device);

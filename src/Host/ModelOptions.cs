@@ -69,6 +69,17 @@ public sealed class ModelOptions
         Description = "On the CPU, multiply quantized and F16 weights with float32 activations (exact float math, as on a GPU) instead of llama.cpp's rounded ones (8-bit with integer dot products for quantized weights, F16 for F16 weights).",
     };
 
+    public Option<bool> NoOpOffload { get; } = new("--no-op-offload", "-nopo")
+    {
+        Description = "Keep the CPU's layers on the CPU for prompt batches too; by default (as llama.cpp) a batch of --op-offload-min-batch+ tokens runs them on the first GPU of the placement, their weights streamed to it.",
+    };
+
+    public Option<int> OpOffloadMinBatch { get; } = new("--op-offload-min-batch")
+    {
+        Description = "Smallest prompt batch that streams the CPU's layers to the GPU (llama.cpp: 32).",
+        DefaultValueFactory = _ => PromptOffload.DefaultMinBatch,
+    };
+
     public Option<string?> Tokenizer { get; } = new("--tokenizer")
     {
         Description = "Tokenizer file (tokenizer.bin for llama2.c checkpoints, or tokenizer.model/tokenizer.json/.gguf to override the model's).",
@@ -87,7 +98,7 @@ public sealed class ModelOptions
             command.Arguments.Add(Model);
         }
 
-        foreach (Option o in new Option[] { GpuLayers, Devices, TensorSplit, SplitModeOption, MainGpu, Placement, Context, Batch, Threads, ExactQuant, Tokenizer, Verbose })
+        foreach (Option o in new Option[] { GpuLayers, Devices, TensorSplit, SplitModeOption, MainGpu, Placement, Context, Batch, Threads, ExactQuant, NoOpOffload, OpOffloadMinBatch, Tokenizer, Verbose })
         {
             command.Options.Add(o);
         }
@@ -108,6 +119,8 @@ public sealed class ModelOptions
             BatchSize = Positive(r.GetValue(Batch), "--batch"),
             Threads = NonNegative(r.GetValue(Threads), "--threads"),
             ExactQuantDots = r.GetValue(ExactQuant),
+            OpOffload = !r.GetValue(NoOpOffload),
+            OpOffloadMinBatch = Positive(r.GetValue(OpOffloadMinBatch), "--op-offload-min-batch"),
             TokenizerPath = r.GetValue(Tokenizer),
             Log = log,
         };

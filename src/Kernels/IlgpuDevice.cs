@@ -105,6 +105,8 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly MemoryBuffer1D<int, Stride1D.Dense> _argmaxResult;
     private MemoryBuffer1D<int, Stride1D.Dense> _tokens;
     private float[] _staging = [];
+    private uint[] _reloadQuants = [], _reloadHigh = [], _reloadAux = [];
+    private float[] _reloadScales = [];
 
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, int, int, float> _rmsNorm;
     private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int, int> _gemv;
@@ -218,18 +220,59 @@ public sealed unsafe class IlgpuDevice : IDevice
         long padded = PaddedBytes(Math.Max(bytes, 1));
         MemoryBuffer1D<byte, Stride1D.Dense> memory = AllocateChecked<byte>(padded, $"weight {weight.Info.Name}");
         ArrayView<byte> view = memory.View;
-        for (long offset = 0; offset < bytes; offset += UploadChunk)
-        {
-            long n = Math.Min(UploadChunk, bytes - offset);
-            view.SubView(offset, n).CopyFromCPU(ref weight.Pointer[offset], n);
-        }
-
+        CopyIn(view, weight.Pointer, bytes);
         if (padded > bytes)
         {
             view.SubView(bytes, padded - bytes).MemSetToZero();
         }
 
         return new IlgpuWeight(this, weight.Info, memory);
+    }
+
+    public bool StreamsWeights => true;
+
+    public void Reload(DeviceWeight slot, WeightView weight)
+    {
+        IlgpuWeight w = Own(slot);
+        Need(weight.Type == w.Type && weight.Rows == w.Info.Rows && weight.Cols == w.Info.Cols,
+            $"reload of {weight.Info.Name} ({DTypeInfo.DisplayName(weight.Type)} [{weight.Rows}, {weight.Cols}]) into {w.Info.Name} ({DTypeInfo.DisplayName(w.Type)} [{w.Info.Rows}, {w.Info.Cols}])");
+        Bind();
+        if (w.Quant is not { } q)
+        {
+            CopyIn(w.Memory!.View, weight.Pointer, weight.ByteLength);
+            return;
+        }
+
+        // repacked on the host into arrays kept for the next reload: nothing is allocated per batch
+        (long nq, long nh, long ns, long na) = QuantRepack.StreamLengths(weight.Type, weight.Rows, weight.Cols);
+        Grow(ref _reloadQuants, nq);
+        Grow(ref _reloadHigh, nh);
+        Grow(ref _reloadScales, ns);
+        Grow(ref _reloadAux, na);
+        QuantRepack.Fill(weight.Type, weight.Pointer, checked((int)weight.Rows), checked((int)weight.Cols), _reloadQuants, _reloadHigh, _reloadScales, _reloadAux);
+        q.Quants.View.SubView(0, nq).CopyFromCPU(ref _reloadQuants[0], nq);
+        q.High.View.SubView(0, nh).CopyFromCPU(ref _reloadHigh[0], nh);
+        q.Scales.View.SubView(0, ns).CopyFromCPU(ref _reloadScales[0], ns);
+        q.Aux.View.SubView(0, na).CopyFromCPU(ref _reloadAux[0], na);
+    }
+
+    private static void Grow<T>(ref T[] array, long length)
+        where T : unmanaged
+    {
+        if (array.Length < length)
+        {
+            array = GC.AllocateUninitializedArray<T>(checked((int)length));
+        }
+    }
+
+    /// <summary>Copies <paramref name="bytes"/> host bytes to the start of <paramref name="view"/> in chunks of <see cref="UploadChunk"/>.</summary>
+    private static void CopyIn(ArrayView<byte> view, byte* source, long bytes)
+    {
+        for (long offset = 0; offset < bytes; offset += UploadChunk)
+        {
+            long n = Math.Min(UploadChunk, bytes - offset);
+            view.SubView(offset, n).CopyFromCPU(ref source[offset], n);
+        }
     }
 
     /// <summary>Repacks a quantized weight into four aligned streams, each padded to 256 B as <see cref="QuantRepack.DeviceBytes"/> counts.</summary>

@@ -55,6 +55,18 @@ public interface IDevice : IDisposable
     /// </summary>
     DeviceWeight Upload(WeightView weight);
 
+    /// <summary>
+    /// Whether <see cref="Reload"/> works here: a GPU can refill a weight it holds, so a CPU-resident layer's weights can
+    /// pass through it for one prompt batch (prompt offload, see Transformer). The CPU reads weights in place and cannot.
+    /// </summary>
+    bool StreamsWeights => false;
+
+    /// <summary>
+    /// Overwrites <paramref name="slot"/>, a weight <see cref="Upload"/>ed to this device, with <paramref name="weight"/>,
+    /// which has the same dtype and shape (enqueued in order with the ops: ops before it read the old values).
+    /// </summary>
+    void Reload(DeviceWeight slot, WeightView weight) => throw new NotSupportedException($"{Name} reads weights in place; it does not stream them");
+
     /// <summary>A buffer of <paramref name="floats"/> float32 values.</summary>
     DeviceBuffer Allocate(int floats);
 

@@ -12,9 +12,12 @@ public sealed record MemoryPlanOptions
 
     /// <summary>Head-room kept free on every GPU (driver, fragmentation): this or 2% of the device, whichever is larger.</summary>
     public long SafetyMargin { get; init; } = 256L << 20;
+
+    /// <summary>Smallest prompt batch that streams the CPU's layers to a GPU (<see cref="PromptOffload"/>); 0 = never.</summary>
+    public int OpOffloadMinBatch { get; init; } = PromptOffload.DefaultMinBatch;
 }
 
-/// <summary>Bytes one device needs for a placement.</summary>
+/// <summary>Bytes one device needs for a placement (Scratch includes prompt offload's weight slots on its target).</summary>
 public sealed record DeviceMemory(string Device, long Weights, long KvCache, long Scratch)
 {
     public long Total => Weights + KvCache + Scratch;
@@ -24,7 +27,8 @@ public sealed record DeviceMemory(string Device, long Weights, long KvCache, lon
 /// The one memory accounting of the engine, shared by `gpullama plan`, auto-fit and the check after loading, so
 /// the estimate cannot drift from what is allocated: weights at their stored size rounded up to the device's
 /// allocation granularity (<see cref="DeviceBytes"/>), a float32 KV cache per layer on the layer's device, and the
-/// activation buffers the transformer allocates per device for one batch (see Transformer.RunState).
+/// activation buffers the transformer allocates per device for one batch (see Transformer.RunState), and on the GPU
+/// that runs the CPU's layers for large prompt batches, the weight slots they stream through (<see cref="PromptOffload"/>).
 /// A pure function of the model's tensor headers, the devices and the options: no weight is read.
 /// </summary>
 public static class MemoryPlan
@@ -41,16 +45,14 @@ public static class MemoryPlan
         {
             if (device != LayerPlacement.Cpu && tensors.TryGetValue(tensor, out TensorInfo? t))
             {
-                // Quantized weights are repacked into aligned streams at upload (QuantRepack), a little larger than the file.
-                long bytes = QuantRepack.Supports(t.Type) ? QuantRepack.DeviceBytes(t) : DeviceBytes(t.ByteLength);
-                weights[device] = weights.GetValueOrDefault(device) + bytes;
+                weights[device] = weights.GetValueOrDefault(device) + WeightBytes(t);
             }
         }
 
         AddWeight(plan.Input, TensorNames.TokenEmbedding);
         for (int l = 0; l < c.Layers; l++)
         {
-            foreach (string name in new[] { TensorNames.AttnNorm(l), TensorNames.Wq(l), TensorNames.Wk(l), TensorNames.Wv(l), TensorNames.Wo(l), TensorNames.FfnNorm(l), TensorNames.FfnGate(l), TensorNames.FfnUp(l), TensorNames.FfnDown(l) })
+            foreach (string name in TensorNames.LayerTensors(l))
             {
                 AddWeight(plan.Layers[l], name);
             }
@@ -71,14 +73,21 @@ public static class MemoryPlan
             AddWeight(plan.Output, TensorNames.Output);
         }
 
+        int batch = Math.Max(1, Math.Min(options.BatchSize, options.ContextLength));
+        string? target = PromptOffload.Target(plan.Layers, plan.Output, d => d == LayerPlacement.Cpu);
+        long slots = PromptOffload.SlotBytes(c, tensors, plan, options.OpOffloadMinBatch, batch);
         var result = new List<DeviceMemory>();
         foreach (string d in plan.DeviceNames())
         {
-            result.Add(new DeviceMemory(d, weights.GetValueOrDefault(d), kv.GetValueOrDefault(d), Scratch(c, options, d == plan.Output)));
+            long scratch = Scratch(c, options, d == plan.Output) + (d == target ? slots : 0);
+            result.Add(new DeviceMemory(d, weights.GetValueOrDefault(d), kv.GetValueOrDefault(d), scratch));
         }
 
         return result;
     }
+
+    /// <summary>Device bytes of one GPU weight: quantized weights are repacked into aligned streams at upload (QuantRepack), a little larger than the file.</summary>
+    public static long WeightBytes(TensorInfo t) => QuantRepack.Supports(t.Type) ? QuantRepack.DeviceBytes(t) : DeviceBytes(t.ByteLength);
 
     /// <summary>The transformer's activation buffers on one device for a batch (RunState), plus logits on the output device.</summary>
     public static long Scratch(ModelConfig c, MemoryPlanOptions options, bool output)

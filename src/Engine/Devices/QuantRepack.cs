@@ -60,21 +60,55 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
     /// <summary>Repacks <paramref name="rows"/> rows of raw GGUF blocks (<paramref name="data"/>: rows × RowBytes(cols) bytes).</summary>
     public static unsafe QuantRepack Create(DType type, byte* data, int rows, int cols)
     {
-        int bs = type.BlockSize();
-        if (!Supports(type) || cols % bs != 0)
+        Check(type, cols);
+        (long nq, long nh, long ns, long na) = StreamLengths(type, rows, cols);
+        var r = new QuantRepack(type, rows, cols, new uint[nq], new uint[nh], new float[ns], new uint[na]);
+        Fill(type, data, rows, cols, r.Quants, r.High, r.Scales, r.Aux);
+        return r;
+    }
+
+    /// <summary>
+    /// Repacks into arrays the caller owns (at least <see cref="StreamLengths"/> long): how a device refills the slot a
+    /// streamed weight passes through (prompt offload) without allocating per batch. Blocks are independent, so the
+    /// work is split across the thread pool in runs of blocks: at upload and when streaming, this host-side pass must
+    /// not be slower than the copy to the device it feeds.
+    /// </summary>
+    public static unsafe void Fill(DType type, byte* data, int rows, int cols, uint[] quants, uint[] high, float[] scales, uint[] aux)
+    {
+        Check(type, cols);
+        (long nq, long nh, long ns, long na) = StreamLengths(type, rows, cols);
+        if (quants.Length < nq || high.Length < nh || scales.Length < ns || aux.Length < na)
+        {
+            throw new ArgumentException($"repack arrays too short for {rows} rows of {cols} {DTypeInfo.DisplayName(type)} columns");
+        }
+
+        long perRow = cols / type.BlockSize();
+        long blocks = rows * perRow;
+        const long Run = 1 << 14; // blocks per work item: 0.3-3.4 MB of input
+        long runs = (blocks + Run - 1) / Run;
+        if (runs <= 1)
+        {
+            FillBlocks(type, data, 0, blocks, quants, high, scales, aux);
+            return;
+        }
+
+        nint source = (nint)data;
+        Parallel.For(0, runs, k => FillBlocks(type, (byte*)source, k * Run, Math.Min(blocks, (k + 1) * Run), quants, high, scales, aux));
+    }
+
+    private static void Check(DType type, int cols)
+    {
+        if (!Supports(type) || cols % type.BlockSize() != 0)
         {
             throw new ArgumentException($"cannot repack {DTypeInfo.DisplayName(type)} rows of {cols} columns for the device", nameof(type));
         }
+    }
 
-        (long nq, long nh, long ns, long na) = StreamLengths(type, rows, cols);
-        uint[] quants = new uint[nq];
-        uint[] high = new uint[nh];
-        float[] scales = new float[ns];
-        uint[] aux = new uint[na];
-        long blocks = (long)rows * (cols / bs);
+    private static unsafe void FillBlocks(DType type, byte* data, long first, long end, uint[] quants, uint[] high, float[] scales, uint[] aux)
+    {
         int bb = type.BlockBytes();
         Span<byte> unpacked = stackalloc byte[16];
-        for (long i = 0; i < blocks; i++)
+        for (long i = first; i < end; i++)
         {
             ReadOnlySpan<byte> b = new(data + i * bb, bb);
             switch (type)
@@ -137,8 +171,6 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
                     break;
             }
         }
-
-        return new QuantRepack(type, rows, cols, quants, high, scales, aux);
     }
 
     private static void CopyWords(ReadOnlySpan<byte> src, Span<uint> dst)

@@ -36,6 +36,10 @@ public static partial class TensorNames
     /// <summary>w2 in llama2.c, down_proj in HF.</summary>
     public static string FfnDown(int layer) => $"blk.{layer}.ffn_down.weight";
 
+    /// <summary>A layer's nine tensors in <see cref="LayerWeights"/>' order (norms included).</summary>
+    public static string[] LayerTensors(int layer) =>
+        [AttnNorm(layer), Wq(layer), Wk(layer), Wv(layer), Wo(layer), FfnNorm(layer), FfnGate(layer), FfnUp(layer), FfnDown(layer)];
+
     private static readonly (string Hf, string Gguf)[] s_layerSuffixes =
     [
         ("input_layernorm.weight", "attn_norm.weight"),

@@ -34,6 +34,20 @@ public sealed record LoadOptions
     /// <summary>Prompt tokens processed per forward pass (llama.cpp -b/-ub).</summary>
     public int BatchSize { get; init; } = 512;
 
+    /// <summary>
+    /// Prompt offload (llama.cpp's op offload, on by default there too): a prompt batch of at least
+    /// <see cref="OpOffloadMinBatch"/> tokens runs the layers placed on the CPU on the placement's first GPU, their
+    /// weights streamed to it for the batch (the GPU then holds one layer's worth of weight slots more). Only with a GPU
+    /// in the placement; decoding is unaffected.
+    /// </summary>
+    public bool OpOffload { get; init; } = true;
+
+    /// <summary>Smallest prompt batch that <see cref="OpOffload"/> streams (llama.cpp's CUDA backend: 32).</summary>
+    public int OpOffloadMinBatch { get; init; } = PromptOffload.DefaultMinBatch;
+
+    /// <summary>The minimum batch the transformer and the memory plan use: 0 when offload is off.</summary>
+    public int EffectiveOffloadMinBatch => OpOffload ? OpOffloadMinBatch : 0;
+
     /// <summary>CPU threads; 0 = all cores.</summary>
     public int Threads { get; init; }
 
@@ -111,6 +125,11 @@ public sealed class LlamaModel : IDisposable
     private static LlamaModel Load(IWeightSource source, bool ownsSource, LoadOptions? options, CancellationToken cancellationToken, Stopwatch clock)
     {
         options ??= new LoadOptions();
+        if (options.OpOffloadMinBatch < 1)
+        {
+            throw new GpuLlamaException($"--op-offload-min-batch {options.OpOffloadMinBatch}: must be positive");
+        }
+
         var opened = new List<IDevice>();
         try
         {
@@ -142,7 +161,12 @@ public sealed class LlamaModel : IDisposable
             var placement = new DevicePlacement(byName[plan.Input], [.. plan.Layers.Select(n => byName[n])], byName[plan.Output]);
             cancellationToken.ThrowIfCancellationRequested();
             ModelWeights weights = ModelWeights.Upload(source, placement);
-            var transformer = new Transformer(config, weights, placement, context, options.BatchSize);
+            var transformer = new Transformer(config, weights, placement, context, options.BatchSize, offloadMinBatch: options.EffectiveOffloadMinBatch);
+            if (transformer.OffloadDevice is { } offload)
+            {
+                options.Log?.Invoke($"prompt offload: batches of {transformer.OffloadMinBatch}+ tokens run the {transformer.StreamedLayerCount} CPU layer(s) on {offload.Name}, their weights streamed (--no-op-offload to keep them on the CPU)");
+            }
+
             return new LlamaModel(source, tokenizer, plan, opened, weights, transformer, context, clock.Elapsed) { _ownsSource = ownsSource };
         }
         catch
@@ -219,7 +243,7 @@ public sealed class LlamaModel : IDisposable
             return LayerPlacement.FromGpuLayers(layers, n, gpus, options.TensorSplit, options.SplitMode, options.MainGpu);
         }
 
-        MemoryPlanOptions memory = new() { ContextLength = context, BatchSize = options.BatchSize };
+        MemoryPlanOptions memory = new() { ContextLength = context, BatchSize = options.BatchSize, OpOffloadMinBatch = options.EffectiveOffloadMinBatch };
         return MemoryPlan.AutoFit(source.Config, source.Tensors, gpus, options.TensorSplit, options.SplitMode, options.MainGpu, memory);
     }
 

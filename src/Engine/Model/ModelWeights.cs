@@ -13,13 +13,18 @@ public sealed record LayerWeights(
     DeviceWeight FfnNorm,    // [Dim]
     DeviceWeight FfnGate,    // [HiddenDim, Dim]   w1
     DeviceWeight FfnUp,      // [HiddenDim, Dim]   w3
-    DeviceWeight FfnDown);   // [Dim, HiddenDim]   w2
+    DeviceWeight FfnDown)    // [Dim, HiddenDim]   w2
+{
+    /// <summary>The nine weights in <see cref="TensorNames.LayerTensors"/>' order.</summary>
+    public static LayerWeights Of(IReadOnlyList<DeviceWeight> w) => new(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]);
+}
 
 /// <summary>All of a model's weights, each uploaded to the device that uses it.</summary>
 public sealed class ModelWeights : IDisposable
 {
-    private ModelWeights(DeviceWeight tokenEmbedding, IReadOnlyList<LayerWeights> layers, DeviceWeight outputNorm, DeviceWeight output, List<DeviceWeight> all)
+    private ModelWeights(IWeightSource source, DeviceWeight tokenEmbedding, IReadOnlyList<LayerWeights> layers, DeviceWeight outputNorm, DeviceWeight output, List<DeviceWeight> all)
     {
+        Source = source;
         TokenEmbedding = tokenEmbedding;
         Layers = layers;
         OutputNorm = outputNorm;
@@ -28,6 +33,9 @@ public sealed class ModelWeights : IDisposable
     }
 
     private readonly List<DeviceWeight> _all;
+
+    /// <summary>Where the weights came from (not owned): prompt offload reads CPU-resident layers from it again.</summary>
+    public IWeightSource Source { get; }
 
     /// <summary>[Vocab, Dim] on the input device.</summary>
     public DeviceWeight TokenEmbedding { get; }
@@ -70,17 +78,14 @@ public sealed class ModelWeights : IDisposable
             for (int l = 0; l < c.Layers; l++)
             {
                 IDevice d = placement.Layers[l];
-                layers.Add(new LayerWeights(
-                    Up(TensorNames.AttnNorm(l), d), Up(TensorNames.Wq(l), d), Up(TensorNames.Wk(l), d), Up(TensorNames.Wv(l), d),
-                    Up(TensorNames.Wo(l), d), Up(TensorNames.FfnNorm(l), d), Up(TensorNames.FfnGate(l), d), Up(TensorNames.FfnUp(l), d),
-                    Up(TensorNames.FfnDown(l), d)));
+                layers.Add(LayerWeights.Of([.. TensorNames.LayerTensors(l).Select(name => Up(name, d))]));
             }
 
             DeviceWeight norm = Up(TensorNames.OutputNorm, placement.Output);
             DeviceWeight head = c.TiedEmbeddings
                 ? ReferenceEquals(placement.Output, placement.Input) ? embedding : Up(TensorNames.TokenEmbedding, placement.Output)
                 : Up(TensorNames.Output, placement.Output);
-            return new ModelWeights(embedding, layers, norm, head, all);
+            return new ModelWeights(source, embedding, layers, norm, head, all);
         }
         catch
         {

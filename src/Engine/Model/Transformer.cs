@@ -1,4 +1,5 @@
 using GpuLlama.Devices;
+using GpuLlama.Formats;
 
 namespace GpuLlama.Model;
 
@@ -6,7 +7,9 @@ namespace GpuLlama.Model;
 /// The forward pass of a Llama model, written once against <see cref="IDevice"/>: it names no file format, no
 /// dtype and no concrete device. Each layer runs on the device the placement gives it; the hidden state hops
 /// between devices only where consecutive layers differ. The prompt is processed in batches of up to
-/// <see cref="BatchSize"/> tokens, generation one token at a time; nothing is allocated per token.
+/// <see cref="BatchSize"/> tokens, generation one token at a time; nothing is allocated per token. A prompt batch of
+/// at least the offload minimum runs the CPU's layers on the placement's first GPU, their weights streamed there
+/// (<see cref="PromptOffload"/>).
 /// </summary>
 public sealed class Transformer : IDisposable
 {
@@ -19,8 +22,16 @@ public sealed class Transformer : IDisposable
     private readonly float[] _hostLogits;
     private int _lastRows;
 
+    // prompt offload: the device that runs streamed layers, which layers stream, their weight slots on it
+    private readonly IDevice? _offload;
+    private readonly int _offloadMinBatch;
+    private readonly bool[] _streamed = [];
+    private readonly Dictionary<PromptOffload.SlotKey, DeviceWeight> _slots = [];
+
     /// <param name="logitRows">How many positions of one batch can get logits (1 unless all-position logits are wanted).</param>
-    public Transformer(ModelConfig config, ModelWeights weights, DevicePlacement placement, int contextLength, int batchSize = 512, int logitRows = 1)
+    /// <param name="offloadMinBatch">Smallest batch that runs the CPU's layers on a GPU of the placement (0 = never).</param>
+    public Transformer(ModelConfig config, ModelWeights weights, DevicePlacement placement, int contextLength, int batchSize = 512, int logitRows = 1,
+        int offloadMinBatch = PromptOffload.DefaultMinBatch)
     {
         _config = config;
         _weights = weights;
@@ -42,6 +53,25 @@ public sealed class Transformer : IDisposable
             {
                 _cache[l] = placement.Layers[l].AllocateKv(contextLength, config.KvDim);
             }
+
+            IDevice? target = PromptOffload.Target(placement.Layers, placement.Output, d => d.Kind == DeviceKind.Cpu);
+            if (target is { StreamsWeights: true } && PromptOffload.Active(offloadMinBatch, BatchSize))
+            {
+                IWeightSource source = weights.Source;
+                bool[] streamed = PromptOffload.StreamedLayers(config, source.Tensors, l => placement.Layers[l].Kind == DeviceKind.Cpu);
+                if (streamed.Any(x => x))
+                {
+                    // the slots are allocated (and their formats' kernels compiled) now, so memory is what the plan says from the start
+                    foreach ((PromptOffload.SlotKey key, TensorInfo first) in PromptOffload.Slots(config, source.Tensors, streamed))
+                    {
+                        _slots[key] = target.Upload(source.View(first));
+                    }
+
+                    _offload = target;
+                    _offloadMinBatch = offloadMinBatch;
+                    _streamed = streamed;
+                }
+            }
         }
         catch
         {
@@ -57,6 +87,17 @@ public sealed class Transformer : IDisposable
     public int BatchSize { get; }
 
     public int LogitRows { get; }
+
+    /// <summary>The GPU that runs the CPU's layers for prompt batches of <see cref="OffloadMinBatch"/>+ tokens; null when none does.</summary>
+    public IDevice? OffloadDevice => _offload;
+
+    public int OffloadMinBatch => _offloadMinBatch;
+
+    /// <summary>How many of the layers placed on the CPU stream to <see cref="OffloadDevice"/> (all but those holding a format it lacks).</summary>
+    public int StreamedLayerCount => _streamed.Count(x => x);
+
+    /// <summary>Layer runs so far that streamed their weights to <see cref="OffloadDevice"/> (a layer once per batch).</summary>
+    public long StreamedLayerRuns { get; private set; }
 
     /// <summary>
     /// Runs tokens at positions position.. through the model, leaving the logits of the last token (or of every
@@ -90,10 +131,13 @@ public sealed class Transformer : IDisposable
         RunState s = _states[_placement.Input];
         s.Device.Embed(s.X, _weights.TokenEmbedding, tokens);
 
+        // a batch this large runs the CPU's layers on the offload GPU, their weights copied into its slots layer by layer
+        bool offload = _offload is not null && n >= _offloadMinBatch;
         for (int l = 0; l < c.Layers; l++)
         {
-            LayerWeights w = _weights.Layers[l];
-            s = Hop(s, _placement.Layers[l], n);       // move the residual stream x to this layer's device
+            bool streams = offload && _streamed[l];
+            LayerWeights w = streams ? Stream(l) : _weights.Layers[l];
+            s = Hop(s, streams ? _offload! : _placement.Layers[l], n);   // move the residual stream x to this layer's device
             IDevice dev = s.Device;
 
             // attention rmsnorm
@@ -102,12 +146,19 @@ public sealed class Transformer : IDisposable
             // qkv matmuls for these positions
             dev.MatMul3(s.Q, w.Wq, s.K, w.Wk, s.V, w.Wv, s.Xb, n);
 
-            // RoPE, then remember k and v for later positions
+            // RoPE, then remember k and v for later positions and attend, where the layer's KV cache lives (a streamed
+            // layer's stays on the CPU: q, k and v go there and the attention output comes back)
             dev.Rope(s.Q, s.K, s.Rope, position, n, _shape);
-            dev.StoreKv(_cache[l], s.K, s.V, position, n);
+            RunState a = HopQkv(s, _placement.Layers[l], n);
+            a.Device.StoreKv(_cache[l], a.K, a.V, position, n);
 
             // grouped-query attention over positions 0..position+n-1, then the output projection + residual
-            dev.Attention(s.Xb, s.Q, _cache[l], position, n, _shape);
+            a.Device.Attention(a.Xb, a.Q, _cache[l], position, n, _shape);
+            if (!ReferenceEquals(a, s))
+            {
+                dev.CopyFrom(s.Xb, 0, a.Xb, 0, n * c.QDim);
+            }
+
             dev.MatMul(s.X, w.Wo, s.Xb, n, accumulate: true);
 
             // ffn rmsnorm and SwiGLU: x += w2(silu(w1·x) * w3·x)
@@ -135,6 +186,38 @@ public sealed class Transformer : IDisposable
 
         RunState to = _states[device];
         device.CopyFrom(to.X, 0, from.X, 0, rows * _config.Dim);
+        return to;
+    }
+
+    /// <summary>Layer <paramref name="l"/>'s weights copied into the offload device's slots (after the ops enqueued before).</summary>
+    private LayerWeights Stream(int l)
+    {
+        IWeightSource source = _weights.Source;
+        string[] names = TensorNames.LayerTensors(l);
+        var slots = new DeviceWeight[names.Length];
+        for (int role = 0; role < names.Length; role++)
+        {
+            TensorInfo t = source.Tensors[names[role]];
+            slots[role] = _slots[PromptOffload.SlotKey.Of(role, t)];
+            _offload!.Reload(slots[role], source.View(t));
+        }
+
+        StreamedLayerRuns++;
+        return LayerWeights.Of(slots);
+    }
+
+    /// <summary>q, k and v of the batch move to <paramref name="device"/> (where the KV cache is) when the layer ran elsewhere.</summary>
+    private RunState HopQkv(RunState from, IDevice device, int rows)
+    {
+        if (ReferenceEquals(from.Device, device))
+        {
+            return from;
+        }
+
+        RunState to = _states[device];
+        device.CopyFrom(to.Q, 0, from.Q, 0, rows * _config.QDim);
+        device.CopyFrom(to.K, 0, from.K, 0, rows * _config.KvDim);
+        device.CopyFrom(to.V, 0, from.V, 0, rows * _config.KvDim);
         return to;
     }
 
@@ -169,6 +252,12 @@ public sealed class Transformer : IDisposable
         }
 
         _states.Clear();
+        foreach (DeviceWeight w in _slots.Values)
+        {
+            w.Dispose();
+        }
+
+        _slots.Clear();
         if (_cache is not null)
         {
             foreach (KvCacheLayer? kv in _cache)

@@ -80,6 +80,22 @@ public sealed class BenchReportTests
     }
 
     [Fact]
+    public void TheNopoColumnAppearsWhenARowKeepsTheCpuLayersOnTheCpu()
+    {
+        string[] lines = BenchReport.Markdown([Pp(), Pp() with { NoOpOffload = true }]).TrimEnd('\n').Split('\n');
+        Assert.Equal(["model", "size", "params", "backend", "ngl", "threads", "nopo", "test", "t/s", "B/tok", "GB/s", "% roofline"], Cells(lines[0]));
+        Assert.Equal("0", Cells(lines[2])[6]);
+        Assert.Equal("1", Cells(lines[3])[6]);
+        Assert.Equal("pp8", Cells(lines[3])[7]);
+        JsonElement[] rows = [.. JsonDocument.Parse(BenchReport.Json([Pp(), Pp() with { NoOpOffload = true }]).ToJsonString()).RootElement.EnumerateArray()];
+        Assert.Equal([0, 1], rows.Select(r => r.GetProperty("no_op_offload").GetInt32()));
+        string[] csv = BenchReport.Csv([Pp() with { NoOpOffload = true }]).TrimEnd('\n').Split('\n');
+        Assert.Equal("1", Record(csv[0].Split(','), csv[1])["no_op_offload"]);
+
+        static string[] Cells(string line) => [.. line.Trim().Trim('|').Split('|').Select(c => c.Trim())];
+    }
+
+    [Fact]
     public void SizesAndParameterCountsReadLikeLlamaBench()
     {
         Assert.Equal("1.00 GiB", BenchReport.Size(1L << 30));

@@ -77,6 +77,27 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--tensor-split", "1,x"), "--tensor-split");
         AssertOneLineError(Run("run", "synthetic:nonexistent"), "nonexistent");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--devices", "cuda:42"), "cuda:42");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--op-offload-min-batch", "0"), "--op-offload-min-batch", "positive");
+        AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "--no-op-offload", "0,2"), "--no-op-offload", "0 or 1");
+    }
+
+    [Fact]
+    public void PromptOffloadIsReportedAndItsSlotsAreInTheMemoryEstimate()
+    {
+        // synthetic:tiny (6 layers) with its last two on the emulated device: the other four stream for prompts of 4+
+        // tokens; run --verbose says so, the device allocates what the plan estimated with the slots, and the tokens are
+        // those of the run that keeps them on the CPU (both with exact float math, as the device does)
+        var r = Run("run", "synthetic:tiny", "--devices", "emulated:0", "--gpu-layers", "2", "--op-offload-min-batch", "4", "--exact-quant", "--ctx", "32", "--batch", "8",
+            "--prompt-tokens", "1,100,200,300,400", "-n", "1", "--temp", "0", "--json", "--verbose");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("prompt offload: batches of 4+ tokens stream 4 CPU layer(s) to emulated:0", r.Err);
+        Assert.Matches(@"memory emulated:0: estimated [\d.]+ MiB .*\(100\.0 ?% of the estimate\)", r.Err);
+        var off = Run("run", "synthetic:tiny", "--devices", "emulated:0", "--gpu-layers", "2", "--no-op-offload", "--exact-quant", "--ctx", "32", "--batch", "8",
+            "--prompt-tokens", "1,100,200,300,400", "-n", "1", "--temp", "0", "--json", "--verbose");
+        Assert.True(off.Code == 0, off.Err);
+        Assert.DoesNotContain("prompt offload", off.Err);
+        using JsonDocument a = JsonDocument.Parse(r.Out), b = JsonDocument.Parse(off.Out);
+        Assert.Equal(b.RootElement.GetProperty("tokens").GetRawText(), a.RootElement.GetProperty("tokens").GetRawText());
     }
 
     [Fact]

@@ -93,7 +93,14 @@ public sealed class MemoryPlanTests
         LayerPlan p = LayerPlacement.FromGpuLayers(22, 5, [Gpu("cuda:0", 1)], null, SplitMode.Layer, 0);
         DeviceMemory gpu = MemoryPlan.Estimate(s_model.Config, s_model.Tensors, p, s_options).Single(m => m.Device == "cuda:0");
         Assert.Equal(Enumerable.Range(17, 5).Sum(LayerBytes), gpu.Weights);
-        Assert.Equal(MemoryPlan.Scratch(s_model.Config, s_options, output: false), gpu.Scratch);
+
+        // the scratch holds the activations and, for prompt offload, one layer's weights: the slots the 17 CPU layers
+        // stream through (all of one shape and format here); without offload, the activations only
+        Assert.Equal(MemoryPlan.Scratch(s_model.Config, s_options, output: false) + LayerBytes(0), gpu.Scratch);
+        DeviceMemory noOffload = MemoryPlan.Estimate(s_model.Config, s_model.Tensors, p, s_options with { OpOffloadMinBatch = 0 }).Single(m => m.Device == "cuda:0");
+        Assert.Equal(MemoryPlan.Scratch(s_model.Config, s_options, output: false), noOffload.Scratch);
+        DeviceMemory cpu = MemoryPlan.Estimate(s_model.Config, s_model.Tensors, p, s_options).Single(m => m.Device == "cpu");
+        Assert.Equal(MemoryPlan.Scratch(s_model.Config, s_options, output: true), cpu.Scratch);
     }
 
     [Fact]
