@@ -32,14 +32,16 @@ public static class PlanCommand
 }
 
 /// <summary>A placement and its memory, per device, with the budget each device has.</summary>
-public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan Plan, IReadOnlyList<DeviceMemory> Memory, IReadOnlyList<DeviceInfo> Devices, MemoryPlanOptions Options)
+public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan Plan, IReadOnlyList<DeviceMemory> Memory, IReadOnlyList<DeviceInfo> Devices, MemoryPlanOptions Options,
+    long OffloadSlotBytes = 0)
 {
     public static PlanReport Create(IWeightSource source, LoadOptions load)
     {
         int context = load.ContextLength > 0 ? load.ContextLength : Math.Min(source.Config.ContextLength, 4096);
         LayerPlan plan = LlamaModel.PlanPlacement(source, context, load, out IReadOnlyList<DeviceInfo> gpus);
         var options = new MemoryPlanOptions { ContextLength = context, BatchSize = load.BatchSize, OpOffloadMinBatch = load.EffectiveOffloadMinBatch };
-        return new PlanReport(source.Path, source.Config.Layers, context, plan, MemoryPlan.Estimate(source.Config, source.Tensors, plan, options), gpus, options);
+        long slots = PromptOffload.SlotBytes(source.Config, source.Tensors, plan, options.OpOffloadMinBatch, Math.Min(options.BatchSize, context));
+        return new PlanReport(source.Path, source.Config.Layers, context, plan, MemoryPlan.Estimate(source.Config, source.Tensors, plan, options), gpus, options, slots);
     }
 
     public string ToText()
@@ -59,6 +61,12 @@ public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan
         if (Devices.Any(d => !d.FreeMemoryKnown))
         {
             s.AppendLine("* free memory unknown (OpenCL/emulated): the total is used, less the safety margin");
+        }
+
+        if (OffloadSlotBytes > 0)
+        {
+            string target = PromptOffload.Target(Plan.Layers, Plan.Output, d => d == LayerPlacement.Cpu)!;
+            s.AppendLine($"{target}'s scratch holds {Diagnostics.Mib(OffloadSlotBytes)} MiB of weight slots: prompts of {Options.OpOffloadMinBatch}+ tokens stream the CPU's layers through them (--no-op-offload: none)");
         }
 
         s.AppendLine("the CPU's weights are read from the memory-mapped file (Q4_0 with AVX-512: from a copy of the same size) and are not counted as allocations");
@@ -81,6 +89,7 @@ public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan
         ["input"] = Plan.Input,
         ["layer_devices"] = new JsonArray([.. Plan.Layers.Select(l => (JsonNode)l)]),
         ["output"] = Plan.Output,
+        ["offload_slot_bytes"] = OffloadSlotBytes,
         ["devices"] = new JsonArray([.. Memory.Select(m =>
         {
             DeviceInfo? d = Devices.FirstOrDefault(x => x.Name == m.Device);

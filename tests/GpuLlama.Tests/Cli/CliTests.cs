@@ -98,6 +98,17 @@ public sealed class CliTests
         Assert.DoesNotContain("prompt offload", off.Err);
         using JsonDocument a = JsonDocument.Parse(r.Out), b = JsonDocument.Parse(off.Out);
         Assert.Equal(b.RootElement.GetProperty("tokens").GetRawText(), a.RootElement.GetProperty("tokens").GetRawText());
+
+        // plan counts the slots (one layer of tiny's F16 weights) in the device's scratch, and none without offload
+        var plan = Run("plan", "synthetic:tiny", "--devices", "emulated:0", "--gpu-layers", "2", "--json");
+        var planOff = Run("plan", "synthetic:tiny", "--devices", "emulated:0", "--gpu-layers", "2", "--json", "--no-op-offload");
+        using JsonDocument p = JsonDocument.Parse(plan.Out), q = JsonDocument.Parse(planOff.Out);
+        long slots = p.RootElement.GetProperty("offload_slot_bytes").GetInt64();
+        using GpuLlama.Formats.IWeightSource tiny = GpuLlama.Formats.WeightSource.Open("synthetic:tiny");
+        Assert.Equal(tiny.Tensors.Values.Where(t => t.Name.StartsWith("blk.0.", StringComparison.Ordinal)).Sum(t => GpuLlama.Devices.MemoryPlan.DeviceBytes(t.ByteLength)), slots);
+        Assert.Equal(0, q.RootElement.GetProperty("offload_slot_bytes").GetInt64());
+        long Scratch(JsonDocument d) => d.RootElement.GetProperty("devices").EnumerateArray().Single(x => x.GetProperty("name").GetString() == "emulated:0").GetProperty("scratch_bytes").GetInt64();
+        Assert.Equal(slots, Scratch(p) - Scratch(q));
     }
 
     [Fact]
