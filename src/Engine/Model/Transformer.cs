@@ -64,7 +64,14 @@ public sealed class Transformer : IDisposable
                     // the slots are allocated (and their formats' kernels compiled) now, so memory is what the plan says from the start
                     foreach ((PromptOffload.SlotKey key, TensorInfo first) in PromptOffload.Slots(config, source.Tensors, streamed))
                     {
-                        _slots[key] = target.Upload(source.View(first));
+                        try
+                        {
+                            _slots[key] = target.Upload(source.View(first));
+                        }
+                        catch (GpuLlamaException e)
+                        {
+                            throw new GpuLlamaException($"{e.Message} (for prompt offload's weight slots: --no-op-offload does without them)", e);
+                        }
                     }
 
                     _offload = target;
