@@ -119,6 +119,7 @@ public static class RunCommand
                     ["tokens"] = new JsonArray([.. generated.Select(x => (JsonNode)x)]),
                     ["text"] = output.ToString(),
                     ["stop_reason"] = StopReasonName(generator.LastStopReason),
+                    ["stopping_word"] = generator.LastStopSequence,
                     ["placement"] = LayerPlacement.Describe(llama.Plan),
                     ["timings"] = new JsonObject
                     {
@@ -152,6 +153,7 @@ public static class RunCommand
         StopReason.MaxTokens => "limit",
         StopReason.ContextFull => "context_full",
         StopReason.Cancelled => "cancelled",
+        StopReason.StopSequence => "word",
         _ => "none",
     };
 

@@ -59,9 +59,16 @@ public sealed class SamplingOptions
         Description = "Keep generating after an end-of-sequence token.",
     };
 
+    public Option<string[]> Stop { get; } = new("--stop", "--reverse-prompt", "-r")
+    {
+        Description = "Stop generating where the text produces STRING (repeat for several); the output ends just before it.",
+        Arity = ArgumentArity.ZeroOrMore,
+        AllowMultipleArgumentsPerToken = false,
+    };
+
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, Seed, IgnoreEos })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, Seed, IgnoreEos, Stop })
         {
             command.Options.Add(o);
         }
@@ -86,6 +93,9 @@ public sealed class SamplingOptions
         {
             MaxTokens = r.GetValue(Predict),
             IgnoreEos = r.GetValue(IgnoreEos),
+            StopSequences = r.GetValue(Stop) is { Length: > 0 } stops
+                ? stops.Any(string.IsNullOrEmpty) ? throw new GpuLlamaException("--stop: a stop string is empty") : stops
+                : [],
             Sampling = new SamplerSettings
             {
                 Temperature = r.GetValue(Temperature),

@@ -18,6 +18,13 @@ public sealed record GenerationOptions
 
     /// <summary>Keep a copy of the last prompt position's logits in <see cref="Generator.LastPromptLogits"/>.</summary>
     public bool KeepPromptLogits { get; init; }
+
+    /// <summary>
+    /// Stop strings: generation ends where the text produces one of them, and the text streamed ends just before it
+    /// (llama.cpp server's <c>stop</c>, Ollama's <c>stop</c>). Text that may begin one is held back until it is
+    /// decided, so a stop string never shows up in the stream, even when it spans several tokens.
+    /// </summary>
+    public IReadOnlyList<string> StopSequences { get; init; } = [];
 }
 
 /// <summary>Why generation stopped.</summary>
@@ -28,6 +35,9 @@ public enum StopReason
     MaxTokens,
     ContextFull,
     Cancelled,
+
+    /// <summary>The text produced one of <see cref="GenerationOptions.StopSequences"/>.</summary>
+    StopSequence,
 }
 
 /// <summary>One generated token and the text it completes (empty while a multi-byte character is pending).</summary>
@@ -44,7 +54,7 @@ public sealed record GenerationTimings(int PromptTokens, double PromptSeconds, i
 
 /// <summary>
 /// The prefill + decode loop over a model's transformer: the prompt is processed as a batch, then one token at a
-/// time; stops on EOS, the token limit or a full context. Keeps the position, so a chat continues where it left off.
+/// time; stops on EOS, the token limit, a stop string or a full context. Keeps the position, so a chat continues where it left off.
 /// Not thread-safe: one generation at a time per model.
 /// </summary>
 public sealed class Generator
@@ -60,6 +70,9 @@ public sealed class Generator
     public int Position { get; private set; }
 
     public StopReason LastStopReason { get; private set; }
+
+    /// <summary>The stop string that ended the last call (<see cref="StopReason.StopSequence"/>), else null.</summary>
+    public string? LastStopSequence { get; private set; }
 
     public GenerationTimings LastTimings { get; private set; } = new(0, 0, 0, 0);
 
@@ -99,9 +112,11 @@ public sealed class Generator
         }
 
         var sampler = new Sampler(options.Sampling);
+        StopSequences? stops = options.StopSequences.Count > 0 ? new StopSequences(options.StopSequences) : null;
         var history = new List<int>(prompt);
         StreamingDecoder decoder = tokenizer.CreateStreamingDecoder();
         LastStopReason = StopReason.None;
+        LastStopSequence = null;
 
         // prefill: the whole prompt as a batch (the transformer splits it into chunks of its batch size)
         var clock = Stopwatch.StartNew();
@@ -131,7 +146,19 @@ public sealed class Generator
             generated++;
             history.Add(next);
             LastTimings = new GenerationTimings(prompt.Count, promptSeconds, generated, clock.Elapsed.TotalSeconds);
-            yield return new GeneratedToken(next, decoder.Push(next));
+            string text = decoder.Push(next);
+            bool stopped = false;
+            if (stops is not null)
+            {
+                text = stops.Push(text, out stopped);
+            }
+
+            yield return new GeneratedToken(next, text);
+            if (stopped)
+            {
+                LastStopReason = StopReason.StopSequence;
+                break;
+            }
 
             if (options.MaxTokens >= 0 && generated >= options.MaxTokens)
             {
@@ -152,7 +179,20 @@ public sealed class Generator
         }
 
         LastTimings = new GenerationTimings(prompt.Count, promptSeconds, generated, clock.Elapsed.TotalSeconds);
-        string tail = decoder.Flush();
+        string tail = "";
+        if (LastStopReason != StopReason.StopSequence)
+        {
+            // bytes of an unfinished character, and text held back for a stop string that did not come
+            tail = decoder.Flush();
+            if (stops is not null)
+            {
+                tail = stops.Push(tail, out bool stopped);
+                tail += stopped ? "" : stops.Flush();
+                LastStopReason = stopped ? StopReason.StopSequence : LastStopReason;
+            }
+        }
+
+        LastStopSequence = LastStopReason == StopReason.StopSequence ? stops!.Found : null;
         if (tail.Length > 0)
         {
             yield return new GeneratedToken(-1, tail);

@@ -78,6 +78,7 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:nonexistent"), "nonexistent");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--devices", "cuda:42"), "cuda:42");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--op-offload-min-batch", "0"), "--op-offload-min-batch", "positive");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--stop", ""), "--stop", "empty");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "--no-op-offload", "0,2"), "--no-op-offload", "0 or 1");
     }
 
@@ -158,6 +159,21 @@ public sealed class CliTests
         var c = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "8", "--temp", "0.9", "--seed", "7", "--json");
         using JsonDocument db = JsonDocument.Parse(b.Out), dc = JsonDocument.Parse(c.Out);
         Assert.Equal(db.RootElement.GetProperty("tokens").GetRawText(), dc.RootElement.GetProperty("tokens").GetRawText());
+    }
+
+    [Fact]
+    public void StopStringsEndTheOutputBeforeThem()
+    {
+        var free = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "16", "--temp", "0", "--json");
+        using JsonDocument f = JsonDocument.Parse(free.Out);
+        string text = f.RootElement.GetProperty("text").GetString()!;
+        string stop = text.Substring(text.Length / 2, 3);
+        var cut = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "16", "--temp", "0", "--json", "--stop", "zzzz", "-r", stop);
+        Assert.True(cut.Code == 0, cut.Err);
+        using JsonDocument c = JsonDocument.Parse(cut.Out);
+        Assert.Equal(text[..text.IndexOf(stop, StringComparison.Ordinal)], c.RootElement.GetProperty("text").GetString());
+        Assert.Equal("word", c.RootElement.GetProperty("stop_reason").GetString());
+        Assert.Equal(stop, c.RootElement.GetProperty("stopping_word").GetString());
     }
 
     [Fact]

@@ -1,0 +1,98 @@
+using GpuLlama.Generation;
+using GpuLlama.Model;
+using Xunit;
+
+namespace GpuLlama.Tests.Generation;
+
+/// <summary>
+/// Stop strings: held-back text, matches that span pushes, the earliest of several stops; and through the generator,
+/// greedy generation on synthetic:tiny stops just before the first occurrence of a string it would have produced.
+/// </summary>
+public sealed class StopSequenceTests
+{
+    [Fact]
+    public void TextThatMayBeginAStopIsHeldBackUntilDecided()
+    {
+        var s = new StopSequences(["</s>", "\n\n"]);
+        Assert.Equal("Hello", s.Push("Hello<", out bool stopped));
+        Assert.False(stopped);
+        Assert.Equal("", s.Push("/", out stopped));          // "</" may still become "</s>"
+        Assert.Equal("</x there", s.Push("x there\n", out stopped)); // it did not; "\n" may begin "\n\n"
+        Assert.False(stopped);
+        Assert.Equal("", s.Push("\n", out stopped));         // "\n\n" completed across two pushes
+        Assert.True(stopped);
+        Assert.Equal("\n\n", s.Found);
+    }
+
+    [Fact]
+    public void TheEarliestStopWinsAndTheTextBeforeItComesOut()
+    {
+        var s = new StopSequences(["world", "lo w"]);
+        Assert.Equal("Hel", s.Push("Hello world", out bool stopped));
+        Assert.True(stopped);
+        Assert.Equal("lo w", s.Found);
+
+        var t = new StopSequences(["abc"]);
+        Assert.Equal("x", t.Push("xab", out stopped));
+        Assert.False(stopped);
+        Assert.Equal("ab", t.Flush());                        // generation ended otherwise: the held text was no stop
+        Assert.Throws<GpuLlamaException>(() => new StopSequences(["ok", ""]));
+    }
+
+    [Fact]
+    public void GenerationEndsJustBeforeTheStopString()
+    {
+        using LlamaModel model = LlamaModel.Load("synthetic:tiny");
+        var options = new GenerationOptions { MaxTokens = 24, Sampling = new SamplerSettings { Temperature = 0 } };
+        int[] prompt = model.Tokenizer.Encode("Once upon a time", addBos: true);
+
+        Generator g = model.CreateGenerator();
+        GeneratedToken[] free = [.. g.Generate(prompt, options)];
+        string text = string.Concat(free.Select(t => t.Text));
+        Assert.Equal(StopReason.MaxTokens, g.LastStopReason);
+
+        // a stop string the free run produces, spanning a token boundary: the text from its middle on
+        string stop = text.Substring(text.Length / 2, 4);
+        int first = text.IndexOf(stop, StringComparison.Ordinal);
+        Assert.DoesNotContain(free, t => t.Text.Contains(stop, StringComparison.Ordinal));
+        g.Reset();
+        GeneratedToken[] cut = [.. g.Generate(prompt, options with { StopSequences = ["never produced", stop] })];
+        Assert.Equal(StopReason.StopSequence, g.LastStopReason);
+        Assert.Equal(stop, g.LastStopSequence);
+        Assert.Equal(text[..first], string.Concat(cut.Select(t => t.Text)));
+        Assert.Equal(free.Select(t => t.Id).Take(cut.Length), cut.Select(t => t.Id)); // the same tokens up to the stop
+        Assert.True(cut.Length < free.Length);
+
+        // a stop that never comes changes nothing
+        g.Reset();
+        GeneratedToken[] same = [.. g.Generate(prompt, options with { StopSequences = ["never produced"] })];
+        Assert.Equal(text, string.Concat(same.Select(t => t.Text)));
+        Assert.Equal(StopReason.MaxTokens, g.LastStopReason);
+        Assert.Null(g.LastStopSequence);
+    }
+
+    [Fact]
+    public async Task StreamingStopsToo()
+    {
+        using LlamaModel model = LlamaModel.Load("synthetic:tiny");
+        var options = new GenerationOptions { MaxTokens = 24, Sampling = new SamplerSettings { Temperature = 0 } };
+        Generator g = model.CreateGenerator();
+        var all = new System.Text.StringBuilder();
+        await foreach (string piece in g.GenerateAsync("Once upon a time", options))
+        {
+            all.Append(piece);
+        }
+
+        string text = all.ToString();
+        string stop = text.Substring(text.Length / 3, 3);
+        g.Reset();
+        var cut = new System.Text.StringBuilder();
+        await foreach (string piece in g.GenerateAsync("Once upon a time", options with { StopSequences = [stop] }))
+        {
+            cut.Append(piece);
+        }
+
+        Assert.Equal(text[..text.IndexOf(stop, StringComparison.Ordinal)], cut.ToString());
+        Assert.Equal(StopReason.StopSequence, g.LastStopReason);
+    }
+}
