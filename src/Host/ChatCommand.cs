@@ -24,13 +24,18 @@ public static class ChatCommand
             using LlamaModel llama = LlamaModel.Load(r.GetValue(model.Model)!, model.ToLoadOptions(r, s => Console.Error.WriteLine(s)), Program.Cancellation);
             GenerationOptions gen = sampling.ToGenerationOptions(r);
             Generator generator = llama.CreateGenerator();
+            bool verbose = r.GetValue(model.Verbose);
             var messages = new List<ChatMessage>();
             if (r.GetValue(system) is { } sys)
             {
                 messages.Add(new ChatMessage("system", sys));
             }
 
-            string rendered = "";
+            // the conversation as text up to where the KV cache holds it: each turn sends what the rendered
+            // conversation adds after it (the previous reply's end-of-turn marker, the new user message, the
+            // assistant header), or everything again when the rendering no longer starts with it (null: the cache holds
+            // text the conversation does not show)
+            string? cached = "";
             while (!Program.Cancellation.IsCancellationRequested)
             {
                 Console.Error.Write("> ");
@@ -42,13 +47,18 @@ public static class ChatCommand
 
                 messages.Add(new ChatMessage("user", line));
                 string full = ChatFormatter.Format(llama.Tokenizer, messages, addGenerationPrompt: true);
-                string delta = full.StartsWith(rendered, StringComparison.Ordinal) ? full[rendered.Length..] : full;
-                if (delta.Length != full.Length - rendered.Length)
+                if (cached is null || !full.StartsWith(cached, StringComparison.Ordinal))
                 {
                     generator.Reset();
+                    cached = "";
                 }
 
-                int[] tokens = llama.Tokenizer.Encode(delta, addBos: generator.Position == 0);
+                int[] tokens = llama.Tokenizer.Encode(full[cached.Length..], addBos: generator.Position == 0);
+                if (verbose)
+                {
+                    Console.Error.WriteLine($"turn {messages.Count(m => m.Role == "user")}: {tokens.Length} new prompt tokens at position {generator.Position}");
+                }
+
                 var reply = new System.Text.StringBuilder();
                 foreach (GeneratedToken t in generator.Generate(tokens, gen, Program.Cancellation))
                 {
@@ -59,13 +69,16 @@ public static class ChatCommand
 
                 Console.Out.WriteLine();
                 messages.Add(new ChatMessage("assistant", reply.ToString()));
-                rendered = ChatFormatter.Format(llama.Tokenizer, messages, addGenerationPrompt: false);
+
+                // the cache now holds the reply's tokens (an end-of-sequence token is not run: the template's marker
+                // follows next turn); after a stop string it also holds some of that string, so the next turn starts over
+                cached = generator.LastStopReason == StopReason.StopSequence ? null : full + reply;
                 if (generator.LastStopReason == StopReason.ContextFull)
                 {
                     Console.Error.WriteLine("gpullama: the context is full; starting a new conversation");
                     generator.Reset();
                     messages.RemoveRange(0, messages.Count);
-                    rendered = "";
+                    cached = "";
                 }
             }
 

@@ -61,6 +61,10 @@ public sealed class Generator
 {
     private readonly LlamaModel _model;
 
+    // The last token a call gave out without running it (it stopped on the token limit): the next call runs it
+    // first, so that the cache holds every token the caller has seen when a conversation continues. -1 = none.
+    private int _pendingToken = -1;
+
     public Generator(LlamaModel model)
     {
         _model = model;
@@ -80,10 +84,16 @@ public sealed class Generator
     public float[]? LastPromptLogits { get; private set; }
 
     /// <summary>Forgets the conversation: the next prompt starts at position 0.</summary>
-    public void Reset() => Position = 0;
+    public void Reset()
+    {
+        Position = 0;
+        _pendingToken = -1;
+    }
 
     /// <summary>
-    /// Processes <paramref name="prompt"/> and yields generated tokens with their streamed text.
+    /// Processes <paramref name="prompt"/> at <see cref="Position"/> and yields generated tokens with their streamed
+    /// text. When the previous call stopped on its token limit, its last token (given out, never run) is run first, so
+    /// a continued conversation sees every token the caller saw.
     /// </summary>
     public IEnumerable<GeneratedToken> Generate(IReadOnlyList<int> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
@@ -94,6 +104,11 @@ public sealed class Generator
         if (prompt.Count == 0)
         {
             throw new GpuLlamaException("the prompt is empty: give a prompt or tokens");
+        }
+
+        if (_pendingToken >= 0)
+        {
+            prompt = [_pendingToken, .. prompt];
         }
 
         if (Position + prompt.Count > context)
@@ -111,6 +126,7 @@ public sealed class Generator
             }
         }
 
+        _pendingToken = -1;
         var sampler = new Sampler(options.Sampling);
         StopSequences? stops = options.StopSequences.Count > 0 ? new StopSequences(options.StopSequences) : null;
         var history = new List<int>(prompt);
@@ -163,6 +179,7 @@ public sealed class Generator
             if (options.MaxTokens >= 0 && generated >= options.MaxTokens)
             {
                 LastStopReason = StopReason.MaxTokens;
+                _pendingToken = next;
                 break;
             }
 

@@ -162,6 +162,30 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void ChatContinuesFromTheCacheAfterATurnThatHitTheTokenLimit()
+    {
+        TextReader stdin = Console.In;
+        Console.SetIn(new StringReader("hello there\nand again\n"));
+        try
+        {
+            var r = Run("chat", "synthetic:tiny", "-n", "6", "--temp", "0", "--verbose");
+            Assert.True(r.Code == 0, r.Err);
+            var turns = System.Text.RegularExpressions.Regex.Matches(r.Err, @"turn (\d): (\d+) new prompt tokens at position (\d+)");
+            Assert.Equal(2, turns.Count);
+            int prompt1 = int.Parse(turns[0].Groups[2].Value), at2 = int.Parse(turns[1].Groups[3].Value);
+            Assert.Equal(0, int.Parse(turns[0].Groups[3].Value));
+            // the second turn starts where the first one's prompt and its 6 replied tokens end (the sixth is run
+            // with the new prompt), and sends only the new part of the conversation
+            Assert.Equal(prompt1 + 5, at2);
+            Assert.InRange(int.Parse(turns[1].Groups[2].Value), 2, prompt1 + 20);
+        }
+        finally
+        {
+            Console.SetIn(stdin);
+        }
+    }
+
+    [Fact]
     public void StopStringsEndTheOutputBeforeThem()
     {
         var free = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "16", "--temp", "0", "--json");

@@ -96,3 +96,35 @@ public sealed class StopSequenceTests
         Assert.Equal(StopReason.StopSequence, g.LastStopReason);
     }
 }
+
+/// <summary>A conversation continued after a call that stopped on its token limit sees every token it gave out.</summary>
+public sealed class GeneratorContinuationTests
+{
+    [Fact]
+    public void The_last_token_of_a_limited_call_is_run_before_the_next_prompt()
+    {
+        using LlamaModel model = LlamaModel.Load("synthetic:tiny:f32");
+        var greedy = new GenerationOptions { Sampling = new SamplerSettings { Temperature = 0 }, KeepPromptLogits = true };
+        int[] first = model.Tokenizer.Encode("Once upon a time", addBos: true);
+        int[] second = model.Tokenizer.Encode(" and then", addBos: false);
+
+        Generator a = model.CreateGenerator();
+        int[] reply = [.. a.Generate(first, greedy with { MaxTokens = 5 }).Where(t => t.Id >= 0).Select(t => t.Id)];
+        Assert.Equal(5, reply.Length);
+        Assert.Equal(first.Length + 4, a.Position); // the fifth token was given out, not run yet
+        int[] next = [.. a.Generate(second, greedy with { MaxTokens = 4 }).Where(t => t.Id >= 0).Select(t => t.Id)];
+        Assert.Equal(first.Length + 5 + second.Length + 3, a.Position);
+
+        // the same conversation from scratch, as one prompt
+        Generator b = model.CreateGenerator();
+        int[] want = [.. b.Generate([.. first, .. reply, .. second], greedy with { MaxTokens = 4 }).Where(t => t.Id >= 0).Select(t => t.Id)];
+        Assert.Equal(want, next);
+        double error = Golden.Golden.RelativeError(a.LastPromptLogits!, b.LastPromptLogits!);
+        Assert.True(error <= 1e-5, $"continued vs from scratch: max|Δ|/max|ref| = {error:E2}");
+
+        // Reset forgets the pending token too
+        a.Reset();
+        int[] again = [.. a.Generate(first, greedy with { MaxTokens = 5 }).Where(t => t.Id >= 0).Select(t => t.Id)];
+        Assert.Equal(reply, again);
+    }
+}
