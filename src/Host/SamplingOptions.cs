@@ -62,7 +62,7 @@ public sealed class SamplingOptions
     public Option<string[]> Stop { get; } = new("--stop", "--reverse-prompt", "-r")
     {
         Description = "Stop generating where the text produces STRING (repeat for several); the output ends just before it.",
-        Arity = ArgumentArity.ZeroOrMore,
+        Arity = ArgumentArity.OneOrMore,
         AllowMultipleArgumentsPerToken = false,
     };
 

@@ -79,6 +79,7 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--devices", "cuda:42"), "cuda:42");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--op-offload-min-batch", "0"), "--op-offload-min-batch", "positive");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--stop", ""), "--stop", "empty");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--stop"), "--stop");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "--no-op-offload", "0,2"), "--no-op-offload", "0 or 1");
     }
 
