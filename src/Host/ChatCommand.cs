@@ -26,7 +26,7 @@ public static class ChatCommand
             Generator generator = llama.CreateGenerator();
             bool verbose = r.GetValue(model.Verbose);
             var messages = new List<ChatMessage>();
-            if (r.GetValue(system) is { } sys)
+            if (sampling.Text(r, r.GetValue(system)) is { } sys)
             {
                 messages.Add(new ChatMessage("system", sys));
             }

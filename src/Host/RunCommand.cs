@@ -40,7 +40,7 @@ public static class RunCommand
             Action<string>? log = asJson ? null : s => Console.Error.WriteLine(s);
             string path = r.GetValue(model.Model)!;
             GenerationOptions gen = sampling.ToGenerationOptions(r);
-            string? text = r.GetValue(prompt);
+            string? text = sampling.Text(r, r.GetValue(prompt));
             string? promptFile = r.GetValue(file);
             string? ids = r.GetValue(promptTokens);
             if ((text is not null ? 1 : 0) + (promptFile is not null ? 1 : 0) + (ids is not null ? 1 : 0) > 1)
@@ -71,7 +71,7 @@ public static class RunCommand
                 if (r.GetValue(chat))
                 {
                     var messages = new List<ChatMessage>();
-                    if (r.GetValue(system) is { } sys)
+                    if (sampling.Text(r, r.GetValue(system)) is { } sys)
                     {
                         messages.Add(new ChatMessage("system", sys));
                     }

@@ -66,9 +66,17 @@ public sealed class SamplingOptions
         AllowMultipleArgumentsPerToken = false,
     };
 
+    public Option<bool> NoEscape { get; } = new("--no-escape")
+    {
+        Description = "Take --prompt, --system and --stop literally; by default (as llama.cpp) \\n, \\t, \\\\, \\\" and \\xHH in them are processed.",
+    };
+
+    /// <summary>Command-line text as the model gets it: llama.cpp's escapes processed unless --no-escape.</summary>
+    public string? Text(ParseResult r, string? text) => text is null || r.GetValue(NoEscape) ? text : Escapes.Process(text);
+
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, Seed, IgnoreEos, Stop })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
         }
@@ -94,7 +102,7 @@ public sealed class SamplingOptions
             MaxTokens = r.GetValue(Predict),
             IgnoreEos = r.GetValue(IgnoreEos),
             StopSequences = r.GetValue(Stop) is { Length: > 0 } stops
-                ? stops.Any(string.IsNullOrEmpty) ? throw new GpuLlamaException("--stop: a stop string is empty") : stops
+                ? stops.Any(string.IsNullOrEmpty) ? throw new GpuLlamaException("--stop: a stop string is empty") : [.. stops.Select(x => Text(r, x)!)]
                 : [],
             Sampling = new SamplerSettings
             {

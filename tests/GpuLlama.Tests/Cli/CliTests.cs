@@ -199,6 +199,14 @@ public sealed class CliTests
         Assert.Equal(text[..text.IndexOf(stop, StringComparison.Ordinal)], c.RootElement.GetProperty("text").GetString());
         Assert.Equal("word", c.RootElement.GetProperty("stop_reason").GetString());
         Assert.Equal(stop, c.RootElement.GetProperty("stopping_word").GetString());
+
+        // escapes are processed in -p (as llama.cpp does), not with --no-escape
+        var escaped = Run("run", "synthetic:tiny", "-p", @"Once\nupon", "-n", "1", "--temp", "0", "--json");
+        var literal = Run("run", "synthetic:tiny", "-p", @"Once\nupon", "-n", "1", "--temp", "0", "--json", "--no-escape");
+        var newline = Run("run", "synthetic:tiny", "-p", "Once\nupon", "-n", "1", "--temp", "0", "--json");
+        using JsonDocument e = JsonDocument.Parse(escaped.Out), l = JsonDocument.Parse(literal.Out), n = JsonDocument.Parse(newline.Out);
+        Assert.Equal(n.RootElement.GetProperty("prompt_tokens").GetRawText(), e.RootElement.GetProperty("prompt_tokens").GetRawText());
+        Assert.NotEqual(n.RootElement.GetProperty("prompt_tokens").GetRawText(), l.RootElement.GetProperty("prompt_tokens").GetRawText());
     }
 
     [Fact]
