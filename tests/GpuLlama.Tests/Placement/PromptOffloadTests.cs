@@ -81,6 +81,30 @@ public sealed unsafe class PromptOffloadTests
     }
 
     [Fact]
+    public void Streamed_layers_after_a_device_layer_hop_back_for_a_cpu_output()
+    {
+        // a placement file's order: layer 0 on the device, layers 1-2 and the output on the CPU
+        using SyntheticSource source = SyntheticSource.Create(Shape(64), DType.F32);
+        using var cpuOnly = new CpuDevice(2, exactQuantDots: true);
+        DevicePlacement all = DevicePlacement.All(cpuOnly, Layers);
+        using ModelWeights refWeights = ModelWeights.Upload(source, all);
+        using var reference = new Transformer(source.Config, refWeights, all, Context);
+        (float[] want1, float[] want2, int[] wantGreedy) = Run(reference);
+
+        using var cpu = new CpuDevice(2, exactQuantDots: true);
+        using IDevice gpu = new IlgpuDeviceProvider().Create("emulated:0");
+        var placement = new DevicePlacement(cpu, [gpu, cpu, cpu], cpu);
+        using ModelWeights weights = ModelWeights.Upload(source, placement);
+        using var t = new Transformer(source.Config, weights, placement, Context, offloadMinBatch: 8);
+        Assert.Same(gpu, t.OffloadDevice);
+        (float[] got1, float[] got2, int[] greedy) = Run(t);
+        Assert.Equal(4, t.StreamedLayerRuns);
+        Assert.True(Golden.Golden.RelativeError(got1, want1) <= 1e-4);
+        Assert.True(Golden.Golden.RelativeError(got2, want2) <= 1e-4);
+        Assert.Equal(wantGreedy, greedy);
+    }
+
+    [Fact]
     public void Batches_below_the_minimum_and_offload_off_stream_nothing()
     {
         using SyntheticSource source = SyntheticSource.Create(Shape(64), DType.F16);
