@@ -311,6 +311,19 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void BenchMeasuresPromptOffloadBothWays()
+    {
+        // tiny's last two layers on the emulated device, prompts of 4+ tokens streaming the other four (nopo 0) or not (1)
+        var r = Run("bench", "--synthetic", "tiny", "-p", "8", "-n", "0", "-r", "1", "-ngl", "2", "--devices", "emulated:0",
+            "--op-offload-min-batch", "4", "--no-op-offload", "0,1", "-o", "json");
+        Assert.True(r.Code == 0, r.Err);
+        using JsonDocument doc = JsonDocument.Parse(r.Out);
+        Assert.Equal([0, 1], doc.RootElement.EnumerateArray().Select(x => x.GetProperty("no_op_offload").GetInt32()));
+        Assert.All(doc.RootElement.EnumerateArray(), x => Assert.Equal(2, x.GetProperty("n_gpu_layers").GetInt32()));
+        Assert.All(doc.RootElement.EnumerateArray(), x => Assert.True(x.GetProperty("avg_ts").GetDouble() > 0));
+    }
+
+    [Fact]
     public void BenchPrintsTheMarkdownTableAndCsv()
     {
         var md = Run("bench", "--synthetic", "tiny", "-p", "8", "-n", "4", "-r", "1");
