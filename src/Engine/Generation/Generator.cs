@@ -220,9 +220,12 @@ public sealed class Generator
     /// Streams the text generated for <paramref name="prompt"/>. The compute runs on one dedicated thread (a GPU
     /// context stays bound to it); cancellation stops generation after the current token.
     /// </summary>
-    public async IAsyncEnumerable<string> GenerateAsync(string prompt, GenerationOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<string> GenerateAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(_model.Tokenizer.Encode(prompt, addBos: Position == 0), options, cancellationToken);
+
+    /// <summary><see cref="GenerateAsync(string, GenerationOptions?, CancellationToken)"/> for a prompt of token ids.</summary>
+    public async IAsyncEnumerable<string> GenerateAsync(IReadOnlyList<int> tokens, GenerationOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        int[] tokens = _model.Tokenizer.Encode(prompt, addBos: Position == 0);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var channel = Channel.CreateBounded<string>(new BoundedChannelOptions(64) { SingleReader = true, SingleWriter = true });
         var worker = new Thread(() =>
