@@ -96,6 +96,39 @@ public sealed class BenchReportTests
     }
 
     [Fact]
+    public void TheSweepChartHasALinePerTestAndOffloadSetting()
+    {
+        var rows = new List<BenchResult>();
+        foreach (int ngl in new[] { 0, 1, 2 })
+        {
+            rows.Add(Pp() with { NGpuLayers = ngl });
+            rows.Add(Pp() with { NGpuLayers = ngl, NoOpOffload = true });
+            rows.Add(Tg() with { NGpuLayers = ngl });
+        }
+
+        string path = Path.Combine(Path.GetTempPath(), $"gpullama-sweep-{Guid.NewGuid():N}.svg");
+        try
+        {
+            BenchReport.WriteSweepChart(rows, path);
+            string svg = File.ReadAllText(path);
+            Assert.StartsWith("<?xml", svg);
+            foreach (string series in new[] { ">pp8<", ">pp8 nopo<", ">tg4<" })
+            {
+                Assert.Contains(series, svg);
+            }
+
+            Assert.Contains("GPU layers (--gpu-layers)", svg);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+
+        var e = Assert.Throws<GpuLlama.GpuLlamaException>(() => BenchReport.WriteSweepChart(rows, "/nonexistent-dir/chart.svg"));
+        Assert.Contains("--chart /nonexistent-dir/chart.svg", e.Message);
+    }
+
+    [Fact]
     public void SizesAndParameterCountsReadLikeLlamaBench()
     {
         Assert.Equal("1.00 GiB", BenchReport.Size(1L << 30));
