@@ -168,7 +168,7 @@ public static class BenchReport
         model.Axes.Add(new OxyPlot.Axes.LogarithmicAxis { Position = OxyPlot.Axes.AxisPosition.Left, Title = "tokens/s" });
         model.Legends.Add(new OxyPlot.Legends.Legend { LegendPosition = OxyPlot.Legends.LegendPosition.TopLeft });
         // one line per test, and per prompt offload setting when both were measured
-        foreach (IGrouping<string, BenchResult> test in rows.GroupBy(r => r.NoOpOffload && r.NPrompt > 0 ? r.Test + " nopo" : r.Test))
+        foreach (IGrouping<string, BenchResult> test in rows.GroupBy(r => r.NoOpOffload ? r.Test + " nopo" : r.Test))
         {
             var series = new OxyPlot.Series.LineSeries { Title = test.Key, MarkerType = OxyPlot.MarkerType.Circle };
             foreach (BenchResult r in test.OrderBy(r => r.NGpuLayers))
