@@ -163,12 +163,14 @@ public static class BenchReport
     /// <summary>tok/s (pp and tg) against the number of GPU layers, as an SVG chart.</summary>
     public static void WriteSweepChart(IReadOnlyList<BenchResult> rows, string path)
     {
-        var model = new OxyPlot.PlotModel { Title = $"{rows.FirstOrDefault()?.ModelType}: tokens/s vs GPU layers" };
+        var model = new OxyPlot.PlotModel { Title = $"{string.Join(", ", rows.Select(r => r.ModelType).Distinct())}: tokens/s vs GPU layers" };
         model.Axes.Add(new OxyPlot.Axes.LinearAxis { Position = OxyPlot.Axes.AxisPosition.Bottom, Title = "GPU layers (--gpu-layers)", Minimum = 0 });
         model.Axes.Add(new OxyPlot.Axes.LogarithmicAxis { Position = OxyPlot.Axes.AxisPosition.Left, Title = "tokens/s" });
         model.Legends.Add(new OxyPlot.Legends.Legend { LegendPosition = OxyPlot.Legends.LegendPosition.TopLeft });
-        // one line per test, and per prompt offload setting when both were measured
-        foreach (IGrouping<string, BenchResult> test in rows.GroupBy(r => r.NoOpOffload ? r.Test + " nopo" : r.Test))
+        // one line per test, and per model, thread count and prompt offload setting where the rows have several
+        bool models = rows.Select(r => r.ModelType).Distinct().Count() > 1, threads = rows.Select(r => r.NThreads).Distinct().Count() > 1;
+        string Line(BenchResult r) => (models ? r.ModelType + " " : "") + r.Test + (threads ? $" t{r.NThreads}" : "") + (r.NoOpOffload ? " nopo" : "");
+        foreach (IGrouping<string, BenchResult> test in rows.GroupBy(Line))
         {
             var series = new OxyPlot.Series.LineSeries { Title = test.Key, MarkerType = OxyPlot.MarkerType.Circle };
             foreach (BenchResult r in test.OrderBy(r => r.NGpuLayers))

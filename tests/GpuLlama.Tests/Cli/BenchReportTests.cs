@@ -118,6 +118,14 @@ public sealed class BenchReportTests
             }
 
             Assert.Contains("GPU layers (--gpu-layers)", svg);
+
+            // two models and two thread counts: each combination its own line
+            BenchReport.WriteSweepChart([.. rows.Take(3), .. rows.Take(3).Select(r => r with { ModelType = "tiny BF16", NThreads = 1 })], path);
+            svg = File.ReadAllText(path);
+            foreach (string series in new[] { ">tiny F16 pp8 t2<", ">tiny BF16 pp8 t1 nopo<" })
+            {
+                Assert.Contains(series, svg);
+            }
         }
         finally
         {
