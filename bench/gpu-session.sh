@@ -4,7 +4,8 @@
 # 1. correctness: every fixture at --gpu-layers 0, 1, n/2, n, n+1 on cuda:0 vs llama.cpp's golden logits/tokens;
 # 2. speed: gpullama bench on a synthetic Llama-3-8B-shape model (BF16 by default), all layers on the GPU;
 # 3. (mode offload) prompt offload: half the layers on the GPU, prompts of 32-512 tokens with the CPU's layers
-#    streamed to the GPU (--no-op-offload 0) and kept on the CPU (1), to see from which batch size streaming pays.
+#    streamed to the GPU (--no-op-offload 0, from 32 tokens) and kept on the CPU (1), to see from which batch size
+#    streaming pays (the default, 256, is a guess until then).
 # Writes logs and JSON under $OUT.
 set -uo pipefail
 G="bash .gpu/run gpullama"
@@ -45,7 +46,7 @@ for r in rows: print(r['model_type'], 'pp%d'%r['n_prompt'] if r['n_prompt'] else
 fi
 if [ "$MODE" = offload ]; then
   $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl ${OFFLOAD_NGL:-16} --devices cuda:0 -p ${OFFLOAD_PP:-32,64,128,512} -n 0 -r 2 \
-    --no-op-offload 0,1 -o json > "$OUT/offload.json" 2> "$OUT/offload.err"
+    --op-offload-min-batch 32 --no-op-offload 0,1 -o json > "$OUT/offload.json" 2> "$OUT/offload.err"
   python3 -c "
 import json; rows=json.load(open('$OUT/offload.json'))
 for r in rows: print(r['model_type'], 'ngl', r['n_gpu_layers'], 'nopo', r['no_op_offload'], 'pp%d'%r['n_prompt'], '%.2f +- %.2f tok/s'%(r['avg_ts'], r['stddev_ts']))

@@ -28,7 +28,7 @@ public static class BenchCommand
         var sweep = new Option<bool>("--sweep-gpu-layers") { Description = "Measure every GPU layer count from 0 to n+1 and write a chart (see --chart)." };
         var chart = new Option<string>("--chart") { Description = "SVG file for the --sweep-gpu-layers chart.", DefaultValueFactory = _ => "bench-gpu-layers.svg" };
         var nopo = new Option<string>("--no-op-offload", "-nopo") { Description = "Comma list of 0/1: 1 keeps the CPU's layers on the CPU for prompt batches, 0 streams them to the GPU for batches of --op-offload-min-batch+ tokens (llama.cpp's op offload); 0,1 measures both.", DefaultValueFactory = _ => "0" };
-        var minBatch = new Option<int>("--op-offload-min-batch") { Description = "Smallest prompt batch that streams the CPU's layers to the GPU (llama.cpp: 32).", DefaultValueFactory = _ => PromptOffload.DefaultMinBatch };
+        var minBatch = new Option<int>("--op-offload-min-batch") { Description = "Smallest prompt batch that streams the CPU's layers to the GPU (llama.cpp streams from 32; see docs/performance.md).", DefaultValueFactory = _ => PromptOffload.DefaultMinBatch };
         var exact = new Option<bool>("--exact-quant") { Description = "CPU: quantized and F16 weights with float32 activations (exact) instead of llama.cpp's rounded ones (8-bit, F16)." };
         var memory = new Option<bool>("--memory") { Description = "Only measure and print the memory bandwidth of each device (the roofline)." };
         var command = new Command("bench", "Benchmark prompt processing (pp) and generation (tg) like llama-bench, with bytes/token, GB/s and % of the bandwidth roofline.")

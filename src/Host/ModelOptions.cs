@@ -76,7 +76,7 @@ public sealed class ModelOptions
 
     public Option<int> OpOffloadMinBatch { get; } = new("--op-offload-min-batch")
     {
-        Description = "Smallest prompt batch that streams the CPU's layers to the GPU (llama.cpp: 32).",
+        Description = "Smallest prompt batch that streams the CPU's layers to the GPU (llama.cpp streams from 32; see docs/performance.md).",
         DefaultValueFactory = _ => PromptOffload.DefaultMinBatch,
     };
 

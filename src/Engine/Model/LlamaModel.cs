@@ -42,7 +42,7 @@ public sealed record LoadOptions
     /// </summary>
     public bool OpOffload { get; init; } = true;
 
-    /// <summary>Smallest prompt batch that <see cref="OpOffload"/> streams (llama.cpp's CUDA backend: 32).</summary>
+    /// <summary>Smallest prompt batch that <see cref="OpOffload"/> streams (<see cref="PromptOffload.DefaultMinBatch"/> says why not llama.cpp's 32).</summary>
     public int OpOffloadMinBatch { get; init; } = PromptOffload.DefaultMinBatch;
 
     /// <summary>The minimum batch the transformer and the memory plan use: 0 when offload is off.</summary>

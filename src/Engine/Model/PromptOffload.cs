@@ -8,14 +8,20 @@ namespace GpuLlama.Model;
 /// layers placed on the CPU on a GPU of the placement instead, their weights copied over for that batch through one
 /// device weight per distinct tensor role, dtype and shape (a "slot", refilled layer by layer); their KV caches stay
 /// on the CPU, where their attention runs. A batch of n tokens does 2n FLOPs per weight that the copy moves once, so
-/// from some n on the GPU's speed pays for the copy; llama.cpp's CUDA backend takes n = 32, and so do we by default.
+/// from some n on the GPU's speed pays for the copy.
 /// Decoding (one token) never streams. This class is the one rule for which layers stream and what their slots
 /// take, shared by the transformer (which allocates them) and <see cref="MemoryPlan"/> (which counts them).
 /// </summary>
 public static class PromptOffload
 {
-    /// <summary>llama.cpp's minimum batch for offloading an op whose weights are in host memory (ggml-cuda's offload_op).</summary>
-    public const int DefaultMinBatch = 32;
+    /// <summary>
+    /// The smallest batch that streams, by default. llama.cpp's CUDA backend streams from 32 tokens, but its matmuls
+    /// run on tensor cores and ours on SIMT cores (Llama-3-8B BF16 on an H100: 46 ms per layer of 512 tokens,
+    /// docs/performance.md), so the copy of a layer (436 MB in BF16) is paid back only by longer batches. Until a GPU
+    /// measures where streaming starts to pay, 256 keeps chat-sized prompts on the CPU and streams the full batches of
+    /// long prompts; <c>--op-offload-min-batch</c> moves it.
+    /// </summary>
+    public const int DefaultMinBatch = 256;
 
     /// <summary>
     /// The device that runs the CPU's layers for large batches: the first non-CPU device of the layers (the one the
