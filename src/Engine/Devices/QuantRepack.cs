@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using GpuLlama.Formats;
 
 namespace GpuLlama.Devices;
@@ -114,34 +115,34 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
             switch (type)
             {
                 case DType.Q8_0:
-                    scales[i] = QuantBlocks.Half(b, 0);
+                    scales[i] = H(b, 0);
                     CopyWords(b.Slice(2, 32), quants.AsSpan((int)(i * 8), 8));
                     break;
                 case DType.Q4_0:
-                    scales[i] = QuantBlocks.Half(b, 0);
+                    scales[i] = H(b, 0);
                     CopyWords(b.Slice(2, 16), quants.AsSpan((int)(i * 4), 4));
                     break;
                 case DType.Q4_1:
-                    scales[2 * i] = QuantBlocks.Half(b, 0);
-                    scales[2 * i + 1] = QuantBlocks.Half(b, 2);
+                    scales[2 * i] = H(b, 0);
+                    scales[2 * i + 1] = H(b, 2);
                     CopyWords(b.Slice(4, 16), quants.AsSpan((int)(i * 4), 4));
                     break;
                 case DType.Q5_0:
-                    scales[i] = QuantBlocks.Half(b, 0);
+                    scales[i] = H(b, 0);
                     high[i] = BinaryPrimitives.ReadUInt32LittleEndian(b.Slice(2));
                     CopyWords(b.Slice(6, 16), quants.AsSpan((int)(i * 4), 4));
                     break;
                 case DType.Q5_1:
-                    scales[2 * i] = QuantBlocks.Half(b, 0);
-                    scales[2 * i + 1] = QuantBlocks.Half(b, 2);
+                    scales[2 * i] = H(b, 0);
+                    scales[2 * i + 1] = H(b, 2);
                     high[i] = BinaryPrimitives.ReadUInt32LittleEndian(b.Slice(4));
                     CopyWords(b.Slice(8, 16), quants.AsSpan((int)(i * 4), 4));
                     break;
                 case DType.Q4_K:
                 case DType.Q5_K:
                 {
-                    scales[2 * i] = QuantBlocks.Half(b, 0);
-                    scales[2 * i + 1] = QuantBlocks.Half(b, 2);
+                    scales[2 * i] = H(b, 0);
+                    scales[2 * i + 1] = H(b, 2);
                     for (int s = 0; s < 8; s++)
                     {
                         QuantBlocks.ScaleMinK4(s, b.Slice(4, QuantBlocks.KScaleSize), out int sc, out int m);
@@ -164,7 +165,7 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
                 }
 
                 default:
-                    scales[i] = QuantBlocks.Half(b, 208);
+                    scales[i] = H(b, 208);
                     CopyWords(b.Slice(192, 16), aux.AsSpan((int)(i * 4), 4));
                     CopyWords(b.Slice(0, 128), quants.AsSpan((int)(i * 32), 32));
                     CopyWords(b.Slice(128, 64), high.AsSpan((int)(i * 16), 16));
@@ -173,8 +174,18 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
         }
     }
 
+    /// <summary>A block's binary16 scale as a float, from the conversion table (the same values as the cast, faster).</summary>
+    private static unsafe float H(ReadOnlySpan<byte> b, int offset) => CpuQuantDot.HalfTable[BinaryPrimitives.ReadUInt16LittleEndian(b.Slice(offset))];
+
+    /// <summary>Little-endian words from bytes: one block copy on little-endian hosts (all that .NET runs on here).</summary>
     private static void CopyWords(ReadOnlySpan<byte> src, Span<uint> dst)
     {
+        if (BitConverter.IsLittleEndian)
+        {
+            src[..(4 * dst.Length)].CopyTo(MemoryMarshal.AsBytes(dst));
+            return;
+        }
+
         for (int w = 0; w < dst.Length; w++)
         {
             dst[w] = BinaryPrimitives.ReadUInt32LittleEndian(src.Slice(4 * w));
