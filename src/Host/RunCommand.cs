@@ -104,6 +104,11 @@ public static class RunCommand
                 }
             }
 
+            if (r.GetValue(model.Verbose) && llama.Transformer.OffloadDevice is { } offload)
+            {
+                Console.Error.WriteLine($"prompt offload: {llama.Transformer.StreamedLayerRuns} layer run(s) streamed to {offload.Name}");
+            }
+
             if (r.GetValue(logitsOut) is { } logitsPath && generator.LastPromptLogits is { } logits)
             {
                 WriteFloats(logitsPath, logits);

@@ -93,6 +93,7 @@ public sealed class CliTests
             "--prompt-tokens", "1,100,200,300,400", "-n", "1", "--temp", "0", "--json", "--verbose");
         Assert.True(r.Code == 0, r.Err);
         Assert.Contains("prompt offload: batches of 4+ tokens stream 4 CPU layer(s) to emulated:0", r.Err);
+        Assert.Contains("prompt offload: 4 layer run(s) streamed to emulated:0", r.Err); // the 5-token prompt, once
         Assert.Matches(@"memory emulated:0: estimated [\d.]+ MiB .*\(100\.0 ?% of the estimate\)", r.Err);
         var off = Run("run", "synthetic:tiny", "--devices", "emulated:0", "--gpu-layers", "2", "--no-op-offload", "--exact-quant", "--ctx", "32", "--batch", "8",
             "--prompt-tokens", "1,100,200,300,400", "-n", "1", "--temp", "0", "--json", "--verbose");
