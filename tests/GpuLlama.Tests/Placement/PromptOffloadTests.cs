@@ -42,7 +42,7 @@ public sealed unsafe class PromptOffloadTests
     }
 
     // placements: the layers' devices, then the output's. "cpu,cpu,gpu|gpu" is --gpu-layers 2 (layers 0 and 1 stream);
-    // "gpu,cpu,cpu|cpu" is a placement file's order, the streamed layers hopping back to the CPU for the output
+    // "gpu,cpu,cpu|cpu" and "gpu,cpu,gpu2|gpu2" are placement files' orders (back to the CPU, on to a second device)
     [Theory]
     [InlineData(DType.F32, 64, "cpu,cpu,gpu|gpu")]
     [InlineData(DType.F16, 64, "cpu,cpu,gpu|gpu")]
@@ -51,6 +51,7 @@ public sealed unsafe class PromptOffloadTests
     [InlineData(DType.Q4_0, 64, "cpu,cpu,gpu|gpu")]
     [InlineData(DType.Q4_K, 256, "cpu,cpu,gpu|gpu")]
     [InlineData(DType.F32, 64, "gpu,cpu,cpu|cpu")]
+    [InlineData(DType.Q8_0, 64, "gpu,cpu,gpu2|gpu2")]     // two devices: the streamed layer runs on the first
     public void Streamed_prompt_batches_match_the_cpu_path(DType type, int dim, string layout)
     {
         using SyntheticSource source = SyntheticSource.Create(Shape(dim), type);
@@ -66,7 +67,8 @@ public sealed unsafe class PromptOffloadTests
         // the CPU's layers streamed to the device for batches of 8+
         using var cpu = new CpuDevice(2, exactQuantDots: true);
         using IDevice gpu = new IlgpuDeviceProvider().Create("emulated:0");
-        IDevice Of(string name) => name == "cpu" ? cpu : gpu;
+        using IDevice gpu2 = new IlgpuDeviceProvider().Create("emulated:1");
+        IDevice Of(string name) => name switch { "cpu" => cpu, "gpu" => gpu, _ => gpu2 };
         string[] parts = layout.Split('|');
         var placement = new DevicePlacement(cpu, [.. parts[0].Split(',').Select(Of)], Of(parts[1]));
         int cpuLayers = parts[0].Split(',').Count(d => d == "cpu");
