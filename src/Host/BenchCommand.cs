@@ -19,6 +19,12 @@ public static class BenchCommand
         var dtype = new Option<string>("--dtype") { Description = "Comma list of dtypes for synthetic models: " + string.Join(", ", SyntheticSource.SupportedTypes.Select(t => DTypeInfo.DisplayName(t).ToLowerInvariant())) + ".", DefaultValueFactory = _ => "f16" };
         var prompt = new Option<string>("--n-prompt", "-p") { Description = "Comma list of prompt lengths (0 = skip pp).", DefaultValueFactory = _ => "512" };
         var gen = new Option<string>("--n-gen", "-n") { Description = "Comma list of generation lengths (0 = skip tg).", DefaultValueFactory = _ => "128" };
+        var pg = new Option<string[]>("--prompt-gen", "-pg")
+        {
+            Description = "A test of PP prompt tokens then TG generated ones, timed together (llama-bench -pg PP,TG; repeat for several).",
+            Arity = ArgumentArity.OneOrMore,
+            AllowMultipleArgumentsPerToken = false,
+        };
         var reps = new Option<int>("--repetitions", "-r") { Description = "Repetitions of each test (after one warm-up).", DefaultValueFactory = _ => 5 };
         var ngl = new Option<string>("--gpu-layers", "-ngl", "--n-gpu-layers") { Description = "Comma list of GPU layer counts (99 = all).", DefaultValueFactory = _ => "0" };
         var threads = new Option<string?>("--threads", "-t") { Description = "Comma list of CPU thread counts (default: all cores)." };
@@ -33,7 +39,7 @@ public static class BenchCommand
         var memory = new Option<bool>("--memory") { Description = "Only measure and print the memory bandwidth of each device (the roofline)." };
         var command = new Command("bench", "Benchmark prompt processing (pp) and generation (tg) like llama-bench, with bytes/token, GB/s and % of the bandwidth roofline.")
         {
-            model, synthetic, dtype, prompt, gen, reps, ngl, threads, devices, batch, output, sweep, chart, nopo, minBatch, exact, memory,
+            model, synthetic, dtype, prompt, gen, pg, reps, ngl, threads, devices, batch, output, sweep, chart, nopo, minBatch, exact, memory,
         };
         command.SetAction(r =>
         {
@@ -63,6 +69,7 @@ public static class BenchCommand
 
             int[] prompts = Ints(r.GetValue(prompt)!, "--n-prompt");
             int[] gens = Ints(r.GetValue(gen)!, "--n-gen");
+            (int Prompt, int Gen)[] pgs = [.. (r.GetValue(pg) ?? []).Select(PromptGen)];
             int[] threadCounts = r.GetValue(threads) is { } t0 ? Ints(t0, "--threads") : [0];
             int[] noOpOffload = Ints(r.GetValue(nopo)!, "--no-op-offload");
             if (noOpOffload.Any(v => v > 1))
@@ -97,10 +104,10 @@ public static class BenchCommand
                                 BatchSize = r.GetValue(batch),
                                 OpOffload = keep == 0,
                                 OpOffloadMinBatch = ModelOptions.Positive(r.GetValue(minBatch), "--op-offload-min-batch"),
-                                ContextLength = Math.Min(source.Config.ContextLength, Math.Max(prompts.Max(), gens.Max()) + 1),
+                                ContextLength = Math.Min(source.Config.ContextLength, pgs.Select(x => x.Prompt + x.Gen).Append(prompts.Max()).Append(gens.Max()).Max() + 1),
                             };
                             using LlamaModel llama = LlamaModel.Load(source, ownsSource: false, load, Program.Cancellation);
-                            results.AddRange(Measure(llama, path, prompts, gens, repetitions, th, keep == 1));
+                            results.AddRange(Measure(llama, path, prompts, gens, pgs, repetitions, th, keep == 1));
                             if (format == "md")
                             {
                                 Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}{(keep == 1 ? " nopo" : "")}");
@@ -127,7 +134,7 @@ public static class BenchCommand
         return command;
     }
 
-    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, int reps, int threads, bool noOpOffload)
+    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, (int Prompt, int Gen)[] pgs, int reps, int threads, bool noOpOffload)
     {
         IWeightSource s = llama.Source;
         string dtype = string.Join("+", s.Tensors.Values.Where(t => t.Name.StartsWith("blk.", StringComparison.Ordinal) && t.Rows > 1)
@@ -154,6 +161,11 @@ public static class BenchCommand
             BenchMeasurement m = BenchRunner.Generate(llama, n, reps, Program.Cancellation);
             (double rooflineTps, double rooflineBps) = BenchRunner.Roofline(llama, bytes, cpuThreads);
             yield return Row(m, bytes.Values.Sum(), rooflineTps, rooflineBps / 1e9);
+        }
+
+        foreach ((int pp, int tg) in pgs)
+        {
+            yield return Row(BenchRunner.PromptThenGenerate(llama, pp, tg, reps, Program.Cancellation), 0, 0, 0);
         }
 
         BenchResult Row(BenchMeasurement m, long bpt, double roofTps, double roofGBps) => new()
@@ -191,6 +203,19 @@ public static class BenchCommand
         }
 
         return 0;
+    }
+
+    /// <summary>"PP,TG" of -pg: two positive token counts.</summary>
+    private static (int, int) PromptGen(string text)
+    {
+        string[] parts = text.Split(',', StringSplitOptions.TrimEntries);
+        if (parts.Length == 2 && int.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out int pp) && pp > 0
+            && int.TryParse(parts[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out int tg) && tg > 0)
+        {
+            return (pp, tg);
+        }
+
+        throw new GpuLlamaException($"-pg '{text}': expected PP,TG (two positive token counts, e.g. 512,128)");
     }
 
     private static int[] Ints(string text, string flag)

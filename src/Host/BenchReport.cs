@@ -36,7 +36,10 @@ public sealed record BenchResult
 
     public double RooflineGBps { get; init; }
 
-    public string Test => NPrompt > 0 ? $"pp{NPrompt}" : $"tg{NGen}";
+    public string Test => NPrompt > 0 && NGen > 0 ? $"pp{NPrompt}+tg{NGen}" : NPrompt > 0 ? $"pp{NPrompt}" : $"tg{NGen}";
+
+    /// <summary>A tg row: generation alone, the rows with bandwidth columns.</summary>
+    public bool IsGeneration => NGen > 0 && NPrompt == 0;
 
     public IReadOnlyList<double> SamplesTs => [.. SamplesNs.Select(ns => (NPrompt + NGen) / (ns / 1e9))];
 
@@ -91,9 +94,9 @@ public static class BenchReport
             .. nopo ? [r.NoOpOffload ? "1" : "0"] : Array.Empty<string>(),
             r.Test,
             $"{r.AvgTs.ToString("F2", s_inv)} ± {r.StddevTs.ToString("F2", s_inv)}",
-            r.NGen > 0 ? Size(r.BytesPerToken) : "",
-            r.NGen > 0 ? r.GBps.ToString("F1", s_inv) : "",
-            r.NGen > 0 && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F1", s_inv) : "",
+            r.IsGeneration ? Size(r.BytesPerToken) : "",
+            r.IsGeneration ? r.GBps.ToString("F1", s_inv) : "",
+            r.IsGeneration && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F1", s_inv) : "",
         ]).ToList();
         int[] widths = [.. headers.Select((h, i) => Math.Max(h.Length, cells.Count == 0 ? 0 : cells.Max(c => c[i].Length)))];
         bool[] right = [false, true, true, false, true, true, .. nopo ? [true] : Array.Empty<bool>(), true, true, true, true, true];
@@ -133,9 +136,9 @@ public static class BenchReport
         ["samples_ns"] = new JsonArray([.. r.SamplesNs.Select(x => (JsonNode)x)]),
         ["samples_ts"] = new JsonArray([.. r.SamplesTs.Select(x => (JsonNode)x)]),
         ["bytes_per_token"] = r.BytesPerToken,
-        ["gb_per_s"] = r.NGen > 0 ? r.GBps : null,
+        ["gb_per_s"] = r.IsGeneration ? r.GBps : null,
         ["roofline_gb_per_s"] = r.RooflineGBps > 0 ? r.RooflineGBps : null,
-        ["roofline_pct"] = r.NGen > 0 && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent : null,
+        ["roofline_pct"] = r.IsGeneration && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent : null,
         ["no_op_offload"] = r.NoOpOffload ? 1 : 0,
     })]);
 
@@ -150,8 +153,8 @@ public static class BenchReport
                 BuildCommit, r.ModelFilename, r.ModelType, r.ModelSize.ToString(s_inv), r.ModelNParams.ToString(s_inv), r.Backend, r.Devices, r.Dtype,
                 r.NBatch.ToString(s_inv), r.NThreads.ToString(s_inv), r.NGpuLayers.ToString(s_inv), r.NPrompt.ToString(s_inv), r.NGen.ToString(s_inv),
                 r.TestTime, ((long)r.AvgNs).ToString(s_inv), ((long)r.StddevNs).ToString(s_inv), r.AvgTs.ToString("F6", s_inv), r.StddevTs.ToString("F6", s_inv),
-                r.BytesPerToken.ToString(s_inv), r.NGen > 0 ? r.GBps.ToString("F3", s_inv) : "", r.RooflineGBps > 0 ? r.RooflineGBps.ToString("F3", s_inv) : "",
-                r.NGen > 0 && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F2", s_inv) : "",
+                r.BytesPerToken.ToString(s_inv), r.IsGeneration ? r.GBps.ToString("F3", s_inv) : "", r.RooflineGBps > 0 ? r.RooflineGBps.ToString("F3", s_inv) : "",
+                r.IsGeneration && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F2", s_inv) : "",
                 r.NoOpOffload ? "1" : "0",
             ];
             s.AppendLine(string.Join(",", f.Select(Quote)));

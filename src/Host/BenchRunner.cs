@@ -74,6 +74,45 @@ public static class BenchRunner
     }
 
     /// <summary>
+    /// llama-bench's pg test: <paramref name="prompt"/> tokens in one pass from an empty context, then
+    /// <paramref name="generate"/> single-token passes after them; t/s counts both.
+    /// </summary>
+    public static BenchMeasurement PromptThenGenerate(LlamaModel model, int prompt, int generate, int repetitions, CancellationToken cancel)
+    {
+        if (prompt + generate > model.ContextLength)
+        {
+            throw new GpuLlamaException($"-pg {prompt},{generate}: more tokens than the model's context holds ({model.ContextLength})");
+        }
+
+        int[] ids = Tokens(model, prompt, 1);
+        int[] gen = Tokens(model, generate, 2);
+        Transformer t = model.Transformer;
+        var one = new int[1];
+        Run();
+        var samples = new List<long>();
+        for (int r = 0; r < repetitions && !cancel.IsCancellationRequested; r++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            Run();
+            samples.Add(ElapsedNs(start));
+        }
+
+        return new BenchMeasurement($"pp{prompt}+tg{generate}", prompt, generate, samples);
+
+        void Run()
+        {
+            t.Forward(ids, 0);
+            t.ArgmaxLast();
+            for (int i = 0; i < generate; i++)
+            {
+                one[0] = gen[i];
+                t.Forward(one, prompt + i);
+                t.ArgmaxLast();
+            }
+        }
+    }
+
+    /// <summary>
     /// Bytes streamed per generated token on each device: every layer's weights and the output norm + head, where
     /// they run (the embedding row is negligible, as gpt-fast counts it).
     /// </summary>

@@ -137,6 +137,22 @@ public sealed class BenchReportTests
     }
 
     [Fact]
+    public void APromptThenGenerateRowIsLlamaBenchsPgTestWithoutBandwidthColumns()
+    {
+        // pp16+tg4: 20 tokens in 0.5 s and 0.25 s → 40 and 80 t/s
+        BenchResult pg = Row("model.gguf", prompt: 16, gen: 4, [500_000_000, 250_000_000]);
+        Assert.Equal("pp16+tg4", pg.Test);
+        Assert.False(pg.IsGeneration);
+        Assert.Equal(60.0, pg.AvgTs, 12);
+        string[] cells = BenchReport.Markdown([pg]).TrimEnd('\n').Split('\n')[2].Trim().Trim('|').Split('|').Select(c => c.Trim()).ToArray();
+        Assert.Equal(["pp16+tg4", "60.00 ± 28.28", "", "", ""], cells[6..]);
+        JsonElement row = JsonDocument.Parse(BenchReport.Json([pg]).ToJsonString()).RootElement[0];
+        Assert.Equal(16, row.GetProperty("n_prompt").GetInt32());
+        Assert.Equal(4, row.GetProperty("n_gen").GetInt32());
+        Assert.Equal(JsonValueKind.Null, row.GetProperty("gb_per_s").ValueKind);
+    }
+
+    [Fact]
     public void SizesAndParameterCountsReadLikeLlamaBench()
     {
         Assert.Equal("1.00 GiB", BenchReport.Size(1L << 30));

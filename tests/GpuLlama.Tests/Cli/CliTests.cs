@@ -309,6 +309,13 @@ public sealed class CliTests
         Assert.Equal(2, tg.GetProperty("samples_ns").GetArrayLength());
         Assert.True(tg.GetProperty("bytes_per_token").GetInt64() > 0);
         Assert.True(tg.GetProperty("roofline_pct").GetDouble() > 0);
+
+        // llama-bench's pg test after the others: both token counts, t/s over both
+        var pg = Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "0", "-pg", "8,4", "-pg", "4,2", "-r", "1", "-o", "json");
+        Assert.True(pg.Code == 0, pg.Err);
+        using JsonDocument p = JsonDocument.Parse(pg.Out);
+        Assert.Equal([(8, 4), (4, 2)], p.RootElement.EnumerateArray().Select(x => (x.GetProperty("n_prompt").GetInt32(), x.GetProperty("n_gen").GetInt32())));
+        Assert.All(p.RootElement.EnumerateArray(), x => Assert.True(x.GetProperty("avg_ts").GetDouble() > 0));
     }
 
     [Fact]
@@ -353,6 +360,8 @@ public sealed class CliTests
         AssertOneLineError(Run("bench", "--synthetic", "tiny", "-n", "-1"), "--n-gen");
         AssertOneLineError(Run("bench"), "MODEL");
         AssertOneLineError(Run("bench", "--synthetic", "tiny", "-p", "4096", "-n", "0", "-r", "1"), "context");
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-pg", "512"), "-pg '512'", "PP,TG");
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-pg", "8,0"), "-pg '8,0'");
     }
 
     [Fact]
