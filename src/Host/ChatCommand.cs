@@ -34,10 +34,19 @@ public static class ChatCommand
                     break;
                 }
 
-                foreach (GeneratedToken t in session.Send(line, gen, Program.Cancellation))
+                try
                 {
-                    Console.Out.Write(t.Text);
-                    Console.Out.Flush();
+                    foreach (GeneratedToken t in session.Send(line, gen, Program.Cancellation))
+                    {
+                        Console.Out.Write(t.Text);
+                        Console.Out.Flush();
+                    }
+                }
+                catch (GpuLlamaException e)
+                {
+                    // a message the context cannot hold: say so and let the user go on
+                    Console.Error.WriteLine($"gpullama: {e.Message}");
+                    continue;
                 }
 
                 Console.Out.WriteLine();
@@ -48,8 +57,7 @@ public static class ChatCommand
 
                 if (session.LastStopReason == StopReason.ContextFull)
                 {
-                    Console.Error.WriteLine("gpullama: the context is full; starting a new conversation");
-                    session.Reset();
+                    Console.Error.WriteLine("gpullama: the context is full; the next turn leaves the oldest ones out");
                 }
             }
 

@@ -10,7 +10,8 @@ namespace GpuLlama.Generation;
 /// the previous reply's end-of-turn marker, the new user message, the assistant header — so earlier turns are not
 /// processed again. When the rendering no longer starts with that text (a template that trims the reply, a reply
 /// cut by a stop string or by the caller, a full context), the turn sends the whole conversation again from an empty
-/// cache. Not thread-safe: one turn at a time.
+/// cache; when the conversation no longer fits the context, its oldest exchanges are left out. Not thread-safe: one
+/// turn at a time.
 /// </summary>
 public sealed class ChatSession
 {
@@ -53,7 +54,7 @@ public sealed class ChatSession
     /// <summary>Sends <paramref name="userMessage"/> and yields the reply's tokens as they are generated.</summary>
     public IEnumerable<GeneratedToken> Send(string userMessage, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
-        (int[] tokens, string rendered, string sent) = Begin(userMessage);
+        (int[] tokens, string rendered, string sent, List<ChatMessage> history) = Begin(userMessage, options);
         var reply = new StringBuilder();
         bool started = false, complete = false;
         try
@@ -69,14 +70,14 @@ public sealed class ChatSession
         }
         finally
         {
-            End(userMessage, rendered, sent, reply.ToString(), started || complete, complete);
+            End(userMessage, rendered, sent, history, reply.ToString(), started || complete, complete);
         }
     }
 
     /// <summary>Sends <paramref name="userMessage"/> and streams the reply's text (see <see cref="Generator.GenerateAsync(string, GenerationOptions?, CancellationToken)"/>).</summary>
     public async IAsyncEnumerable<string> SendAsync(string userMessage, GenerationOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        (int[] tokens, string rendered, string sent) = Begin(userMessage);
+        (int[] tokens, string rendered, string sent, List<ChatMessage> history) = Begin(userMessage, options);
         var reply = new StringBuilder();
         bool started = false, complete = false;
         try
@@ -92,29 +93,68 @@ public sealed class ChatSession
         }
         finally
         {
-            End(userMessage, rendered, sent, reply.ToString(), started || complete, complete);
+            End(userMessage, rendered, sent, history, reply.ToString(), started || complete, complete);
         }
     }
 
-    /// <summary>The turn's prompt tokens, the rendered conversation, and the text the cache held before it.</summary>
-    private (int[] Tokens, string Rendered, string Cached) Begin(string userMessage)
+    /// <summary>
+    /// The turn's prompt tokens, the rendered conversation, the text the cache held before it, and the history the
+    /// turn continues: when the conversation and room for the reply (the token limit, else a quarter of the context)
+    /// do not fit the context, the oldest exchanges are left out (the system message stays), as Ollama truncates
+    /// old messages, and the cache starts over. The history is the session's only once the turn generates.
+    /// </summary>
+    private (int[] Tokens, string Rendered, string Cached, List<ChatMessage> History) Begin(string userMessage, GenerationOptions? options)
     {
         ArgumentNullException.ThrowIfNull(userMessage);
-        string full = ChatFormatter.Format(_model.Tokenizer, [.. _messages, new ChatMessage("user", userMessage)], addGenerationPrompt: true);
-        if (_cached is null || !full.StartsWith(_cached, StringComparison.Ordinal))
+        int context = _model.ContextLength;
+        int reserve = options is { MaxTokens: >= 0 } o ? Math.Min(o.MaxTokens, context / 2) : context / 4;
+        var history = new List<ChatMessage>(_messages);
+        string? cached = _cached;
+        while (true)
         {
-            _generator.Reset();
-            _cached = "";
-        }
+            string full = ChatFormatter.Format(_model.Tokenizer, [.. history, new ChatMessage("user", userMessage)], addGenerationPrompt: true);
+            bool continues = cached is not null && full.StartsWith(cached, StringComparison.Ordinal);
+            int position = continues ? _generator.Position : 0;
+            int[] tokens = _model.Tokenizer.Encode(continues ? full[cached!.Length..] : full, addBos: position == 0);
+            if (position + tokens.Length + reserve > context && DropOldestExchange(history))
+            {
+                cached = null; // the rendering changed at its start: everything is sent again
+                continue;
+            }
 
-        int[] tokens = _model.Tokenizer.Encode(full[_cached.Length..], addBos: _generator.Position == 0);
-        LastPrompt = (tokens.Length, _generator.Position);
-        string before = _cached;
-        _cached = null;
-        return (tokens, full, before);
+            if (position + tokens.Length > context)
+            {
+                // before anything is reset, so that the session stays as it was
+                throw new GpuLlamaException($"the message needs {tokens.Length} prompt tokens but the context holds {context - position} more (raise --ctx)");
+            }
+
+            if (!continues)
+            {
+                _generator.Reset();
+                cached = "";
+            }
+
+            LastPrompt = (tokens.Length, _generator.Position);
+            _cached = null;
+            return (tokens, full, cached!, history);
+        }
     }
 
-    private void End(string userMessage, string rendered, string cachedBefore, string reply, bool generated, bool complete)
+    /// <summary>Removes the first user message after the system message and the replies up to the next one; false when there is none to drop.</summary>
+    private static bool DropOldestExchange(List<ChatMessage> history)
+    {
+        int first = history.FindIndex(m => m.Role == "user");
+        if (first < 0)
+        {
+            return false;
+        }
+
+        int next = history.FindIndex(first + 1, m => m.Role == "user");
+        history.RemoveRange(first, (next < 0 ? history.Count : next) - first);
+        return true;
+    }
+
+    private void End(string userMessage, string rendered, string cachedBefore, List<ChatMessage> history, string reply, bool generated, bool complete)
     {
         if (!generated)
         {
@@ -124,6 +164,8 @@ public sealed class ChatSession
             return;
         }
 
+        _messages.Clear();
+        _messages.AddRange(history);
         _messages.Add(new ChatMessage("user", userMessage));
         _messages.Add(new ChatMessage("assistant", reply));
 

@@ -188,6 +188,26 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void ChatSaysWhenAMessageDoesNotFitAndGoesOn()
+    {
+        TextReader stdin = Console.In;
+        string tooLong = string.Join(" ", Enumerable.Repeat("once upon a time", 80));
+        Console.SetIn(new StringReader($"hello\n{tooLong}\nhi\n"));
+        try
+        {
+            var r = Run("chat", "synthetic:tiny", "--ctx", "256", "-n", "4", "--temp", "0", "--verbose");
+            Assert.True(r.Code == 0, r.Err);
+            Assert.Contains("gpullama: the message needs", r.Err);
+            Assert.Contains("(raise --ctx)", r.Err);
+            Assert.Matches(@"turn 2: \d+ new prompt tokens at position [1-9]", r.Err); // the cache of turn 1 kept
+        }
+        finally
+        {
+            Console.SetIn(stdin);
+        }
+    }
+
+    [Fact]
     public void StopStringsEndTheOutputBeforeThem()
     {
         var free = Run("run", "synthetic:tiny", "-p", "Once upon a time", "-n", "16", "--temp", "0", "--json");

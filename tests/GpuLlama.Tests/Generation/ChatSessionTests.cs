@@ -75,6 +75,28 @@ public sealed class ChatSessionTests
     }
 
     [Fact]
+    public void A_long_conversation_leaves_its_oldest_exchanges_out()
+    {
+        using LlamaModel model = LlamaModel.Load("synthetic:tiny:f32", new LoadOptions { ContextLength = 256 });
+        var chat = new ChatSession(model, "sys");
+        var options = s_greedy with { MaxTokens = 16 };
+        bool trimmed = false;
+        for (int turn = 0; turn < 8; turn++)
+        {
+            _ = chat.Send($"message number {turn}", options).ToList();
+            Assert.NotEqual(StopReason.ContextFull, chat.LastStopReason);
+            trimmed |= chat.LastPrompt.Position == 0 && turn > 0;
+        }
+
+        Assert.True(trimmed, "eight turns of ~70 tokens never had to start over in a context of 256");
+        Assert.Equal("system", chat.Messages[0].Role);
+        Assert.Equal("message number 7", chat.Messages[^2].Content);
+        Assert.DoesNotContain(chat.Messages, m => m.Content == "message number 0");
+        string rendered = ChatFormatter.Format(model.Tokenizer, chat.Messages, addGenerationPrompt: false);
+        Assert.True(model.Tokenizer.Encode(rendered, addBos: true).Length <= 256);
+    }
+
+    [Fact]
     public async Task SendAsync_streams_the_same_reply_and_continues_the_cache()
     {
         using LlamaModel model = LlamaModel.Load("synthetic:tiny:f32");
