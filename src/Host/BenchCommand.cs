@@ -29,7 +29,7 @@ public static class BenchCommand
         var ngl = new Option<string>("--gpu-layers", "-ngl", "--n-gpu-layers") { Description = "Comma list of GPU layer counts (99 = all).", DefaultValueFactory = _ => "0" };
         var threads = new Option<string?>("--threads", "-t") { Description = "Comma list of CPU thread counts (default: all cores)." };
         var devices = new Option<string?>("--devices", "-dev") { Description = "Accelerators to use, comma list (see `gpullama devices`)." };
-        var batch = new Option<int>("--batch", "-b", "--batch-size") { Description = "Prompt tokens per forward pass.", DefaultValueFactory = _ => 512 };
+        var batch = new Option<string>("--batch", "-b", "--batch-size") { Description = "Comma list of prompt batch sizes (tokens per forward pass).", DefaultValueFactory = _ => "512" };
         var output = new Option<string>("--output", "-o") { Description = "md, json or csv.", DefaultValueFactory = _ => "md" };
         var sweep = new Option<bool>("--sweep-gpu-layers") { Description = "Measure every GPU layer count from 0 to n+1 and write a chart (see --chart)." };
         var chart = new Option<string>("--chart") { Description = "SVG file for the --sweep-gpu-layers chart.", DefaultValueFactory = _ => "bench-gpu-layers.svg" };
@@ -72,6 +72,12 @@ public static class BenchCommand
             (int Prompt, int Gen)[] pgs = [.. (r.GetValue(pg) ?? []).Select(PromptGen)];
             int[] threadCounts = r.GetValue(threads) is { } t0 ? Ints(t0, "--threads") : [0];
             int[] noOpOffload = Ints(r.GetValue(nopo)!, "--no-op-offload");
+            int[] batches = Ints(r.GetValue(batch)!, "--batch");
+            if (batches.Any(b => b == 0))
+            {
+                throw new GpuLlamaException($"--batch '{r.GetValue(batch)}': batch sizes must be positive");
+            }
+
             if (noOpOffload.Any(v => v > 1))
             {
                 throw new GpuLlamaException($"--no-op-offload '{r.GetValue(nopo)}': expected 0 or 1 (a comma list)");
@@ -89,30 +95,26 @@ public static class BenchCommand
             {
                 using IWeightSource source = WeightSource.Open(path);
                 int[] layerCounts = r.GetValue(sweep) ? [.. Enumerable.Range(0, source.Config.Layers + 2)] : Ints(r.GetValue(ngl)!, "--gpu-layers");
-                foreach (int layers in layerCounts)
+                // the cartesian product of the lists, in llama-bench's order
+                var configs = from layers in layerCounts from th in threadCounts from b in batches from keep in noOpOffload select (layers, th, b, keep);
+                foreach ((int layers, int th, int b, int keep) in configs)
                 {
-                    foreach (int th in threadCounts)
+                    var load = new LoadOptions
                     {
-                        foreach (int keep in noOpOffload)
-                        {
-                            var load = new LoadOptions
-                            {
-                                GpuLayers = layers,
-                                Devices = ModelOptions.ParseList(r.GetValue(devices)),
-                                Threads = th,
-                                ExactQuantDots = r.GetValue(exact),
-                                BatchSize = r.GetValue(batch),
-                                OpOffload = keep == 0,
-                                OpOffloadMinBatch = ModelOptions.Positive(r.GetValue(minBatch), "--op-offload-min-batch"),
-                                ContextLength = Math.Min(source.Config.ContextLength, pgs.Select(x => x.Prompt + x.Gen).Append(prompts.Max()).Append(gens.Max()).Max() + 1),
-                            };
-                            using LlamaModel llama = LlamaModel.Load(source, ownsSource: false, load, Program.Cancellation);
-                            results.AddRange(Measure(llama, path, prompts, gens, pgs, repetitions, th, keep == 1));
-                            if (format == "md")
-                            {
-                                Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}{(keep == 1 ? " nopo" : "")}");
-                            }
-                        }
+                        GpuLayers = layers,
+                        Devices = ModelOptions.ParseList(r.GetValue(devices)),
+                        Threads = th,
+                        ExactQuantDots = r.GetValue(exact),
+                        BatchSize = b,
+                        OpOffload = keep == 0,
+                        OpOffloadMinBatch = ModelOptions.Positive(r.GetValue(minBatch), "--op-offload-min-batch"),
+                        ContextLength = Math.Min(source.Config.ContextLength, pgs.Select(x => x.Prompt + x.Gen).Append(prompts.Max()).Append(gens.Max()).Max() + 1),
+                    };
+                    using LlamaModel llama = LlamaModel.Load(source, ownsSource: false, load, Program.Cancellation);
+                    results.AddRange(Measure(llama, path, prompts, gens, pgs, repetitions, th, b, keep == 1));
+                    if (format == "md")
+                    {
+                        Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}{(batches.Length > 1 ? $" batch {b}" : "")}{(keep == 1 ? " nopo" : "")}");
                     }
                 }
             }
@@ -134,7 +136,7 @@ public static class BenchCommand
         return command;
     }
 
-    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, (int Prompt, int Gen)[] pgs, int reps, int threads, bool noOpOffload)
+    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, (int Prompt, int Gen)[] pgs, int reps, int threads, int batch, bool noOpOffload)
     {
         IWeightSource s = llama.Source;
         string dtype = string.Join("+", s.Tensors.Values.Where(t => t.Name.StartsWith("blk.", StringComparison.Ordinal) && t.Rows > 1)
@@ -179,7 +181,7 @@ public static class BenchCommand
             Dtype = dtype,
             NGpuLayers = llama.Plan.OffloadedCount,
             NThreads = cpuThreads,
-            NBatch = llama.Transformer.BatchSize,
+            NBatch = batch, // as requested, like llama-bench's n_batch (the transformer takes at most the context)
             NoOpOffload = noOpOffload,
             NPrompt = m.Prompt,
             NGen = m.Generate,

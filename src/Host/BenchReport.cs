@@ -80,9 +80,9 @@ public static class BenchReport
 
     public static string Markdown(IReadOnlyList<BenchResult> rows)
     {
-        // as llama-bench, the nopo column appears when a row sets it
-        bool nopo = rows.Any(r => r.NoOpOffload);
-        string[] headers = ["model", "size", "params", "backend", "ngl", "threads", .. nopo ? ["nopo"] : Array.Empty<string>(), "test", "t/s", "B/tok", "GB/s", "% roofline"];
+        // as llama-bench, the n_batch and nopo columns appear when a row sets them away from the default
+        bool nBatch = rows.Any(r => r.NBatch != 512), nopo = rows.Any(r => r.NoOpOffload);
+        string[] headers = ["model", "size", "params", "backend", "ngl", "threads", .. nBatch ? ["n_batch"] : Array.Empty<string>(), .. nopo ? ["nopo"] : Array.Empty<string>(), "test", "t/s", "B/tok", "GB/s", "% roofline"];
         var cells = rows.Select(r => (string[])
         [
             r.ModelType,
@@ -91,6 +91,7 @@ public static class BenchReport
             r.Backend,
             r.NGpuLayers.ToString(s_inv),
             r.NThreads.ToString(s_inv),
+            .. nBatch ? [r.NBatch.ToString(s_inv)] : Array.Empty<string>(),
             .. nopo ? [r.NoOpOffload ? "1" : "0"] : Array.Empty<string>(),
             r.Test,
             $"{r.AvgTs.ToString("F2", s_inv)} ± {r.StddevTs.ToString("F2", s_inv)}",
@@ -99,7 +100,7 @@ public static class BenchReport
             r.IsGeneration && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F1", s_inv) : "",
         ]).ToList();
         int[] widths = [.. headers.Select((h, i) => Math.Max(h.Length, cells.Count == 0 ? 0 : cells.Max(c => c[i].Length)))];
-        bool[] right = [false, true, true, false, true, true, .. nopo ? [true] : Array.Empty<bool>(), true, true, true, true, true];
+        bool[] right = [false, true, true, false, true, true, .. nBatch ? [true] : Array.Empty<bool>(), .. nopo ? [true] : Array.Empty<bool>(), true, true, true, true, true];
         var s = new StringBuilder();
         s.AppendLine("| " + string.Join(" | ", headers.Select((h, i) => right[i] ? h.PadLeft(widths[i]) : h.PadRight(widths[i]))) + " |");
         s.AppendLine("| " + string.Join(" | ", widths.Select((w, i) => right[i] ? new string('-', w - 1) + ":" : new string('-', w))) + " |");

@@ -80,6 +80,15 @@ public sealed class BenchReportTests
     }
 
     [Fact]
+    public void TheNBatchColumnAppearsWhenABatchSizeIsNotTheDefault()
+    {
+        string[] lines = BenchReport.Markdown([Pp(), Pp() with { NBatch = 64 }]).TrimEnd('\n').Split('\n');
+        Assert.Equal("n_batch", lines[0].Trim().Trim('|').Split('|').Select(c => c.Trim()).ElementAt(6));
+        Assert.Equal(["512", "64"], lines[2..].Select(l => l.Trim().Trim('|').Split('|').Select(c => c.Trim()).ElementAt(6)));
+        Assert.DoesNotContain("n_batch", BenchReport.Markdown([Pp()]));
+    }
+
+    [Fact]
     public void TheNopoColumnAppearsWhenARowKeepsTheCpuLayersOnTheCpu()
     {
         string[] lines = BenchReport.Markdown([Pp(), Pp() with { NoOpOffload = true }]).TrimEnd('\n').Split('\n');

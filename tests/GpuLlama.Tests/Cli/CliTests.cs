@@ -330,6 +330,12 @@ public sealed class CliTests
         Assert.True(tg.GetProperty("bytes_per_token").GetInt64() > 0);
         Assert.True(tg.GetProperty("roofline_pct").GetDouble() > 0);
 
+        // -b is a list like the others: one row per batch size, n_batch as given
+        var batches = Run("bench", "--synthetic", "tiny", "-p", "16", "-n", "0", "-b", "4,16", "-r", "1", "-o", "json");
+        Assert.True(batches.Code == 0, batches.Err);
+        using JsonDocument b = JsonDocument.Parse(batches.Out);
+        Assert.Equal([4, 16], b.RootElement.EnumerateArray().Select(x => x.GetProperty("n_batch").GetInt32()));
+
         // llama-bench's pg test after the others: both token counts, t/s over both
         var pg = Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "0", "-pg", "8,4", "-pg", "4,2", "-r", "1", "-o", "json");
         Assert.True(pg.Code == 0, pg.Err);
@@ -382,6 +388,7 @@ public sealed class CliTests
         AssertOneLineError(Run("bench", "--synthetic", "tiny", "-p", "4096", "-n", "0", "-r", "1"), "context");
         AssertOneLineError(Run("bench", "--synthetic", "tiny", "-pg", "512"), "-pg '512'", "PP,TG");
         AssertOneLineError(Run("bench", "--synthetic", "tiny", "-pg", "8,0"), "-pg '8,0'");
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-b", "8,0"), "--batch '8,0'");
     }
 
     [Fact]
