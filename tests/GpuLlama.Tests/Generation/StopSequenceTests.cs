@@ -128,3 +128,41 @@ public sealed class GeneratorContinuationTests
         Assert.Equal(reply, again);
     }
 }
+
+/// <summary>GenerateAsync's cancellation: the stream ends with OperationCanceledException, and the model stays usable.</summary>
+public sealed class GenerateAsyncCancellationTests
+{
+    [Fact]
+    public async Task Cancelling_mid_stream_throws_and_leaves_the_model_usable()
+    {
+        using LlamaModel model = LlamaModel.Load("synthetic:tiny");
+        var options = new GenerationOptions { MaxTokens = 200, Sampling = new SamplerSettings { Temperature = 0 } };
+        Generator g = model.CreateGenerator();
+        using var cts = new CancellationTokenSource();
+        int pieces = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (string piece in g.GenerateAsync("Once upon a time", options, cts.Token))
+            {
+                if (++pieces == 3)
+                {
+                    cts.Cancel();
+                }
+            }
+        });
+        Assert.Equal(StopReason.Cancelled, g.LastStopReason);
+        Assert.True(g.LastTimings.GeneratedTokens < 200);
+
+        // a consumer that just stops reading ends the worker too, and the generator runs again
+        g.Reset();
+        await foreach (string piece in g.GenerateAsync("Once upon a time", options))
+        {
+            break;
+        }
+
+        g.Reset();
+        GeneratedToken[] again = [.. g.Generate(model.Tokenizer.Encode("Once upon a time", addBos: true), options with { MaxTokens = 4 })];
+        Assert.Equal(4, again.Count(t => t.Id >= 0));
+        Assert.Equal(StopReason.MaxTokens, g.LastStopReason);
+    }
+}
