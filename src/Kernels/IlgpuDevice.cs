@@ -200,17 +200,12 @@ public sealed unsafe class IlgpuDevice : IDevice
     public DeviceWeight Upload(WeightView weight)
     {
         // the one dispatch point on weight type: plain types upload as stored; block-quantized types need kernels
-        switch (weight.Type)
+        if (!QuantRepack.Uploadable(weight.Type, weight.Cols))
         {
-            case DType.F32:
-            case DType.F16:
-            case DType.BF16:
-                return UploadRaw(weight);
-            case DType t when QuantRepack.Supports(t) && weight.Cols % t.BlockSize() == 0:
-                return UploadQuant(weight);
-            default:
-                throw new GpuLlamaException($"{DTypeInfo.DisplayName(weight.Type)} weights are not supported on {Name} yet (tensor {weight.Info.Name})");
+            throw new GpuLlamaException($"{DTypeInfo.DisplayName(weight.Type)} weights are not supported on {Name} yet (tensor {weight.Info.Name})");
         }
+
+        return weight.Type is DType.F32 or DType.F16 or DType.BF16 ? UploadRaw(weight) : UploadQuant(weight);
     }
 
     private IlgpuWeight UploadRaw(WeightView weight)

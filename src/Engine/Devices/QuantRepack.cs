@@ -29,6 +29,10 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
     public static bool Supports(DType type) =>
         type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
 
+    /// <summary>Whether a GPU backend holds a weight of this type and row width: plain floats as stored, these formats repacked.</summary>
+    public static bool Uploadable(DType type, long cols) =>
+        type is DType.F32 or DType.F16 or DType.BF16 || Supports(type) && cols % type.BlockSize() == 0;
+
     /// <summary>Words per block of each stream: quants, high, scales, aux.</summary>
     public static (int Quants, int High, int Scales, int Aux) WordsPerBlock(DType type) => type switch
     {

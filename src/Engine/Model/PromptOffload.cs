@@ -31,8 +31,7 @@ public static class PromptOffload
         where T : class => layers.FirstOrDefault(d => !isCpu(d)) ?? (isCpu(output) ? null : output);
 
     /// <summary>Whether a GPU can hold the tensor in a slot: the formats the ILGPU backend uploads.</summary>
-    public static bool Streams(TensorInfo t) =>
-        t.Type is DType.F32 or DType.F16 or DType.BF16 || QuantRepack.Supports(t.Type) && t.Cols % t.Type.BlockSize() == 0;
+    public static bool Streams(TensorInfo t) => QuantRepack.Uploadable(t.Type, t.Cols);
 
     /// <summary>Per layer: whether it streams, i.e. it is on the CPU and each of its nine tensors can be streamed.</summary>
     public static bool[] StreamedLayers(ModelConfig c, IReadOnlyDictionary<string, TensorInfo> tensors, Func<int, bool> onCpu)

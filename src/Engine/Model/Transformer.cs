@@ -22,11 +22,12 @@ public sealed class Transformer : IDisposable
     private readonly float[] _hostLogits;
     private int _lastRows;
 
-    // prompt offload: the device that runs streamed layers, which layers stream, their weight slots on it
+    // prompt offload: the device that runs streamed layers, their weight slots on it, and per streamed layer (null
+    // for the others) each tensor's slot and where its bytes are, resolved once at construction
     private readonly IDevice? _offload;
     private readonly int _offloadMinBatch;
-    private readonly bool[] _streamed = [];
     private readonly Dictionary<PromptOffload.SlotKey, DeviceWeight> _slots = [];
+    private readonly StreamedLayer?[] _streams = [];
 
     /// <param name="logitRows">How many positions of one batch can get logits (1 unless all-position logits are wanted).</param>
     /// <param name="offloadMinBatch">Smallest batch that runs the CPU's layers on a GPU of the placement (0 = never).</param>
@@ -76,7 +77,16 @@ public sealed class Transformer : IDisposable
 
                     _offload = target;
                     _offloadMinBatch = offloadMinBatch;
-                    _streamed = streamed;
+                    _streams = new StreamedLayer?[config.Layers];
+                    for (int l = 0; l < config.Layers; l++)
+                    {
+                        if (streamed[l])
+                        {
+                            TensorInfo[] tensors = [.. TensorNames.LayerTensors(l).Select(n => source.Tensors[n])];
+                            DeviceWeight[] slots = [.. tensors.Select((t, role) => _slots[PromptOffload.SlotKey.Of(role, t)])];
+                            _streams[l] = new StreamedLayer(LayerWeights.Of(slots), slots, [.. tensors.Select(source.View)]);
+                        }
+                    }
                 }
             }
         }
@@ -101,7 +111,7 @@ public sealed class Transformer : IDisposable
     public int OffloadMinBatch => _offloadMinBatch;
 
     /// <summary>How many of the layers placed on the CPU stream to <see cref="OffloadDevice"/> (all but those holding a format it lacks).</summary>
-    public int StreamedLayerCount => _streamed.Count(x => x);
+    public int StreamedLayerCount => _streams.Count(x => x is not null);
 
     /// <summary>Layer runs so far that streamed their weights to <see cref="OffloadDevice"/> (a layer once per batch).</summary>
     public long StreamedLayerRuns { get; private set; }
@@ -142,7 +152,7 @@ public sealed class Transformer : IDisposable
         bool offload = _offload is not null && n >= _offloadMinBatch;
         for (int l = 0; l < c.Layers; l++)
         {
-            bool streams = offload && _streamed[l];
+            bool streams = offload && _streams[l] is not null;
             LayerWeights w = streams ? Stream(l) : _weights.Layers[l];
             s = Hop(s, streams ? _offload! : _placement.Layers[l], n);   // move the residual stream x to this layer's device
             IDevice dev = s.Device;
@@ -199,19 +209,18 @@ public sealed class Transformer : IDisposable
     /// <summary>Layer <paramref name="l"/>'s weights copied into the offload device's slots (after the ops enqueued before).</summary>
     private LayerWeights Stream(int l)
     {
-        IWeightSource source = _weights.Source;
-        string[] names = TensorNames.LayerTensors(l);
-        var slots = new DeviceWeight[names.Length];
-        for (int role = 0; role < names.Length; role++)
+        StreamedLayer s = _streams[l]!;
+        for (int i = 0; i < s.Slots.Length; i++)
         {
-            TensorInfo t = source.Tensors[names[role]];
-            slots[role] = _slots[PromptOffload.SlotKey.Of(role, t)];
-            _offload!.Reload(slots[role], source.View(t));
+            _offload!.Reload(s.Slots[i], s.Sources[i]);
         }
 
         StreamedLayerRuns++;
-        return LayerWeights.Of(slots);
+        return s.Weights;
     }
+
+    /// <summary>A streamed layer: its slots as the forward pass reads them, and the tensor each is refilled from.</summary>
+    private sealed record StreamedLayer(LayerWeights Weights, DeviceWeight[] Slots, WeightView[] Sources);
 
     /// <summary>q, k and v of the batch move to <paramref name="device"/> (where the KV cache is) when the layer ran elsewhere.</summary>
     private RunState HopQkv(RunState from, IDevice device, int rows)
