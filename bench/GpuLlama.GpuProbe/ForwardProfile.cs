@@ -104,7 +104,7 @@ internal sealed class ProfilingDevice(IDevice d, ProfilingProvider p) : IDevice
     public bool StreamsWeights => d.StreamsWeights;
     public void Reload(DeviceWeight slot, WeightView weight) => Time("reload", () => d.Reload(slot, weight));
     public DeviceBuffer Allocate(int floats) => d.Allocate(floats);
-    public KvCacheLayer AllocateKv(int capacity, int kvDim) => d.AllocateKv(capacity, kvDim);
+    public KvCacheLayer AllocateKv(int capacity, int kvDim, KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32) => d.AllocateKv(capacity, kvDim, kType, vType);
     public void Write(DeviceBuffer dst, ReadOnlySpan<float> src, int dstOffset = 0) => d.Write(dst, src, dstOffset);
     public void Read(DeviceBuffer src, Span<float> dst, int srcOffset = 0) => d.Read(src, dst, srcOffset);
     public void CopyFrom(DeviceBuffer dst, int dstOffset, DeviceBuffer src, int srcOffset, int count) => Time("copy", () => d.CopyFrom(dst, dstOffset, src, srcOffset, count));

@@ -35,11 +35,13 @@ public static class BenchCommand
         var chart = new Option<string>("--chart") { Description = "SVG file for the --sweep-gpu-layers chart.", DefaultValueFactory = _ => "bench-gpu-layers.svg" };
         var nopo = new Option<string>("--no-op-offload", "-nopo") { Description = "Comma list of 0/1: 1 keeps the CPU's layers on the CPU for prompt batches, 0 streams them to the GPU for batches of --op-offload-min-batch+ tokens (llama.cpp's op offload); 0,1 measures both.", DefaultValueFactory = _ => "0" };
         var minBatch = new Option<int>("--op-offload-min-batch") { Description = "Smallest prompt batch that streams the CPU's layers to the GPU (llama.cpp streams from 32; see docs/performance.md).", DefaultValueFactory = _ => PromptOffload.DefaultMinBatch };
+        var typeK = new Option<string>("--cache-type-k", "-ctk") { Description = "Comma list of KV cache key types: f16 (default, as llama.cpp), bf16, f32.", DefaultValueFactory = _ => "f16" };
+        var typeV = new Option<string>("--cache-type-v", "-ctv") { Description = "Comma list of KV cache value types: f16 (default), bf16, f32.", DefaultValueFactory = _ => "f16" };
         var exact = new Option<bool>("--exact-quant") { Description = "CPU: quantized and F16 weights with float32 activations (exact) instead of llama.cpp's rounded ones (8-bit, F16)." };
         var memory = new Option<bool>("--memory") { Description = "Only measure and print the memory bandwidth of each device (the roofline)." };
         var command = new Command("bench", "Benchmark prompt processing (pp) and generation (tg) like llama-bench, with bytes/token, GB/s and % of the bandwidth roofline.")
         {
-            model, synthetic, dtype, prompt, gen, pg, reps, ngl, threads, devices, batch, output, sweep, chart, nopo, minBatch, exact, memory,
+            model, synthetic, dtype, prompt, gen, pg, reps, ngl, threads, devices, batch, typeK, typeV, output, sweep, chart, nopo, minBatch, exact, memory,
         };
         command.SetAction(r =>
         {
@@ -73,6 +75,8 @@ public static class BenchCommand
             int[] threadCounts = r.GetValue(threads) is { } t0 ? Ints(t0, "--threads") : [0];
             int[] noOpOffload = Ints(r.GetValue(nopo)!, "--no-op-offload");
             int[] batches = Ints(r.GetValue(batch)!, "--batch");
+            KvCacheType[] typesK = CacheTypes(r.GetValue(typeK)!, "--cache-type-k");
+            KvCacheType[] typesV = CacheTypes(r.GetValue(typeV)!, "--cache-type-v");
             if (batches.Any(b => b == 0))
             {
                 throw new GpuLlamaException($"--batch '{r.GetValue(batch)}': batch sizes must be positive");
@@ -96,8 +100,9 @@ public static class BenchCommand
                 using IWeightSource source = WeightSource.Open(path);
                 int[] layerCounts = r.GetValue(sweep) ? [.. Enumerable.Range(0, source.Config.Layers + 2)] : Ints(r.GetValue(ngl)!, "--gpu-layers");
                 // the cartesian product of the lists, in llama-bench's order
-                var configs = from layers in layerCounts from th in threadCounts from b in batches from keep in noOpOffload select (layers, th, b, keep);
-                foreach ((int layers, int th, int b, int keep) in configs)
+                var configs = from layers in layerCounts from th in threadCounts from b in batches from k in typesK from v in typesV from keep in noOpOffload
+                              select (layers, th, b, k, v, keep);
+                foreach ((int layers, int th, int b, KvCacheType k, KvCacheType v, int keep) in configs)
                 {
                     var load = new LoadOptions
                     {
@@ -108,13 +113,16 @@ public static class BenchCommand
                         BatchSize = b,
                         OpOffload = keep == 0,
                         OpOffloadMinBatch = ModelOptions.Positive(r.GetValue(minBatch), "--op-offload-min-batch"),
+                        CacheTypeK = k,
+                        CacheTypeV = v,
                         ContextLength = Math.Min(source.Config.ContextLength, pgs.Select(x => x.Prompt + x.Gen).Append(prompts.Max()).Append(gens.Max()).Max() + 1),
                     };
                     using LlamaModel llama = LlamaModel.Load(source, ownsSource: false, load, Program.Cancellation);
                     results.AddRange(Measure(llama, path, prompts, gens, pgs, repetitions, th, b, keep == 1));
                     if (format == "md")
                     {
-                        Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}{(batches.Length > 1 ? $" batch {b}" : "")}{(keep == 1 ? " nopo" : "")}");
+                        Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}{(batches.Length > 1 ? $" batch {b}" : "")}" +
+                                                $"{(typesK.Length > 1 || typesV.Length > 1 ? $" cache {k.Name()}/{v.Name()}" : "")}{(keep == 1 ? " nopo" : "")}");
                     }
                 }
             }
@@ -183,6 +191,8 @@ public static class BenchCommand
             NThreads = cpuThreads,
             NBatch = batch, // as requested, like llama-bench's n_batch (the transformer takes at most the context)
             NoOpOffload = noOpOffload,
+            TypeK = llama.Transformer.CacheTypeK.Name(),
+            TypeV = llama.Transformer.CacheTypeV.Name(),
             NPrompt = m.Prompt,
             NGen = m.Generate,
             TestTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
@@ -218,6 +228,12 @@ public static class BenchCommand
         }
 
         throw new GpuLlamaException($"-pg '{text}': expected PP,TG (two positive token counts, e.g. 512,128)");
+    }
+
+    private static KvCacheType[] CacheTypes(string text, string flag)
+    {
+        KvCacheType[] types = [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(t => KvCacheTypes.Parse(t, flag))];
+        return types.Length > 0 ? types : throw new GpuLlamaException($"{flag}: give at least one type");
     }
 
     private static int[] Ints(string text, string flag)

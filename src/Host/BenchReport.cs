@@ -23,6 +23,10 @@ public sealed record BenchResult
 
     /// <summary>Whether the CPU's layers stayed on the CPU for prompt batches (llama-bench's no_op_offload).</summary>
     public bool NoOpOffload { get; init; }
+
+    /// <summary>KV cache types (llama-bench's type_k/type_v): "f16", "bf16", "f32".</summary>
+    public string TypeK { get; init; } = "f16";
+    public string TypeV { get; init; } = "f16";
     public int NPrompt { get; init; }
     public int NGen { get; init; }
     public required string TestTime { get; init; }
@@ -80,9 +84,13 @@ public static class BenchReport
 
     public static string Markdown(IReadOnlyList<BenchResult> rows)
     {
-        // as llama-bench, the n_batch and nopo columns appear when a row sets them away from the default
-        bool nBatch = rows.Any(r => r.NBatch != 512), nopo = rows.Any(r => r.NoOpOffload);
-        string[] headers = ["model", "size", "params", "backend", "ngl", "threads", .. nBatch ? ["n_batch"] : Array.Empty<string>(), .. nopo ? ["nopo"] : Array.Empty<string>(), "test", "t/s", "B/tok", "GB/s", "% roofline"];
+        // as llama-bench, the n_batch, type_k, type_v and nopo columns appear when a row sets them away from the default
+        bool nBatch = rows.Any(r => r.NBatch != 512), typeK = rows.Any(r => r.TypeK != "f16"), typeV = rows.Any(r => r.TypeV != "f16"), nopo = rows.Any(r => r.NoOpOffload);
+        string[] headers =
+        [
+            "model", "size", "params", "backend", "ngl", "threads", .. nBatch ? ["n_batch"] : Array.Empty<string>(), .. typeK ? ["type_k"] : Array.Empty<string>(),
+            .. typeV ? ["type_v"] : Array.Empty<string>(), .. nopo ? ["nopo"] : Array.Empty<string>(), "test", "t/s", "B/tok", "GB/s", "% roofline",
+        ];
         var cells = rows.Select(r => (string[])
         [
             r.ModelType,
@@ -92,6 +100,8 @@ public static class BenchReport
             r.NGpuLayers.ToString(s_inv),
             r.NThreads.ToString(s_inv),
             .. nBatch ? [r.NBatch.ToString(s_inv)] : Array.Empty<string>(),
+            .. typeK ? [r.TypeK] : Array.Empty<string>(),
+            .. typeV ? [r.TypeV] : Array.Empty<string>(),
             .. nopo ? [r.NoOpOffload ? "1" : "0"] : Array.Empty<string>(),
             r.Test,
             $"{r.AvgTs.ToString("F2", s_inv)} ± {r.StddevTs.ToString("F2", s_inv)}",
@@ -100,7 +110,11 @@ public static class BenchReport
             r.IsGeneration && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F1", s_inv) : "",
         ]).ToList();
         int[] widths = [.. headers.Select((h, i) => Math.Max(h.Length, cells.Count == 0 ? 0 : cells.Max(c => c[i].Length)))];
-        bool[] right = [false, true, true, false, true, true, .. nBatch ? [true] : Array.Empty<bool>(), .. nopo ? [true] : Array.Empty<bool>(), true, true, true, true, true];
+        bool[] right =
+        [
+            false, true, true, false, true, true, .. nBatch ? [true] : Array.Empty<bool>(), .. typeK ? [false] : Array.Empty<bool>(),
+            .. typeV ? [false] : Array.Empty<bool>(), .. nopo ? [true] : Array.Empty<bool>(), true, true, true, true, true,
+        ];
         var s = new StringBuilder();
         s.AppendLine("| " + string.Join(" | ", headers.Select((h, i) => right[i] ? h.PadLeft(widths[i]) : h.PadRight(widths[i]))) + " |");
         s.AppendLine("| " + string.Join(" | ", widths.Select((w, i) => right[i] ? new string('-', w - 1) + ":" : new string('-', w))) + " |");
@@ -124,8 +138,8 @@ public static class BenchReport
         ["dtype"] = r.Dtype,
         ["n_batch"] = r.NBatch,
         ["n_threads"] = r.NThreads,
-        ["type_k"] = "f32",
-        ["type_v"] = "f32",
+        ["type_k"] = r.TypeK,
+        ["type_v"] = r.TypeV,
         ["n_gpu_layers"] = r.NGpuLayers,
         ["n_prompt"] = r.NPrompt,
         ["n_gen"] = r.NGen,
@@ -146,7 +160,7 @@ public static class BenchReport
     public static string Csv(IReadOnlyList<BenchResult> rows)
     {
         var s = new StringBuilder();
-        s.AppendLine("build_commit,model_filename,model_type,model_size,model_n_params,backends,devices,dtype,n_batch,n_threads,n_gpu_layers,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts,bytes_per_token,gb_per_s,roofline_gb_per_s,roofline_pct,no_op_offload");
+        s.AppendLine("build_commit,model_filename,model_type,model_size,model_n_params,backends,devices,dtype,n_batch,n_threads,n_gpu_layers,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts,bytes_per_token,gb_per_s,roofline_gb_per_s,roofline_pct,no_op_offload,type_k,type_v");
         foreach (BenchResult r in rows)
         {
             string[] f =
@@ -156,7 +170,7 @@ public static class BenchReport
                 r.TestTime, ((long)r.AvgNs).ToString(s_inv), ((long)r.StddevNs).ToString(s_inv), r.AvgTs.ToString("F6", s_inv), r.StddevTs.ToString("F6", s_inv),
                 r.BytesPerToken.ToString(s_inv), r.IsGeneration ? r.GBps.ToString("F3", s_inv) : "", r.RooflineGBps > 0 ? r.RooflineGBps.ToString("F3", s_inv) : "",
                 r.IsGeneration && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F2", s_inv) : "",
-                r.NoOpOffload ? "1" : "0",
+                r.NoOpOffload ? "1" : "0", r.TypeK, r.TypeV,
             ];
             s.AppendLine(string.Join(",", f.Select(Quote)));
         }
@@ -171,9 +185,11 @@ public static class BenchReport
         model.Axes.Add(new OxyPlot.Axes.LinearAxis { Position = OxyPlot.Axes.AxisPosition.Bottom, Title = "GPU layers (--gpu-layers)", Minimum = 0 });
         model.Axes.Add(new OxyPlot.Axes.LogarithmicAxis { Position = OxyPlot.Axes.AxisPosition.Left, Title = "tokens/s" });
         model.Legends.Add(new OxyPlot.Legends.Legend { LegendPosition = OxyPlot.Legends.LegendPosition.TopLeft });
-        // one line per test, and per model, thread count and prompt offload setting where the rows have several
+        // one line per test, and per model, thread count, cache types and prompt offload setting where the rows have several
         bool models = rows.Select(r => r.ModelType).Distinct().Count() > 1, threads = rows.Select(r => r.NThreads).Distinct().Count() > 1;
-        string Line(BenchResult r) => (models ? r.ModelType + " " : "") + r.Test + (threads ? $" t{r.NThreads}" : "") + (r.NoOpOffload ? " nopo" : "");
+        bool caches = rows.Select(r => (r.TypeK, r.TypeV)).Distinct().Count() > 1;
+        string Line(BenchResult r) => (models ? r.ModelType + " " : "") + r.Test + (threads ? $" t{r.NThreads}" : "") + (caches ? $" kv {r.TypeK}/{r.TypeV}" : "") +
+                                      (r.NoOpOffload ? " nopo" : "");
         foreach (IGrouping<string, BenchResult> test in rows.GroupBy(Line))
         {
             var series = new OxyPlot.Series.LineSeries { Title = test.Key, MarkerType = OxyPlot.MarkerType.Circle };

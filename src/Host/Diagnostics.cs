@@ -9,7 +9,14 @@ public static class Diagnostics
     public static void PrintMemory(LlamaModel model)
     {
         Console.Error.WriteLine($"placement: {LayerPlacement.Describe(model.Plan)}");
-        var options = new MemoryPlanOptions { ContextLength = model.ContextLength, BatchSize = model.Transformer.BatchSize, OpOffloadMinBatch = model.Transformer.OffloadMinBatch };
+        var options = new MemoryPlanOptions
+        {
+            ContextLength = model.ContextLength,
+            BatchSize = model.Transformer.BatchSize,
+            OpOffloadMinBatch = model.Transformer.OffloadMinBatch,
+            CacheTypeK = model.Transformer.CacheTypeK,
+            CacheTypeV = model.Transformer.CacheTypeV,
+        };
         if (model.Transformer.OffloadDevice is { } offload)
         {
             Console.Error.WriteLine($"prompt offload: batches of {model.Transformer.OffloadMinBatch}+ tokens stream {model.Transformer.StreamedLayerCount} CPU layer(s) to {offload.Name} (its scratch holds their weight slots)");

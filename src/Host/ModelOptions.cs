@@ -80,6 +80,18 @@ public sealed class ModelOptions
         DefaultValueFactory = _ => PromptOffload.DefaultMinBatch,
     };
 
+    public Option<string> CacheTypeK { get; } = new("--cache-type-k", "-ctk")
+    {
+        Description = "How the KV cache stores keys: f16 (default, as llama.cpp: half the memory), bf16 or f32 (every value as computed).",
+        DefaultValueFactory = _ => "f16",
+    };
+
+    public Option<string> CacheTypeV { get; } = new("--cache-type-v", "-ctv")
+    {
+        Description = "How the KV cache stores values: f16 (default), bf16 or f32.",
+        DefaultValueFactory = _ => "f16",
+    };
+
     public Option<string?> Tokenizer { get; } = new("--tokenizer")
     {
         Description = "Tokenizer file (tokenizer.bin for llama2.c checkpoints, or tokenizer.model/tokenizer.json/.gguf to override the model's).",
@@ -98,7 +110,7 @@ public sealed class ModelOptions
             command.Arguments.Add(Model);
         }
 
-        foreach (Option o in new Option[] { GpuLayers, Devices, TensorSplit, SplitModeOption, MainGpu, Placement, Context, Batch, Threads, ExactQuant, NoOpOffload, OpOffloadMinBatch, Tokenizer, Verbose })
+        foreach (Option o in new Option[] { GpuLayers, Devices, TensorSplit, SplitModeOption, MainGpu, Placement, Context, Batch, Threads, ExactQuant, NoOpOffload, OpOffloadMinBatch, CacheTypeK, CacheTypeV, Tokenizer, Verbose })
         {
             command.Options.Add(o);
         }
@@ -121,6 +133,8 @@ public sealed class ModelOptions
             ExactQuantDots = r.GetValue(ExactQuant),
             OpOffload = !r.GetValue(NoOpOffload),
             OpOffloadMinBatch = Positive(r.GetValue(OpOffloadMinBatch), "--op-offload-min-batch"),
+            CacheTypeK = KvCacheTypes.Parse(r.GetValue(CacheTypeK)!, "--cache-type-k"),
+            CacheTypeV = KvCacheTypes.Parse(r.GetValue(CacheTypeV)!, "--cache-type-v"),
             TokenizerPath = r.GetValue(Tokenizer),
             Log = log,
         };

@@ -39,7 +39,7 @@ public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan
     {
         int context = load.ContextLength > 0 ? load.ContextLength : Math.Min(source.Config.ContextLength, 4096);
         LayerPlan plan = LlamaModel.PlanPlacement(source, context, load, out IReadOnlyList<DeviceInfo> gpus);
-        var options = new MemoryPlanOptions { ContextLength = context, BatchSize = load.BatchSize, OpOffloadMinBatch = load.EffectiveOffloadMinBatch };
+        MemoryPlanOptions options = load.MemoryPlan(context);
         long slots = PromptOffload.SlotBytes(source.Config, source.Tensors, plan, options.OpOffloadMinBatch, Math.Min(options.BatchSize, context));
         return new PlanReport(source.Path, source.Config.Layers, context, plan, MemoryPlan.Estimate(source.Config, source.Tensors, plan, options), gpus, options, slots);
     }

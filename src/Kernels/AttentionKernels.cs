@@ -27,6 +27,11 @@ public struct AttentionArgs
 
     /// <summary>Keys per split, a multiple of the group size.</summary>
     public int SplitLength;
+
+    /// <summary>How the caches store values: <see cref="WeightCode"/> F32, F16 or BF16.</summary>
+    public int KType;
+
+    public int VType;
 }
 
 internal static class AttentionKernels
@@ -66,11 +71,26 @@ internal static class AttentionKernels
         v[baseIndex + ib] = x0 * s + x1 * c;
     }
 
-    /// <summary>Appends rows of k and v at <paramref name="offset"/> = position * kvDim in one launch.</summary>
-    public static void StoreKv(Index1D i, ArrayView<float> kCache, ArrayView<float> vCache, ArrayView<float> k, ArrayView<float> v, long offset)
+    /// <summary>
+    /// Appends rows of k and v at element <paramref name="offset"/> = position * kvDim in one launch, each value rounded
+    /// to its cache's type (<see cref="WeightCode"/>; 16-bit caches are written as 16-bit words).
+    /// </summary>
+    public static void StoreKv(Index1D i, ArrayView<uint> kCache, ArrayView<uint> vCache, ArrayView<float> k, ArrayView<float> v, long offset, int kType, int vType)
     {
-        kCache[offset + i] = k[i];
-        vCache[offset + i] = v[i];
+        Store(kCache, kType, offset + i, k[i]);
+        Store(vCache, vType, offset + i, v[i]);
+    }
+
+    private static void Store(ArrayView<uint> cache, int type, long index, float value)
+    {
+        if (type == WeightCode.F32)
+        {
+            cache[index] = Interop.FloatAsInt(value);
+        }
+        else
+        {
+            cache.Cast<ushort>()[index] = (ushort)(type == WeightCode.BF16 ? KernelMath.ToBf16(value) : KernelMath.ToF16(value));
+        }
     }
 
     /// <summary>
@@ -83,7 +103,7 @@ internal static class AttentionKernels
     /// [s·SplitLength, (s+1)·SplitLength) and writes its unnormalized output, m and l to <paramref name="partial"/>
     /// for <see cref="AttentionCombine"/>: flash-decoding.
     /// </summary>
-    public static void Attention(ArrayView<float> dst, ArrayView<float> partial, ArrayView<float> q, ArrayView<float> kCache, ArrayView<float> vCache, AttentionArgs a)
+    public static void Attention(ArrayView<float> dst, ArrayView<float> partial, ArrayView<float> q, ArrayView<uint> kCache, ArrayView<uint> vCache, AttentionArgs a)
     {
         ArrayView<float> qs = SharedMemory.Allocate<float>(MaxHeadDim);
         ArrayView<float> os = SharedMemory.Allocate<float>(MaxHeadDim);
@@ -111,8 +131,10 @@ internal static class AttentionKernels
         Group.Barrier();
         float m = float.NegativeInfinity;
         float l = 0;
-        bool vector = (hd & 3) == 0;
+        // 16-byte loads of key rows: four float32 values or eight 16-bit ones (head offsets are then multiples of 16 bytes)
+        bool vector = a.KType == WeightCode.F32 ? (hd & 3) == 0 : (hd & 7) == 0;
         ArrayView<F4> k4 = kCache.Cast<F4>();
+        ArrayView<U4> k8 = kCache.Cast<U4>();
         for (int t0 = first; t0 <= last; t0 += gs)
         {
             int t = t0 + tid;
@@ -121,9 +143,8 @@ internal static class AttentionKernels
             {
                 long kBase = (long)t * kvDim + kvOffset;
                 float dot = 0;
-                if (vector)
+                if (vector && a.KType == WeightCode.F32)
                 {
-                    // 16-byte loads of the key row (kvDim and the head offset are multiples of 4)
                     // (ILGPU does not unroll loops: four loads are written out so they are in flight together)
                     long k4Base = kBase >> 2;
                     int d = 0;
@@ -145,11 +166,27 @@ internal static class AttentionKernels
                         dot += qs[d] * kv.X + qs[d + 1] * kv.Y + qs[d + 2] * kv.Z + qs[d + 3] * kv.W;
                     }
                 }
+                else if (vector)
+                {
+                    long k8Base = kBase >> 3;
+                    int d = 0;
+                    for (; d + 8 < hd; d += 16)
+                    {
+                        U4 k0 = k8[k8Base + (d >> 3)];
+                        U4 k1 = k8[k8Base + (d >> 3) + 1];
+                        dot += Dot8(qs, d, k0, a.KType) + Dot8(qs, d + 8, k1, a.KType);
+                    }
+
+                    for (; d < hd; d += 8)
+                    {
+                        dot += Dot8(qs, d, k8[k8Base + (d >> 3)], a.KType);
+                    }
+                }
                 else
                 {
                     for (int d = 0; d < hd; d++)
                     {
-                        dot += qs[d] * kCache[kBase + d];
+                        dot += qs[d] * KernelMath.LoadWeight(kCache, a.KType, kBase + d);
                     }
                 }
 
@@ -171,16 +208,16 @@ internal static class AttentionKernels
                 for (; j + 3 < n; j += 4)
                 {
                     // four value loads in flight per step (the loop is latency-bound otherwise)
-                    float v0 = vCache[vBase + (long)j * kvDim];
-                    float v1 = vCache[vBase + (long)(j + 1) * kvDim];
-                    float v2 = vCache[vBase + (long)(j + 2) * kvDim];
-                    float v3 = vCache[vBase + (long)(j + 3) * kvDim];
+                    float v0 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)j * kvDim);
+                    float v1 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)(j + 1) * kvDim);
+                    float v2 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)(j + 2) * kvDim);
+                    float v3 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)(j + 3) * kvDim);
                     acc += ps[j] * v0 + ps[j + 1] * v1 + ps[j + 2] * v2 + ps[j + 3] * v3;
                 }
 
                 for (; j < n; j++)
                 {
-                    acc += ps[j] * vCache[vBase + (long)j * kvDim];
+                    acc += ps[j] * KernelMath.LoadWeight(vCache, a.VType, vBase + (long)j * kvDim);
                 }
 
                 os[d] = acc;
@@ -212,6 +249,19 @@ internal static class AttentionKernels
             partial[pBase + hd] = m;
             partial[pBase + hd + 1] = l;
         }
+    }
+
+    /// <summary>q[d..d+8) · eight 16-bit key values (F16 or BF16, two per word, low half first).</summary>
+    private static float Dot8(ArrayView<float> qs, int d, U4 k, int type)
+    {
+        if (type == WeightCode.BF16)
+        {
+            return qs[d] * KernelMath.Bf16(k.X) + qs[d + 1] * KernelMath.Bf16High(k.X) + qs[d + 2] * KernelMath.Bf16(k.Y) + qs[d + 3] * KernelMath.Bf16High(k.Y)
+                + qs[d + 4] * KernelMath.Bf16(k.Z) + qs[d + 5] * KernelMath.Bf16High(k.Z) + qs[d + 6] * KernelMath.Bf16(k.W) + qs[d + 7] * KernelMath.Bf16High(k.W);
+        }
+
+        return qs[d] * KernelMath.F16(k.X) + qs[d + 1] * KernelMath.F16High(k.X) + qs[d + 2] * KernelMath.F16(k.Y) + qs[d + 3] * KernelMath.F16High(k.Y)
+            + qs[d + 4] * KernelMath.F16(k.Z) + qs[d + 5] * KernelMath.F16High(k.Z) + qs[d + 6] * KernelMath.F16(k.W) + qs[d + 7] * KernelMath.F16High(k.W);
     }
 
     /// <summary>

@@ -60,19 +60,30 @@ public sealed class IlgpuWeight : DeviceWeight
     }
 }
 
-/// <summary>One layer's K and V caches: float32 [capacity, kvDim] each.</summary>
+/// <summary>One layer's K and V caches: [capacity, kvDim] each as 32-bit words (one float32, or two 16-bit values).</summary>
 public sealed class IlgpuKvCache : KvCacheLayer
 {
-    internal IlgpuKvCache(IDevice device, int capacity, int kvDim, MemoryBuffer1D<float, Stride1D.Dense> k, MemoryBuffer1D<float, Stride1D.Dense> v)
-        : base(device, capacity, kvDim)
+    internal IlgpuKvCache(IDevice device, int capacity, int kvDim, KvCacheType kType, KvCacheType vType, MemoryBuffer1D<uint, Stride1D.Dense> k, MemoryBuffer1D<uint, Stride1D.Dense> v)
+        : base(device, capacity, kvDim, kType, vType)
     {
         K = k;
         V = v;
     }
 
-    internal MemoryBuffer1D<float, Stride1D.Dense> K { get; }
+    internal MemoryBuffer1D<uint, Stride1D.Dense> K { get; }
 
-    internal MemoryBuffer1D<float, Stride1D.Dense> V { get; }
+    internal MemoryBuffer1D<uint, Stride1D.Dense> V { get; }
+
+    /// <summary>The kernels' code for a cache type.</summary>
+    internal static int Code(KvCacheType type) => type switch
+    {
+        KvCacheType.F16 => WeightCode.F16,
+        KvCacheType.BF16 => WeightCode.BF16,
+        _ => WeightCode.F32,
+    };
+
+    /// <summary>32-bit words for <paramref name="values"/> values of <paramref name="type"/>, a whole number of 16-byte loads.</summary>
+    internal static long Words(long values, KvCacheType type) => Math.Max(4, ((values * type.Bytes() + 15) / 16) * 4);
 
     public override void Dispose()
     {
@@ -115,8 +126,8 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs> _matMulTiled;
     private readonly Action<KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs> _matMulScalar;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long> _storeKv;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs> _attention;
+    private readonly Action<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int> _storeKv;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionCombine;
     private MemoryBuffer1D<float, Stride1D.Dense> _attentionPartial;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
@@ -147,8 +158,8 @@ public sealed unsafe class IlgpuDevice : IDevice
         _matMulTiled = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulTiled);
         _matMulScalar = accelerator.LoadStreamKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulScalar);
         _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
-        _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, long>(AttentionKernels.StoreKv);
-        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.Attention);
+        _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int>(AttentionKernels.StoreKv);
+        _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionKernels.Attention);
         _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.AttentionCombine);
         _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
         _add = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
@@ -322,26 +333,27 @@ public sealed unsafe class IlgpuDevice : IDevice
         return new IlgpuBuffer(this, memory, floats);
     }
 
-    public KvCacheLayer AllocateKv(int capacity, int kvDim)
+    public KvCacheLayer AllocateKv(int capacity, int kvDim, KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32)
     {
         Bind();
         long n = checked((long)capacity * kvDim);
-        MemoryBuffer1D<float, Stride1D.Dense> k = AllocateChecked<float>(Math.Max(n, 1), "KV cache");
-        MemoryBuffer1D<float, Stride1D.Dense> v;
+        long kWords = IlgpuKvCache.Words(n, kType);
+        MemoryBuffer1D<uint, Stride1D.Dense> k = AllocateChecked<uint>(kWords, "KV cache");
+        MemoryBuffer1D<uint, Stride1D.Dense> v;
         try
         {
-            v = AllocateChecked<float>(Math.Max(n, 1), "KV cache");
+            v = AllocateChecked<uint>(IlgpuKvCache.Words(n, vType), "KV cache");
         }
         catch
         {
             k.Dispose();
-            Interlocked.Add(ref _allocated, -Math.Max(n, 1) * sizeof(float));
+            Interlocked.Add(ref _allocated, -kWords * sizeof(uint));
             throw;
         }
 
         k.MemSetToZero();
         v.MemSetToZero();
-        return new IlgpuKvCache(this, capacity, kvDim, k, v);
+        return new IlgpuKvCache(this, capacity, kvDim, kType, vType, k, v);
     }
 
     private MemoryBuffer1D<T, Stride1D.Dense> AllocateChecked<T>(long length, string what)
@@ -610,7 +622,8 @@ public sealed unsafe class IlgpuDevice : IDevice
 
         Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"storing {rows} rows of {cache.KvDim} needs that many floats in k and v");
         Bind();
-        _storeKv(rows * cache.KvDim, cache.K.View, cache.V.View, Own(k).View, Own(v).View, (long)position * cache.KvDim);
+        _storeKv(rows * cache.KvDim, cache.K.View, cache.V.View, Own(k).View, Own(v).View, (long)position * cache.KvDim,
+            IlgpuKvCache.Code(cache.KType), IlgpuKvCache.Code(cache.VType));
     }
 
     public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape)
@@ -644,6 +657,8 @@ public sealed unsafe class IlgpuDevice : IDevice
             Scale = 1.0f / MathF.Sqrt(shape.HeadDim),
             Splits = 1,
             SplitLength = position + rows,
+            KType = IlgpuKvCache.Code(cache.KType),
+            VType = IlgpuKvCache.Code(cache.VType),
         };
 
         // decode: rows × heads groups leave most multiprocessors idle, so split the keys (flash-decoding)

@@ -55,6 +55,41 @@ internal static class KernelMath
 
     public static float F16High(uint word) => (float)Interop.IntAsFloat((ushort)(word >> 16));
 
+    /// <summary>
+    /// float32 → IEEE half bits, rounded to nearest even in integer arithmetic (ILGPU's Half conversion truncates on the
+    /// CPU accelerator, while PTX rounds: this gives every backend the CPU device's rounding). Overflow → ±inf, NaN stays
+    /// NaN; halves below 2^-14 are rounded by a float add with 0.5, which lands the value in the low mantissa bits.
+    /// </summary>
+    public static uint ToF16(float value)
+    {
+        uint x = Interop.FloatAsInt(value);
+        uint sign = (x >> 16) & 0x8000u;
+        uint f = x & 0x7FFFFFFFu;
+        uint h;
+        if (f >= 0x47800000u)
+        {
+            h = f > 0x7F800000u ? 0x7E00u : 0x7C00u;
+        }
+        else if (f < 0x38800000u)
+        {
+            h = Interop.FloatAsInt(Interop.IntAsFloat(f) + 0.5f) - 0x3F000000u;
+        }
+        else
+        {
+            uint odd = (f >> 13) & 1u;
+            h = (f + 0xC8000FFFu + odd) >> 13; // rebias the exponent (15 - 127) and round half to even
+        }
+
+        return sign | h;
+    }
+
+    /// <summary>float32 → bfloat16 bits, rounded to nearest even; NaN stays NaN (as ggml and the CPU device round).</summary>
+    public static uint ToBf16(float value)
+    {
+        uint x = Interop.FloatAsInt(value);
+        return (x & 0x7FFFFFFFu) > 0x7F800000u ? (x >> 16) | 64u : (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
+    }
+
     /// <summary>Element <paramref name="i"/> of a weight of any plain type, addressed as 32-bit words.</summary>
     public static float LoadWeight(ArrayView<uint> w, int type, long i)
     {

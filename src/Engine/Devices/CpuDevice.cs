@@ -79,23 +79,76 @@ public sealed unsafe class CpuWeight : DeviceWeight
     }
 }
 
-/// <summary>One layer's K and V on the CPU: float32 [capacity, kvDim] each.</summary>
+/// <summary>One layer's K and V on the CPU: [capacity, kvDim] each, in native memory, as their cache types.</summary>
 public sealed unsafe class CpuKvCache : KvCacheLayer
 {
-    internal CpuKvCache(IDevice device, int capacity, int kvDim) : base(device, capacity, kvDim)
+    internal CpuKvCache(IDevice device, int capacity, int kvDim, KvCacheType kType, KvCacheType vType) : base(device, capacity, kvDim, kType, vType)
     {
-        K = new CpuBuffer(device, checked(capacity * kvDim));
-        V = new CpuBuffer(device, checked(capacity * kvDim));
+        K = Allocate((long)capacity * kvDim * kType.Bytes());
+        V = Allocate((long)capacity * kvDim * vType.Bytes());
     }
 
-    public CpuBuffer K { get; }
+    public byte* K { get; private set; }
 
-    public CpuBuffer V { get; }
+    public byte* V { get; private set; }
+
+    /// <summary>Where key <paramref name="t"/>'s values for the head at <paramref name="offset"/> start.</summary>
+    public byte* Key(long t, int offset) => K + (t * KvDim + offset) * KType.Bytes();
+
+    public byte* Value(long t, int offset) => V + (t * KvDim + offset) * VType.Bytes();
+
+    /// <summary>n values of <paramref name="type"/> at <paramref name="src"/> widened to float32.</summary>
+    internal static void ToF32(KvCacheType type, byte* src, float* dst, int n)
+    {
+        switch (type)
+        {
+            case KvCacheType.F32:
+                Buffer.MemoryCopy(src, dst, (long)n * sizeof(float), (long)n * sizeof(float));
+                break;
+            case KvCacheType.F16:
+                CpuMatMul.F16ToF32((ushort*)src, dst, n);
+                break;
+            default:
+                CpuMatMul.Bf16ToF32((ushort*)src, dst, n);
+                break;
+        }
+    }
+
+    /// <summary>n float32 values rounded to <paramref name="type"/> (to nearest, ties to even, as ggml rounds them).</summary>
+    internal static void FromF32(KvCacheType type, float* src, byte* dst, int n)
+    {
+        switch (type)
+        {
+            case KvCacheType.F32:
+                Buffer.MemoryCopy(src, dst, (long)n * sizeof(float), (long)n * sizeof(float));
+                break;
+            case KvCacheType.F16:
+                System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(src, n), new Span<Half>(dst, n));
+                break;
+            default:
+                CpuMatMul.F32ToBf16(new ReadOnlySpan<float>(src, n), new Span<ushort>(dst, n));
+                break;
+        }
+    }
+
+    private static byte* Allocate(long bytes)
+    {
+        byte* p = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(1, bytes), 64);
+        new Span<byte>(p, checked((int)Math.Min(bytes, int.MaxValue))).Clear();
+        for (long done = int.MaxValue; done < bytes; done += int.MaxValue)
+        {
+            new Span<byte>(p + done, (int)Math.Min(bytes - done, int.MaxValue)).Clear();
+        }
+
+        return p;
+    }
 
     public override void Dispose()
     {
-        K.Dispose();
-        V.Dispose();
+        NativeMemory.AlignedFree(K);
+        NativeMemory.AlignedFree(V);
+        K = null;
+        V = null;
     }
 }
 
@@ -221,10 +274,11 @@ public sealed unsafe partial class CpuDevice : IDevice
         return new CpuBuffer(this, floats);
     }
 
-    public KvCacheLayer AllocateKv(int capacity, int kvDim)
+    public KvCacheLayer AllocateKv(int capacity, int kvDim, KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32)
     {
-        Interlocked.Add(ref _allocated, 2L * capacity * kvDim * sizeof(float));
-        return new CpuKvCache(this, capacity, kvDim);
+        var cache = new CpuKvCache(this, capacity, kvDim, kType, vType);
+        Interlocked.Add(ref _allocated, cache.Bytes);
+        return cache;
     }
 
     public void Write(DeviceBuffer dst, ReadOnlySpan<float> src, int dstOffset = 0) => src.CopyTo(Own(dst).Span[dstOffset..]);
@@ -343,8 +397,8 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
 
         int n = rows * cache.KvDim;
-        Own(k).Span[..n].CopyTo(cache.K.Span.Slice(position * cache.KvDim, n));
-        Own(v).Span[..n].CopyTo(cache.V.Span.Slice(position * cache.KvDim, n));
+        CpuKvCache.FromF32(cache.KType, Own(k).Pointer, cache.Key(position, 0), n);
+        CpuKvCache.FromF32(cache.VType, Own(v).Pointer, cache.Value(position, 0), n);
     }
 
     public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape)
@@ -356,10 +410,11 @@ public sealed unsafe partial class CpuDevice : IDevice
         _attRows = rows;
         _attShape = shape;
         _attKeysT = null;
-        if (rows >= TransposedKeyRows && UsesTransposedKeys(shape.HeadDim))
+        if ((rows >= TransposedKeyRows || _attKv.KType != KvCacheType.F32) && UsesTransposedKeys(shape.HeadDim))
         {
             // a prompt: the keys it attends to transposed once, in blocks of 16, for every (row, head) job (the
-            // transpose reads the keys once; the jobs then read them rows × heads/kvHeads times)
+            // transpose reads the keys once; the jobs then read them rows × heads/kvHeads times); 16-bit keys always
+            // (the transpose widens each key once, not once per query head of its group)
             int blocks = (position + rows + 15) / 16;
             _attKeysT = GrowBuffer(ref _keysT, checked(shape.KvHeads * blocks * shape.HeadDim * 16));
             _attKeyBlocks = blocks;
@@ -369,7 +424,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _pool.For(rows * shape.Heads, _attentionBody);
     }
 
-    // Prompts of this many rows score keys from a transposed copy (decode reads them in place: one query per head).
+    // Prompts of this many rows score keys from a transposed copy (decode reads float32 keys in place: one query per head).
     private const int TransposedKeyRows = 16;
 
     private static bool UsesTransposedKeys(int headDim) => Vector512.IsHardwareAccelerated && headDim % 32 == 0;
@@ -386,9 +441,10 @@ public sealed unsafe partial class CpuDevice : IDevice
     private void TransposeKeys(int start, int end, int slice)
     {
         AttentionShape s = _attShape;
-        int hd = s.HeadDim, kvDim = s.KvDim;
+        int hd = s.HeadDim;
         int last = _attPosition + _attRows;
-        float* keys = _attKv!.K.Pointer;
+        CpuKvCache cache = _attKv!;
+        float* widened = RowScratch(slice, hd);
         for (int job = start; job < end; job++)
         {
             int g = job / _attKeyBlocks, b = job % _attKeyBlocks;
@@ -396,10 +452,20 @@ public sealed unsafe partial class CpuDevice : IDevice
             for (int j = 0; j < 16; j++)
             {
                 int t = 16 * b + j;
-                float* key = keys + (long)t * kvDim + g * hd;
+                if (t >= last)
+                {
+                    for (int d = 0; d < hd; d++)
+                    {
+                        kt[d * 16 + j] = 0f;
+                    }
+
+                    continue;
+                }
+
+                float* key = KeyRow(cache, t, g * hd, hd, widened);
                 for (int d = 0; d < hd; d++)
                 {
-                    kt[d * 16 + j] = t < last ? key[d] : 0f;
+                    kt[d * 16 + j] = key[d];
                 }
             }
         }
@@ -894,12 +960,11 @@ public sealed unsafe partial class CpuDevice : IDevice
     {
         AttentionShape s = _attShape;
         int hd = s.HeadDim;
-        int kvDim = s.KvDim;
         int kvMul = s.Heads / s.KvHeads;
         float scale = 1.0f / MathF.Sqrt(hd);
-        float* scores = ScoreScratch(slice, _attKv!.Capacity + 16);
-        float* keys = _attKv.K.Pointer;
-        float* values = _attKv.V.Pointer;
+        CpuKvCache cache = _attKv!;
+        float* scores = ScoreScratch(slice, cache.Capacity + 16);
+        float* widened = RowScratch(slice, hd);
         for (int job = start; job < end; job++)
         {
             int r = job / s.Heads;
@@ -943,7 +1008,7 @@ public sealed unsafe partial class CpuDevice : IDevice
             {
                 for (int t = 0; t <= p; t++)
                 {
-                    float v = CpuMatMul.Dot(q, keys + (long)t * kvDim + kvOffset, hd) * scale;
+                    float v = CpuMatMul.Dot(q, KeyRow(cache, t, kvOffset, hd, widened), hd) * scale;
                     scores[t] = v;
                     max = MathF.Max(max, v);
                 }
@@ -960,7 +1025,7 @@ public sealed unsafe partial class CpuDevice : IDevice
             float inv = (float)(1.0 / sum);
             float* o = _attDst + (long)r * s.QDim + h * hd;
             new Span<float>(o, hd).Clear();
-            AccumulateValues(o, values + kvOffset, kvDim, scores, inv, p + 1, hd);
+            AccumulateValues(o, cache, kvOffset, scores, inv, p + 1, hd, widened);
         }
     }
 
@@ -1000,13 +1065,24 @@ public sealed unsafe partial class CpuDevice : IDevice
     /// accumulators in registers across all positions (a library call per position and 64 values cost more than the
     /// arithmetic).
     /// </summary>
-    private static void AccumulateValues(float* o, float* v, int stride, float* scores, float inv, int positions, int hd)
+    private static void AccumulateValues(float* o, CpuKvCache cache, int offset, float* scores, float inv, int positions, int hd, float* widened)
     {
         if (Vector512.IsHardwareAccelerated && hd % 64 == 0)
         {
             for (int c = 0; c < hd; c += 64)
             {
-                Accumulate64(o + c, v + c, stride, scores, inv, positions);
+                switch (cache.VType)
+                {
+                    case KvCacheType.F32:
+                        Accumulate64<F32Values>(o + c, cache.Value(0, offset + c), cache.KvDim, scores, inv, positions);
+                        break;
+                    case KvCacheType.F16:
+                        Accumulate64<F16Values>(o + c, cache.Value(0, offset + c), cache.KvDim, scores, inv, positions);
+                        break;
+                    default:
+                        Accumulate64<Bf16Values>(o + c, cache.Value(0, offset + c), cache.KvDim, scores, inv, positions);
+                        break;
+                }
             }
 
             return;
@@ -1014,22 +1090,68 @@ public sealed unsafe partial class CpuDevice : IDevice
 
         for (int t = 0; t < positions; t++)
         {
+            float* v = (float*)cache.Value(t, offset);
+            if (cache.VType != KvCacheType.F32)
+            {
+                CpuKvCache.ToF32(cache.VType, (byte*)v, widened, hd);
+                v = widened;
+            }
+
             System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
-                new ReadOnlySpan<float>(v + (long)t * stride, hd), scores[t] * inv, new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
+                new ReadOnlySpan<float>(v, hd), scores[t] * inv, new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
         }
     }
 
-    private static void Accumulate64(float* o, float* v, int stride, float* scores, float inv, int positions)
+    /// <summary>Key <paramref name="t"/>'s values for one head as float32: in place, or widened into <paramref name="widened"/>.</summary>
+    private static float* KeyRow(CpuKvCache cache, int t, int offset, int hd, float* widened)
+    {
+        byte* key = cache.Key(t, offset);
+        if (cache.KType == KvCacheType.F32)
+        {
+            return (float*)key;
+        }
+
+        CpuKvCache.ToF32(cache.KType, key, widened, hd);
+        return widened;
+    }
+
+    /// <summary>Sixteen cached values from element <c>i</c> of a row, widened to float32 in registers.</summary>
+    private interface IValueLoad
+    {
+        static abstract Vector512<float> Load16(byte* row, int i);
+    }
+
+    private readonly struct F32Values : IValueLoad
+    {
+        public static Vector512<float> Load16(byte* row, int i) => Vector512.Load((float*)row + i);
+    }
+
+    private readonly struct F16Values : IValueLoad
+    {
+        public static Vector512<float> Load16(byte* row, int i) =>
+            CpuMatMul.HalfToSingle(System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + i)));
+    }
+
+    private readonly struct Bf16Values : IValueLoad
+    {
+        public static Vector512<float> Load16(byte* row, int i) =>
+            (System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + i)) << 16).AsSingle();
+    }
+
+    /// <param name="v">the head's 64 values at position 0; position t is <paramref name="stride"/> elements further</param>
+    private static void Accumulate64<TLoad>(float* o, byte* v, int stride, float* scores, float inv, int positions)
+        where TLoad : struct, IValueLoad
     {
         Vector512<float> a0 = Vector512.Load(o), a1 = Vector512.Load(o + 16), a2 = Vector512.Load(o + 32), a3 = Vector512.Load(o + 48);
+        long rowBytes = (long)stride * (typeof(TLoad) == typeof(F32Values) ? sizeof(float) : sizeof(ushort));
         for (int t = 0; t < positions; t++)
         {
             Vector512<float> w = Vector512.Create(scores[t] * inv);
-            float* vt = v + (long)t * stride;
-            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(vt), w, a0);
-            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 16), w, a1);
-            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 32), w, a2);
-            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(vt + 48), w, a3);
+            byte* vt = v + t * rowBytes;
+            a0 = Vector512.FusedMultiplyAdd(TLoad.Load16(vt, 0), w, a0);
+            a1 = Vector512.FusedMultiplyAdd(TLoad.Load16(vt, 16), w, a1);
+            a2 = Vector512.FusedMultiplyAdd(TLoad.Load16(vt, 32), w, a2);
+            a3 = Vector512.FusedMultiplyAdd(TLoad.Load16(vt, 48), w, a3);
         }
 
         a0.Store(o);

@@ -121,6 +121,42 @@ internal static unsafe class CpuMatMul
         }
     }
 
+    /// <summary>
+    /// float32 → bfloat16 with round-to-nearest-even (ggml's and torch's rounding); NaN stays NaN (quieted, as ggml
+    /// does: rounding could carry a NaN's payload into the exponent and make it infinite).
+    /// </summary>
+    public static void F32ToBf16(ReadOnlySpan<float> src, Span<ushort> dst)
+    {
+        int i = 0;
+        ReadOnlySpan<uint> bits = System.Runtime.InteropServices.MemoryMarshal.Cast<float, uint>(src);
+        if (System.Numerics.Vector.IsHardwareAccelerated)
+        {
+            var bias = new System.Numerics.Vector<uint>(0x7FFF);
+            var one = new System.Numerics.Vector<uint>(1);
+            var exponent = new System.Numerics.Vector<uint>(0x7F800000);
+            int step = System.Numerics.Vector<uint>.Count * 2;
+            for (; i + step <= src.Length; i += step)
+            {
+                var a = new System.Numerics.Vector<uint>(bits.Slice(i));
+                var b = new System.Numerics.Vector<uint>(bits.Slice(i + System.Numerics.Vector<uint>.Count));
+                if (System.Numerics.Vector.EqualsAny(a & exponent, exponent) || System.Numerics.Vector.EqualsAny(b & exponent, exponent))
+                {
+                    break; // an infinity or NaN: the scalar loop handles the rest
+                }
+
+                a = (a + bias + ((a >> 16) & one)) >> 16;
+                b = (b + bias + ((b >> 16) & one)) >> 16;
+                System.Numerics.Vector.Narrow(a, b).CopyTo(dst.Slice(i));
+            }
+        }
+
+        for (; i < src.Length; i++)
+        {
+            uint u = bits[i];
+            dst[i] = (u & 0x7FFFFFFF) > 0x7F800000 ? (ushort)((u >> 16) | 64) : (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+        }
+    }
+
     /// <summary>Σ w[j]·x[j] for float rows.</summary>
     public static float Dot(float* w, float* x, int n)
     {
@@ -987,7 +1023,7 @@ internal static unsafe class CpuMatMul
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> HalfToSingle(Vector512<uint> h)
+    internal static Vector512<float> HalfToSingle(Vector512<uint> h)
     {
         Vector512<uint> magnitude = h & Vector512.Create(0x7fffu);
         Vector512<uint> sign = (h & Vector512.Create(0x8000u)) << 16;

@@ -70,8 +70,12 @@ public interface IDevice : IDisposable
     /// <summary>A buffer of <paramref name="floats"/> float32 values.</summary>
     DeviceBuffer Allocate(int floats);
 
-    /// <summary>K and V caches for one layer: <paramref name="capacity"/> positions of <paramref name="kvDim"/> floats each.</summary>
-    KvCacheLayer AllocateKv(int capacity, int kvDim);
+    /// <summary>
+    /// K and V caches for one layer: <paramref name="capacity"/> positions of <paramref name="kvDim"/> values each, stored
+    /// as <paramref name="kType"/> and <paramref name="vType"/> (values are rounded to the type when stored; attention
+    /// reads them widened to float32).
+    /// </summary>
+    KvCacheLayer AllocateKv(int capacity, int kvDim, KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32);
 
     /// <summary>Copies host floats into <paramref name="dst"/> at <paramref name="dstOffset"/>.</summary>
     void Write(DeviceBuffer dst, ReadOnlySpan<float> src, int dstOffset = 0);
@@ -195,11 +199,13 @@ public abstract class DeviceWeight : IDisposable
 /// <summary>One layer's K and V caches on that layer's device.</summary>
 public abstract class KvCacheLayer : IDisposable
 {
-    protected KvCacheLayer(IDevice device, int capacity, int kvDim)
+    protected KvCacheLayer(IDevice device, int capacity, int kvDim, KvCacheType kType, KvCacheType vType)
     {
         Device = device;
         Capacity = capacity;
         KvDim = kvDim;
+        KType = kType;
+        VType = vType;
     }
 
     public IDevice Device { get; }
@@ -208,5 +214,45 @@ public abstract class KvCacheLayer : IDisposable
 
     public int KvDim { get; }
 
+    public KvCacheType KType { get; }
+
+    public KvCacheType VType { get; }
+
+    /// <summary>The bytes of both caches: what the memory plan counts per layer.</summary>
+    public long Bytes => BytesFor(Capacity, KvDim, KType, VType);
+
+    public static long BytesFor(long capacity, int kvDim, KvCacheType kType, KvCacheType vType) =>
+        capacity * kvDim * (kType.Bytes() + vType.Bytes());
+
     public abstract void Dispose();
+}
+
+/// <summary>
+/// How a KV cache stores its values (llama.cpp's --cache-type-k/--cache-type-v). F16 (llama.cpp's default) halves the
+/// cache's memory and the bytes attention reads; F32 keeps every value as computed (llama.cpp's goldens use it).
+/// </summary>
+public enum KvCacheType
+{
+    F32,
+    F16,
+    BF16,
+}
+
+public static class KvCacheTypes
+{
+    public static int Bytes(this KvCacheType type) => type == KvCacheType.F32 ? 4 : 2;
+
+    /// <summary>llama.cpp's name: "f32", "f16", "bf16".</summary>
+    public static string Name(this KvCacheType type) => type.ToString().ToLowerInvariant();
+
+    /// <summary>Parses a llama.cpp cache type name; <paramref name="flag"/> names the option in the one-line error.</summary>
+    public static KvCacheType Parse(string text, string flag) => text.Trim().ToLowerInvariant() switch
+    {
+        "f32" => KvCacheType.F32,
+        "f16" => KvCacheType.F16,
+        "bf16" => KvCacheType.BF16,
+        "q8_0" or "q4_0" or "q4_1" or "q5_0" or "q5_1" or "iq4_nl" =>
+            throw new GpuLlamaException($"{flag} {text}: quantized KV caches are not supported; use f32, f16 or bf16"),
+        _ => throw new GpuLlamaException($"{flag} {text}: not a cache type (f32, f16, bf16)"),
+    };
 }

@@ -13,6 +13,11 @@ public sealed record MemoryPlanOptions
     /// <summary>Head-room kept free on every GPU (driver, fragmentation): this or 2% of the device, whichever is larger.</summary>
     public long SafetyMargin { get; init; } = 256L << 20;
 
+    /// <summary>How the KV caches store keys and values (llama.cpp's default, F16, as <see cref="Model.LoadOptions"/>).</summary>
+    public KvCacheType CacheTypeK { get; init; } = KvCacheType.F16;
+
+    public KvCacheType CacheTypeV { get; init; } = KvCacheType.F16;
+
     /// <summary>Smallest prompt batch that streams the CPU's layers to a GPU (<see cref="PromptOffload"/>); 0 = never.</summary>
     public int OpOffloadMinBatch { get; init; } = PromptOffload.DefaultMinBatch;
 }
@@ -26,7 +31,7 @@ public sealed record DeviceMemory(string Device, long Weights, long KvCache, lon
 /// <summary>
 /// The one memory accounting of the engine, shared by `gpullama plan`, auto-fit and the check after loading, so
 /// the estimate cannot drift from what is allocated: weights at their stored size rounded up to the device's
-/// allocation granularity (<see cref="DeviceBytes"/>), a float32 KV cache per layer on the layer's device, and the
+/// allocation granularity (<see cref="DeviceBytes"/>), a KV cache per layer on the layer's device (of the options' cache types), and the
 /// activation buffers the transformer allocates per device for one batch (see Transformer.RunState), and on the GPU
 /// that runs the CPU's layers for large prompt batches, the weight slots they stream through (<see cref="PromptOffload"/>).
 /// A pure function of the model's tensor headers, the devices and the options: no weight is read.
@@ -57,7 +62,8 @@ public static class MemoryPlan
                 AddWeight(plan.Layers[l], name);
             }
 
-            kv[plan.Layers[l]] = kv.GetValueOrDefault(plan.Layers[l]) + 2 * DeviceBytes((long)options.ContextLength * c.KvDim * sizeof(float));
+            kv[plan.Layers[l]] = kv.GetValueOrDefault(plan.Layers[l]) + DeviceBytes((long)options.ContextLength * c.KvDim * options.CacheTypeK.Bytes())
+                + DeviceBytes((long)options.ContextLength * c.KvDim * options.CacheTypeV.Bytes());
         }
 
         AddWeight(plan.Output, TensorNames.OutputNorm);

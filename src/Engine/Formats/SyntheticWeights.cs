@@ -437,7 +437,7 @@ public sealed unsafe class SyntheticSource : IWeightSource
                 System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, MemoryMarshal.Cast<byte, Half>(output));
                 break;
             case DType.BF16:
-                ToBFloat16(values, MemoryMarshal.Cast<byte, ushort>(output));
+                Devices.CpuMatMul.F32ToBf16(values, MemoryMarshal.Cast<byte, ushort>(output));
                 break;
             default:
                 BlockQuantizer.QuantizeRow(type, values, output);
@@ -509,32 +509,6 @@ public sealed unsafe class SyntheticSource : IWeightSource
         return z ^ (z >> 31);
     }
 
-    /// <summary>float32 → bfloat16 with round-to-nearest-even (what torch's .to(bfloat16) does; inputs are finite).</summary>
-    private static void ToBFloat16(ReadOnlySpan<float> src, Span<ushort> dst)
-    {
-        int i = 0;
-        if (Vector.IsHardwareAccelerated)
-        {
-            ReadOnlySpan<uint> bits = MemoryMarshal.Cast<float, uint>(src);
-            var bias = new Vector<uint>(0x7FFF);
-            var one = new Vector<uint>(1);
-            int step = Vector<uint>.Count * 2;
-            for (; i + step <= src.Length; i += step)
-            {
-                var a = new Vector<uint>(bits.Slice(i));
-                var b = new Vector<uint>(bits.Slice(i + Vector<uint>.Count));
-                a = (a + bias + ((a >> 16) & one)) >> 16;
-                b = (b + bias + ((b >> 16) & one)) >> 16;
-                Vector.Narrow(a, b).CopyTo(dst.Slice(i));
-            }
-        }
-
-        for (; i < src.Length; i++)
-        {
-            uint u = BitConverter.SingleToUInt32Bits(src[i]);
-            dst[i] = (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-        }
-    }
 }
 
 /// <summary>

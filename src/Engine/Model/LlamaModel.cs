@@ -48,6 +48,25 @@ public sealed record LoadOptions
     /// <summary>The minimum batch the transformer and the memory plan use: 0 when offload is off.</summary>
     public int EffectiveOffloadMinBatch => OpOffload ? OpOffloadMinBatch : 0;
 
+    /// <summary>
+    /// How the KV cache stores keys (llama.cpp --cache-type-k): F16 by default, as in llama.cpp — half the memory of F32
+    /// and of what attention reads, the values rounded to F16 when stored. F32 keeps them as computed.
+    /// </summary>
+    public KvCacheType CacheTypeK { get; init; } = KvCacheType.F16;
+
+    /// <summary>How the KV cache stores values (llama.cpp --cache-type-v); F16 by default.</summary>
+    public KvCacheType CacheTypeV { get; init; } = KvCacheType.F16;
+
+    /// <summary>The memory plan's options for these load options and a context of <paramref name="context"/> tokens.</summary>
+    public MemoryPlanOptions MemoryPlan(int context) => new()
+    {
+        ContextLength = context,
+        BatchSize = BatchSize,
+        OpOffloadMinBatch = EffectiveOffloadMinBatch,
+        CacheTypeK = CacheTypeK,
+        CacheTypeV = CacheTypeV,
+    };
+
     /// <summary>CPU threads; 0 = all cores.</summary>
     public int Threads { get; init; }
 
@@ -161,7 +180,8 @@ public sealed class LlamaModel : IDisposable
             var placement = new DevicePlacement(byName[plan.Input], [.. plan.Layers.Select(n => byName[n])], byName[plan.Output]);
             cancellationToken.ThrowIfCancellationRequested();
             ModelWeights weights = ModelWeights.Upload(source, placement);
-            var transformer = new Transformer(config, weights, placement, context, options.BatchSize, offloadMinBatch: options.EffectiveOffloadMinBatch);
+            var transformer = new Transformer(config, weights, placement, context, options.BatchSize, offloadMinBatch: options.EffectiveOffloadMinBatch,
+                cacheTypeK: options.CacheTypeK, cacheTypeV: options.CacheTypeV);
             if (transformer.OffloadDevice is { } offload)
             {
                 options.Log?.Invoke($"prompt offload: batches of {transformer.OffloadMinBatch}+ tokens run the {transformer.StreamedLayerCount} CPU layer(s) on {offload.Name}, their weights streamed (--no-op-offload to keep them on the CPU)");
@@ -243,7 +263,7 @@ public sealed class LlamaModel : IDisposable
             return LayerPlacement.FromGpuLayers(layers, n, gpus, options.TensorSplit, options.SplitMode, options.MainGpu);
         }
 
-        MemoryPlanOptions memory = new() { ContextLength = context, BatchSize = options.BatchSize, OpOffloadMinBatch = options.EffectiveOffloadMinBatch };
+        MemoryPlanOptions memory = options.MemoryPlan(context);
         return MemoryPlan.AutoFit(source.Config, source.Tensors, gpus, options.TensorSplit, options.SplitMode, options.MainGpu, memory);
     }
 

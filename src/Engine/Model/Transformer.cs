@@ -31,14 +31,18 @@ public sealed class Transformer : IDisposable
 
     /// <param name="logitRows">How many positions of one batch can get logits (1 unless all-position logits are wanted).</param>
     /// <param name="offloadMinBatch">Smallest batch that runs the CPU's layers on a GPU of the placement (0 = never).</param>
+    /// <param name="cacheTypeK">How the KV caches store keys (llama.cpp's default F16; its goldens are made with F32).</param>
+    /// <param name="cacheTypeV">How the KV caches store values.</param>
     public Transformer(ModelConfig config, ModelWeights weights, DevicePlacement placement, int contextLength, int batchSize = 512, int logitRows = 1,
-        int offloadMinBatch = PromptOffload.DefaultMinBatch)
+        int offloadMinBatch = PromptOffload.DefaultMinBatch, KvCacheType cacheTypeK = KvCacheType.F16, KvCacheType cacheTypeV = KvCacheType.F16)
     {
         _config = config;
         _weights = weights;
         _placement = placement;
         _shape = AttentionShape.Of(config);
         ContextLength = contextLength;
+        CacheTypeK = cacheTypeK;
+        CacheTypeV = cacheTypeV;
         BatchSize = Math.Max(1, Math.Min(batchSize, contextLength));
         LogitRows = Math.Max(1, Math.Min(logitRows, BatchSize));
         float[] rope = RopeTable.Build(config, contextLength);
@@ -52,7 +56,7 @@ public sealed class Transformer : IDisposable
             _cache = new KvCacheLayer[config.Layers];
             for (int l = 0; l < config.Layers; l++)
             {
-                _cache[l] = placement.Layers[l].AllocateKv(contextLength, config.KvDim);
+                _cache[l] = placement.Layers[l].AllocateKv(contextLength, config.KvDim, cacheTypeK, cacheTypeV);
             }
 
             IDevice? target = PromptOffload.Target(placement.Layers, placement.Output, d => d.Kind == DeviceKind.Cpu);
@@ -104,6 +108,10 @@ public sealed class Transformer : IDisposable
     public int BatchSize { get; }
 
     public int LogitRows { get; }
+
+    public KvCacheType CacheTypeK { get; }
+
+    public KvCacheType CacheTypeV { get; }
 
     /// <summary>The GPU that runs the CPU's layers for prompt batches of <see cref="OffloadMinBatch"/>+ tokens; null when none does.</summary>
     public IDevice? OffloadDevice => _offload;

@@ -81,6 +81,48 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--stop", ""), "--stop", "empty");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--stop"), "--stop");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "--no-op-offload", "0,2"), "--no-op-offload", "0 or 1");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-ctk", "q8_0"), "--cache-type-k q8_0", "quantized KV caches are not supported");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
+        AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
+    }
+
+    [Fact]
+    public void CacheTypesSetTheKvMemoryThePlanCountsAndChangeTheLogitsOnlyByRounding()
+    {
+        // all of tiny on the emulated device: F16 caches (the default) take half the bytes of F32 ones, the plan and
+        // --verbose agree with what the device allocated, and the logits move by about F16's precision
+        string f16 = Path.GetTempFileName(), f32 = Path.GetTempFileName();
+        try
+        {
+            string[] common = ["run", "synthetic:tiny", "--devices", "emulated:0", "--gpu-layers", "all", "--ctx", "32", "--prompt-tokens", "1,100,200,300", "-n", "1", "--temp", "0", "--json", "--verbose"];
+            var a = Run([.. common, "--logits-out", f16]);
+            var b = Run([.. common, "--logits-out", f32, "-ctk", "f32", "-ctv", "f32"]);
+            Assert.True(a.Code == 0 && b.Code == 0, a.Err + b.Err);
+            Assert.Matches(@"memory emulated:0: estimated [\d.]+ MiB .*\(100\.0 ?% of the estimate\)", a.Err);
+            Assert.Matches(@"memory emulated:0: estimated [\d.]+ MiB .*\(100\.0 ?% of the estimate\)", b.Err);
+            float[] la = ReadFloats(f16), lb = ReadFloats(f32);
+            double max = lb.Max(v => Math.Abs(v)), diff = la.Zip(lb).Max(p => Math.Abs(p.First - p.Second));
+            Assert.InRange(diff / max, 1e-7, 1e-2);
+        }
+        finally
+        {
+            File.Delete(f16);
+            File.Delete(f32);
+        }
+
+        long Kv(params string[] flags)
+        {
+            var plan = Run(["plan", "synthetic:tiny", "--ctx", "1024", "--gpu-layers", "0", "--json", .. flags]);
+            Assert.True(plan.Code == 0, plan.Err);
+            using JsonDocument d = JsonDocument.Parse(plan.Out);
+            return d.RootElement.GetProperty("devices").EnumerateArray().Sum(x => x.GetProperty("kv_bytes").GetInt64());
+        }
+
+        using GpuLlama.Formats.IWeightSource tiny = GpuLlama.Formats.WeightSource.Open("synthetic:tiny");
+        long positions = 1024L * tiny.Config.KvDim * tiny.Config.Layers;
+        Assert.Equal(positions * 4, Kv()); // F16 keys and values
+        Assert.Equal(positions * 8, Kv("-ctk", "f32", "-ctv", "f32"));
+        Assert.Equal(positions * 6, Kv("-ctk", "f32"));
     }
 
     [Fact]
@@ -250,12 +292,15 @@ public sealed class CliTests
     public void ExactQuantChangesTheQuantizedCpuNumerics()
     {
         // synthetic:tiny:q8_0 on the CPU: by default the activations are rounded to 8 bits (llama.cpp's numerics),
-        // with --exact-quant they stay float32; the logits differ a little, and the exact ones are the library's.
+        // with --exact-quant they stay float32; the logits differ a little, and the exact ones (with float32 KV caches)
+        // are the library's.
         string rounded = Path.GetTempFileName(), exact = Path.GetTempFileName();
         try
         {
             var a = Run("run", "synthetic:tiny:q8_0", "--prompt-tokens", "1,100,200", "-n", "1", "--temp", "0", "--logits-out", rounded, "--json");
-            var b = Run("run", "synthetic:tiny:q8_0", "--prompt-tokens", "1,100,200", "-n", "1", "--temp", "0", "--logits-out", exact, "--json", "--exact-quant");
+            var b = Run("run", "synthetic:tiny:q8_0", "--prompt-tokens", "1,100,200", "-n", "1", "--temp", "0", "--logits-out", exact, "--json", "--exact-quant",
+                "-ctk", "f32", "-ctv", "f32"); // float32 caches, as the reference below
+
             Assert.True(a.Code == 0 && b.Code == 0, a.Err + b.Err);
             float[] la = ReadFloats(rounded), lb = ReadFloats(exact);
             double max = lb.Max(v => Math.Abs(v)), diff = la.Zip(lb).Max(p => Math.Abs(p.First - p.Second));
@@ -336,6 +381,13 @@ public sealed class CliTests
         using JsonDocument b = JsonDocument.Parse(batches.Out);
         Assert.Equal([4, 16], b.RootElement.EnumerateArray().Select(x => x.GetProperty("n_batch").GetInt32()));
 
+        // the cache types are lists too, reported as llama-bench's type_k/type_v (f16 by default)
+        Assert.Equal("f16", tg.GetProperty("type_k").GetString());
+        var types = Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "2", "-ctk", "f16,f32", "-ctv", "bf16", "-r", "1", "-o", "json");
+        Assert.True(types.Code == 0, types.Err);
+        using JsonDocument t = JsonDocument.Parse(types.Out);
+        Assert.Equal([("f16", "bf16"), ("f32", "bf16")], t.RootElement.EnumerateArray().Select(x => (x.GetProperty("type_k").GetString(), x.GetProperty("type_v").GetString())));
+
         // llama-bench's pg test after the others: both token counts, t/s over both
         var pg = Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "0", "-pg", "8,4", "-pg", "4,2", "-r", "1", "-o", "json");
         Assert.True(pg.Code == 0, pg.Err);
@@ -376,6 +428,12 @@ public sealed class CliTests
         Assert.StartsWith("build_commit,", rows[0]);
         Assert.Equal(rows[0].Split(',').Length, rows[1].Split(',').Length);
         Assert.Equal("", csv.Err); // progress lines only with the table
+
+        // columns for settings off llama-bench's defaults only: the cache types here
+        var f32 = Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "2", "-r", "1", "-ctk", "f32");
+        Assert.True(f32.Code == 0, f32.Err);
+        Assert.Matches(@"\| threads \| type_k \|\s+test \|", f32.Out);
+        Assert.DoesNotContain("type_k", md.Out);
     }
 
     [Fact]

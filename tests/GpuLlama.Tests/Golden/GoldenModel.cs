@@ -48,7 +48,9 @@ public static class GoldenRun
     public static (float[] Logits, int[] Greedy) Run(IWeightSource source, DevicePlacement placement, int[] prompt, int steps, int context = 64)
     {
         using ModelWeights weights = ModelWeights.Upload(source, placement);
-        using var t = new Transformer(source.Config, weights, placement, Math.Min(context, source.Config.ContextLength));
+        // the goldens were made with float32 KV caches (llama.cpp -ctk f32 -ctv f32; llama2.c has no other)
+        using var t = new Transformer(source.Config, weights, placement, Math.Min(context, source.Config.ContextLength),
+            cacheTypeK: KvCacheType.F32, cacheTypeV: KvCacheType.F32);
         t.Forward(prompt, 0);
         float[] logits = t.LogitsLast().ToArray();
         var greedy = new int[steps];

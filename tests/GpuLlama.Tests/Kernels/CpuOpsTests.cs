@@ -39,13 +39,56 @@ public sealed class CpuOpsTests : IDisposable
     }
 
     /// <summary>
+    /// 16-bit caches: attention equals the float64 reference over the values rounded to the cache types (the
+    /// rounding is the only change; scores and sums stay float32). Decode, a prompt (transposed keys), the register
+    /// paths and a head size without one, and mixed key/value types.
+    /// </summary>
+    [Theory]
+    [InlineData(KvCacheType.F16, KvCacheType.F16, 4, 2, 64, 37, 30, 1)]
+    [InlineData(KvCacheType.F16, KvCacheType.F16, 8, 2, 64, 60, 5, 40)]
+    [InlineData(KvCacheType.BF16, KvCacheType.BF16, 2, 1, 128, 20, 19, 1)]
+    [InlineData(KvCacheType.BF16, KvCacheType.F16, 4, 1, 128, 33, 0, 17)]
+    [InlineData(KvCacheType.F16, KvCacheType.F32, 3, 3, 24, 9, 0, 3)]
+    [InlineData(KvCacheType.F32, KvCacheType.BF16, 4, 2, 64, 37, 30, 2)]
+    public void Attention_over_16_bit_caches_matches_the_reference_of_the_rounded_values(KvCacheType kType, KvCacheType vType,
+        int heads, int kvHeads, int headDim, int capacity, int position, int rows)
+    {
+        var shape = new AttentionShape(heads, kvHeads, headDim, RopeStyle.Interleaved);
+        var rng = new Random(headDim + position + 7);
+        float[] q = Random(rows * shape.QDim, rng);
+        float[] k = Random(capacity * shape.KvDim, rng);
+        float[] v = Random(capacity * shape.KvDim, rng);
+        using KvCacheLayer kv = _cpu.AllocateKv(capacity, shape.KvDim, kType, vType);
+        Assert.Equal((long)capacity * shape.KvDim * (kType.Bytes() + vType.Bytes()), kv.Bytes);
+        using DeviceBuffer kb = Buffer(k), vb = Buffer(v), qb = Buffer(q), o = _cpu.Allocate(rows * shape.QDim);
+        _cpu.StoreKv(kv, kb, vb, 0, position + rows);
+        _cpu.Attention(o, qb, kv, position, rows, shape);
+        float[] got = new float[rows * shape.QDim];
+        _cpu.Read(o, got);
+        double[] want = KernelTestData.ReferenceAttention(q, KernelTestData.Round(k, kType), KernelTestData.Round(v, vType), position, rows, shape);
+        double[] unrounded = KernelTestData.ReferenceAttention(q, k, v, position, rows, shape);
+        double moved = 0;
+        for (int i = 0; i < want.Length; i++)
+        {
+            Assert.True(Math.Abs(got[i] - want[i]) <= 1e-5, $"element {i}: got {got[i]}, want {want[i]}");
+            moved = Math.Max(moved, Math.Abs(want[i] - unrounded[i]));
+        }
+
+        // the rounding is visible (so the cache really holds 16-bit values) and as small as the type's precision
+        Assert.True(moved > 1e-6, "the 16-bit cache changed nothing");
+        Assert.True(moved < (kType == KvCacheType.BF16 || vType == KvCacheType.BF16 ? 2e-2 : 3e-3), $"rounding moved the output by {moved}");
+    }
+
+    /// <summary>
     /// A prompt's attention (16+ rows: the transposed-key scores) equals, bit for bit, the same rows attended one at a
     /// time (decode: CpuMatMul.Dot per key), so that a prompt and the tokens generated after it see the same numbers.
     /// </summary>
     [Theory]
-    [InlineData(64, 3, 45)]
-    [InlineData(128, 0, 20)]
-    public void Prompt_attention_equals_decode_attention_bit_for_bit(int headDim, int position, int rows)
+    [InlineData(64, 3, 45, KvCacheType.F32)]
+    [InlineData(128, 0, 20, KvCacheType.F32)]
+    [InlineData(64, 3, 45, KvCacheType.F16)]
+    [InlineData(128, 0, 20, KvCacheType.BF16)]
+    public void Prompt_attention_equals_decode_attention_bit_for_bit(int headDim, int position, int rows, KvCacheType type)
     {
         var shape = new AttentionShape(8, 2, headDim, RopeStyle.Interleaved);
         var rng = new Random(headDim * 31 + rows);
@@ -53,7 +96,7 @@ public sealed class CpuOpsTests : IDisposable
         float[] q = Random(rows * shape.QDim, rng);
         float[] k = Random(capacity * shape.KvDim, rng);
         float[] v = Random(capacity * shape.KvDim, rng);
-        using KvCacheLayer kv = _cpu.AllocateKv(capacity, shape.KvDim);
+        using KvCacheLayer kv = _cpu.AllocateKv(capacity, shape.KvDim, type, type);
         using DeviceBuffer kb = Buffer(k), vb = Buffer(v), qb = Buffer(q), o = _cpu.Allocate(rows * shape.QDim);
         _cpu.StoreKv(kv, kb, vb, 0, capacity);
         _cpu.Attention(o, qb, kv, position, rows, shape);

@@ -491,14 +491,19 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
     [InlineData(2, 1, 4, 37, 30, 2, false)] // context longer than a group: several online-softmax chunks
     [InlineData(4, 2, 8, 70, 62, 3, true)]  // split keys (flash-decoding) with an empty last split for row 0
     [InlineData(2, 2, 6, 40, 39, 1, true)]  // decode, split, scalar key loads
-    public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool split)
+    [InlineData(4, 2, 16, 37, 30, 2, false, KvCacheType.F16, KvCacheType.F16)]  // 16-bit caches: 16-byte key loads of 8 values
+    [InlineData(4, 2, 8, 70, 62, 3, true, KvCacheType.BF16, KvCacheType.F16)]  // split, one 8-value load per key
+    [InlineData(2, 2, 6, 9, 5, 3, false, KvCacheType.F16, KvCacheType.BF16)]   // scalar 16-bit key loads
+    [InlineData(3, 3, 8, 9, 0, 2, false, KvCacheType.F32, KvCacheType.F16)]
+    public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool split,
+        KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32)
     {
         var device = (IlgpuDevice)_d;
         int parallelism = device.AttentionParallelism;
         device.AttentionParallelism = split ? 1000 : 1;
         try
         {
-            CheckAttention(heads, kvHeads, headDim, capacity, position, rows);
+            CheckAttention(heads, kvHeads, headDim, capacity, position, rows, kType, vType);
         }
         finally
         {
@@ -506,14 +511,14 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         }
     }
 
-    private void CheckAttention(int heads, int kvHeads, int headDim, int capacity, int position, int rows)
+    private void CheckAttention(int heads, int kvHeads, int headDim, int capacity, int position, int rows, KvCacheType kType, KvCacheType vType)
     {
         var shape = new AttentionShape(heads, kvHeads, headDim, RopeStyle.Interleaved);
         int kvDim = shape.KvDim;
         float[] keys = Random(capacity * kvDim, 9, 2);
         float[] values = Random(capacity * kvDim, 10);
         float[] q = Random(rows * shape.QDim, 11, 2);
-        using KvCacheLayer kv = _d.AllocateKv(capacity, kvDim);
+        using KvCacheLayer kv = _d.AllocateKv(capacity, kvDim, kType, vType);
 
         // fill 0..position-1 in one call and the new rows in another, as prompt then decode would
         using DeviceBuffer k0 = Buffer(keys.AsSpan(0, position * kvDim).ToArray());
@@ -527,10 +532,44 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         using DeviceBuffer dst = _d.Allocate(rows * shape.QDim);
         _d.Attention(dst, qb, kv, position, rows, shape);
 
-        double[] want = KernelTestData.ReferenceAttention(q, keys, values, position, rows, shape);
+        double[] want = KernelTestData.ReferenceAttention(q, KernelTestData.Round(keys, kType), KernelTestData.Round(values, vType), position, rows, shape);
         Near(want, Get(dst, want.Length), 1e-5, Enumerable.Repeat(1.0, want.Length).ToArray());
         var e = Assert.Throws<GpuLlamaException>(() => _d.StoreKv(kv, k1, v1, capacity - 1, 2));
         Assert.Contains("KV cache overflow", e.Message);
+    }
+
+    /// <summary>
+    /// The cache's rounding, read back through attention over one position (whose output is that position's values,
+    /// weight exactly 1): the emulated kernels round as the CPU device and the float64 definition do — ties to even,
+    /// subnormals, the largest finite value, overflow to infinity (not -0: the sum that reads it back makes it +0).
+    /// </summary>
+    [Theory]
+    [InlineData(KvCacheType.F16)]
+    [InlineData(KvCacheType.BF16)]
+    public void Cached_values_are_rounded_to_nearest_even_on_every_device(KvCacheType type)
+    {
+        float[] edge =
+        [
+            1f + MathF.Pow(2, -11), 1f + 3 * MathF.Pow(2, -11), 1f + MathF.Pow(2, -8), 1f + 3 * MathF.Pow(2, -8), -1f - MathF.Pow(2, -9),
+            65504f, 65519f, 65520f, -1e6f, 1e-5f, -3e-7f, MathF.Pow(2, -25), 3 * MathF.Pow(2, -25), 6e-8f, 0f, 0.1f,
+            3.4e38f, 1e-40f, 12345.678f, -0.33333334f,
+        ];
+        var shape = new AttentionShape(1, 1, edge.Length, RopeStyle.Halves);
+        foreach (IDevice d in new IDevice[] { _d, _cpu })
+        {
+            using KvCacheLayer kv = d.AllocateKv(1, edge.Length, type, type);
+            using DeviceBuffer k = d.Allocate(edge.Length), v = d.Allocate(edge.Length), q = d.Allocate(edge.Length), o = d.Allocate(edge.Length);
+            d.Write(v, edge);
+            d.StoreKv(kv, k, v, 0, 1);
+            d.Attention(o, q, kv, 0, 1, shape);
+            float[] got = new float[edge.Length];
+            d.Read(o, got);
+            for (int i = 0; i < edge.Length; i++)
+            {
+                float want = KernelTestData.Round(edge[i], type);
+                Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[i]), $"{d.Name} {type}: {edge[i]:R} stored as {got[i]:R}, want {want:R}");
+            }
+        }
     }
 
     [Fact]

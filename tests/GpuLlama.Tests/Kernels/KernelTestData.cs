@@ -21,6 +21,39 @@ internal static class KernelTestData
     }
 
     /// <summary>
+    /// <paramref name="x"/> rounded to a KV cache type, computed in float64 from the type's definition (mantissa bits,
+    /// smallest normal exponent, largest finite value), independently of the engine's bit tricks: to nearest, ties to
+    /// even; below the smallest normal at the subnormal spacing; past the largest finite value (or at the tie beyond it)
+    /// to infinity.
+    /// </summary>
+    public static float Round(float x, KvCacheType type)
+    {
+        if (type == KvCacheType.F32 || !float.IsFinite(x) || x == 0)
+        {
+            return x;
+        }
+
+        (int mantissa, int minExponent, double max) = type == KvCacheType.F16 ? (10, -14, 65504.0) : (7, -126, 3.3895313892515355e38);
+        double a = Math.Abs((double)x);
+        int e = Math.Max(minExponent, (int)Math.Floor(Math.Log2(a)));
+        if (Math.Pow(2, e) > a && e > minExponent)
+        {
+            e--; // Log2 rounded up just below a power of two
+        }
+
+        double ulp = Math.Pow(2, e - mantissa);
+        double r = Math.Round(a / ulp, MidpointRounding.ToEven) * ulp;
+        if (r > max)
+        {
+            r = double.PositiveInfinity;
+        }
+
+        return (float)(Math.Sign(x) * r);
+    }
+
+    public static float[] Round(float[] a, KvCacheType type) => [.. a.Select(x => Round(x, type))];
+
+    /// <summary>
     /// Causal attention in float64: for each of <paramref name="rows"/> query rows at positions position.., every head
     /// against its KV head's keys 0..p, softmax of q·k/√d, the weighted sum of the values; [rows, QDim] row-major.
     /// </summary>
