@@ -25,6 +25,7 @@ public static class BenchCommand
             Arity = ArgumentArity.OneOrMore,
             AllowMultipleArgumentsPerToken = false,
         };
+        var depth = new Option<string>("--n-depth", "-d") { Description = "Comma list of context depths: tokens already in the KV cache when each test starts (llama-bench -d; 0 = empty).", DefaultValueFactory = _ => "0" };
         var reps = new Option<int>("--repetitions", "-r") { Description = "Repetitions of each test (after one warm-up).", DefaultValueFactory = _ => 5 };
         var ngl = new Option<string>("--gpu-layers", "-ngl", "--n-gpu-layers") { Description = "Comma list of GPU layer counts (99 = all).", DefaultValueFactory = _ => "0" };
         var threads = new Option<string?>("--threads", "-t") { Description = "Comma list of CPU thread counts (default: all cores)." };
@@ -41,7 +42,7 @@ public static class BenchCommand
         var memory = new Option<bool>("--memory") { Description = "Only measure and print the memory bandwidth of each device (the roofline)." };
         var command = new Command("bench", "Benchmark prompt processing (pp) and generation (tg) like llama-bench, with bytes/token, GB/s and % of the bandwidth roofline.")
         {
-            model, synthetic, dtype, prompt, gen, pg, reps, ngl, threads, devices, batch, typeK, typeV, output, sweep, chart, nopo, minBatch, exact, memory,
+            model, synthetic, dtype, prompt, gen, pg, depth, reps, ngl, threads, devices, batch, typeK, typeV, output, sweep, chart, nopo, minBatch, exact, memory,
         };
         command.SetAction(r =>
         {
@@ -72,6 +73,7 @@ public static class BenchCommand
             int[] prompts = Ints(r.GetValue(prompt)!, "--n-prompt");
             int[] gens = Ints(r.GetValue(gen)!, "--n-gen");
             (int Prompt, int Gen)[] pgs = [.. (r.GetValue(pg) ?? []).Select(PromptGen)];
+            int[] depths = Ints(r.GetValue(depth)!, "--n-depth");
             int[] threadCounts = r.GetValue(threads) is { } t0 ? Ints(t0, "--threads") : [0];
             int[] noOpOffload = Ints(r.GetValue(nopo)!, "--no-op-offload");
             int[] batches = Ints(r.GetValue(batch)!, "--batch");
@@ -115,10 +117,10 @@ public static class BenchCommand
                         OpOffloadMinBatch = ModelOptions.Positive(r.GetValue(minBatch), "--op-offload-min-batch"),
                         CacheTypeK = k,
                         CacheTypeV = v,
-                        ContextLength = Math.Min(source.Config.ContextLength, pgs.Select(x => x.Prompt + x.Gen).Append(prompts.Max()).Append(gens.Max()).Max() + 1),
+                        ContextLength = Math.Min(source.Config.ContextLength, depths.Max() + pgs.Select(x => x.Prompt + x.Gen).Append(prompts.Max()).Append(gens.Max()).Max() + 1),
                     };
                     using LlamaModel llama = LlamaModel.Load(source, ownsSource: false, load, Program.Cancellation);
-                    results.AddRange(Measure(llama, path, prompts, gens, pgs, repetitions, th, b, keep == 1));
+                    results.AddRange(Measure(llama, path, prompts, gens, pgs, depths, repetitions, th, b, keep == 1));
                     if (format == "md")
                     {
                         Console.Error.WriteLine($"measured {path} ngl {layers} threads {(th == 0 ? Environment.ProcessorCount : th)}{(batches.Length > 1 ? $" batch {b}" : "")}" +
@@ -144,7 +146,8 @@ public static class BenchCommand
         return command;
     }
 
-    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, (int Prompt, int Gen)[] pgs, int reps, int threads, int batch, bool noOpOffload)
+    private static IEnumerable<BenchResult> Measure(LlamaModel llama, string path, int[] prompts, int[] gens, (int Prompt, int Gen)[] pgs, int[] depths, int reps,
+        int threads, int batch, bool noOpOffload)
     {
         IWeightSource s = llama.Source;
         string dtype = string.Join("+", s.Tensors.Values.Where(t => t.Name.StartsWith("blk.", StringComparison.Ordinal) && t.Rows > 1)
@@ -159,23 +162,27 @@ public static class BenchCommand
             Params = s.Tensors.Values.Sum(t => t.Elements),
             Devices = string.Join(",", llama.Devices.Select(d => d.Name)),
         };
-        Dictionary<string, long> bytes = BenchRunner.BytesPerToken(llama);
-        foreach (int p in prompts.Where(p => p > 0))
+        foreach (int d in depths)
         {
-            BenchMeasurement m = BenchRunner.Prompt(llama, p, reps, Program.Cancellation);
-            yield return Row(m, 0, 0, 0);
-        }
+            foreach (int p in prompts.Where(p => p > 0))
+            {
+                BenchMeasurement m = BenchRunner.Prompt(llama, p, reps, Program.Cancellation, d);
+                yield return Row(m, 0, 0, 0);
+            }
 
-        foreach (int n in gens.Where(n => n > 0))
-        {
-            BenchMeasurement m = BenchRunner.Generate(llama, n, reps, Program.Cancellation);
-            (double rooflineTps, double rooflineBps) = BenchRunner.Roofline(llama, bytes, cpuThreads);
-            yield return Row(m, bytes.Values.Sum(), rooflineTps, rooflineBps / 1e9);
-        }
+            foreach (int n in gens.Where(n => n > 0))
+            {
+                BenchMeasurement m = BenchRunner.Generate(llama, n, reps, Program.Cancellation, d);
+                // token i of the test attends to d + i + 1 positions
+                Dictionary<string, long> bytes = BenchRunner.BytesPerToken(llama, d + (n + 1) / 2.0);
+                (double rooflineTps, double rooflineBps) = BenchRunner.Roofline(llama, bytes, cpuThreads);
+                yield return Row(m, bytes.Values.Sum(), rooflineTps, rooflineBps / 1e9);
+            }
 
-        foreach ((int pp, int tg) in pgs)
-        {
-            yield return Row(BenchRunner.PromptThenGenerate(llama, pp, tg, reps, Program.Cancellation), 0, 0, 0);
+            foreach ((int pp, int tg) in pgs)
+            {
+                yield return Row(BenchRunner.PromptThenGenerate(llama, pp, tg, reps, Program.Cancellation, d), 0, 0, 0);
+            }
         }
 
         BenchResult Row(BenchMeasurement m, long bpt, double roofTps, double roofGBps) => new()
@@ -195,6 +202,7 @@ public static class BenchCommand
             TypeV = llama.Transformer.CacheTypeV.Name(),
             NPrompt = m.Prompt,
             NGen = m.Generate,
+            NDepth = m.Depth,
             TestTime = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture),
             SamplesNs = m.SamplesNs,
             BytesPerToken = bpt,

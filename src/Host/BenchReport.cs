@@ -29,10 +29,13 @@ public sealed record BenchResult
     public string TypeV { get; init; } = "f16";
     public int NPrompt { get; init; }
     public int NGen { get; init; }
+
+    /// <summary>Tokens already in the context when the test ran (llama-bench's n_depth).</summary>
+    public int NDepth { get; init; }
     public required string TestTime { get; init; }
     public required IReadOnlyList<long> SamplesNs { get; init; }
 
-    /// <summary>Weight bytes read per generated token (tg rows only).</summary>
+    /// <summary>Bytes read per generated token: weights, and the KV cache attended to (tg rows only).</summary>
     public long BytesPerToken { get; init; }
 
     /// <summary>Tokens/s the measured bandwidth allows (tg rows only).</summary>
@@ -40,7 +43,7 @@ public sealed record BenchResult
 
     public double RooflineGBps { get; init; }
 
-    public string Test => NPrompt > 0 && NGen > 0 ? $"pp{NPrompt}+tg{NGen}" : NPrompt > 0 ? $"pp{NPrompt}" : $"tg{NGen}";
+    public string Test => (NPrompt > 0 && NGen > 0 ? $"pp{NPrompt}+tg{NGen}" : NPrompt > 0 ? $"pp{NPrompt}" : $"tg{NGen}") + (NDepth > 0 ? $" @ d{NDepth}" : "");
 
     /// <summary>A tg row: generation alone, the rows with bandwidth columns.</summary>
     public bool IsGeneration => NGen > 0 && NPrompt == 0;
@@ -143,6 +146,7 @@ public static class BenchReport
         ["n_gpu_layers"] = r.NGpuLayers,
         ["n_prompt"] = r.NPrompt,
         ["n_gen"] = r.NGen,
+        ["n_depth"] = r.NDepth,
         ["test_time"] = r.TestTime,
         ["avg_ns"] = (long)r.AvgNs,
         ["stddev_ns"] = (long)r.StddevNs,
@@ -160,7 +164,7 @@ public static class BenchReport
     public static string Csv(IReadOnlyList<BenchResult> rows)
     {
         var s = new StringBuilder();
-        s.AppendLine("build_commit,model_filename,model_type,model_size,model_n_params,backends,devices,dtype,n_batch,n_threads,n_gpu_layers,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts,bytes_per_token,gb_per_s,roofline_gb_per_s,roofline_pct,no_op_offload,type_k,type_v");
+        s.AppendLine("build_commit,model_filename,model_type,model_size,model_n_params,backends,devices,dtype,n_batch,n_threads,n_gpu_layers,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts,bytes_per_token,gb_per_s,roofline_gb_per_s,roofline_pct,no_op_offload,type_k,type_v,n_depth");
         foreach (BenchResult r in rows)
         {
             string[] f =
@@ -170,7 +174,7 @@ public static class BenchReport
                 r.TestTime, ((long)r.AvgNs).ToString(s_inv), ((long)r.StddevNs).ToString(s_inv), r.AvgTs.ToString("F6", s_inv), r.StddevTs.ToString("F6", s_inv),
                 r.BytesPerToken.ToString(s_inv), r.IsGeneration ? r.GBps.ToString("F3", s_inv) : "", r.RooflineGBps > 0 ? r.RooflineGBps.ToString("F3", s_inv) : "",
                 r.IsGeneration && r.RooflineTokensPerSecond > 0 ? r.RooflinePercent.ToString("F2", s_inv) : "",
-                r.NoOpOffload ? "1" : "0", r.TypeK, r.TypeV,
+                r.NoOpOffload ? "1" : "0", r.TypeK, r.TypeV, r.NDepth.ToString(s_inv),
             ];
             s.AppendLine(string.Join(",", f.Select(Quote)));
         }

@@ -6,51 +6,54 @@ using GpuLlama.Model;
 namespace GpuLlama.Host;
 
 /// <summary>One measured test: the time of every repetition (after one warm-up), as llama-bench records them.</summary>
-public sealed record BenchMeasurement(string Test, int Prompt, int Generate, IReadOnlyList<long> SamplesNs)
+public sealed record BenchMeasurement(string Test, int Prompt, int Generate, IReadOnlyList<long> SamplesNs, int Depth = 0)
 {
     public int Tokens => Prompt + Generate;
 }
 
 /// <summary>
 /// Times prompt processing and token generation the way llama-bench does: pp = one forward pass over n_prompt
-/// tokens from an empty context; tg = n_gen single-token passes from an empty context, each waiting for the result
-/// (llama-bench synchronizes after every decode). Token ids are deterministic pseudo-random.
+/// tokens; tg = n_gen single-token passes, each waiting for the result (llama-bench synchronizes after every decode);
+/// both after <c>depth</c> tokens already in the context (llama-bench -d; 0 = an empty context). Token ids are
+/// deterministic pseudo-random.
 /// </summary>
 public static class BenchRunner
 {
-    public static BenchMeasurement Prompt(LlamaModel model, int tokens, int repetitions, CancellationToken cancel)
+    public static BenchMeasurement Prompt(LlamaModel model, int tokens, int repetitions, CancellationToken cancel, int depth = 0)
     {
-        if (tokens > model.ContextLength)
+        if (depth + tokens > model.ContextLength)
         {
-            throw new GpuLlamaException($"-p {tokens}: more prompt tokens than the model's context holds ({model.ContextLength})");
+            throw new GpuLlamaException($"-p {tokens}{DepthText(depth)}: more prompt tokens than the model's context holds ({model.ContextLength})");
         }
 
         int[] ids = Tokens(model, tokens, 1);
         Transformer t = model.Transformer;
-        t.Forward(ids, 0);
+        FillDepth(model, depth);
+        t.Forward(ids, depth);
         t.ArgmaxLast();
         var samples = new List<long>();
         for (int r = 0; r < repetitions && !cancel.IsCancellationRequested; r++)
         {
             long start = Stopwatch.GetTimestamp();
-            t.Forward(ids, 0);
+            t.Forward(ids, depth);
             t.ArgmaxLast();
             samples.Add(ElapsedNs(start));
         }
 
-        return new BenchMeasurement($"pp{tokens}", tokens, 0, samples);
+        return new BenchMeasurement($"pp{tokens}", tokens, 0, samples, depth);
     }
 
-    public static BenchMeasurement Generate(LlamaModel model, int tokens, int repetitions, CancellationToken cancel)
+    public static BenchMeasurement Generate(LlamaModel model, int tokens, int repetitions, CancellationToken cancel, int depth = 0)
     {
-        if (tokens > model.ContextLength)
+        if (depth + tokens > model.ContextLength)
         {
-            throw new GpuLlamaException($"-n {tokens}: more tokens than the model's context holds ({model.ContextLength})");
+            throw new GpuLlamaException($"-n {tokens}{DepthText(depth)}: more tokens than the model's context holds ({model.ContextLength})");
         }
 
         int[] ids = Tokens(model, tokens, 2);
         Transformer t = model.Transformer;
         var one = new int[1];
+        FillDepth(model, depth);
         Run(1);
         var samples = new List<long>();
         for (int r = 0; r < repetitions && !cancel.IsCancellationRequested; r++)
@@ -60,34 +63,50 @@ public static class BenchRunner
             samples.Add(ElapsedNs(start));
         }
 
-        return new BenchMeasurement($"tg{tokens}", 0, tokens, samples);
+        return new BenchMeasurement($"tg{tokens}", 0, tokens, samples, depth);
 
         void Run(int n)
         {
             for (int i = 0; i < n; i++)
             {
                 one[0] = ids[i];
-                t.Forward(one, i);
+                t.Forward(one, depth + i);
                 t.ArgmaxLast();
             }
         }
     }
 
     /// <summary>
+    /// The first <paramref name="depth"/> positions of the KV cache, filled by an untimed prompt. Once per test, not
+    /// per repetition as llama-bench does: a test writes only the positions after them, so they stay as they are.
+    /// </summary>
+    private static void FillDepth(LlamaModel model, int depth)
+    {
+        if (depth > 0)
+        {
+            model.Transformer.Forward(Tokens(model, depth, 3), 0);
+            model.Transformer.ArgmaxLast();
+        }
+    }
+
+    private static string DepthText(int depth) => depth > 0 ? $" at depth {depth}" : "";
+
+    /// <summary>
     /// llama-bench's pg test: <paramref name="prompt"/> tokens in one pass from an empty context, then
     /// <paramref name="generate"/> single-token passes after them; t/s counts both.
     /// </summary>
-    public static BenchMeasurement PromptThenGenerate(LlamaModel model, int prompt, int generate, int repetitions, CancellationToken cancel)
+    public static BenchMeasurement PromptThenGenerate(LlamaModel model, int prompt, int generate, int repetitions, CancellationToken cancel, int depth = 0)
     {
-        if (prompt + generate > model.ContextLength)
+        if (depth + prompt + generate > model.ContextLength)
         {
-            throw new GpuLlamaException($"-pg {prompt},{generate}: more tokens than the model's context holds ({model.ContextLength})");
+            throw new GpuLlamaException($"-pg {prompt},{generate}{DepthText(depth)}: more tokens than the model's context holds ({model.ContextLength})");
         }
 
         int[] ids = Tokens(model, prompt, 1);
         int[] gen = Tokens(model, generate, 2);
         Transformer t = model.Transformer;
         var one = new int[1];
+        FillDepth(model, depth);
         Run();
         var samples = new List<long>();
         for (int r = 0; r < repetitions && !cancel.IsCancellationRequested; r++)
@@ -97,16 +116,16 @@ public static class BenchRunner
             samples.Add(ElapsedNs(start));
         }
 
-        return new BenchMeasurement($"pp{prompt}+tg{generate}", prompt, generate, samples);
+        return new BenchMeasurement($"pp{prompt}+tg{generate}", prompt, generate, samples, depth);
 
         void Run()
         {
-            t.Forward(ids, 0);
+            t.Forward(ids, depth);
             t.ArgmaxLast();
             for (int i = 0; i < generate; i++)
             {
                 one[0] = gen[i];
-                t.Forward(one, prompt + i);
+                t.Forward(one, depth + prompt + i);
                 t.ArgmaxLast();
             }
         }
@@ -114,13 +133,15 @@ public static class BenchRunner
 
     /// <summary>
     /// Bytes streamed per generated token on each device: every layer's weights and the output norm + head, where
-    /// they run (the embedding row is negligible, as gpt-fast counts it).
+    /// they run (the embedding row is negligible, as gpt-fast counts it), and each layer's K and V cache over the
+    /// positions attended to — <paramref name="positions"/>, their mean over the test (what a long context adds).
     /// </summary>
-    public static Dictionary<string, long> BytesPerToken(LlamaModel model)
+    public static Dictionary<string, long> BytesPerToken(LlamaModel model, double positions = 0)
     {
         var bytes = new Dictionary<string, long>();
         ModelConfig c = model.Config;
         IReadOnlyDictionary<string, TensorInfo> tensors = model.Source.Tensors;
+        long kvPerPosition = (long)c.KvDim * (model.Transformer.CacheTypeK.Bytes() + model.Transformer.CacheTypeV.Bytes());
         for (int l = 0; l < c.Layers; l++)
         {
             string device = model.Plan.Layers[l];
@@ -128,6 +149,8 @@ public static class BenchRunner
             {
                 bytes[device] = bytes.GetValueOrDefault(device) + t.ByteLength;
             }
+
+            bytes[device] += (long)(positions * kvPerPosition);
         }
 
         long output = tensors[TensorNames.OutputNorm].ByteLength

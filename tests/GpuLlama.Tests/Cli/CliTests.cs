@@ -388,6 +388,20 @@ public sealed class CliTests
         using JsonDocument t = JsonDocument.Parse(types.Out);
         Assert.Equal([("f16", "bf16"), ("f32", "bf16")], t.RootElement.EnumerateArray().Select(x => (x.GetProperty("type_k").GetString(), x.GetProperty("type_v").GetString())));
 
+        // -d: the tests run after that many tokens in the context (llama-bench's n_depth); a tg row's bytes per token
+        // count the KV cache it reads: 2 bytes for each of K and V, per KV dimension, layer and position attended to
+        var depth = Run("bench", "--synthetic", "tiny", "-p", "4", "-n", "2", "-d", "0,16", "-r", "1", "-o", "json");
+        Assert.True(depth.Code == 0, depth.Err);
+        using JsonDocument dd = JsonDocument.Parse(depth.Out);
+        JsonElement[] rows = [.. dd.RootElement.EnumerateArray()];
+        Assert.Equal([(4, 0, 0), (0, 2, 0), (4, 0, 16), (0, 2, 16)], rows.Select(x => (x.GetProperty("n_prompt").GetInt32(), x.GetProperty("n_gen").GetInt32(), x.GetProperty("n_depth").GetInt32())));
+        using GpuLlama.Formats.IWeightSource tiny = GpuLlama.Formats.WeightSource.Open("synthetic:tiny");
+        Assert.Equal(16L * tiny.Config.Layers * tiny.Config.KvDim * 4, rows[3].GetProperty("bytes_per_token").GetInt64() - rows[1].GetProperty("bytes_per_token").GetInt64());
+        var depthMd = Run("bench", "--synthetic", "tiny", "-p", "4", "-n", "0", "-d", "8", "-r", "1");
+        Assert.True(depthMd.Code == 0, depthMd.Err);
+        Assert.Matches(@"\|\s+pp4 @ d8 \|", depthMd.Out);
+        AssertOneLineError(Run("bench", "--synthetic", "tiny", "-p", "4", "-n", "0", "-d", "5000", "-r", "1"), "-p 4 at depth 5000", "context");
+
         // llama-bench's pg test after the others: both token counts, t/s over both
         var pg = Run("bench", "--synthetic", "tiny", "-p", "0", "-n", "0", "-pg", "8,4", "-pg", "4,2", "-r", "1", "-o", "json");
         Assert.True(pg.Code == 0, pg.Err);
