@@ -47,7 +47,7 @@ public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan
     public string ToText()
     {
         var s = new System.Text.StringBuilder();
-        s.AppendLine($"model {Model}, {Layers} layers, context {Context}");
+        s.AppendLine($"model {Model}, {Layers} layers, context {Context}, KV cache {Options.CacheTypeK.Name()} keys / {Options.CacheTypeV.Name()} values");
         s.AppendLine(LayerPlacement.Summary(Plan, Layers));
         s.AppendLine($"{"device",-12} {"layers",-14} {"weights MiB",12} {"KV MiB",10} {"scratch MiB",12} {"total MiB",10} {"free MiB",10}  fits");
         foreach (DeviceMemory m in Memory)
@@ -85,6 +85,8 @@ public sealed record PlanReport(string Model, int Layers, int Context, LayerPlan
         ["model"] = Model,
         ["layers"] = Layers,
         ["context"] = Context,
+        ["type_k"] = Options.CacheTypeK.Name(),
+        ["type_v"] = Options.CacheTypeV.Name(),
         ["offloaded"] = Plan.OffloadedCount,
         ["input"] = Plan.Input,
         ["layer_devices"] = new JsonArray([.. Plan.Layers.Select(l => (JsonNode)l)]),

@@ -79,12 +79,19 @@ public sealed unsafe class CpuWeight : DeviceWeight
     }
 }
 
-/// <summary>One layer's K and V on the CPU: [capacity, kvDim] each, in native memory, as their cache types.</summary>
+/// <summary>
+/// One layer's K and V on the CPU, in native memory as their cache types: V as [capacity, kvDim]; K the same, or on
+/// AVX-512 hosts in blocks of 16 positions, element e of keys 16b..16b+15 side by side at [(b·kvDim + e)·16 + j], so
+/// that attention scores 16 keys per vector load without transposing them first (see CpuDevice.Scores16).
+/// </summary>
 public sealed unsafe class CpuKvCache : KvCacheLayer
 {
-    internal CpuKvCache(IDevice device, int capacity, int kvDim, KvCacheType kType, KvCacheType vType) : base(device, capacity, kvDim, kType, vType)
+    internal CpuKvCache(IDevice device, int capacity, int kvDim, KvCacheType kType, KvCacheType vType, bool blockedKeys) : base(device, capacity, kvDim, kType, vType)
     {
-        K = Allocate((long)capacity * kvDim * kType.Bytes());
+        BlockedKeys = blockedKeys;
+        long keyPositions = blockedKeys ? (capacity + 15L) / 16 * 16 : capacity;
+        AllocatedBytes = keyPositions * kvDim * kType.Bytes() + (long)capacity * kvDim * vType.Bytes();
+        K = Allocate(keyPositions * kvDim * kType.Bytes());
         V = Allocate((long)capacity * kvDim * vType.Bytes());
     }
 
@@ -92,10 +99,70 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
 
     public byte* V { get; private set; }
 
-    /// <summary>Where key <paramref name="t"/>'s values for the head at <paramref name="offset"/> start.</summary>
+    /// <summary>Keys in blocks of 16 positions (see the class summary); else row-major like the values.</summary>
+    public bool BlockedKeys { get; }
+
+    /// <summary>K and V bytes, the key blocks' padding to a multiple of 16 positions included.</summary>
+    public long AllocatedBytes { get; }
+
+    /// <summary>Where element <paramref name="offset"/> of the 16 keys of block <paramref name="block"/> starts (blocked keys).</summary>
+    public byte* KeyBlock(int block, int offset) => K + ((long)block * KvDim + offset) * 16 * KType.Bytes();
+
+    /// <summary>Where key <paramref name="t"/>'s values for the head at <paramref name="offset"/> start (row-major keys).</summary>
     public byte* Key(long t, int offset) => K + (t * KvDim + offset) * KType.Bytes();
 
     public byte* Value(long t, int offset) => V + (t * KvDim + offset) * VType.Bytes();
+
+    /// <summary>Stores a key row already rounded to <see cref="KvCacheLayer.KType"/> (<paramref name="rounded"/>) at position <paramref name="t"/>.</summary>
+    internal void StoreKeyRow(byte* rounded, int t)
+    {
+        if (!BlockedKeys)
+        {
+            long bytes = (long)KvDim * KType.Bytes();
+            Buffer.MemoryCopy(rounded, Key(t, 0), bytes, bytes);
+            return;
+        }
+
+        int j = t & 15;
+        if (KType == KvCacheType.F32)
+        {
+            uint* src = (uint*)rounded, dst = (uint*)KeyBlock(t >> 4, 0) + j;
+            for (int e = 0; e < KvDim; e++)
+            {
+                dst[e * 16] = src[e];
+            }
+        }
+        else
+        {
+            ushort* src = (ushort*)rounded, dst = (ushort*)KeyBlock(t >> 4, 0) + j;
+            for (int e = 0; e < KvDim; e++)
+            {
+                dst[e * 16] = src[e];
+            }
+        }
+    }
+
+    /// <summary>Key <paramref name="t"/>'s <paramref name="n"/> values from element <paramref name="offset"/>, widened to float32.</summary>
+    internal void KeyToF32(int t, int offset, float* dst, int n)
+    {
+        if (!BlockedKeys)
+        {
+            ToF32(KType, Key(t, offset), dst, n);
+            return;
+        }
+
+        byte* first = KeyBlock(t >> 4, offset) + (t & 15) * KType.Bytes();
+        for (int e = 0; e < n; e++)
+        {
+            byte* x = first + (long)e * 16 * KType.Bytes();
+            dst[e] = KType switch
+            {
+                KvCacheType.F32 => *(float*)x,
+                KvCacheType.F16 => (float)BitConverter.UInt16BitsToHalf(*(ushort*)x),
+                _ => BitConverter.UInt32BitsToSingle((uint)*(ushort*)x << 16),
+            };
+        }
+    }
 
     /// <summary>n values of <paramref name="type"/> at <paramref name="src"/> widened to float32.</summary>
     internal static void ToF32(KvCacheType type, byte* src, float* dst, int n)
@@ -196,11 +263,13 @@ public sealed unsafe partial class CpuDevice : IDevice
         _packQuantsBody = PackQuantRows;
         _matVecBody = MatVecGroups;
         _attentionBody = AttentionRange;
-        _transposeKeysBody = TransposeKeys;
         _normBody = RmsNormRows;
     }
 
     public int Threads { get; }
+
+    /// <summary>Whether new KV caches keep keys in blocks of 16 positions (AVX-512 hosts; tests turn it off to run the row-major path there).</summary>
+    internal bool BlockedKeys { get; set; } = Vector512.IsHardwareAccelerated;
 
     /// <summary>Whether quantized weights meet float32 activations (exact) rather than 8-bit ones (llama.cpp's numerics).</summary>
     public bool ExactQuantDots { get; }
@@ -276,8 +345,8 @@ public sealed unsafe partial class CpuDevice : IDevice
 
     public KvCacheLayer AllocateKv(int capacity, int kvDim, KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32)
     {
-        var cache = new CpuKvCache(this, capacity, kvDim, kType, vType);
-        Interlocked.Add(ref _allocated, cache.Bytes);
+        var cache = new CpuKvCache(this, capacity, kvDim, kType, vType, BlockedKeys);
+        Interlocked.Add(ref _allocated, cache.AllocatedBytes);
         return cache;
     }
 
@@ -397,9 +466,18 @@ public sealed unsafe partial class CpuDevice : IDevice
         }
 
         int n = rows * cache.KvDim;
-        CpuKvCache.FromF32(cache.KType, Own(k).Pointer, cache.Key(position, 0), n);
+        float* keys = Own(k).Pointer;
+        byte* rounded = (byte*)GrowBuffer(ref _keyRow, cache.KvDim);
+        for (int r = 0; r < rows; r++)
+        {
+            CpuKvCache.FromF32(cache.KType, keys + (long)r * cache.KvDim, rounded, cache.KvDim);
+            cache.StoreKeyRow(rounded, position + r);
+        }
+
         CpuKvCache.FromF32(cache.VType, Own(v).Pointer, cache.Value(position, 0), n);
     }
+
+    private CpuBuffer? _keyRow;
 
     public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape)
     {
@@ -409,67 +487,11 @@ public sealed unsafe partial class CpuDevice : IDevice
         _attPosition = position;
         _attRows = rows;
         _attShape = shape;
-        _attKeysT = null;
-        if ((rows >= TransposedKeyRows || _attKv.KType != KvCacheType.F32) && UsesTransposedKeys(shape.HeadDim))
-        {
-            // a prompt: the keys it attends to transposed once, in blocks of 16, for every (row, head) job (the
-            // transpose reads the keys once; the jobs then read them rows × heads/kvHeads times); 16-bit keys always
-            // (the transpose widens each key once, not once per query head of its group)
-            int blocks = (position + rows + 15) / 16;
-            _attKeysT = GrowBuffer(ref _keysT, checked(shape.KvHeads * blocks * shape.HeadDim * 16));
-            _attKeyBlocks = blocks;
-            _pool.For(shape.KvHeads * blocks, _transposeKeysBody);
-        }
-
         _pool.For(rows * shape.Heads, _attentionBody);
     }
 
-    // Prompts of this many rows score keys from a transposed copy (decode reads float32 keys in place: one query per head).
-    private const int TransposedKeyRows = 16;
-
-    private static bool UsesTransposedKeys(int headDim) => Vector512.IsHardwareAccelerated && headDim % 32 == 0;
-
-    private readonly Action<int, int, int> _transposeKeysBody;
-    private CpuBuffer? _keysT;
-    private float* _attKeysT;
-    private int _attKeyBlocks;
-
-    /// <summary>
-    /// Key blocks [start, end) of every KV head into <see cref="_attKeysT"/>: block b of head g holds keys 16b..16b+15
-    /// as kt[d·16 + j] = K[16b + j][g·hd + d] (keys past the last position zero).
-    /// </summary>
-    private void TransposeKeys(int start, int end, int slice)
-    {
-        AttentionShape s = _attShape;
-        int hd = s.HeadDim;
-        int last = _attPosition + _attRows;
-        CpuKvCache cache = _attKv!;
-        float* widened = RowScratch(slice, hd);
-        for (int job = start; job < end; job++)
-        {
-            int g = job / _attKeyBlocks, b = job % _attKeyBlocks;
-            float* kt = _attKeysT + (long)job * hd * 16;
-            for (int j = 0; j < 16; j++)
-            {
-                int t = 16 * b + j;
-                if (t >= last)
-                {
-                    for (int d = 0; d < hd; d++)
-                    {
-                        kt[d * 16 + j] = 0f;
-                    }
-
-                    continue;
-                }
-
-                float* key = KeyRow(cache, t, g * hd, hd, widened);
-                for (int d = 0; d < hd; d++)
-                {
-                    kt[d * 16 + j] = key[d];
-                }
-            }
-        }
-    }
+    /// <summary>Scores come 16 keys at a time from the cache's key blocks (AVX-512, heads of 32k); else key by key.</summary>
+    private static bool ScoresBlocks(CpuKvCache cache, int headDim) => cache.BlockedKeys && headDim % 32 == 0;
 
     public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count)
     {
@@ -518,6 +540,7 @@ public sealed unsafe partial class CpuDevice : IDevice
     {
         _pool.Dispose();
         _xF16?.Dispose();
+        _keyRow?.Dispose();
         _xBf16?.Dispose();
         _xRounded?.Dispose();
         _xPacked?.Dispose();
@@ -963,26 +986,38 @@ public sealed unsafe partial class CpuDevice : IDevice
         int kvMul = s.Heads / s.KvHeads;
         float scale = 1.0f / MathF.Sqrt(hd);
         CpuKvCache cache = _attKv!;
-        float* scores = ScoreScratch(slice, cache.Capacity + 16);
-        float* widened = RowScratch(slice, hd);
+        // scores, then room for the 16-bit words of the rounded weights or q (RoundTo)
+        float* scores = ScoreScratch(slice, cache.Capacity + 16 + Math.Max(cache.Capacity + 16, hd));
+        float* widened = RowScratch(slice, hd * 17);
+        float* qRounded = widened + hd * 16;
+        // llama.cpp's numerics (unless ExactQuantDots): ggml multiplies a 16-bit cache in its type, so q meets F16
+        // keys rounded to F16 and the softmax weights meet F16 values rounded to F16 (BF16 alike)
+        bool roundQ = !ExactQuantDots && cache.KType != KvCacheType.F32;
+        bool roundP = !ExactQuantDots && cache.VType != KvCacheType.F32;
         for (int job = start; job < end; job++)
         {
             int r = job / s.Heads;
             int h = job % s.Heads;
             int p = _attPosition + r;
             float* q = _attQ + (long)r * s.QDim + h * hd;
+            if (roundQ)
+            {
+                RoundTo(cache.KType, q, qRounded, hd, (ushort*)(scores + cache.Capacity + 16));
+                q = qRounded;
+            }
+
             int kvOffset = h / kvMul * hd;
             float max = float.NegativeInfinity;
-            if (_attKeysT != null)
+            if (ScoresBlocks(cache, hd))
             {
-                // 16 keys at a time from the transposed blocks, each score bit-identical to CpuMatMul.Dot's
-                // (the scaling and the maximum vectorized: each element's product and the maximum are the same)
-                float* kt = _attKeysT + (long)(h / kvMul) * _attKeyBlocks * hd * 16;
+                // 16 keys at a time from the key blocks, each score bit-identical to CpuMatMul.Dot's (the scaling
+                // and the maximum vectorized: each element's product and the maximum are the same); scores past p
+                // (the rest of the last block) are computed and ignored
                 Vector512<float> scale16 = Vector512.Create(scale), max16 = Vector512.Create(float.NegativeInfinity);
                 int t = 0;
                 for (; t + 16 <= p + 1; t += 16)
                 {
-                    Scores16(q, kt + (long)t * hd, hd, scores + t);
+                    Scores16(q, cache, t >> 4, kvOffset, hd, scores + t, widened);
                     Vector512<float> v = Vector512.Load(scores + t) * scale16;
                     v.Store(scores + t);
                     max16 = Vector512.Max(max16, v);
@@ -995,7 +1030,7 @@ public sealed unsafe partial class CpuDevice : IDevice
 
                 if (t <= p)
                 {
-                    Scores16(q, kt + (long)t * hd, hd, scores + t);
+                    Scores16(q, cache, t >> 4, kvOffset, hd, scores + t, widened);
                     for (; t <= p; t++)
                     {
                         float v = scores[t] * scale;
@@ -1014,29 +1049,75 @@ public sealed unsafe partial class CpuDevice : IDevice
                 }
             }
 
-            double sum = 0; // ggml's soft_max sums in ggml_float
-            for (int t = 0; t <= p; t++)
+            // e^(s - max), vectorized as ggml's soft_max is (a scalar exp per score was ~7 ms of a TinyLlama token at
+            // depth 1024), summed in double as ggml_float
+            var window = new Span<float>(scores, p + 1);
+            System.Numerics.Tensors.TensorPrimitives.Subtract(window, max, window);
+            System.Numerics.Tensors.TensorPrimitives.Exp(window, window);
+            float inv = (float)(1.0 / SumAsDouble(scores, p + 1));
+            System.Numerics.Tensors.TensorPrimitives.Multiply(window, inv, window); // the weights, normalized as ggml's soft_max
+            if (roundP)
             {
-                float e = MathF.Exp(scores[t] - max);
-                scores[t] = e;
-                sum += e;
+                RoundTo(cache.VType, scores, scores, p + 1, (ushort*)(scores + cache.Capacity + 16));
             }
 
-            float inv = (float)(1.0 / sum);
             float* o = _attDst + (long)r * s.QDim + h * hd;
             new Span<float>(o, hd).Clear();
-            AccumulateValues(o, cache, kvOffset, scores, inv, p + 1, hd, widened);
+            AccumulateValues(o, cache, kvOffset, scores, p + 1, hd, widened);
         }
     }
 
-    /// <summary>
-    /// dst[j] = CpuMatMul.Dot(q, key j) for the 16 keys of a transposed block (kt[d·16 + j]), with the same
-    /// arithmetic: Dot's two FMA chains over q's 16-value chunks (even chunks, odd chunks) for every lane l, their sum,
-    /// then Vector512.Sum's tree over the 16 lanes (pairs of adjacent lanes, balanced) — here with keys in the lanes
-    /// and one vector per Dot lane, so that 16 scores cost hd FMAs and 31 adds instead of 16 reductions.
-    /// </summary>
-    private static void Scores16(float* q, float* kt, int hd, float* dst)
+    /// <summary>dst = src rounded to a 16-bit cache type and back (through <paramref name="bits"/>, n values of scratch).</summary>
+    private static void RoundTo(KvCacheType type, float* src, float* dst, int n, ushort* bits)
     {
+        CpuKvCache.FromF32(type, src, (byte*)bits, n);
+        CpuKvCache.ToF32(type, (byte*)bits, dst, n);
+    }
+
+    /// <summary>Σ x[i] in double, sixteen floats widened at a time (the same order for every caller).</summary>
+    private static double SumAsDouble(float* x, int n)
+    {
+        int i = 0;
+        double sum = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<double> a0 = Vector512<double>.Zero, a1 = Vector512<double>.Zero;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector512<float> v = Vector512.Load(x + i);
+                a0 += Vector512.WidenLower(v);
+                a1 += Vector512.WidenUpper(v);
+            }
+
+            sum = Vector512.Sum(a0 + a1);
+        }
+
+        for (; i < n; i++)
+        {
+            sum += x[i];
+        }
+
+        return sum;
+    }
+
+    /// <summary>
+    /// dst[j] = CpuMatMul.Dot(q, key j) for the 16 keys of key block <paramref name="block"/> (element d of key j at
+    /// [d·16 + j] from the head's <paramref name="offset"/>), with the same arithmetic: Dot's two FMA chains over q's
+    /// 16-value chunks (even chunks, odd chunks) for every lane l, their sum, then Vector512.Sum's tree over the 16 lanes
+    /// (pairs of adjacent lanes, balanced) — here with keys in the lanes and one vector per Dot lane, so that 16 scores
+    /// cost hd FMAs and 31 adds instead of 16 reductions.
+    /// </summary>
+    /// <param name="widened">hd·16 floats of scratch: a 16-bit block is widened there first, in one vectorized pass
+    /// (converting in the lanes' loads, 16 inlined lanes, outgrew the JIT's inlining budget and called the converter)</param>
+    private static void Scores16(float* q, CpuKvCache cache, int block, int offset, int hd, float* dst, float* widened)
+    {
+        float* kt = (float*)cache.KeyBlock(block, offset);
+        if (cache.KType != KvCacheType.F32)
+        {
+            CpuKvCache.ToF32(cache.KType, (byte*)kt, widened, hd * 16);
+            kt = widened;
+        }
+
         Vector512<float> left = ((Lane(q, kt, hd, 0) + Lane(q, kt, hd, 1)) + (Lane(q, kt, hd, 2) + Lane(q, kt, hd, 3))) +
                                 ((Lane(q, kt, hd, 4) + Lane(q, kt, hd, 5)) + (Lane(q, kt, hd, 6) + Lane(q, kt, hd, 7)));
         Vector512<float> right = ((Lane(q, kt, hd, 8) + Lane(q, kt, hd, 9)) + (Lane(q, kt, hd, 10) + Lane(q, kt, hd, 11))) +
@@ -1061,11 +1142,11 @@ public sealed unsafe partial class CpuDevice : IDevice
     }
 
     /// <summary>
-    /// o += Σ_t (scores[t]·inv)·V[t] for one head. Heads that are a multiple of 64 go 64 values at a time, their four
+    /// o += Σ_t weights[t]·V[t] for one head. Heads that are a multiple of 64 go 64 values at a time, their four
     /// accumulators in registers across all positions (a library call per position and 64 values cost more than the
     /// arithmetic).
     /// </summary>
-    private static void AccumulateValues(float* o, CpuKvCache cache, int offset, float* scores, float inv, int positions, int hd, float* widened)
+    private static void AccumulateValues(float* o, CpuKvCache cache, int offset, float* weights, int positions, int hd, float* widened)
     {
         if (Vector512.IsHardwareAccelerated && hd % 64 == 0)
         {
@@ -1074,13 +1155,13 @@ public sealed unsafe partial class CpuDevice : IDevice
                 switch (cache.VType)
                 {
                     case KvCacheType.F32:
-                        Accumulate64<F32Values>(o + c, cache.Value(0, offset + c), cache.KvDim, scores, inv, positions);
+                        Accumulate64<F32Values>(o + c, cache.Value(0, offset + c), cache.KvDim, weights, positions);
                         break;
                     case KvCacheType.F16:
-                        Accumulate64<F16Values>(o + c, cache.Value(0, offset + c), cache.KvDim, scores, inv, positions);
+                        Accumulate64<F16Values>(o + c, cache.Value(0, offset + c), cache.KvDim, weights, positions);
                         break;
                     default:
-                        Accumulate64<Bf16Values>(o + c, cache.Value(0, offset + c), cache.KvDim, scores, inv, positions);
+                        Accumulate64<Bf16Values>(o + c, cache.Value(0, offset + c), cache.KvDim, weights, positions);
                         break;
                 }
             }
@@ -1098,20 +1179,19 @@ public sealed unsafe partial class CpuDevice : IDevice
             }
 
             System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(
-                new ReadOnlySpan<float>(v, hd), scores[t] * inv, new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
+                new ReadOnlySpan<float>(v, hd), weights[t], new ReadOnlySpan<float>(o, hd), new Span<float>(o, hd));
         }
     }
 
-    /// <summary>Key <paramref name="t"/>'s values for one head as float32: in place, or widened into <paramref name="widened"/>.</summary>
+    /// <summary>Key <paramref name="t"/>'s values for one head as float32: in place, or gathered and widened into <paramref name="widened"/>.</summary>
     private static float* KeyRow(CpuKvCache cache, int t, int offset, int hd, float* widened)
     {
-        byte* key = cache.Key(t, offset);
-        if (cache.KType == KvCacheType.F32)
+        if (cache.KType == KvCacheType.F32 && !cache.BlockedKeys)
         {
-            return (float*)key;
+            return (float*)cache.Key(t, offset);
         }
 
-        CpuKvCache.ToF32(cache.KType, key, widened, hd);
+        cache.KeyToF32(t, offset, widened, hd);
         return widened;
     }
 
@@ -1123,30 +1203,33 @@ public sealed unsafe partial class CpuDevice : IDevice
 
     private readonly struct F32Values : IValueLoad
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(byte* row, int i) => Vector512.Load((float*)row + i);
     }
 
     private readonly struct F16Values : IValueLoad
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(byte* row, int i) =>
             CpuMatMul.HalfToSingle(System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + i)));
     }
 
     private readonly struct Bf16Values : IValueLoad
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(byte* row, int i) =>
             (System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + i)) << 16).AsSingle();
     }
 
     /// <param name="v">the head's 64 values at position 0; position t is <paramref name="stride"/> elements further</param>
-    private static void Accumulate64<TLoad>(float* o, byte* v, int stride, float* scores, float inv, int positions)
+    private static void Accumulate64<TLoad>(float* o, byte* v, int stride, float* weights, int positions)
         where TLoad : struct, IValueLoad
     {
         Vector512<float> a0 = Vector512.Load(o), a1 = Vector512.Load(o + 16), a2 = Vector512.Load(o + 32), a3 = Vector512.Load(o + 48);
         long rowBytes = (long)stride * (typeof(TLoad) == typeof(F32Values) ? sizeof(float) : sizeof(ushort));
         for (int t = 0; t < positions; t++)
         {
-            Vector512<float> w = Vector512.Create(scores[t] * inv);
+            Vector512<float> w = Vector512.Create(weights[t]);
             byte* vt = v + t * rowBytes;
             a0 = Vector512.FusedMultiplyAdd(TLoad.Load16(vt, 0), w, a0);
             a1 = Vector512.FusedMultiplyAdd(TLoad.Load16(vt, 16), w, a1);

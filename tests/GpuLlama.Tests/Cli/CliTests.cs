@@ -123,6 +123,9 @@ public sealed class CliTests
         Assert.Equal(positions * 4, Kv()); // F16 keys and values
         Assert.Equal(positions * 8, Kv("-ctk", "f32", "-ctv", "f32"));
         Assert.Equal(positions * 6, Kv("-ctk", "f32"));
+        var text = Run("plan", "synthetic:tiny", "--gpu-layers", "0", "-ctv", "bf16");
+        Assert.True(text.Code == 0, text.Err);
+        Assert.Contains("KV cache f16 keys / bf16 values", text.Out);
     }
 
     [Fact]

@@ -39,9 +39,10 @@ public sealed class CpuOpsTests : IDisposable
     }
 
     /// <summary>
-    /// 16-bit caches: attention equals the float64 reference over the values rounded to the cache types (the
-    /// rounding is the only change; scores and sums stay float32). Decode, a prompt (transposed keys), the register
-    /// paths and a head size without one, and mixed key/value types.
+    /// Every cache type: attention equals the float64 reference over the values rounded to the cache types. With
+    /// llama.cpp's numerics (the default) q is rounded to the key type and the softmax weights to the value type too, as
+    /// ggml multiplies a 16-bit cache; in exact mode the rounding of K and V is the only change. Decode, a prompt, the
+    /// register paths and a head size without one, mixed key/value types, blocked keys (AVX-512) and row-major ones.
     /// </summary>
     [Theory]
     [InlineData(KvCacheType.F16, KvCacheType.F16, 4, 2, 64, 37, 30, 1)]
@@ -50,33 +51,47 @@ public sealed class CpuOpsTests : IDisposable
     [InlineData(KvCacheType.BF16, KvCacheType.F16, 4, 1, 128, 33, 0, 17)]
     [InlineData(KvCacheType.F16, KvCacheType.F32, 3, 3, 24, 9, 0, 3)]
     [InlineData(KvCacheType.F32, KvCacheType.BF16, 4, 2, 64, 37, 30, 2)]
-    public void Attention_over_16_bit_caches_matches_the_reference_of_the_rounded_values(KvCacheType kType, KvCacheType vType,
-        int heads, int kvHeads, int headDim, int capacity, int position, int rows)
+    [InlineData(KvCacheType.F16, KvCacheType.F16, 8, 2, 64, 60, 5, 40, false)]  // row-major keys (hosts without AVX-512)
+    [InlineData(KvCacheType.BF16, KvCacheType.BF16, 2, 1, 128, 20, 19, 1, false)]
+    [InlineData(KvCacheType.F32, KvCacheType.F32, 4, 2, 64, 37, 30, 2, false)]
+    public void Attention_over_each_cache_type_and_key_layout_matches_the_reference_of_the_rounded_values(KvCacheType kType, KvCacheType vType,
+        int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool blockedKeys = true)
     {
         var shape = new AttentionShape(heads, kvHeads, headDim, RopeStyle.Interleaved);
         var rng = new Random(headDim + position + 7);
         float[] q = Random(rows * shape.QDim, rng);
         float[] k = Random(capacity * shape.KvDim, rng);
         float[] v = Random(capacity * shape.KvDim, rng);
-        using KvCacheLayer kv = _cpu.AllocateKv(capacity, shape.KvDim, kType, vType);
-        Assert.Equal((long)capacity * shape.KvDim * (kType.Bytes() + vType.Bytes()), kv.Bytes);
-        using DeviceBuffer kb = Buffer(k), vb = Buffer(v), qb = Buffer(q), o = _cpu.Allocate(rows * shape.QDim);
-        _cpu.StoreKv(kv, kb, vb, 0, position + rows);
-        _cpu.Attention(o, qb, kv, position, rows, shape);
-        float[] got = new float[rows * shape.QDim];
-        _cpu.Read(o, got);
-        double[] want = KernelTestData.ReferenceAttention(q, KernelTestData.Round(k, kType), KernelTestData.Round(v, vType), position, rows, shape);
         double[] unrounded = KernelTestData.ReferenceAttention(q, k, v, position, rows, shape);
-        double moved = 0;
-        for (int i = 0; i < want.Length; i++)
+        foreach (bool exact in new[] { false, true })
         {
-            Assert.True(Math.Abs(got[i] - want[i]) <= 1e-5, $"element {i}: got {got[i]}, want {want[i]}");
-            moved = Math.Max(moved, Math.Abs(want[i] - unrounded[i]));
-        }
+            using var cpu = new CpuDevice(2, exactQuantDots: exact) { BlockedKeys = blockedKeys && System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated };
+            using KvCacheLayer kv = cpu.AllocateKv(capacity, shape.KvDim, kType, vType);
+            Assert.Equal((long)capacity * shape.KvDim * (kType.Bytes() + vType.Bytes()), kv.Bytes);
+            Assert.Equal(cpu.BlockedKeys, ((CpuKvCache)kv).BlockedKeys);
+            using DeviceBuffer kb = Buffer(cpu, k), vb = Buffer(cpu, v), qb = Buffer(cpu, q), o = cpu.Allocate(rows * shape.QDim);
+            cpu.StoreKv(kv, kb, vb, 0, position + rows);
+            cpu.Attention(o, qb, kv, position, rows, shape);
+            float[] got = new float[rows * shape.QDim];
+            cpu.Read(o, got);
+            bool ggml = !cpu.ExactQuantDots;
+            double[] want = KernelTestData.ReferenceAttention(ggml ? KernelTestData.Round(q, kType) : q, KernelTestData.Round(k, kType),
+                KernelTestData.Round(v, vType), position, rows, shape, ggml ? vType : KvCacheType.F32);
+            // a weight within a float ulp of a 16-bit rounding boundary may round the other way than in float64: one
+            // F16 ulp of one weight, at most 5e-4 of a value (BF16: 4e-3)
+            double bound = !ggml || vType == KvCacheType.F32 ? 1e-5 : vType == KvCacheType.F16 ? 5e-4 : 4e-3;
+            double moved = 0, worst = 0;
+            for (int i = 0; i < want.Length; i++)
+            {
+                worst = Math.Max(worst, Math.Abs(got[i] - want[i]));
+                moved = Math.Max(moved, Math.Abs(want[i] - unrounded[i]));
+            }
 
-        // the rounding is visible (so the cache really holds 16-bit values) and as small as the type's precision
-        Assert.True(moved > 1e-6, "the 16-bit cache changed nothing");
-        Assert.True(moved < (kType == KvCacheType.BF16 || vType == KvCacheType.BF16 ? 2e-2 : 3e-3), $"rounding moved the output by {moved}");
+            Assert.True(worst <= bound, $"exact {exact}: max |got - want| = {worst:E2} > {bound:E0}");
+            // the rounding is visible (so the cache really holds 16-bit values) and as small as the type's precision
+            Assert.True(kType == KvCacheType.F32 && vType == KvCacheType.F32 ? moved == 0 : moved > 1e-6, $"the cache moved the output by {moved}");
+            Assert.True(moved < (kType == KvCacheType.BF16 || vType == KvCacheType.BF16 ? 2e-2 : 3e-3), $"rounding moved the output by {moved}");
+        }
     }
 
     /// <summary>
@@ -163,10 +178,12 @@ public sealed class CpuOpsTests : IDisposable
         }
     }
 
-    private DeviceBuffer Buffer(float[] values)
+    private DeviceBuffer Buffer(float[] values) => Buffer(_cpu, values);
+
+    private static DeviceBuffer Buffer(CpuDevice cpu, float[] values)
     {
-        DeviceBuffer b = _cpu.Allocate(values.Length);
-        _cpu.Write(b, values);
+        DeviceBuffer b = cpu.Allocate(values.Length);
+        cpu.Write(b, values);
         return b;
     }
 

@@ -56,8 +56,11 @@ internal static class KernelTestData
     /// <summary>
     /// Causal attention in float64: for each of <paramref name="rows"/> query rows at positions position.., every head
     /// against its KV head's keys 0..p, softmax of q·k/√d, the weighted sum of the values; [rows, QDim] row-major.
+    /// <paramref name="weights"/>, when given, rounds each normalized softmax weight (as ggml rounds them for a 16-bit
+    /// value cache); the caller rounds q, keys and values.
     /// </summary>
-    public static double[] ReferenceAttention(float[] q, float[] keys, float[] values, int position, int rows, AttentionShape shape)
+    public static double[] ReferenceAttention(float[] q, float[] keys, float[] values, int position, int rows, AttentionShape shape,
+        KvCacheType weights = KvCacheType.F32)
     {
         int heads = shape.Heads, kvHeads = shape.KvHeads, headDim = shape.HeadDim, kvDim = shape.KvDim;
         var want = new double[rows * shape.QDim];
@@ -93,7 +96,7 @@ internal static class KernelTestData
                     double o = 0;
                     for (int t = 0; t <= p; t++)
                     {
-                        o += s[t] / sum * values[t * kvDim + kvh * headDim + d];
+                        o += (double)Round((float)(s[t] / sum), weights) * values[t * kvDim + kvh * headDim + d];
                     }
 
                     want[r * shape.QDim + h * headDim + d] = o;
