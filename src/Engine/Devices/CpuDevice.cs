@@ -263,6 +263,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _packQuantsBody = PackQuantRows;
         _matVecBody = MatVecGroups;
         _attentionBody = AttentionRange;
+        _groupedAttentionBody = GroupedAttentionRange;
         _normBody = RmsNormRows;
     }
 
@@ -487,7 +488,124 @@ public sealed unsafe partial class CpuDevice : IDevice
         _attPosition = position;
         _attRows = rows;
         _attShape = shape;
+        // a KV head's query heads together where there are jobs enough for every thread: each 16-bit key block and
+        // value row is then widened once, not once per query head (same numbers: the widening is exact, the sums
+        // are the same in the same order)
+        if (Grouped(_attKv, shape) && rows * shape.KvHeads >= 2 * Threads)
+        {
+            _pool.For(rows * shape.KvHeads, _groupedAttentionBody);
+            return;
+        }
+
         _pool.For(rows * shape.Heads, _attentionBody);
+    }
+
+    private static bool Grouped(CpuKvCache cache, AttentionShape shape) => ScoresBlocks(cache, shape.HeadDim) && shape.HeadDim % 64 == 0;
+
+    private readonly Action<int, int, int> _groupedAttentionBody;
+
+    // value rows widened at a time by the grouped attention (its scratch: this many rows of the head)
+    private const int ValueChunk = 64;
+
+    /// <summary>
+    /// (row, KV head) pairs [start, end): <see cref="AttentionRange"/>'s arithmetic for all the query heads of the KV
+    /// head at once — the scores of every head from each key block, then per head the softmax, then the value sums
+    /// chunk by chunk of widened rows.
+    /// </summary>
+    private void GroupedAttentionRange(int start, int end, int slice)
+    {
+        AttentionShape s = _attShape;
+        int hd = s.HeadDim;
+        int kvMul = s.Heads / s.KvHeads;
+        float scale = 1.0f / MathF.Sqrt(hd);
+        CpuKvCache cache = _attKv!;
+        int stride = cache.Capacity + 16;
+        float* scores = ScoreScratch(slice, kvMul * stride + Math.Max(stride, hd));
+        ushort* bits = (ushort*)(scores + kvMul * stride);
+        float* widened = RowScratch(slice, hd * 16 + kvMul * hd + ValueChunk * hd);
+        float* queries = widened + hd * 16, values = queries + kvMul * hd;
+        bool roundQ = !ExactQuantDots && cache.KType != KvCacheType.F32;
+        bool roundP = !ExactQuantDots && cache.VType != KvCacheType.F32;
+        for (int job = start; job < end; job++)
+        {
+            int r = job / s.KvHeads, g = job % s.KvHeads;
+            int p = _attPosition + r;
+            int kvOffset = g * hd;
+            for (int i = 0; i < kvMul; i++)
+            {
+                float* q = _attQ + (long)r * s.QDim + (g * kvMul + i) * hd;
+                if (roundQ)
+                {
+                    RoundTo(cache.KType, q, queries + i * hd, hd, bits);
+                }
+                else
+                {
+                    new ReadOnlySpan<float>(q, hd).CopyTo(new Span<float>(queries + i * hd, hd));
+                }
+            }
+
+            for (int b = 0; b <= p >> 4; b++)
+            {
+                float* kt = (float*)cache.KeyBlock(b, kvOffset);
+                if (cache.KType != KvCacheType.F32)
+                {
+                    CpuKvCache.ToF32(cache.KType, (byte*)kt, widened, hd * 16);
+                    kt = widened;
+                }
+
+                for (int i = 0; i < kvMul; i++)
+                {
+                    Scores16(queries + i * hd, kt, hd, scores + i * stride + 16 * b);
+                }
+            }
+
+            for (int i = 0; i < kvMul; i++)
+            {
+                var window = new Span<float>(scores + i * stride, p + 1);
+                System.Numerics.Tensors.TensorPrimitives.Multiply(window, scale, window);
+                float max = System.Numerics.Tensors.TensorPrimitives.Max(window);
+                System.Numerics.Tensors.TensorPrimitives.Subtract(window, max, window);
+                System.Numerics.Tensors.TensorPrimitives.Exp(window, window);
+                float inv = (float)(1.0 / SumAsDouble(scores + i * stride, p + 1));
+                System.Numerics.Tensors.TensorPrimitives.Multiply(window, inv, window);
+                if (roundP)
+                {
+                    RoundTo(cache.VType, scores + i * stride, scores + i * stride, p + 1, bits);
+                }
+
+                new Span<float>(_attDst + (long)r * s.QDim + (g * kvMul + i) * hd, hd).Clear();
+            }
+
+            for (int t0 = 0; t0 <= p; t0 += ValueChunk)
+            {
+                int n = Math.Min(ValueChunk, p + 1 - t0);
+                byte* v = cache.Value(t0, kvOffset);
+                int rowStride = cache.KvDim;
+                if (cache.VType != KvCacheType.F32)
+                {
+                    if (cache.VType == KvCacheType.F16)
+                    {
+                        WidenRows<F16Values>(v, cache.KvDim, values, n, hd);
+                    }
+                    else
+                    {
+                        WidenRows<Bf16Values>(v, cache.KvDim, values, n, hd);
+                    }
+
+                    v = (byte*)values;
+                    rowStride = hd;
+                }
+
+                for (int i = 0; i < kvMul; i++)
+                {
+                    float* o = _attDst + (long)r * s.QDim + (g * kvMul + i) * hd;
+                    for (int c = 0; c < hd; c += 64)
+                    {
+                        Accumulate64<F32Values>(o + c, v + c * sizeof(float), rowStride, scores + i * stride + t0, n);
+                    }
+                }
+            }
+        }
     }
 
     /// <summary>Scores come 16 keys at a time from the cache's key blocks (AVX-512, heads of 32k); else key by key.</summary>
@@ -1118,6 +1236,12 @@ public sealed unsafe partial class CpuDevice : IDevice
             kt = widened;
         }
 
+        Scores16(q, kt, hd, dst);
+    }
+
+    /// <summary>The 16 scores of a float32 key block (<paramref name="kt"/>: element d of key j at [d·16 + j]).</summary>
+    private static void Scores16(float* q, float* kt, int hd, float* dst)
+    {
         Vector512<float> left = ((Lane(q, kt, hd, 0) + Lane(q, kt, hd, 1)) + (Lane(q, kt, hd, 2) + Lane(q, kt, hd, 3))) +
                                 ((Lane(q, kt, hd, 4) + Lane(q, kt, hd, 5)) + (Lane(q, kt, hd, 6) + Lane(q, kt, hd, 7)));
         Vector512<float> right = ((Lane(q, kt, hd, 8) + Lane(q, kt, hd, 9)) + (Lane(q, kt, hd, 10) + Lane(q, kt, hd, 11))) +
@@ -1219,6 +1343,21 @@ public sealed unsafe partial class CpuDevice : IDevice
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(byte* row, int i) =>
             (System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + i)) << 16).AsSingle();
+    }
+
+    /// <summary>n rows of hd 16-bit values (<paramref name="stride"/> elements apart) widened into dst, hd floats apart (a call per row cost more than the widening).</summary>
+    private static void WidenRows<TLoad>(byte* v, int stride, float* dst, int n, int hd)
+        where TLoad : struct, IValueLoad
+    {
+        for (int t = 0; t < n; t++)
+        {
+            byte* row = v + (long)t * stride * sizeof(ushort);
+            float* d = dst + (long)t * hd;
+            for (int c = 0; c < hd; c += 16)
+            {
+                TLoad.Load16(row, c).Store(d + c);
+            }
+        }
     }
 
     /// <param name="v">the head's 64 values at position 0; position t is <paramref name="stride"/> elements further</param>
