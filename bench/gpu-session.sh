@@ -5,7 +5,8 @@
 # 2. speed: gpullama bench on a synthetic Llama-3-8B-shape model (BF16 by default), all layers on the GPU;
 # 3. (mode offload) prompt offload: half the layers on the GPU, prompts of 32-512 tokens with the CPU's layers
 #    streamed to the GPU (--no-op-offload 0, from 32 tokens) and kept on the CPU (1), to see from which batch size
-#    streaming pays (the default, 256, is a guess until then).
+#    streaming pays (the default, 256, is a guess until then);
+# 4. (mode depth) tg at context depth 0 and 4096 with f16 and f32 KV caches, all layers on the GPU.
 # Writes logs and JSON under $OUT.
 set -uo pipefail
 G="bash .gpu/run gpullama"
@@ -19,7 +20,8 @@ if [ "$MODE" = all ] || [ "$MODE" = check ]; then
   for m in ${MODELS:-tiny-llama-a-f32.gguf:golden/f32 tiny-llama-a-f16.gguf:golden/f16 tiny-llama-a-bf16.gguf:golden/bf16.dequant_f32 tiny-llama-a:golden/bf16.dequant_f32}; do
     file=${m%%:*}; golden=${m##*:}
     for ngl in ${NGL:-0 1 2 4 5}; do
-      $G run .gpu/fix/$file --prompt-tokens $ids -n 32 --temp 0 --json --gpu-layers $ngl --devices cuda:0 \
+      # f32 caches: the goldens were made with them (the default f16 cache moves the logits by ~5e-4)
+      $G run .gpu/fix/$file --prompt-tokens $ids -n 32 --temp 0 --json --gpu-layers $ngl --devices cuda:0 -ctk f32 -ctv f32 \
         --logits-out "$OUT/logits.bin" > "$OUT/run.json" 2> "$OUT/run.err" || { echo "FAIL $file ngl=$ngl: $(tail -1 "$OUT/run.err")"; continue; }
       python3 - "$OUT/run.json" "$OUT/logits.bin" ".gpu/fix/$golden" "$file ngl=$ngl" <<'PY'
 import json, sys, numpy as np
@@ -51,4 +53,12 @@ if [ "$MODE" = offload ]; then
 import json; rows=json.load(open('$OUT/offload.json'))
 for r in rows: print(r['model_type'], 'ngl', r['n_gpu_layers'], 'nopo', r['no_op_offload'], 'pp%d'%r['n_prompt'], '%.2f +- %.2f tok/s'%(r['avg_ts'], r['stddev_ts']))
 " || tail -5 "$OUT/offload.err"
+fi
+if [ "$MODE" = depth ]; then
+  $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p 0 -n 128 -d ${DEPTHS:-0,4096} -ctk f16,f32 -ctv f16,f32 -r 2 \
+    -o json > "$OUT/depth.json" 2> "$OUT/depth.err"
+  python3 -c "
+import json; rows=json.load(open('$OUT/depth.json'))
+for r in rows: print(r['model_type'], 'kv', r['type_k'], r['type_v'], 'tg%d @ d%d'%(r['n_gen'], r['n_depth']), '%.2f +- %.2f tok/s'%(r['avg_ts'], r['stddev_ts']), 'roofline %', r.get('roofline_pct'))
+" || tail -5 "$OUT/depth.err"
 fi
