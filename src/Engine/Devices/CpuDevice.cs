@@ -113,16 +113,9 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
 
     public byte* Value(long t, int offset) => V + (t * KvDim + offset) * VType.Bytes();
 
-    /// <summary>Stores a key row already rounded to <see cref="KvCacheLayer.KType"/> (<paramref name="rounded"/>) at position <paramref name="t"/>.</summary>
-    internal void StoreKeyRow(byte* rounded, int t)
+    /// <summary>Scatters a key row already rounded to <see cref="KvCacheLayer.KType"/> (<paramref name="rounded"/>) into position <paramref name="t"/>'s block.</summary>
+    internal void StoreKeyBlockRow(byte* rounded, int t)
     {
-        if (!BlockedKeys)
-        {
-            long bytes = (long)KvDim * KType.Bytes();
-            Buffer.MemoryCopy(rounded, Key(t, 0), bytes, bytes);
-            return;
-        }
-
         int j = t & 15;
         if (KType == KvCacheType.F32)
         {
@@ -165,21 +158,7 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
     }
 
     /// <summary>n values of <paramref name="type"/> at <paramref name="src"/> widened to float32.</summary>
-    internal static void ToF32(KvCacheType type, byte* src, float* dst, int n)
-    {
-        switch (type)
-        {
-            case KvCacheType.F32:
-                Buffer.MemoryCopy(src, dst, (long)n * sizeof(float), (long)n * sizeof(float));
-                break;
-            case KvCacheType.F16:
-                CpuMatMul.F16ToF32((ushort*)src, dst, n);
-                break;
-            default:
-                CpuMatMul.Bf16ToF32((ushort*)src, dst, n);
-                break;
-        }
-    }
+    internal static void ToF32(KvCacheType type, byte* src, float* dst, int n) => CpuDevice.ConvertRow(type.DType(), src, dst, n);
 
     /// <summary>n float32 values rounded to <paramref name="type"/> (to nearest, ties to even, as ggml rounds them).</summary>
     internal static void FromF32(KvCacheType type, float* src, byte* dst, int n)
@@ -468,11 +447,19 @@ public sealed unsafe partial class CpuDevice : IDevice
 
         int n = rows * cache.KvDim;
         float* keys = Own(k).Pointer;
-        byte* rounded = (byte*)GrowBuffer(ref _keyRow, cache.KvDim);
-        for (int r = 0; r < rows; r++)
+        if (cache.BlockedKeys)
         {
-            CpuKvCache.FromF32(cache.KType, keys + (long)r * cache.KvDim, rounded, cache.KvDim);
-            cache.StoreKeyRow(rounded, position + r);
+            // each row rounded, then scattered into its block
+            byte* rounded = (byte*)GrowBuffer(ref _keyRow, cache.KvDim);
+            for (int r = 0; r < rows; r++)
+            {
+                CpuKvCache.FromF32(cache.KType, keys + (long)r * cache.KvDim, rounded, cache.KvDim);
+                cache.StoreKeyBlockRow(rounded, position + r);
+            }
+        }
+        else
+        {
+            CpuKvCache.FromF32(cache.KType, keys, cache.Key(position, 0), n);
         }
 
         CpuKvCache.FromF32(cache.VType, Own(v).Pointer, cache.Value(position, 0), n);
@@ -520,7 +507,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         float scale = 1.0f / MathF.Sqrt(hd);
         CpuKvCache cache = _attKv!;
         int stride = cache.Capacity + 16;
-        float* scores = ScoreScratch(slice, kvMul * stride + Math.Max(stride, hd));
+        float* scores = ScoreScratch(slice, kvMul * stride + Math.Max(stride, kvMul * hd));
         ushort* bits = (ushort*)(scores + kvMul * stride);
         float* widened = RowScratch(slice, hd * 16 + kvMul * hd + ValueChunk * hd);
         float* queries = widened + hd * 16, values = queries + kvMul * hd;
@@ -531,31 +518,20 @@ public sealed unsafe partial class CpuDevice : IDevice
             int r = job / s.KvHeads, g = job % s.KvHeads;
             int p = _attPosition + r;
             int kvOffset = g * hd;
-            for (int i = 0; i < kvMul; i++)
+            // the group's query heads, consecutive in q (rounded to the key type into scratch under llama.cpp's numerics)
+            float* groupQ = _attQ + (long)r * s.QDim + g * kvMul * hd;
+            if (roundQ)
             {
-                float* q = _attQ + (long)r * s.QDim + (g * kvMul + i) * hd;
-                if (roundQ)
-                {
-                    RoundTo(cache.KType, q, queries + i * hd, hd, bits);
-                }
-                else
-                {
-                    new ReadOnlySpan<float>(q, hd).CopyTo(new Span<float>(queries + i * hd, hd));
-                }
+                RoundTo(cache.KType, groupQ, queries, kvMul * hd, bits);
+                groupQ = queries;
             }
 
             for (int b = 0; b <= p >> 4; b++)
             {
-                float* kt = (float*)cache.KeyBlock(b, kvOffset);
-                if (cache.KType != KvCacheType.F32)
-                {
-                    CpuKvCache.ToF32(cache.KType, (byte*)kt, widened, hd * 16);
-                    kt = widened;
-                }
-
+                float* kt = KeyBlockF32(cache, b, kvOffset, hd, widened);
                 for (int i = 0; i < kvMul; i++)
                 {
-                    Scores16(queries + i * hd, kt, hd, scores + i * stride + 16 * b);
+                    Scores16(groupQ + i * hd, kt, hd, scores + i * stride + 16 * b);
                 }
             }
 
@@ -563,15 +539,7 @@ public sealed unsafe partial class CpuDevice : IDevice
             {
                 var window = new Span<float>(scores + i * stride, p + 1);
                 System.Numerics.Tensors.TensorPrimitives.Multiply(window, scale, window);
-                float max = System.Numerics.Tensors.TensorPrimitives.Max(window);
-                System.Numerics.Tensors.TensorPrimitives.Subtract(window, max, window);
-                System.Numerics.Tensors.TensorPrimitives.Exp(window, window);
-                float inv = (float)(1.0 / SumAsDouble(scores + i * stride, p + 1));
-                System.Numerics.Tensors.TensorPrimitives.Multiply(window, inv, window);
-                if (roundP)
-                {
-                    RoundTo(cache.VType, scores + i * stride, scores + i * stride, p + 1, bits);
-                }
+                SoftmaxWeights(scores + i * stride, p + 1, System.Numerics.Tensors.TensorPrimitives.Max(window), roundP ? cache.VType : KvCacheType.F32, bits);
 
                 new Span<float>(_attDst + (long)r * s.QDim + (g * kvMul + i) * hd, hd).Clear();
             }
@@ -1135,7 +1103,7 @@ public sealed unsafe partial class CpuDevice : IDevice
                 int t = 0;
                 for (; t + 16 <= p + 1; t += 16)
                 {
-                    Scores16(q, cache, t >> 4, kvOffset, hd, scores + t, widened);
+                    Scores16(q, KeyBlockF32(cache, t >> 4, kvOffset, hd, widened), hd, scores + t);
                     Vector512<float> v = Vector512.Load(scores + t) * scale16;
                     v.Store(scores + t);
                     max16 = Vector512.Max(max16, v);
@@ -1148,7 +1116,7 @@ public sealed unsafe partial class CpuDevice : IDevice
 
                 if (t <= p)
                 {
-                    Scores16(q, cache, t >> 4, kvOffset, hd, scores + t, widened);
+                    Scores16(q, KeyBlockF32(cache, t >> 4, kvOffset, hd, widened), hd, scores + t);
                     for (; t <= p; t++)
                     {
                         float v = scores[t] * scale;
@@ -1167,21 +1135,28 @@ public sealed unsafe partial class CpuDevice : IDevice
                 }
             }
 
-            // e^(s - max), vectorized as ggml's soft_max is (a scalar exp per score was ~7 ms of a TinyLlama token at
-            // depth 1024), summed in double as ggml_float
-            var window = new Span<float>(scores, p + 1);
-            System.Numerics.Tensors.TensorPrimitives.Subtract(window, max, window);
-            System.Numerics.Tensors.TensorPrimitives.Exp(window, window);
-            float inv = (float)(1.0 / SumAsDouble(scores, p + 1));
-            System.Numerics.Tensors.TensorPrimitives.Multiply(window, inv, window); // the weights, normalized as ggml's soft_max
-            if (roundP)
-            {
-                RoundTo(cache.VType, scores, scores, p + 1, (ushort*)(scores + cache.Capacity + 16));
-            }
-
+            SoftmaxWeights(scores, p + 1, max, roundP ? cache.VType : KvCacheType.F32, (ushort*)(scores + cache.Capacity + 16));
             float* o = _attDst + (long)r * s.QDim + h * hd;
             new Span<float>(o, hd).Clear();
             AccumulateValues(o, cache, kvOffset, scores, p + 1, hd, widened);
+        }
+    }
+
+    /// <summary>
+    /// Scaled scores (maximum <paramref name="max"/>) → the softmax weights in place: e^(s − max) vectorized, summed in
+    /// double (ggml_float), normalized as ggml's soft_max, then rounded to <paramref name="round"/> (a 16-bit value
+    /// type under llama.cpp's numerics; F32: as they are). <paramref name="bits"/>: n 16-bit words of scratch.
+    /// </summary>
+    private static void SoftmaxWeights(float* scores, int n, float max, KvCacheType round, ushort* bits)
+    {
+        var window = new Span<float>(scores, n);
+        System.Numerics.Tensors.TensorPrimitives.Subtract(window, max, window);
+        System.Numerics.Tensors.TensorPrimitives.Exp(window, window);
+        float inv = (float)(1.0 / SumAsDouble(scores, n));
+        System.Numerics.Tensors.TensorPrimitives.Multiply(window, inv, window);
+        if (round != KvCacheType.F32)
+        {
+            RoundTo(round, scores, scores, n, bits);
         }
     }
 
@@ -1219,27 +1194,28 @@ public sealed unsafe partial class CpuDevice : IDevice
     }
 
     /// <summary>
-    /// dst[j] = CpuMatMul.Dot(q, key j) for the 16 keys of key block <paramref name="block"/> (element d of key j at
-    /// [d·16 + j] from the head's <paramref name="offset"/>), with the same arithmetic: Dot's two FMA chains over q's
-    /// 16-value chunks (even chunks, odd chunks) for every lane l, their sum, then Vector512.Sum's tree over the 16 lanes
-    /// (pairs of adjacent lanes, balanced) — here with keys in the lanes and one vector per Dot lane, so that 16 scores
-    /// cost hd FMAs and 31 adds instead of 16 reductions.
+    /// Key block <paramref name="block"/> of the head at <paramref name="offset"/> as float32: in place, or widened into
+    /// <paramref name="widened"/> (hd·16 floats) in one vectorized pass (converting in <see cref="Scores16"/>'s lane
+    /// loads, 16 inlined lanes, outgrew the JIT's inlining budget and called the converter).
     /// </summary>
-    /// <param name="widened">hd·16 floats of scratch: a 16-bit block is widened there first, in one vectorized pass
-    /// (converting in the lanes' loads, 16 inlined lanes, outgrew the JIT's inlining budget and called the converter)</param>
-    private static void Scores16(float* q, CpuKvCache cache, int block, int offset, int hd, float* dst, float* widened)
+    private static float* KeyBlockF32(CpuKvCache cache, int block, int offset, int hd, float* widened)
     {
-        float* kt = (float*)cache.KeyBlock(block, offset);
-        if (cache.KType != KvCacheType.F32)
+        byte* kt = cache.KeyBlock(block, offset);
+        if (cache.KType == KvCacheType.F32)
         {
-            CpuKvCache.ToF32(cache.KType, (byte*)kt, widened, hd * 16);
-            kt = widened;
+            return (float*)kt;
         }
 
-        Scores16(q, kt, hd, dst);
+        CpuKvCache.ToF32(cache.KType, kt, widened, hd * 16);
+        return widened;
     }
 
-    /// <summary>The 16 scores of a float32 key block (<paramref name="kt"/>: element d of key j at [d·16 + j]).</summary>
+    /// <summary>
+    /// dst[j] = CpuMatMul.Dot(q, key j) for the 16 keys of a float32 key block (element d of key j at kt[d·16 + j]),
+    /// with the same arithmetic: Dot's two FMA chains over q's 16-value chunks (even chunks, odd chunks) for every lane
+    /// l, their sum, then Vector512.Sum's tree over the 16 lanes (pairs of adjacent lanes, balanced) — here with keys in
+    /// the lanes and one vector per Dot lane, so that 16 scores cost hd FMAs and 31 adds instead of 16 reductions.
+    /// </summary>
     private static void Scores16(float* q, float* kt, int hd, float* dst)
     {
         Vector512<float> left = ((Lane(q, kt, hd, 0) + Lane(q, kt, hd, 1)) + (Lane(q, kt, hd, 2) + Lane(q, kt, hd, 3))) +

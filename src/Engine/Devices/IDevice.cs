@@ -242,6 +242,14 @@ public static class KvCacheTypes
 {
     public static int Bytes(this KvCacheType type) => type == KvCacheType.F32 ? 4 : 2;
 
+    /// <summary>The weight dtype that stores values the same way.</summary>
+    public static DType DType(this KvCacheType type) => type switch
+    {
+        KvCacheType.F16 => Formats.DType.F16,
+        KvCacheType.BF16 => Formats.DType.BF16,
+        _ => Formats.DType.F32,
+    };
+
     /// <summary>llama.cpp's name: "f32", "f16", "bf16".</summary>
     public static string Name(this KvCacheType type) => type.ToString().ToLowerInvariant();
 
