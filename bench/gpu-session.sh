@@ -6,7 +6,8 @@
 # 3. (mode offload) prompt offload: half the layers on the GPU, prompts of 32-512 tokens with the CPU's layers
 #    streamed to the GPU (--no-op-offload 0, from 32 tokens) and kept on the CPU (1), to see from which batch size
 #    streaming pays (the default, 256, is a guess until then);
-# 4. (mode depth) tg at context depth 0 and 4096 with f16 and f32 KV caches, all layers on the GPU.
+# 4. (mode depth) tg at context depth 0 and 4096 with f16, f32, q8_0 and q4_0 key caches and f16 or q8_0 value
+#    caches (CTK, CTV: comma lists; every pair is run), all layers on the GPU.
 # Writes logs and JSON under $OUT.
 set -uo pipefail
 G="bash .gpu/run gpullama"
@@ -55,7 +56,7 @@ for r in rows: print(r['model_type'], 'ngl', r['n_gpu_layers'], 'nopo', r['no_op
 " || tail -5 "$OUT/offload.err"
 fi
 if [ "$MODE" = depth ]; then
-  $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p 0 -n 128 -d ${DEPTHS:-0,4096} -ctk f16,f32 -ctv f16,f32 -r 2 \
+  $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p 0 -n 128 -d ${DEPTHS:-0,4096} -ctk ${CTK:-f16,f32,q8_0,q4_0} -ctv ${CTV:-f16,q8_0} -r 2 \
     -o json > "$OUT/depth.json" 2> "$OUT/depth.err"
   python3 -c "
 import json; rows=json.load(open('$OUT/depth.json'))

@@ -7,7 +7,7 @@ namespace GpuLlama.Bench;
 /// <summary>
 /// Decode attention of one new token over a KV cache of <see cref="Context"/> positions, through
 /// <see cref="CpuDevice.Attention"/>, with the grouped-query shapes of TinyLlama-1.1B (32 query heads on 4 KV heads,
-/// head 64) and Llama-3-8B (32 on 8, head 128), over F16 caches (the default) and F32 ones. Every layer has its own
+/// head 64) and Llama-3-8B (32 on 8, head 128), over F16 caches (the default), F32 ones and the quantized Q8_0 and Q4_0. Every layer has its own
 /// cache, so caches are read cold (see <see cref="BenchData.ColdBytes"/>); Bytes/op counts K and V once (the query
 /// heads of a group share them).
 /// </summary>
@@ -29,7 +29,7 @@ public class AttentionBenchmarks : IKernelWork
     [ParamsSource(nameof(CacheTypes))]
     public KvCacheType Cache { get; set; } = KvCacheType.F16;
 
-    public static IEnumerable<KvCacheType> CacheTypes() => BenchData.Values(KvCacheType.F16, KvCacheType.F32);
+    public static IEnumerable<KvCacheType> CacheTypes() => BenchData.Values(KvCacheType.F16, KvCacheType.F32, KvCacheType.Q8_0, KvCacheType.Q4_0);
 
     public static IEnumerable<string> Models() => BenchData.Values("tinyllama-1.1b", "llama3-8b");
 
@@ -40,7 +40,7 @@ public class AttentionBenchmarks : IKernelWork
         get
         {
             ModelConfig c = BenchData.Model(Model);
-            return 2L * Context * c.KvDim * Cache.Bytes() + 2L * c.QDim * sizeof(float);
+            return 2L * Context * Cache.RowBytes(c.KvDim) + 2L * c.QDim * sizeof(float);
         }
     }
 
@@ -60,7 +60,7 @@ public class AttentionBenchmarks : IKernelWork
         _shape = AttentionShape.Of(c);
         var rng = new Random(3);
         _device = BenchData.Device();
-        long cacheBytes = 2L * Context * c.KvDim * Cache.Bytes();
+        long cacheBytes = 2L * Context * Cache.RowBytes(c.KvDim);
         int copies = (int)Math.Clamp((BenchData.ColdBytes + cacheBytes - 1) / cacheBytes, 1, 1024);
         using DeviceBuffer k = BenchData.Buffer(_device, Context * c.KvDim, rng);
         using DeviceBuffer v = BenchData.Buffer(_device, Context * c.KvDim, rng);

@@ -36,8 +36,8 @@ public static class BenchCommand
         var chart = new Option<string>("--chart") { Description = "SVG file for the --sweep-gpu-layers chart.", DefaultValueFactory = _ => "bench-gpu-layers.svg" };
         var nopo = new Option<string>("--no-op-offload", "-nopo") { Description = "Comma list of 0/1: 1 keeps the CPU's layers on the CPU for prompt batches, 0 streams them to the GPU for batches of --op-offload-min-batch+ tokens (llama.cpp's op offload); 0,1 measures both.", DefaultValueFactory = _ => "0" };
         var minBatch = new Option<int>("--op-offload-min-batch") { Description = "Smallest prompt batch that streams the CPU's layers to the GPU (llama.cpp streams from 32; see docs/performance.md).", DefaultValueFactory = _ => PromptOffload.DefaultMinBatch };
-        var typeK = new Option<string>("--cache-type-k", "-ctk") { Description = "Comma list of KV cache key types: f16 (default, as llama.cpp), bf16, f32.", DefaultValueFactory = _ => "f16" };
-        var typeV = new Option<string>("--cache-type-v", "-ctv") { Description = "Comma list of KV cache value types: f16 (default), bf16, f32.", DefaultValueFactory = _ => "f16" };
+        var typeK = new Option<string>("--cache-type-k", "-ctk") { Description = "Comma list of KV cache key types: f16 (default, as llama.cpp), bf16, f32, q8_0, q4_0.", DefaultValueFactory = _ => "f16" };
+        var typeV = new Option<string>("--cache-type-v", "-ctv") { Description = "Comma list of KV cache value types: f16 (default), bf16, f32, q8_0, q4_0.", DefaultValueFactory = _ => "f16" };
         var exact = new Option<bool>("--exact-quant") { Description = "CPU: quantized and F16 weights with float32 activations (exact) instead of llama.cpp's rounded ones (8-bit, F16)." };
         var memory = new Option<bool>("--memory") { Description = "Only measure and print the memory bandwidth of each device (the roofline)." };
         var command = new Command("bench", "Benchmark prompt processing (pp) and generation (tg) like llama-bench, with bytes/token, GB/s and % of the bandwidth roofline.")

@@ -141,7 +141,7 @@ public static class BenchRunner
         var bytes = new Dictionary<string, long>();
         ModelConfig c = model.Config;
         IReadOnlyDictionary<string, TensorInfo> tensors = model.Source.Tensors;
-        long kvPerPosition = (long)c.KvDim * (model.Transformer.CacheTypeK.Bytes() + model.Transformer.CacheTypeV.Bytes());
+        long kvPerPosition = model.Transformer.CacheTypeK.RowBytes(c.KvDim) + model.Transformer.CacheTypeV.RowBytes(c.KvDim);
         for (int l = 0; l < c.Layers; l++)
         {
             string device = model.Plan.Layers[l];

@@ -82,13 +82,13 @@ public sealed class ModelOptions
 
     public Option<string> CacheTypeK { get; } = new("--cache-type-k", "-ctk")
     {
-        Description = "How the KV cache stores keys: f16 (default, as llama.cpp: half the memory), bf16 or f32 (every value as computed).",
+        Description = "How the KV cache stores keys: f16 (default, as llama.cpp: half the memory), bf16, f32 (every value as computed), or q8_0 / q4_0 (llama.cpp's 32-value blocks: about a quarter / an eighth of f32; heads of a multiple of 32).",
         DefaultValueFactory = _ => "f16",
     };
 
     public Option<string> CacheTypeV { get; } = new("--cache-type-v", "-ctv")
     {
-        Description = "How the KV cache stores values: f16 (default), bf16 or f32.",
+        Description = "How the KV cache stores values: f16 (default), bf16, f32, q8_0 or q4_0.",
         DefaultValueFactory = _ => "f16",
     };
 

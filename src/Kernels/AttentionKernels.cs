@@ -28,10 +28,15 @@ public struct AttentionArgs
     /// <summary>Keys per split, a multiple of the group size.</summary>
     public int SplitLength;
 
-    /// <summary>How the caches store values: <see cref="WeightCode"/> F32, F16 or BF16.</summary>
+    /// <summary>How the caches store values: <see cref="WeightCode"/> F32, F16, BF16, Q8_0 or Q4_0.</summary>
     public int KType;
 
     public int VType;
+
+    /// <summary>Quantized caches: the 16-bit index of the first block scale (see IlgpuKvCache).</summary>
+    public long KScales;
+
+    public long VScales;
 }
 
 internal static class AttentionKernels
@@ -92,6 +97,105 @@ internal static class AttentionKernels
             cache.Cast<ushort>()[index] = (ushort)(type == WeightCode.BF16 ? KernelMath.ToBf16(value) : KernelMath.ToF16(value));
         }
     }
+
+    /// <summary>
+    /// Writes values to one cache from element <paramref name="offset"/>: for a plain type thread i stores value i
+    /// rounded to the type; for Q8_0 and Q4_0 thread i quantizes block i of 32 values as llama.cpp's CPU backend
+    /// quantizes a cache row — Q8_0 as quantize_row_q8_0 (d = max|x|/127 rounded to F16, q = round-to-even(x·127/max|x|)),
+    /// Q4_0 as quantize_row_q4_0_ref (d = m/−8 for m the value of largest magnitude, q = min(15, trunc(x/d + 8.5))) —
+    /// and writes its quants and scale (IlgpuKvCache's planes: whole words, and one 16-bit scale).
+    /// </summary>
+    public static void StoreCache(Index1D i, ArrayView<uint> cache, ArrayView<float> src, long offset, int type, long scales)
+    {
+        if (type != WeightCode.Q8_0 && type != WeightCode.Q4_0)
+        {
+            Store(cache, type, offset + i, src[i]);
+            return;
+        }
+
+        int n = i;
+        long x = (long)n * 32;
+        long block = offset / 32 + n;
+        float amax = 0;
+        float max = 0;
+        for (int j = 0; j < 32; j++)
+        {
+            float v = src[x + j];
+            if (amax < XMath.Abs(v))
+            {
+                amax = XMath.Abs(v);
+                max = v;
+            }
+        }
+
+        uint d;
+        if (type == WeightCode.Q8_0)
+        {
+            d = KernelMath.ToF16(amax / 127f);
+            float id = amax != 0 ? 127f / amax : 0f;
+            for (int w = 0; w < 8; w++)
+            {
+                uint word = 0;
+                for (int j = 0; j < 4; j++)
+                {
+                    int q = (int)XMath.RoundToEven(src[x + 4 * w + j] * id);
+                    word |= ((uint)q & 0xFFu) << (8 * j);
+                }
+
+                cache[block * 8 + w] = word;
+            }
+        }
+        else
+        {
+            float scale = max / -8f;
+            float id = scale != 0 ? 1.0f / scale : 0f;
+            d = KernelMath.ToF16(scale);
+            for (int w = 0; w < 4; w++)
+            {
+                uint word = 0;
+                for (int j = 0; j < 4; j++)
+                {
+                    int e = 4 * w + j;
+                    int lo = XMath.Min(15, (int)(src[x + e] * id + 8.5f));
+                    int hi = XMath.Min(15, (int)(src[x + e + 16] * id + 8.5f));
+                    word |= (uint)(lo | (hi << 4)) << (8 * j);
+                }
+
+                cache[block * 4 + w] = word;
+            }
+        }
+
+        cache.Cast<ushort>()[scales + block] = (ushort)d;
+    }
+
+    /// <summary>Element <paramref name="i"/> of a cache of any type (quantized: its quant times its block's scale).</summary>
+    private static float LoadKv(ArrayView<uint> cache, int type, long i, long scales)
+    {
+        if (type == WeightCode.Q8_0)
+        {
+            int q = (int)(cache[i >> 2] << (24 - 8 * (int)(i & 3))) >> 24;
+            return KernelMath.F16(cache.Cast<ushort>()[scales + (i >> 5)]) * q;
+        }
+
+        if (type == WeightCode.Q4_0)
+        {
+            long b = (i >> 5) * 16 + (i & 15);
+            uint bits = cache[b >> 2] >> (8 * (int)(b & 3));
+            int q = (int)((i & 16) == 0 ? bits & 0xFu : (bits >> 4) & 0xFu) - 8;
+            return KernelMath.F16(cache.Cast<ushort>()[scales + (i >> 5)]) * q;
+        }
+
+        return KernelMath.LoadWeight(cache, type, i);
+    }
+
+    /// <summary>q[d..d+4) · four int8 quants of a word (low byte first).</summary>
+    private static float Dot4(ArrayView<float> qs, int d, uint w) =>
+        qs[d] * ((int)(w << 24) >> 24) + qs[d + 1] * ((int)(w << 16) >> 24) + qs[d + 2] * ((int)(w << 8) >> 24) + qs[d + 3] * ((int)w >> 24);
+
+    /// <summary>q[d..d+4) · the low nibbles of a word's bytes and q[d+16..d+20) · their high nibbles, each minus 8 (Q4_0).</summary>
+    private static float Nibbles4(ArrayView<float> qs, int d, uint w) =>
+        qs[d] * ((int)(w & 0xFu) - 8) + qs[d + 1] * ((int)((w >> 8) & 0xFu) - 8) + qs[d + 2] * ((int)((w >> 16) & 0xFu) - 8) + qs[d + 3] * ((int)((w >> 24) & 0xFu) - 8)
+        + qs[d + 16] * ((int)((w >> 4) & 0xFu) - 8) + qs[d + 17] * ((int)((w >> 12) & 0xFu) - 8) + qs[d + 18] * ((int)((w >> 20) & 0xFu) - 8) + qs[d + 19] * ((int)(w >> 28) - 8);
 
     /// <summary>
     /// Causal GQA attention, one group per (row, head, split). Keys are visited in chunks of one key per thread with
@@ -166,6 +270,30 @@ internal static class AttentionKernels
                         dot += qs[d] * kv.X + qs[d + 1] * kv.Y + qs[d + 2] * kv.Z + qs[d + 3] * kv.W;
                     }
                 }
+                else if (a.KType == WeightCode.Q8_0)
+                {
+                    // a 32-block per step: its scale, then its 32 quants in two 16-byte loads (a head starts on a block)
+                    for (int d = 0; d < hd; d += 32)
+                    {
+                        long at = kBase + d;
+                        U4 c0 = k8[at >> 4];
+                        U4 c1 = k8[(at >> 4) + 1];
+                        float block = Dot4(qs, d, c0.X) + Dot4(qs, d + 4, c0.Y) + Dot4(qs, d + 8, c0.Z) + Dot4(qs, d + 12, c0.W)
+                            + Dot4(qs, d + 16, c1.X) + Dot4(qs, d + 20, c1.Y) + Dot4(qs, d + 24, c1.Z) + Dot4(qs, d + 28, c1.W);
+                        dot += KernelMath.F16(kCache.Cast<ushort>()[a.KScales + (at >> 5)]) * block;
+                    }
+                }
+                else if (a.KType == WeightCode.Q4_0)
+                {
+                    // a 32-block per step: its scale and its 16 bytes of nibbles in one load
+                    for (int d = 0; d < hd; d += 32)
+                    {
+                        long at = kBase + d;
+                        U4 c = k8[at >> 5];
+                        float block = Nibbles4(qs, d, c.X) + Nibbles4(qs, d + 4, c.Y) + Nibbles4(qs, d + 8, c.Z) + Nibbles4(qs, d + 12, c.W);
+                        dot += KernelMath.F16(kCache.Cast<ushort>()[a.KScales + (at >> 5)]) * block;
+                    }
+                }
                 else if (vector)
                 {
                     long k8Base = kBase >> 3;
@@ -208,16 +336,16 @@ internal static class AttentionKernels
                 for (; j + 3 < n; j += 4)
                 {
                     // four value loads in flight per step (the loop is latency-bound otherwise)
-                    float v0 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)j * kvDim);
-                    float v1 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)(j + 1) * kvDim);
-                    float v2 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)(j + 2) * kvDim);
-                    float v3 = KernelMath.LoadWeight(vCache, a.VType, vBase + (long)(j + 3) * kvDim);
+                    float v0 = LoadKv(vCache, a.VType, vBase + (long)j * kvDim, a.VScales);
+                    float v1 = LoadKv(vCache, a.VType, vBase + (long)(j + 1) * kvDim, a.VScales);
+                    float v2 = LoadKv(vCache, a.VType, vBase + (long)(j + 2) * kvDim, a.VScales);
+                    float v3 = LoadKv(vCache, a.VType, vBase + (long)(j + 3) * kvDim, a.VScales);
                     acc += ps[j] * v0 + ps[j + 1] * v1 + ps[j + 2] * v2 + ps[j + 3] * v3;
                 }
 
                 for (; j < n; j++)
                 {
-                    acc += ps[j] * KernelMath.LoadWeight(vCache, a.VType, vBase + (long)j * kvDim);
+                    acc += ps[j] * LoadKv(vCache, a.VType, vBase + (long)j * kvDim, a.VScales);
                 }
 
                 os[d] = acc;

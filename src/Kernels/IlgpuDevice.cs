@@ -60,7 +60,13 @@ public sealed class IlgpuWeight : DeviceWeight
     }
 }
 
-/// <summary>One layer's K and V caches: [capacity, kvDim] each as 32-bit words (one float32, or two 16-bit values).</summary>
+/// <summary>
+/// One layer's K and V caches: [capacity, kvDim] each as 32-bit words (one float32, or two 16-bit values). A quantized
+/// cache holds the bytes of ggml's blocks split in two planes, so that every load is aligned: first the quants of
+/// every block in order (Q8_0: 32 bytes a block; Q4_0: 16 bytes, byte j holding values j and j + 16 in its low and
+/// high nibble), then the blocks' F16 scales from 16-bit index <see cref="ScaleBase"/> — a block's 34 or 18 bytes,
+/// as many as the memory plan counts.
+/// </summary>
 public sealed class IlgpuKvCache : KvCacheLayer
 {
     internal IlgpuKvCache(IDevice device, int capacity, int kvDim, KvCacheType kType, KvCacheType vType, MemoryBuffer1D<uint, Stride1D.Dense> k, MemoryBuffer1D<uint, Stride1D.Dense> v)
@@ -79,11 +85,25 @@ public sealed class IlgpuKvCache : KvCacheLayer
     {
         KvCacheType.F16 => WeightCode.F16,
         KvCacheType.BF16 => WeightCode.BF16,
+        KvCacheType.Q8_0 => WeightCode.Q8_0,
+        KvCacheType.Q4_0 => WeightCode.Q4_0,
         _ => WeightCode.F32,
     };
 
     /// <summary>32-bit words for <paramref name="values"/> values of <paramref name="type"/>, a whole number of 16-byte loads.</summary>
-    internal static long Words(long values, KvCacheType type) => Math.Max(4, ((values * type.Bytes() + 15) / 16) * 4);
+    internal static long Words(long values, KvCacheType type) => Math.Max(4, ((type.RowBytes(values) + 15) / 16) * 4);
+
+    /// <summary>A quantized cache's first scale, as an index of 16-bit words: after the quants of <paramref name="values"/> values.</summary>
+    internal static long ScaleBase(long values, KvCacheType type) => type switch
+    {
+        KvCacheType.Q8_0 => values / 2,
+        KvCacheType.Q4_0 => values / 4,
+        _ => 0,
+    };
+
+    internal long KScales => ScaleBase((long)Capacity * KvDim, KType);
+
+    internal long VScales => ScaleBase((long)Capacity * KvDim, VType);
 
     public override void Dispose()
     {
@@ -127,6 +147,7 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs> _matMulScalar;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int> _storeKv;
+    private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long> _storeCache;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionCombine;
     private MemoryBuffer1D<float, Stride1D.Dense> _attentionPartial;
@@ -159,6 +180,7 @@ public sealed unsafe class IlgpuDevice : IDevice
         _matMulScalar = accelerator.LoadStreamKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulScalar);
         _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
         _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int>(AttentionKernels.StoreKv);
+        _storeCache = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long>(AttentionKernels.StoreCache);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionKernels.Attention);
         _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.AttentionCombine);
         _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
@@ -622,9 +644,21 @@ public sealed unsafe class IlgpuDevice : IDevice
 
         Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"storing {rows} rows of {cache.KvDim} needs that many floats in k and v");
         Bind();
-        _storeKv(rows * cache.KvDim, cache.K.View, cache.V.View, Own(k).View, Own(v).View, (long)position * cache.KvDim,
-            IlgpuKvCache.Code(cache.KType), IlgpuKvCache.Code(cache.VType));
+        long offset = (long)position * cache.KvDim;
+        if (!cache.KType.IsQuantized() && !cache.VType.IsQuantized())
+        {
+            _storeKv(rows * cache.KvDim, cache.K.View, cache.V.View, Own(k).View, Own(v).View, offset,
+                IlgpuKvCache.Code(cache.KType), IlgpuKvCache.Code(cache.VType));
+            return;
+        }
+
+        // a quantized cache takes a thread per block of 32 values (each thread writes its block's quants and scale)
+        StoreRows(cache.K, cache.KType, cache.KScales, Own(k), offset, rows * cache.KvDim);
+        StoreRows(cache.V, cache.VType, cache.VScales, Own(v), offset, rows * cache.KvDim);
     }
+
+    private void StoreRows(MemoryBuffer1D<uint, Stride1D.Dense> cache, KvCacheType type, long scales, IlgpuBuffer src, long offset, int values) =>
+        _storeCache(type.IsQuantized() ? values / 32 : values, cache.View, src.View, offset, IlgpuKvCache.Code(type), scales);
 
     public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape)
     {
@@ -659,6 +693,8 @@ public sealed unsafe class IlgpuDevice : IDevice
             SplitLength = position + rows,
             KType = IlgpuKvCache.Code(cache.KType),
             VType = IlgpuKvCache.Code(cache.VType),
+            KScales = cache.KScales,
+            VScales = cache.VScales,
         };
 
         // decode: rows × heads groups leave most multiprocessors idle, so split the keys (flash-decoding)

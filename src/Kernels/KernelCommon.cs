@@ -30,6 +30,8 @@ internal static class WeightCode
 {
     public const int F32 = 0;
     public const int F16 = 1;
+    public const int Q4_0 = 2;
+    public const int Q8_0 = 8;
     public const int BF16 = 30;
 }
 

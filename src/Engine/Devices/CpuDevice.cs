@@ -82,17 +82,18 @@ public sealed unsafe class CpuWeight : DeviceWeight
 /// <summary>
 /// One layer's K and V on the CPU, in native memory as their cache types: V as [capacity, kvDim]; K the same, or on
 /// AVX-512 hosts in blocks of 16 positions, element e of keys 16b..16b+15 side by side at [(b·kvDim + e)·16 + j], so
-/// that attention scores 16 keys per vector load without transposing them first (see CpuDevice.Scores16).
+/// that attention scores 16 keys per vector load without transposing them first (see CpuDevice.Scores16). Q8_0 and
+/// Q4_0 caches hold each row as ggml's blocks, as llama.cpp's do (keys row-major: a score is one block dot product).
 /// </summary>
 public sealed unsafe class CpuKvCache : KvCacheLayer
 {
     internal CpuKvCache(IDevice device, int capacity, int kvDim, KvCacheType kType, KvCacheType vType, bool blockedKeys) : base(device, capacity, kvDim, kType, vType)
     {
-        BlockedKeys = blockedKeys;
-        long keyPositions = blockedKeys ? (capacity + 15L) / 16 * 16 : capacity;
-        AllocatedBytes = keyPositions * kvDim * kType.Bytes() + (long)capacity * kvDim * vType.Bytes();
-        K = Allocate(keyPositions * kvDim * kType.Bytes());
-        V = Allocate((long)capacity * kvDim * vType.Bytes());
+        BlockedKeys = blockedKeys && !kType.IsQuantized();
+        long keyPositions = BlockedKeys ? (capacity + 15L) / 16 * 16 : capacity;
+        AllocatedBytes = kType.RowBytes(keyPositions * kvDim) + vType.RowBytes((long)capacity * kvDim);
+        K = Allocate(kType.RowBytes(keyPositions * kvDim));
+        V = Allocate(vType.RowBytes((long)capacity * kvDim));
     }
 
     public byte* K { get; private set; }
@@ -106,12 +107,12 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
     public long AllocatedBytes { get; }
 
     /// <summary>Where element <paramref name="offset"/> of the 16 keys of block <paramref name="block"/> starts (blocked keys).</summary>
-    public byte* KeyBlock(int block, int offset) => K + ((long)block * KvDim + offset) * 16 * KType.Bytes();
+    public byte* KeyBlock(int block, int offset) => K + KType.RowBytes(((long)block * KvDim + offset) * 16);
 
-    /// <summary>Where key <paramref name="t"/>'s values for the head at <paramref name="offset"/> start (row-major keys).</summary>
-    public byte* Key(long t, int offset) => K + (t * KvDim + offset) * KType.Bytes();
+    /// <summary>Where key <paramref name="t"/>'s values for the head at <paramref name="offset"/> start (row-major keys; quantized: a head starts on a block).</summary>
+    public byte* Key(long t, int offset) => K + KType.RowBytes(t * KvDim + offset);
 
-    public byte* Value(long t, int offset) => V + (t * KvDim + offset) * VType.Bytes();
+    public byte* Value(long t, int offset) => V + VType.RowBytes(t * KvDim + offset);
 
     /// <summary>Scatters a key row already rounded to <see cref="KvCacheLayer.KType"/> (<paramref name="rounded"/>) into position <paramref name="t"/>'s block.</summary>
     internal void StoreKeyBlockRow(byte* rounded, int t)
@@ -144,10 +145,11 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
             return;
         }
 
-        byte* first = KeyBlock(t >> 4, offset) + (t & 15) * KType.Bytes();
+        int size = KType == KvCacheType.F32 ? 4 : 2;
+        byte* first = KeyBlock(t >> 4, offset) + (t & 15) * size;
         for (int e = 0; e < n; e++)
         {
-            byte* x = first + (long)e * 16 * KType.Bytes();
+            byte* x = first + (long)e * 16 * size;
             dst[e] = KType switch
             {
                 KvCacheType.F32 => *(float*)x,
@@ -160,11 +162,24 @@ public sealed unsafe class CpuKvCache : KvCacheLayer
     /// <summary>n values of <paramref name="type"/> at <paramref name="src"/> widened to float32.</summary>
     internal static void ToF32(KvCacheType type, byte* src, float* dst, int n) => CpuDevice.ConvertRow(type.DType(), src, dst, n);
 
-    /// <summary>n float32 values rounded to <paramref name="type"/> (to nearest, ties to even, as ggml rounds them).</summary>
+    /// <summary>
+    /// n float32 values rounded to <paramref name="type"/> (to nearest, ties to even, as ggml rounds them), or quantized
+    /// into n/32 blocks as llama.cpp's CPU backend quantizes a cache row (Q8_0: quantize_row_q8_0; Q4_0: its reference).
+    /// </summary>
     internal static void FromF32(KvCacheType type, float* src, byte* dst, int n)
     {
         switch (type)
         {
+            case KvCacheType.Q8_0:
+                for (int b = 0; b < n / 32; b++)
+                {
+                    Q8Activations.QuantizeQ8_0(src + 32 * b, dst + 34 * b);
+                }
+
+                break;
+            case KvCacheType.Q4_0:
+                Formats.BlockQuantizer.QuantizeRow(Formats.DType.Q4_0, new ReadOnlySpan<float>(src, n), new Span<byte>(dst, (int)type.RowBytes(n)));
+                break;
             case KvCacheType.F32:
                 Buffer.MemoryCopy(src, dst, (long)n * sizeof(float), (long)n * sizeof(float));
                 break;
@@ -475,10 +490,17 @@ public sealed unsafe partial class CpuDevice : IDevice
         _attPosition = position;
         _attRows = rows;
         _attShape = shape;
+        // quantized keys meet q quantized to Q8_0 per 32-block, as ggml's dot products take them (once for all heads)
+        _attQ8Keys = QuantizedScores(_attKv);
+        if (_attQ8Keys)
+        {
+            _attQ8.Quantize(_attQ, rows * shape.Heads, shape.HeadDim, blocks32: true, blocks256: false);
+        }
+
         // a KV head's query heads together where there are jobs enough for every thread: each 16-bit key block and
         // value row is then widened once, not once per query head (same numbers: the widening is exact, the sums
         // are the same in the same order)
-        if (Grouped(_attKv, shape) && rows * shape.KvHeads >= 2 * Threads)
+        if (Grouped(_attKv, shape, _attQ8Keys) && rows * shape.KvHeads >= 2 * Threads)
         {
             _pool.For(rows * shape.KvHeads, _groupedAttentionBody);
             return;
@@ -487,7 +509,15 @@ public sealed unsafe partial class CpuDevice : IDevice
         _pool.For(rows * shape.Heads, _attentionBody);
     }
 
-    private static bool Grouped(CpuKvCache cache, AttentionShape shape) => ScoresBlocks(cache, shape.HeadDim) && shape.HeadDim % 64 == 0;
+    /// <summary>Scores over a quantized key cache as llama.cpp computes them: integer dots with q in Q8_0 (not in exact mode).</summary>
+    private bool QuantizedScores(CpuKvCache cache) => cache.KType.IsQuantized() && !ExactQuantDots && CpuQ8Dot.IsSupported;
+
+    private readonly Q8Activations _attQ8 = new();
+    private bool _attQ8Keys;
+
+    /// <summary>Whether the grouped path takes the cache: 16-bit key blocks or integer scores over quantized keys, heads of 64k.</summary>
+    private static bool Grouped(CpuKvCache cache, AttentionShape shape, bool q8Keys) =>
+        (q8Keys || ScoresBlocks(cache, shape.HeadDim)) && shape.HeadDim % 64 == 0;
 
     private readonly Action<int, int, int> _groupedAttentionBody;
 
@@ -511,8 +541,8 @@ public sealed unsafe partial class CpuDevice : IDevice
         ushort* bits = (ushort*)(scores + kvMul * stride);
         float* widened = RowScratch(slice, hd * 16 + kvMul * hd + ValueChunk * hd);
         float* queries = widened + hd * 16, values = queries + kvMul * hd;
-        bool roundQ = !ExactQuantDots && cache.KType != KvCacheType.F32;
-        bool roundP = !ExactQuantDots && cache.VType != KvCacheType.F32;
+        bool roundQ = !ExactQuantDots && cache.KType is KvCacheType.F16 or KvCacheType.BF16;
+        bool roundP = !ExactQuantDots && cache.VType is KvCacheType.F16 or KvCacheType.BF16;
         for (int job = start; job < end; job++)
         {
             int r = job / s.KvHeads, g = job % s.KvHeads;
@@ -526,12 +556,20 @@ public sealed unsafe partial class CpuDevice : IDevice
                 groupQ = queries;
             }
 
-            for (int b = 0; b <= p >> 4; b++)
+            if (_attQ8Keys)
             {
-                float* kt = KeyBlockF32(cache, b, kvOffset, hd, widened);
-                for (int i = 0; i < kvMul; i++)
+                CpuQ8Dot.KeyScores(cache.KType.DType(), cache.Key(0, kvOffset), cache.KType.RowBytes(cache.KvDim), p + 1, _attQ8,
+                    r * s.Heads + g * kvMul, kvMul, scores, stride);
+            }
+            else
+            {
+                for (int b = 0; b <= p >> 4; b++)
                 {
-                    Scores16(groupQ + i * hd, kt, hd, scores + i * stride + 16 * b);
+                    float* kt = KeyBlockF32(cache, b, kvOffset, hd, widened);
+                    for (int i = 0; i < kvMul; i++)
+                    {
+                        Scores16(groupQ + i * hd, kt, hd, scores + i * stride + 16 * b);
+                    }
                 }
             }
 
@@ -551,15 +589,7 @@ public sealed unsafe partial class CpuDevice : IDevice
                 int rowStride = cache.KvDim;
                 if (cache.VType != KvCacheType.F32)
                 {
-                    if (cache.VType == KvCacheType.F16)
-                    {
-                        WidenRows<F16Values>(v, cache.KvDim, values, n, hd);
-                    }
-                    else
-                    {
-                        WidenRows<Bf16Values>(v, cache.KvDim, values, n, hd);
-                    }
-
+                    WidenValues(cache, t0, kvOffset, values, n, hd);
                     v = (byte*)values;
                     rowStride = hd;
                 }
@@ -627,6 +657,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         _pool.Dispose();
         _xF16?.Dispose();
         _keyRow?.Dispose();
+        _attQ8.Dispose();
         _xBf16?.Dispose();
         _xRounded?.Dispose();
         _xPacked?.Dispose();
@@ -1078,8 +1109,8 @@ public sealed unsafe partial class CpuDevice : IDevice
         float* qRounded = widened + hd * 16;
         // llama.cpp's numerics (unless ExactQuantDots): ggml multiplies a 16-bit cache in its type, so q meets F16
         // keys rounded to F16 and the softmax weights meet F16 values rounded to F16 (BF16 alike)
-        bool roundQ = !ExactQuantDots && cache.KType != KvCacheType.F32;
-        bool roundP = !ExactQuantDots && cache.VType != KvCacheType.F32;
+        bool roundQ = !ExactQuantDots && cache.KType is KvCacheType.F16 or KvCacheType.BF16;
+        bool roundP = !ExactQuantDots && cache.VType is KvCacheType.F16 or KvCacheType.BF16;
         for (int job = start; job < end; job++)
         {
             int r = job / s.Heads;
@@ -1127,9 +1158,14 @@ public sealed unsafe partial class CpuDevice : IDevice
             }
             else
             {
+                if (_attQ8Keys)
+                {
+                    CpuQ8Dot.KeyScores(cache.KType.DType(), cache.Key(0, kvOffset), cache.KType.RowBytes(cache.KvDim), p + 1, _attQ8, job, 1, scores, 0);
+                }
+
                 for (int t = 0; t <= p; t++)
                 {
-                    float v = CpuMatMul.Dot(q, KeyRow(cache, t, kvOffset, hd, widened), hd) * scale;
+                    float v = (_attQ8Keys ? scores[t] : CpuMatMul.Dot(q, KeyRow(cache, t, kvOffset, hd, widened), hd)) * scale;
                     scores[t] = v;
                     max = MathF.Max(max, v);
                 }
@@ -1248,6 +1284,22 @@ public sealed unsafe partial class CpuDevice : IDevice
     /// </summary>
     private static void AccumulateValues(float* o, CpuKvCache cache, int offset, float* weights, int positions, int hd, float* widened)
     {
+        if (Vector512.IsHardwareAccelerated && hd % 64 == 0 && cache.VType.IsQuantized())
+        {
+            // 16 rows at a time dequantized into widened (hd·16 floats), then summed in registers
+            for (int t0 = 0; t0 < positions; t0 += 16)
+            {
+                int n = Math.Min(16, positions - t0);
+                WidenValues(cache, t0, offset, widened, n, hd);
+                for (int c = 0; c < hd; c += 64)
+                {
+                    Accumulate64<F32Values>(o + c, (byte*)(widened + c), hd, weights + t0, n);
+                }
+            }
+
+            return;
+        }
+
         if (Vector512.IsHardwareAccelerated && hd % 64 == 0)
         {
             for (int c = 0; c < hd; c += 64)
@@ -1319,6 +1371,27 @@ public sealed unsafe partial class CpuDevice : IDevice
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load16(byte* row, int i) =>
             (System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + i)) << 16).AsSingle();
+    }
+
+    /// <summary>Values t0..t0+n−1 of the head at <paramref name="offset"/> (16-bit or quantized) as float32 rows, hd floats apart.</summary>
+    private static void WidenValues(CpuKvCache cache, int t0, int offset, float* dst, int n, int hd)
+    {
+        switch (cache.VType)
+        {
+            case KvCacheType.F16:
+                WidenRows<F16Values>(cache.Value(t0, offset), cache.KvDim, dst, n, hd);
+                break;
+            case KvCacheType.BF16:
+                WidenRows<Bf16Values>(cache.Value(t0, offset), cache.KvDim, dst, n, hd);
+                break;
+            default:
+                for (int t = 0; t < n; t++)
+                {
+                    CpuKvCache.ToF32(cache.VType, cache.Value(t0 + t, offset), dst + (long)t * hd, hd);
+                }
+
+                break;
+        }
     }
 
     /// <summary>n rows of hd 16-bit values (<paramref name="stride"/> elements apart) widened into dst, hd floats apart (a call per row cost more than the widening).</summary>

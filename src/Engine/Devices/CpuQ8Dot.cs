@@ -240,6 +240,33 @@ internal sealed unsafe class Q8Activations : IDisposable
         }
     }
 
+    /// <summary>
+    /// One Q8_0 block (F16 d, 32 int8 quants) of x[0..32) as <see cref="QuantizeBlock32"/> rounds it (a KV cache row,
+    /// as llama.cpp's CPU backend stores one); scalar where AVX2 is missing, with the same arithmetic.
+    /// </summary>
+    public static void QuantizeQ8_0(float* x, byte* dst)
+    {
+        if (CpuQ8Dot.IsSupported)
+        {
+            QuantizeBlock32(x, (sbyte*)(dst + 2), out float d, out _, out _);
+            *(Half*)dst = (Half)d; // d is F16-rounded already
+            return;
+        }
+
+        float amax = 0;
+        for (int j = 0; j < 32; j++)
+        {
+            amax = MathF.Max(amax, MathF.Abs(x[j]));
+        }
+
+        *(Half*)dst = (Half)(amax / 127f);
+        float id = amax != 0 ? 127f / amax : 0f;
+        for (int j = 0; j < 32; j++)
+        {
+            dst[2 + j] = (byte)(sbyte)MathF.Round(x[j] * id, MidpointRounding.ToEven);
+        }
+    }
+
     /// <summary>quantize_row_q8_0 (its AVX2 path): d = amax/127 rounded to F16, q = round-to-even(x · (127/amax)).</summary>
     private static void QuantizeBlock32(float* x, sbyte* q, out float d, out int sum, out float s)
     {
@@ -362,6 +389,63 @@ internal static unsafe class CpuQ8Dot
 
     /// <summary>Σ dequant(w)·dequant(x row r) for one weight row of <paramref name="type"/>, llama.cpp's way.</summary>
     public static float Dot(DType type, byte* w, Q8Activations x, int r) => Dot(type, w, x, r, Has512);
+
+    /// <summary>
+    /// Attention scores over a quantized key cache: dst[i·dstStride + t] = <see cref="Dot(DType, byte*, Q8Activations, int)"/>
+    /// of key t (Q8_0 or Q4_0 rows <paramref name="keyStride"/> bytes apart from <paramref name="keys"/>) with activation
+    /// row r0 + i, for <paramref name="count"/> keys and <paramref name="rows"/> rows (a KV head's query heads). Bit for
+    /// bit Dot's: a head of fewer than 8 blocks runs Dot's per-block loop here, inlined, each key's blocks read once for
+    /// all the rows and the type dispatched once, not per key (a decode step makes heads × context of these dots).
+    /// </summary>
+    public static void KeyScores(DType type, byte* keys, long keyStride, int count, Q8Activations x, int r0, int rows, float* dst, int dstStride)
+    {
+        int cols = x.Cols, nb = cols / 32;
+        if (nb >= 8 || type is not (DType.Q8_0 or DType.Q4_0))
+        {
+            for (int t = 0; t < count; t++)
+            {
+                for (int i = 0; i < rows; i++)
+                {
+                    dst[(long)i * dstStride + t] = Dot(type, keys + t * keyStride, x, r0 + i);
+                }
+            }
+
+            return;
+        }
+
+        float* ht = CpuQuantDot.HalfTable;
+        for (int t = 0; t < count; t++)
+        {
+            byte* w = keys + t * keyStride;
+            for (int i = 0; i < rows; i++)
+            {
+                int r = r0 + i;
+                sbyte* xq = x.Qs32 + (long)r * cols;
+                float* xd = x.D32 + (long)r * nb;
+                Vector256<float> acc = default;
+                if (type == DType.Q8_0)
+                {
+                    for (int b = 0; b < nb; b++)
+                    {
+                        byte* w0 = w + 34 * b;
+                        acc = Fma.MultiplyAdd(Vector256.Create(H(ht, w0) * xd[b]), Avx.ConvertToVector256Single(BlockSum8(w0, xq + 32 * b)), acc);
+                    }
+                }
+                else
+                {
+                    int* xs = x.Sum32 + (long)r * nb;
+                    for (int b = 0; b < nb; b++)
+                    {
+                        byte* wb = w + 18 * b;
+                        Vector256<int> p0 = SumPairs(Nibbles32(wb + 2), Vector256.Load(xq + 32 * b)) - Vector256.CreateScalar(8 * xs[b]);
+                        acc = Fma.MultiplyAdd(Vector256.Create(H(ht, wb) * xd[b]), Avx.ConvertToVector256Single(p0), acc);
+                    }
+                }
+
+                dst[(long)i * dstStride + t] = Sum(acc);
+            }
+        }
+    }
 
     /// <summary><see cref="Dot(DType, byte*, Q8Activations, int)"/> with the 512-bit kernels on or off (tests run both).</summary>
     internal static float Dot(DType type, byte* w, Q8Activations x, int r, bool use512)

@@ -222,35 +222,45 @@ public abstract class KvCacheLayer : IDisposable
     public long Bytes => BytesFor(Capacity, KvDim, KType, VType);
 
     public static long BytesFor(long capacity, int kvDim, KvCacheType kType, KvCacheType vType) =>
-        capacity * kvDim * (kType.Bytes() + vType.Bytes());
+        capacity * (kType.RowBytes(kvDim) + vType.RowBytes(kvDim));
 
     public abstract void Dispose();
 }
 
 /// <summary>
 /// How a KV cache stores its values (llama.cpp's --cache-type-k/--cache-type-v). F16 (llama.cpp's default) halves the
-/// cache's memory and the bytes attention reads; F32 keeps every value as computed (llama.cpp's goldens use it).
+/// cache's memory and the bytes attention reads; F32 keeps every value as computed (llama.cpp's goldens use it); Q8_0
+/// and Q4_0 keep each 32 values of a row as one of ggml's blocks (a scale and 8- or 4-bit quants: 34 or 18 bytes), a
+/// quarter or an eighth of F32 (llama.cpp's and Ollama's quantized KV caches).
 /// </summary>
 public enum KvCacheType
 {
     F32,
     F16,
     BF16,
+    Q8_0,
+    Q4_0,
 }
 
 public static class KvCacheTypes
 {
-    public static int Bytes(this KvCacheType type) => type == KvCacheType.F32 ? 4 : 2;
+    /// <summary>Bytes of <paramref name="values"/> values (a whole number of 32-blocks for the quantized types).</summary>
+    public static long RowBytes(this KvCacheType type, long values) => type.DType().RowBytes(values);
+
+    /// <summary>Q8_0 and Q4_0: values in blocks of 32 (a head must hold whole blocks).</summary>
+    public static bool IsQuantized(this KvCacheType type) => type is KvCacheType.Q8_0 or KvCacheType.Q4_0;
 
     /// <summary>The weight dtype that stores values the same way.</summary>
     public static DType DType(this KvCacheType type) => type switch
     {
         KvCacheType.F16 => Formats.DType.F16,
         KvCacheType.BF16 => Formats.DType.BF16,
+        KvCacheType.Q8_0 => Formats.DType.Q8_0,
+        KvCacheType.Q4_0 => Formats.DType.Q4_0,
         _ => Formats.DType.F32,
     };
 
-    /// <summary>llama.cpp's name: "f32", "f16", "bf16".</summary>
+    /// <summary>llama.cpp's name: "f32", "f16", "bf16", "q8_0", "q4_0".</summary>
     public static string Name(this KvCacheType type) => type.ToString().ToLowerInvariant();
 
     /// <summary>Parses a llama.cpp cache type name; <paramref name="flag"/> names the option in the one-line error.</summary>
@@ -259,8 +269,25 @@ public static class KvCacheTypes
         "f32" => KvCacheType.F32,
         "f16" => KvCacheType.F16,
         "bf16" => KvCacheType.BF16,
-        "q8_0" or "q4_0" or "q4_1" or "q5_0" or "q5_1" or "iq4_nl" =>
-            throw new GpuLlamaException($"{flag} {text}: quantized KV caches are not supported; use f32, f16 or bf16"),
-        _ => throw new GpuLlamaException($"{flag} {text}: not a cache type (f32, f16, bf16)"),
+        "q8_0" => KvCacheType.Q8_0,
+        "q4_0" => KvCacheType.Q4_0,
+        "q4_1" or "q5_0" or "q5_1" or "iq4_nl" =>
+            throw new GpuLlamaException($"{flag} {text}: this cache type is not supported; use f32, f16, bf16, q8_0 or q4_0"),
+        _ => throw new GpuLlamaException($"{flag} {text}: not a cache type (f32, f16, bf16, q8_0, q4_0)"),
     };
+
+    /// <summary>
+    /// Checks that a model's heads of <paramref name="headDim"/> values hold whole 32-blocks where a cache type is
+    /// quantized (llama.cpp refuses such a cache too); the one-line error names the option.
+    /// </summary>
+    public static void CheckHeadDim(KvCacheType kType, KvCacheType vType, int headDim)
+    {
+        foreach ((KvCacheType type, string flag) in new[] { (kType, "--cache-type-k"), (vType, "--cache-type-v") })
+        {
+            if (type.IsQuantized() && headDim % 32 != 0)
+            {
+                throw new GpuLlamaException($"{flag} {type.Name()}: quantized caches store blocks of 32 values, and this model's heads have {headDim}; use f16, bf16 or f32");
+            }
+        }
+    }
 }

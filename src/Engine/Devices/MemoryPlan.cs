@@ -44,6 +44,7 @@ public static class MemoryPlan
     /// <summary>Per device: weights, KV cache and scratch for <paramref name="plan"/>. The CPU's weights are in the memory map (or a same-size grouped Q4_0 copy) and count zero.</summary>
     public static IReadOnlyList<DeviceMemory> Estimate(ModelConfig c, IReadOnlyDictionary<string, TensorInfo> tensors, LayerPlan plan, MemoryPlanOptions options)
     {
+        KvCacheTypes.CheckHeadDim(options.CacheTypeK, options.CacheTypeV, c.HeadDim);
         var weights = new Dictionary<string, long>();
         var kv = new Dictionary<string, long>();
         void AddWeight(string device, string tensor)
@@ -62,8 +63,8 @@ public static class MemoryPlan
                 AddWeight(plan.Layers[l], name);
             }
 
-            kv[plan.Layers[l]] = kv.GetValueOrDefault(plan.Layers[l]) + DeviceBytes((long)options.ContextLength * c.KvDim * options.CacheTypeK.Bytes())
-                + DeviceBytes((long)options.ContextLength * c.KvDim * options.CacheTypeV.Bytes());
+            kv[plan.Layers[l]] = kv.GetValueOrDefault(plan.Layers[l]) + DeviceBytes(options.ContextLength * options.CacheTypeK.RowBytes(c.KvDim))
+                + DeviceBytes(options.ContextLength * options.CacheTypeV.RowBytes(c.KvDim));
         }
 
         AddWeight(plan.Output, TensorNames.OutputNorm);

@@ -50,7 +50,8 @@ public sealed record LoadOptions
 
     /// <summary>
     /// How the KV cache stores keys (llama.cpp --cache-type-k): F16 by default, as in llama.cpp — half the memory of F32
-    /// and of what attention reads, the values rounded to F16 when stored. F32 keeps them as computed.
+    /// and of what attention reads, the values rounded to F16 when stored. F32 keeps them as computed; Q8_0 and Q4_0
+    /// store ggml's 32-value blocks (about a quarter and an eighth of F32), for models whose head size is a multiple of 32.
     /// </summary>
     public KvCacheType CacheTypeK { get; init; } = KvCacheType.F16;
 

@@ -36,6 +36,7 @@ public sealed class Transformer : IDisposable
     public Transformer(ModelConfig config, ModelWeights weights, DevicePlacement placement, int contextLength, int batchSize = 512, int logitRows = 1,
         int offloadMinBatch = PromptOffload.DefaultMinBatch, KvCacheType cacheTypeK = KvCacheType.F16, KvCacheType cacheTypeV = KvCacheType.F16)
     {
+        KvCacheTypes.CheckHeadDim(cacheTypeK, cacheTypeV, config.HeadDim);
         _config = config;
         _weights = weights;
         _placement = placement;

@@ -81,7 +81,9 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--stop", ""), "--stop", "empty");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--stop"), "--stop");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "--no-op-offload", "0,2"), "--no-op-offload", "0 or 1");
-        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-ctk", "q8_0"), "--cache-type-k q8_0", "quantized KV caches are not supported");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-ctk", "q8_0"), "--cache-type-k q8_0", "blocks of 32 values", "heads have 48");
+        AssertOneLineError(Run("plan", "synthetic:tiny", "-ctv", "q4_0"), "--cache-type-v q4_0", "blocks of 32 values");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-ctv", "q4_1"), "--cache-type-v q4_1", "not supported", "q8_0 or q4_0");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
@@ -126,6 +128,49 @@ public sealed class CliTests
         var text = Run("plan", "synthetic:tiny", "--gpu-layers", "0", "-ctv", "bf16");
         Assert.True(text.Code == 0, text.Err);
         Assert.Contains("KV cache f16 keys / bf16 values", text.Out);
+    }
+
+    [Fact]
+    public void QuantizedCachesTakeTheirBlockBytesAndMoveTheLogitsByTheirPrecision()
+    {
+        // llama-110m (heads of 64: two 32-blocks) on the CPU: Q8_0 and Q4_0 caches hold 34 and 18 bytes per 32 values,
+        // the plan and --verbose agree with what was allocated, and the logits move from the F32 cache's as little as
+        // 8 and 4 bits allow — Q4_0 further than Q8_0
+        string[] files = [Path.GetTempFileName(), Path.GetTempFileName(), Path.GetTempFileName()];
+        try
+        {
+            string[] common = ["run", "synthetic:llama-110m:f16", "--ctx", "32", "--prompt-tokens", "1,100,200,300,400", "-n", "1", "--temp", "0", "--json", "--verbose"];
+            string[][] caches = [["f32", "f32"], ["q8_0", "q8_0"], ["q4_0", "q4_0"]];
+            for (int i = 0; i < 3; i++)
+            {
+                var r = Run([.. common, "--logits-out", files[i], "-ctk", caches[i][0], "-ctv", caches[i][1]]);
+                Assert.True(r.Code == 0, r.Err);
+                Assert.Matches(@"memory cpu: estimated [\d.]+ MiB .*\(100\.0 ?% of the estimate\)", r.Err);
+            }
+
+            float[] exact = ReadFloats(files[0]);
+            double max = exact.Max(v => Math.Abs(v));
+            double Moved(int i) => ReadFloats(files[i]).Zip(exact).Max(p => Math.Abs(p.First - p.Second)) / max;
+            double q8 = Moved(1), q4 = Moved(2);
+            Assert.InRange(q8, 1e-6, 2e-2);
+            Assert.InRange(q4, 2 * q8, 2e-1);
+        }
+        finally
+        {
+            Array.ForEach(files, File.Delete);
+        }
+
+        long Kv(params string[] flags)
+        {
+            var plan = Run(["plan", "synthetic:llama-110m", "--ctx", "1024", "--gpu-layers", "0", "--json", .. flags]);
+            Assert.True(plan.Code == 0, plan.Err);
+            using JsonDocument d = JsonDocument.Parse(plan.Out);
+            return d.RootElement.GetProperty("devices").EnumerateArray().Sum(x => x.GetProperty("kv_bytes").GetInt64());
+        }
+
+        long blocks = 1024L * 768 / 32 * 12; // positions × kv dim / 32 × layers
+        Assert.Equal(blocks * 34 * 2, Kv("-ctk", "q8_0", "-ctv", "q8_0"));
+        Assert.Equal(blocks * (18 + 64), Kv("-ctk", "q4_0"));
     }
 
     [Fact]

@@ -54,6 +54,12 @@ public sealed class CpuOpsTests : IDisposable
     [InlineData(KvCacheType.F16, KvCacheType.F16, 8, 2, 64, 60, 5, 40, false)]  // row-major keys (hosts without AVX-512)
     [InlineData(KvCacheType.BF16, KvCacheType.BF16, 2, 1, 128, 20, 19, 1, false)]
     [InlineData(KvCacheType.F32, KvCacheType.F32, 4, 2, 64, 37, 30, 2, false)]
+    [InlineData(KvCacheType.Q8_0, KvCacheType.Q8_0, 4, 2, 64, 37, 30, 1)]      // quantized: q in Q8_0 against the key blocks
+    [InlineData(KvCacheType.Q8_0, KvCacheType.Q8_0, 8, 2, 128, 60, 5, 40)]
+    [InlineData(KvCacheType.Q4_0, KvCacheType.Q4_0, 4, 1, 64, 33, 0, 17)]
+    [InlineData(KvCacheType.Q4_0, KvCacheType.F16, 2, 2, 96, 20, 19, 1)]       // a head of three blocks, a 16-bit V
+    [InlineData(KvCacheType.F16, KvCacheType.Q8_0, 8, 2, 64, 60, 5, 40)]       // grouped 16-bit keys, quantized values
+    [InlineData(KvCacheType.BF16, KvCacheType.Q4_0, 4, 2, 32, 37, 30, 2)]      // values per position (head of 32)
     public void Attention_over_each_cache_type_and_key_layout_matches_the_reference_of_the_rounded_values(KvCacheType kType, KvCacheType vType,
         int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool blockedKeys = true)
     {
@@ -67,19 +73,22 @@ public sealed class CpuOpsTests : IDisposable
         {
             using var cpu = new CpuDevice(2, exactQuantDots: exact) { BlockedKeys = blockedKeys && System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated };
             using KvCacheLayer kv = cpu.AllocateKv(capacity, shape.KvDim, kType, vType);
-            Assert.Equal((long)capacity * shape.KvDim * (kType.Bytes() + vType.Bytes()), kv.Bytes);
-            Assert.Equal(cpu.BlockedKeys, ((CpuKvCache)kv).BlockedKeys);
+            // bytes per 32 values: 128, 64, 64, and ggml's block sizes 34 (Q8_0) and 18 (Q4_0)
+            static long Per32(KvCacheType t) => t switch { KvCacheType.F32 => 128, KvCacheType.Q8_0 => 34, KvCacheType.Q4_0 => 18, _ => 64 };
+            Assert.Equal((long)capacity * shape.KvDim * (Per32(kType) + Per32(vType)) / 32, kv.Bytes);
+            Assert.Equal(cpu.BlockedKeys && !kType.IsQuantized(), ((CpuKvCache)kv).BlockedKeys);
             using DeviceBuffer kb = Buffer(cpu, k), vb = Buffer(cpu, v), qb = Buffer(cpu, q), o = cpu.Allocate(rows * shape.QDim);
             cpu.StoreKv(kv, kb, vb, 0, position + rows);
             cpu.Attention(o, qb, kv, position, rows, shape);
             float[] got = new float[rows * shape.QDim];
             cpu.Read(o, got);
             bool ggml = !cpu.ExactQuantDots;
-            double[] want = KernelTestData.ReferenceAttention(ggml ? KernelTestData.Round(q, kType) : q, KernelTestData.Round(k, kType),
-                KernelTestData.Round(v, vType), position, rows, shape, ggml ? vType : KvCacheType.F32);
+            double[] want = KernelTestData.ReferenceAttention(ggml ? KernelTestData.QueryFor(q, kType) : q, KernelTestData.Round(k, kType),
+                KernelTestData.Round(v, vType), position, rows, shape, ggml ? KernelTestData.WeightsFor(vType) : KvCacheType.F32);
             // a weight within a float ulp of a 16-bit rounding boundary may round the other way than in float64: one
             // F16 ulp of one weight, at most 5e-4 of a value (BF16: 4e-3)
-            double bound = !ggml || vType == KvCacheType.F32 ? 1e-5 : vType == KvCacheType.F16 ? 5e-4 : 4e-3;
+            KvCacheType weights = KernelTestData.WeightsFor(vType);
+            double bound = !ggml || weights == KvCacheType.F32 ? 1e-5 : weights == KvCacheType.F16 ? 5e-4 : 4e-3;
             double moved = 0, worst = 0;
             for (int i = 0; i < want.Length; i++)
             {
@@ -90,7 +99,8 @@ public sealed class CpuOpsTests : IDisposable
             Assert.True(worst <= bound, $"exact {exact}: max |got - want| = {worst:E2} > {bound:E0}");
             // the rounding is visible (so the cache really holds 16-bit values) and as small as the type's precision
             Assert.True(kType == KvCacheType.F32 && vType == KvCacheType.F32 ? moved == 0 : moved > 1e-6, $"the cache moved the output by {moved}");
-            Assert.True(moved < (kType == KvCacheType.BF16 || vType == KvCacheType.BF16 ? 2e-2 : 3e-3), $"rounding moved the output by {moved}");
+            double allowed = new[] { kType, vType }.Max(t => t switch { KvCacheType.Q4_0 => 2e-1, KvCacheType.Q8_0 or KvCacheType.BF16 => 2e-2, _ => 3e-3 });
+            Assert.True(moved < allowed, $"rounding moved the output by {moved}");
         }
     }
 
@@ -103,6 +113,8 @@ public sealed class CpuOpsTests : IDisposable
     [InlineData(128, 0, 20, KvCacheType.F32)]
     [InlineData(64, 3, 45, KvCacheType.F16)]
     [InlineData(128, 0, 20, KvCacheType.BF16)]
+    [InlineData(64, 3, 45, KvCacheType.Q8_0)]
+    [InlineData(128, 0, 20, KvCacheType.Q4_0)]
     public void Prompt_attention_equals_decode_attention_bit_for_bit(int headDim, int position, int rows, KvCacheType type)
     {
         var shape = new AttentionShape(8, 2, headDim, RopeStyle.Interleaved);

@@ -495,6 +495,11 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
     [InlineData(4, 2, 8, 70, 62, 3, true, KvCacheType.BF16, KvCacheType.F16)]  // split, one 8-value load per key
     [InlineData(2, 2, 6, 9, 5, 3, false, KvCacheType.F16, KvCacheType.BF16)]   // scalar 16-bit key loads
     [InlineData(3, 3, 8, 9, 0, 2, false, KvCacheType.F32, KvCacheType.F16)]
+    [InlineData(4, 2, 32, 37, 30, 2, false, KvCacheType.Q8_0, KvCacheType.Q8_0)]  // quantized: a block per key load pair
+    [InlineData(4, 2, 64, 70, 62, 3, true, KvCacheType.Q4_0, KvCacheType.Q8_0)]   // split, two blocks a head
+    [InlineData(2, 2, 32, 9, 5, 3, false, KvCacheType.Q8_0, KvCacheType.F16)]
+    [InlineData(3, 3, 96, 9, 0, 2, false, KvCacheType.F16, KvCacheType.Q4_0)]     // three blocks a head, quantized values
+    [InlineData(2, 1, 32, 40, 39, 1, true, KvCacheType.Q4_0, KvCacheType.Q4_0)]   // decode, split
     public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool split,
         KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32)
     {
@@ -568,6 +573,68 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
             {
                 float want = KernelTestData.Round(edge[i], type);
                 Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[i]), $"{d.Name} {type}: {edge[i]:R} stored as {got[i]:R}, want {want:R}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Q8_0 and Q4_0 caches, read back as above: each block stores as llama.cpp's CPU backend stores a cache row
+    /// (<see cref="KernelTestData.Round(float[], KvCacheType)"/>), bit for bit on both devices — a block of zeros (scale
+    /// 0), rounding ties (Q8_0: to even; Q4_0: up), the first of two opposite maxima setting Q4_0's sign, a largest
+    /// value that is negative or positive, and a scale that is an F16 subnormal.
+    /// </summary>
+    [Theory]
+    [InlineData(KvCacheType.Q8_0)]
+    [InlineData(KvCacheType.Q4_0)]
+    public void Quantized_caches_store_blocks_as_llama_cpp_does_on_every_device(KvCacheType type)
+    {
+        float[] edge = new float[6 * 32];
+        float[] ties = [127f, 2.5f, 3.5f, -2.5f, -0.5f, 0.5f, 126.5f, -8f, 7.5f, -7.5f, 1.5f];
+        float[] q4 = [-8f, -0.5f, 0.5f, 7.5f, 8f, -7.5f, 3.25f, 1.5f, -1.5f, 6.5f];
+        float[] opposite = [-5f, 5f, 4.9f, -2.6f, 0.3125f, 1.25f];
+        float[] positive = [8f, -8f, 0.75f, -3f, 4.5f];
+        ties.CopyTo(edge, 32);
+        q4.CopyTo(edge, 64);
+        opposite.CopyTo(edge, 96);
+        positive.CopyTo(edge, 128);
+        for (int j = 0; j < 21; j++)
+        {
+            edge[43 + j] = (j - 10) * 0.37f;
+        }
+
+        for (int j = 0; j < 32; j++)
+        {
+            edge[160 + j] = (j - 15) * 6e-6f; // max |x| 9.6e-5: a scale (7.6e-7, 1.2e-5) below F16's smallest normal 6.1e-5
+        }
+
+        float[] want = KernelTestData.Round(edge, type);
+        // the reference's own edges: Q8_0's scale 1 rounds 2.5 and 3.5 to even; Q4_0's scale -8/-8 = 1 rounds -0.5 and
+        // 0.5 up and clamps 8 to 7, and a positive maximum 8 gives the scale -1 (8 stays 8, -8 clamps to -7)
+        if (type == KvCacheType.Q8_0)
+        {
+            Assert.Equal(new[] { 2f, 4f, -2f }, new[] { want[33], want[34], want[35] });
+        }
+        else
+        {
+            Assert.Equal(new[] { 0f, 1f, 7f, 8f, -7f }, new[] { want[65] + 0f, want[66], want[67], want[128], want[129] });
+        }
+
+        Assert.Contains(want.AsSpan(160).ToArray(), x => x != 0); // the subnormal scale is there, not flushed to 0
+        var shape = new AttentionShape(1, 1, edge.Length, RopeStyle.Halves);
+        foreach (IDevice d in new IDevice[] { _d, _cpu })
+        {
+            using KvCacheLayer kv = d.AllocateKv(1, edge.Length, type, type);
+            Assert.Equal(6 * (type == KvCacheType.Q8_0 ? 34 : 18) * 2, kv.Bytes);
+            using DeviceBuffer k = d.Allocate(edge.Length), v = d.Allocate(edge.Length), q = d.Allocate(edge.Length), o = d.Allocate(edge.Length);
+            d.Write(v, edge);
+            d.StoreKv(kv, k, v, 0, 1);
+            d.Attention(o, q, kv, 0, 1, shape);
+            float[] got = new float[edge.Length];
+            d.Read(o, got);
+            for (int i = 0; i < edge.Length; i++)
+            {
+                Assert.True(BitConverter.SingleToInt32Bits(want[i] + 0f) == BitConverter.SingleToInt32Bits(got[i] + 0f),
+                    $"{d.Name} {type}: value {i} ({edge[i]:R}) stored as {got[i]:R}, want {want[i]:R}");
             }
         }
     }

@@ -51,7 +51,64 @@ internal static class KernelTestData
         return (float)(Math.Sign(x) * r);
     }
 
-    public static float[] Round(float[] a, KvCacheType type) => [.. a.Select(x => Round(x, type))];
+    /// <summary>
+    /// <paramref name="a"/> rounded to a cache type: value by value (<see cref="Round(float, KvCacheType)"/>), or for
+    /// Q8_0/Q4_0 block by block of 32 and dequantized, from the definitions llama.cpp's CPU backend stores a cache row
+    /// with — Q8_0 (quantize_row_q8_0): d = F16(max|x|/127), q = round-to-even(x·(127/max|x|)); Q4_0
+    /// (quantize_row_q4_0_ref): d = m/−8 for m the first value of largest magnitude, q = min(15, trunc(x/d + 8.5)),
+    /// value F16(d)·(q − 8).
+    /// </summary>
+    public static float[] Round(float[] a, KvCacheType type)
+    {
+        if (type is not (KvCacheType.Q8_0 or KvCacheType.Q4_0))
+        {
+            return [.. a.Select(x => Round(x, type))];
+        }
+
+        var r = new float[a.Length];
+        for (int b = 0; b < a.Length; b += 32)
+        {
+            float amax = 0, max = 0;
+            for (int j = 0; j < 32; j++)
+            {
+                if (amax < Math.Abs(a[b + j]))
+                {
+                    amax = Math.Abs(a[b + j]);
+                    max = a[b + j];
+                }
+            }
+
+            if (type == KvCacheType.Q8_0)
+            {
+                float d = (float)(Half)(amax / 127f);
+                float id = amax != 0 ? 127f / amax : 0f;
+                for (int j = 0; j < 32; j++)
+                {
+                    r[b + j] = d * (float)Math.Round(a[b + j] * id, MidpointRounding.ToEven);
+                }
+            }
+            else
+            {
+                float d = max / -8f;
+                float id = d != 0 ? 1f / d : 0f;
+                for (int j = 0; j < 32; j++)
+                {
+                    r[b + j] = (float)(Half)d * (Math.Min(15, (int)(a[b + j] * id + 8.5f)) - 8);
+                }
+            }
+        }
+
+        return r;
+    }
+
+    /// <summary>
+    /// q as llama.cpp's CPU backend multiplies it with a cache of <paramref name="keys"/>: rounded to a 16-bit key type,
+    /// quantized to Q8_0 for a quantized one (its dot products' activation type), as it is for F32.
+    /// </summary>
+    public static float[] QueryFor(float[] q, KvCacheType keys) => Round(q, keys is KvCacheType.Q8_0 or KvCacheType.Q4_0 ? KvCacheType.Q8_0 : keys);
+
+    /// <summary>How llama.cpp rounds the softmax weights against a cache of <paramref name="values"/>: to a 16-bit type; not for F32 or quantized values (dequantized to float32 first).</summary>
+    public static KvCacheType WeightsFor(KvCacheType values) => values is KvCacheType.F16 or KvCacheType.BF16 ? values : KvCacheType.F32;
 
     /// <summary>
     /// Causal attention in float64: for each of <paramref name="rows"/> query rows at positions position.., every head

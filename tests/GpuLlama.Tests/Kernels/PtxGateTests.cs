@@ -33,6 +33,7 @@ public sealed class PtxGateTests
         { "MatMulKernels.MatMulScalar", true, true, false },
         { "AttentionKernels.Rope", false, false, false },
         { "AttentionKernels.StoreKv", false, false, false },
+        { "AttentionKernels.StoreCache", false, false, false },
         { "AttentionKernels.Attention", true, true, false },
         { "AttentionKernels.AttentionCombine", true, true, false },
         { "ElementwiseKernels.SwiGlu", false, false, false },

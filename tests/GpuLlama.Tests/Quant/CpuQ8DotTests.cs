@@ -260,6 +260,58 @@ public sealed unsafe class CpuQ8DotTests
         }
     }
 
+    /// <summary>
+    /// Attention's scores over a quantized key cache (<see cref="CpuQ8Dot.KeyScores"/>: keys a cache row apart, a KV
+    /// head's query heads at once) equal <see cref="CpuQ8Dot.Dot(DType, byte*, Q8Activations, int)"/> key by key, bit
+    /// for bit: heads of 1, 2 and 4 blocks (its inlined loop) and of 8 and 9 (Dot itself).
+    /// </summary>
+    [Theory]
+    [InlineData(DType.Q8_0, 32)]
+    [InlineData(DType.Q8_0, 64)]
+    [InlineData(DType.Q8_0, 128)]
+    [InlineData(DType.Q8_0, 288)]
+    [InlineData(DType.Q4_0, 64)]
+    [InlineData(DType.Q4_0, 128)]
+    [InlineData(DType.Q4_0, 256)]
+    public void Key_scores_equal_the_dot_of_each_key_bit_for_bit(DType type, int headDim)
+    {
+        if (!CpuQ8Dot.IsSupported)
+        {
+            return; // no AVX2 here: quantized keys are widened to float (CpuDevice), tested elsewhere
+        }
+
+        const int keys = 13, heads = 3, kvHeads = 2;
+        var rng = new Random(headDim + (int)type);
+        int rowBytes = (int)type.RowBytes(headDim * kvHeads); // a cache row: every KV head of a position
+        byte[] cache = new byte[keys * rowBytes];
+        for (int t = 0; t < keys; t++)
+        {
+            float[] k = [.. Enumerable.Range(0, headDim * kvHeads).Select(_ => (float)(rng.NextDouble() * 2 - 1) * (rng.Next(9) == 0 ? 5 : 1))];
+            BlockQuantizer.QuantizeRow(type, k, cache.AsSpan(t * rowBytes, rowBytes));
+        }
+
+        float[] q = [.. Enumerable.Range(0, (heads + 1) * headDim).Select(_ => (float)(rng.NextDouble() * 2 - 1))];
+        using var q8 = new Q8Activations();
+        float[] got = new float[heads * 16];
+        fixed (float* pq = q)
+        fixed (byte* pc = cache)
+        fixed (float* pg = got)
+        {
+            q8.Quantize(pq, heads + 1, headDim, blocks32: true, blocks256: false);
+            byte* second = pc + type.RowBytes(headDim); // the second KV head's keys
+            CpuQ8Dot.KeyScores(type, second, rowBytes, keys, q8, 1, heads, pg, 16);
+            for (int i = 0; i < heads; i++)
+            {
+                for (int t = 0; t < keys; t++)
+                {
+                    float want = CpuQ8Dot.Dot(type, second + t * rowBytes, q8, 1 + i);
+                    Assert.True(BitConverter.SingleToInt32Bits(want) == BitConverter.SingleToInt32Bits(got[i * 16 + t]),
+                        $"{type} head {headDim}: row {1 + i} key {t}: got {got[i * 16 + t]:R}, Dot {want:R}");
+                }
+            }
+        }
+    }
+
     /// <summary>x after quantize_row_q8_0 and dequantization, in float64.</summary>
     private static double[] ReferenceQ8_0(ReadOnlySpan<float> x)
     {
