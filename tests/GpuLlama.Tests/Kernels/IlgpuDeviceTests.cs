@@ -559,16 +559,9 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
             65504f, 65519f, 65520f, -1e6f, 1e-5f, -3e-7f, MathF.Pow(2, -25), 3 * MathF.Pow(2, -25), 6e-8f, 0f, 0.1f,
             3.4e38f, 1e-40f, 12345.678f, -0.33333334f,
         ];
-        var shape = new AttentionShape(1, 1, edge.Length, RopeStyle.Halves);
         foreach (IDevice d in new IDevice[] { _d, _cpu })
         {
-            using KvCacheLayer kv = d.AllocateKv(1, edge.Length, type, type);
-            using DeviceBuffer k = d.Allocate(edge.Length), v = d.Allocate(edge.Length), q = d.Allocate(edge.Length), o = d.Allocate(edge.Length);
-            d.Write(v, edge);
-            d.StoreKv(kv, k, v, 0, 1);
-            d.Attention(o, q, kv, 0, 1, shape);
-            float[] got = new float[edge.Length];
-            d.Read(o, got);
+            float[] got = ReadBack(d, edge, type);
             for (int i = 0; i < edge.Length; i++)
             {
                 float want = KernelTestData.Round(edge[i], type);
@@ -620,23 +613,36 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         }
 
         Assert.Contains(want.AsSpan(160).ToArray(), x => x != 0); // the subnormal scale is there, not flushed to 0
-        var shape = new AttentionShape(1, 1, edge.Length, RopeStyle.Halves);
+        Assert.Equal(6 * (type == KvCacheType.Q8_0 ? 34 : 18), type.RowBytes(edge.Length)); // ggml's block sizes
         foreach (IDevice d in new IDevice[] { _d, _cpu })
         {
-            using KvCacheLayer kv = d.AllocateKv(1, edge.Length, type, type);
-            Assert.Equal(6 * (type == KvCacheType.Q8_0 ? 34 : 18) * 2, kv.Bytes);
-            using DeviceBuffer k = d.Allocate(edge.Length), v = d.Allocate(edge.Length), q = d.Allocate(edge.Length), o = d.Allocate(edge.Length);
-            d.Write(v, edge);
-            d.StoreKv(kv, k, v, 0, 1);
-            d.Attention(o, q, kv, 0, 1, shape);
-            float[] got = new float[edge.Length];
-            d.Read(o, got);
+            float[] got = ReadBack(d, edge, type);
             for (int i = 0; i < edge.Length; i++)
             {
                 Assert.True(BitConverter.SingleToInt32Bits(want[i] + 0f) == BitConverter.SingleToInt32Bits(got[i] + 0f),
                     $"{d.Name} {type}: value {i} ({edge[i]:R}) stored as {got[i]:R}, want {want[i]:R}");
             }
         }
+    }
+
+    /// <summary>
+    /// <paramref name="values"/> stored as the values of a one-position cache of <paramref name="type"/> on
+    /// <paramref name="d"/> (keys and q zero) and read back through attention, whose one weight is exactly 1.
+    /// </summary>
+    private static float[] ReadBack(IDevice d, float[] values, KvCacheType type)
+    {
+        var shape = new AttentionShape(1, 1, values.Length, RopeStyle.Halves);
+        using KvCacheLayer kv = d.AllocateKv(1, values.Length, type, type);
+        Assert.Equal(2 * type.RowBytes(values.Length), kv.Bytes);
+        using DeviceBuffer k = d.Allocate(values.Length), v = d.Allocate(values.Length), q = d.Allocate(values.Length), o = d.Allocate(values.Length);
+        d.Write(k, new float[values.Length]);
+        d.Write(q, new float[values.Length]);
+        d.Write(v, values);
+        d.StoreKv(kv, k, v, 0, 1);
+        d.Attention(o, q, kv, 0, 1, shape);
+        float[] got = new float[values.Length];
+        d.Read(o, got);
+        return got;
     }
 
     [Fact]
