@@ -25,15 +25,25 @@ public static class RunCommand
         var logitsOut = new Option<string?>("--logits-out") { Description = "Write the logits of the last prompt position to FILE as raw little-endian float32." };
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt in the model's chat template as a user message." };
         var system = new Option<string?>("--system") { Description = "System message for --chat." };
+        var noShift = new Option<bool>("--no-context-shift")
+        {
+            Description = "Stop when the context is full; by default (as llama-cli) the older half of the tokens after --keep is dropped and generation goes on.",
+        };
+        var keep = new Option<int>("--keep")
+        {
+            Description = "Tokens from the start of the prompt a context shift keeps (-1 = the whole prompt); the BOS token is always kept.",
+            DefaultValueFactory = _ => 0,
+        };
 
         var command = new Command("run", "Generate text from a prompt, streaming it to stdout.");
         model.AddTo(command);
-        foreach (Option o in new Option[] { prompt, file, promptTokens, json, logitsOut, chat, system })
+        foreach (Option o in new Option[] { prompt, file, promptTokens, json, logitsOut, chat, system, noShift, keep })
         {
             command.Options.Add(o);
         }
 
         sampling.AddTo(command);
+        sampling.Predict.Description = "Tokens to generate (-1 = until end of sequence, shifting a full context; with --no-context-shift until a full context).";
         command.SetAction(r =>
         {
             bool asJson = r.GetValue(json);
@@ -84,7 +94,7 @@ public static class RunCommand
             }
 
             Generator generator = llama.CreateGenerator();
-            gen = gen with { KeepPromptLogits = r.GetValue(logitsOut) is not null };
+            gen = gen with { KeepPromptLogits = r.GetValue(logitsOut) is not null, ContextShift = !r.GetValue(noShift), KeepTokens = r.GetValue(keep) };
             var generated = new List<int>();
             var output = new StringBuilder();
             Stream stdout = Console.OpenStandardOutput();
@@ -126,6 +136,7 @@ public static class RunCommand
                     ["stop_reason"] = StopReasonName(generator.LastStopReason),
                     ["stopping_word"] = generator.LastStopSequence,
                     ["placement"] = LayerPlacement.Describe(llama.Plan),
+                    ["context_shifts"] = generator.LastContextShifts,
                     ["timings"] = new JsonObject
                     {
                         ["load_s"] = llama.LoadTime.TotalSeconds,
@@ -144,7 +155,7 @@ public static class RunCommand
                 Console.Error.WriteLine(
                     $"prompt: {timing.PromptTokens} tokens in {timing.PromptSeconds:F3} s ({timing.PromptTokensPerSecond:F1} tok/s); " +
                     $"generation: {timing.GeneratedTokens} tokens in {timing.GenerationSeconds:F3} s ({timing.GenerationTokensPerSecond:F1} tok/s); " +
-                    $"stop: {StopReasonName(generator.LastStopReason)}");
+                    $"stop: {StopReasonName(generator.LastStopReason)}" + (generator.LastContextShifts > 0 ? $"; context shifts: {generator.LastContextShifts}" : ""));
             }
 
             return 0;

@@ -54,6 +54,7 @@ public sealed class ChatSession
     /// <summary>Sends <paramref name="userMessage"/> and yields the reply's tokens as they are generated.</summary>
     public IEnumerable<GeneratedToken> Send(string userMessage, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
+        options = NoShift(options);
         (int[] tokens, string rendered, string sent, List<ChatMessage> history) = Begin(userMessage, options);
         var reply = new StringBuilder();
         bool started = false, complete = false;
@@ -77,6 +78,7 @@ public sealed class ChatSession
     /// <summary>Sends <paramref name="userMessage"/> and streams the reply's text (see <see cref="Generator.GenerateAsync(string, GenerationOptions?, CancellationToken)"/>).</summary>
     public async IAsyncEnumerable<string> SendAsync(string userMessage, GenerationOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        options = NoShift(options);
         (int[] tokens, string rendered, string sent, List<ChatMessage> history) = Begin(userMessage, options);
         var reply = new StringBuilder();
         bool started = false, complete = false;
@@ -96,6 +98,12 @@ public sealed class ChatSession
             End(userMessage, rendered, sent, history, reply.ToString(), started || complete, complete);
         }
     }
+
+    /// <summary>
+    /// A reply stops at a full context (<see cref="StopReason.ContextFull"/>) rather than shifting it: the session
+    /// keeps the cache in step with the rendered conversation, and leaves out whole old exchanges itself (Begin).
+    /// </summary>
+    private static GenerationOptions NoShift(GenerationOptions? options) => (options ?? new GenerationOptions()) with { ContextShift = false };
 
     /// <summary>
     /// The turn's prompt tokens, the rendered conversation, the text the cache held before it, and the history the

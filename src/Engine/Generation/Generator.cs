@@ -8,7 +8,7 @@ namespace GpuLlama.Generation;
 /// <summary>Options of one generation call (llama.cpp's common_params subset that matters per request).</summary>
 public sealed record GenerationOptions
 {
-    /// <summary>Tokens to generate; -1 = until EOS or the context is full (llama.cpp -n).</summary>
+    /// <summary>Tokens to generate; -1 = until EOS (or until the context is full, without <see cref="ContextShift"/>) (llama.cpp -n).</summary>
     public int MaxTokens { get; init; } = -1;
 
     public SamplerSettings Sampling { get; init; } = new();
@@ -25,6 +25,20 @@ public sealed record GenerationOptions
     /// decided, so a stop string never shows up in the stream, even when it spans several tokens.
     /// </summary>
     public IReadOnlyList<string> StopSequences { get; init; } = [];
+
+    /// <summary>
+    /// When the context fills before generation is done, drop the older half of the tokens after the first
+    /// <see cref="KeepTokens"/> and go on (llama.cpp's context shift, on by default in llama-cli; --no-context-shift).
+    /// The tokens kept are evaluated again at their new positions, where llama.cpp rotates their cached keys instead:
+    /// a prompt pass per shift, and states exactly those of the kept text. Off: stop with <see cref="StopReason.ContextFull"/>.
+    /// </summary>
+    public bool ContextShift { get; init; } = true;
+
+    /// <summary>
+    /// Tokens at the start of the context that a context shift keeps (llama.cpp --keep): 0 = only the BOS token where
+    /// the context begins with one, -1 = the whole first prompt, N = the first N (and the BOS token).
+    /// </summary>
+    public int KeepTokens { get; init; }
 }
 
 /// <summary>Why generation stopped.</summary>
@@ -54,7 +68,7 @@ public sealed record GenerationTimings(int PromptTokens, double PromptSeconds, i
 
 /// <summary>
 /// The prefill + decode loop over a model's transformer: the prompt is processed as a batch, then one token at a
-/// time; stops on EOS, the token limit, a stop string or a full context. Keeps the position, so a chat continues where it left off.
+/// time; stops on EOS, the token limit, a stop string or a full context (or shifts it: <see cref="GenerationOptions.ContextShift"/>). Keeps the position, so a chat continues where it left off.
 /// Not thread-safe: one generation at a time per model.
 /// </summary>
 public sealed class Generator
@@ -70,8 +84,16 @@ public sealed class Generator
         _model = model;
     }
 
+    // The tokens in the KV cache, position by position (a context shift evaluates the ones it keeps again), and how
+    // many of them the first prompt was (KeepTokens = -1).
+    private readonly List<int> _cached = [];
+    private int _firstPrompt;
+
     /// <summary>Next position in the KV cache (tokens already processed).</summary>
-    public int Position { get; private set; }
+    public int Position => _cached.Count;
+
+    /// <summary>Context shifts in the last call (<see cref="GenerationOptions.ContextShift"/>).</summary>
+    public int LastContextShifts { get; private set; }
 
     public StopReason LastStopReason { get; private set; }
 
@@ -86,7 +108,7 @@ public sealed class Generator
     /// <summary>Forgets the conversation: the next prompt starts at position 0.</summary>
     public void Reset()
     {
-        Position = 0;
+        _cached.Clear();
         _pendingToken = -1;
     }
 
@@ -126,6 +148,11 @@ public sealed class Generator
             }
         }
 
+        if (options.KeepTokens < -1)
+        {
+            throw new GpuLlamaException($"--keep {options.KeepTokens}: expected -1 (the whole prompt), 0 or more");
+        }
+
         _pendingToken = -1;
         var sampler = new Sampler(options.Sampling);
         StopSequences? stops = options.StopSequences.Count > 0 ? new StopSequences(options.StopSequences) : null;
@@ -138,7 +165,9 @@ public sealed class Generator
         var clock = Stopwatch.StartNew();
         int[] promptArray = prompt as int[] ?? [.. prompt];
         transformer.Forward(promptArray, Position);
-        Position += prompt.Count;
+        _firstPrompt = Position == 0 ? prompt.Count : _firstPrompt;
+        _cached.AddRange(promptArray);
+        LastContextShifts = 0;
         int next = sampler.IsGreedy ? transformer.ArgmaxLast() : sampler.Sample(transformer.LogitsLast(), history);
         LastPromptLogits = options.KeepPromptLogits ? transformer.LogitsLast().ToArray() : null;
         double promptSeconds = clock.Elapsed.TotalSeconds;
@@ -183,7 +212,7 @@ public sealed class Generator
                 break;
             }
 
-            if (Position >= context)
+            if (Position >= context && !(options.ContextShift && ShiftContext(options.KeepTokens)))
             {
                 LastStopReason = StopReason.ContextFull;
                 break;
@@ -191,7 +220,7 @@ public sealed class Generator
 
             single[0] = next;
             transformer.Forward(single, Position);
-            Position++;
+            _cached.Add(next);
             next = sampler.IsGreedy ? transformer.ArgmaxLast() : sampler.Sample(transformer.LogitsLast(), history);
         }
 
@@ -214,6 +243,29 @@ public sealed class Generator
         {
             yield return new GeneratedToken(-1, tail);
         }
+    }
+
+    /// <summary>
+    /// llama-cli's context shift: keeps the first n_keep tokens (<paramref name="keep"/>, plus the BOS token the context
+    /// starts with), drops half of the rest — the oldest — and evaluates what is kept again from position 0. False
+    /// when nothing after the kept start could be dropped.
+    /// </summary>
+    private bool ShiftContext(int keep)
+    {
+        int bos = _model.Tokenizer.BosId;
+        int nKeep = keep < 0 ? _firstPrompt : keep + (_cached.Count > 0 && bos >= 0 && _cached[0] == bos ? 1 : 0);
+        nKeep = Math.Min(nKeep, _cached.Count);
+        int discard = (_cached.Count - nKeep) / 2;
+        if (discard == 0)
+        {
+            return false;
+        }
+
+        _cached.RemoveRange(nKeep, discard);
+        _model.Transformer.Forward([.. _cached], 0);
+        _firstPrompt = Math.Min(_firstPrompt, nKeep);
+        LastContextShifts++;
+        return true;
     }
 
     /// <summary>

@@ -84,6 +84,7 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-ctk", "q8_0"), "--cache-type-k q8_0", "blocks of 32 values", "heads have 48");
         AssertOneLineError(Run("plan", "synthetic:tiny", "-ctv", "q4_0"), "--cache-type-v q4_0", "blocks of 32 values");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-ctv", "q4_1"), "--cache-type-v q4_1", "not supported", "q8_0 or q4_0");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--keep", "-3"), "--keep -3", "-1");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
@@ -128,6 +129,25 @@ public sealed class CliTests
         var text = Run("plan", "synthetic:tiny", "--gpu-layers", "0", "-ctv", "bf16");
         Assert.True(text.Code == 0, text.Err);
         Assert.Contains("KV cache f16 keys / bf16 values", text.Out);
+    }
+
+    [Fact]
+    public void RunShiftsAFullContextUnlessToldNotTo()
+    {
+        string[] common = ["run", "synthetic:tiny", "--ctx", "32", "-p", "Once upon a time", "-n", "40", "--temp", "0", "--ignore-eos", "--json"];
+        var shifted = Run(common);
+        var stopped = Run([.. common, "--no-context-shift"]);
+        Assert.True(shifted.Code == 0 && stopped.Code == 0, shifted.Err + stopped.Err);
+        using JsonDocument a = JsonDocument.Parse(shifted.Out), b = JsonDocument.Parse(stopped.Out);
+        Assert.Equal("limit", a.RootElement.GetProperty("stop_reason").GetString());
+        Assert.Equal(40, a.RootElement.GetProperty("tokens").GetArrayLength());
+        Assert.True(a.RootElement.GetProperty("context_shifts").GetInt32() >= 1);
+        Assert.Equal("context_full", b.RootElement.GetProperty("stop_reason").GetString());
+        Assert.Equal(0, b.RootElement.GetProperty("context_shifts").GetInt32());
+        int[] Tokens(JsonDocument d) => [.. d.RootElement.GetProperty("tokens").EnumerateArray().Select(x => x.GetInt32())];
+        int[] before = Tokens(b);
+        Assert.Equal(32 - a.RootElement.GetProperty("prompt_tokens").GetArrayLength() + 1, before.Length);
+        Assert.Equal(before, Tokens(a)[..before.Length]); // the same tokens until the context is full
     }
 
     [Fact]
