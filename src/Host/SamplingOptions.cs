@@ -48,6 +48,18 @@ public sealed class SamplingOptions
         DefaultValueFactory = _ => 64,
     };
 
+    public Option<float> FrequencyPenalty { get; } = new("--frequency-penalty")
+    {
+        Description = "Subtract this times a token's count among the last --repeat-last-n from its logit (0 = off).",
+        DefaultValueFactory = _ => 0f,
+    };
+
+    public Option<float> PresencePenalty { get; } = new("--presence-penalty")
+    {
+        Description = "Subtract this from the logit of every token among the last --repeat-last-n (0 = off).",
+        DefaultValueFactory = _ => 0f,
+    };
+
     public Option<long> Seed { get; } = new("--seed", "-s")
     {
         Description = "Random seed (-1 = random); the same seed gives the same output.",
@@ -76,7 +88,7 @@ public sealed class SamplingOptions
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, Seed, IgnoreEos, Stop, NoEscape })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
         }
@@ -112,6 +124,8 @@ public sealed class SamplingOptions
                 MinP = minP,
                 RepeatPenalty = r.GetValue(RepeatPenalty),
                 RepeatLastN = r.GetValue(RepeatLastN),
+                FrequencyPenalty = r.GetValue(FrequencyPenalty),
+                PresencePenalty = r.GetValue(PresencePenalty),
                 Seed = seed < 0 ? null : (uint)seed,
             },
         };

@@ -1,0 +1,99 @@
+using GpuLlama.Generation;
+using Xunit;
+
+namespace GpuLlama.Tests.Generation;
+
+/// <summary>
+/// The sampler chain against its definitions (llama.cpp's common_sampler order: penalties → top-k → top-p → min-p →
+/// temperature → draw): each filter on logits where it decides the outcome, and the draw's frequencies against the
+/// tempered softmax.
+/// </summary>
+public sealed class SamplerTests
+{
+    private static readonly SamplerSettings Plain = new() { Temperature = 1, TopK = 0, TopP = 1, MinP = 0 };
+
+    private static float[] Logits(params double[] p) => [.. p.Select(x => (float)Math.Log(x))];
+
+    private static double[] Frequencies(SamplerSettings s, float[] logits, int draws, IReadOnlyList<int>? history = null)
+    {
+        var sampler = new Sampler(s with { Seed = 42 });
+        var counts = new double[logits.Length];
+        for (int i = 0; i < draws; i++)
+        {
+            counts[sampler.Sample(logits, history ?? [])]++;
+        }
+
+        return [.. counts.Select(c => c / draws)];
+    }
+
+    [Fact]
+    public void Greedy_is_the_argmax_and_ties_go_to_the_lowest_id()
+    {
+        var greedy = new Sampler(new SamplerSettings { Temperature = 0 });
+        Assert.True(greedy.IsGreedy);
+        Assert.Equal(2, greedy.Sample([0.1f, 0.5f, 0.9f, -1f], []));
+        Assert.Equal(1, greedy.Sample([0.1f, 0.9f, 0.9f, -1f], []));
+        Assert.False(new Sampler(new SamplerSettings { Temperature = 0, PresencePenalty = 0.5f }).IsGreedy);
+    }
+
+    [Theory]
+    // logits 2.0, 1.9, -0.5; token 0 seen twice, token 2 once: repeat 1.1 → 2.0/1.1 = 1.82 < 1.9
+    [InlineData(1.1f, 0f, 0f, 1)]
+    [InlineData(1.04f, 0f, 0f, 0)]   // 1.92 > 1.9
+    [InlineData(1f, 0.06f, 0f, 1)]   // 2 − 2·0.06 = 1.88
+    [InlineData(1f, 0.04f, 0f, 0)]   // 1.92
+    [InlineData(1f, 0f, 0.11f, 1)]   // 2 − 0.11 = 1.89: once, however often it was seen
+    [InlineData(1f, 0f, 0.09f, 0)]   // 1.91
+    public void Penalties_follow_llama_cpps_formula(float repeat, float frequency, float presence, int want)
+    {
+        var s = new SamplerSettings { Temperature = 0, RepeatPenalty = repeat, FrequencyPenalty = frequency, PresencePenalty = presence };
+        Assert.Equal(want, new Sampler(s).Sample([2.0f, 1.9f, -0.5f], [0, 2, 0]));
+        // a negative logit is multiplied by the repeat penalty: token 2 (−0.5) of [−0.6, −0.55, −0.5] drops below the others
+        var neg = new SamplerSettings { Temperature = 0, RepeatPenalty = 1.2f };
+        Assert.Equal(1, new Sampler(neg).Sample([-0.6f, -0.55f, -0.5f], [2]));
+        // only the last RepeatLastN tokens count
+        Assert.Equal(0, new Sampler(s with { RepeatLastN = 1 }).Sample([2.0f, 1.9f, -0.5f], [0, 0, 2]));
+    }
+
+    [Fact]
+    public void Draws_follow_the_softmax_at_the_temperature()
+    {
+        float[] l = Logits(0.1, 0.2, 0.7);
+        double[] f = Frequencies(Plain, l, 40000);
+        Assert.Equal([0.1, 0.2, 0.7], f, (a, b) => Math.Abs(a - b) < 0.01);
+        // temperature 0.5 squares the probabilities: 0.01, 0.04, 0.49 over 0.54
+        double[] cold = Frequencies(Plain with { Temperature = 0.5f }, l, 40000);
+        Assert.Equal([0.01 / 0.54, 0.04 / 0.54, 0.49 / 0.54], cold, (a, b) => Math.Abs(a - b) < 0.01);
+    }
+
+    [Fact]
+    public void Top_k_top_p_and_min_p_cut_the_candidates()
+    {
+        float[] l = Logits(0.1, 0.2, 0.3, 0.4);
+        // top-k 2: tokens 3 and 2 in proportion 4:3
+        double[] k = Frequencies(Plain with { TopK = 2 }, l, 30000);
+        Assert.Equal([0, 0, 3 / 7.0, 4 / 7.0], k, (a, b) => Math.Abs(a - b) < 0.012);
+        // top-p 0.65: 0.4 + 0.3 reach it, 0.2 is not needed
+        double[] p = Frequencies(Plain with { TopP = 0.65f }, l, 30000);
+        Assert.Equal([0, 0, 3 / 7.0, 4 / 7.0], p, (a, b) => Math.Abs(a - b) < 0.012);
+        // min-p 0.6: p ≥ 0.24 stays (0.3 and 0.4)
+        double[] m = Frequencies(Plain with { MinP = 0.6f }, l, 30000);
+        Assert.Equal([0, 0, 3 / 7.0, 4 / 7.0], m, (a, b) => Math.Abs(a - b) < 0.012);
+        // min-p 0.8: only the most likely
+        Assert.Equal([0, 0, 0, 1.0], Frequencies(Plain with { MinP = 0.8f }, l, 1000));
+    }
+
+    [Fact]
+    public void A_seed_reproduces_the_draws()
+    {
+        float[] l = Logits(0.25, 0.25, 0.25, 0.25);
+        int[] Draw(uint? seed)
+        {
+            var sampler = new Sampler(Plain with { Seed = seed });
+            return [.. Enumerable.Range(0, 64).Select(_ => sampler.Sample(l, []))];
+        }
+
+        Assert.Equal(Draw(7), Draw(7));
+        Assert.NotEqual(Draw(7), Draw(8));
+    }
+}
