@@ -60,6 +60,16 @@ public sealed class SamplingOptions
         DefaultValueFactory = _ => 0f,
     };
 
+    public Option<string?> GrammarText { get; } = new("--grammar")
+    {
+        Description = "Constrain the output to a GBNF grammar (llama.cpp's format; generation starts at root), e.g. 'root ::= (\"yes\" | \"no\")'.",
+    };
+
+    public Option<string?> GrammarFile { get; } = new("--grammar-file")
+    {
+        Description = "Read the GBNF grammar from FILE (e.g. llama.cpp's grammars/json.gbnf).",
+    };
+
     public Option<long> Seed { get; } = new("--seed", "-s")
     {
         Description = "Random seed (-1 = random); the same seed gives the same output.",
@@ -88,7 +98,7 @@ public sealed class SamplingOptions
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, Seed, IgnoreEos, Stop, NoEscape })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, GrammarText, GrammarFile, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
         }
@@ -109,8 +119,15 @@ public sealed class SamplingOptions
             throw new GpuLlamaException($"--top-p {topP} / --min-p {minP}: must be between 0 and 1");
         }
 
+        string? grammarText = r.GetValue(GrammarText), grammarFile = r.GetValue(GrammarFile);
+        if (grammarText is not null && grammarFile is not null)
+        {
+            throw new GpuLlamaException("give only one of --grammar and --grammar-file");
+        }
+
         return new GenerationOptions
         {
+            Grammar = grammarText is not null ? Grammar.Parse(grammarText, "--grammar") : grammarFile is not null ? Grammar.Load(grammarFile) : null,
             MaxTokens = r.GetValue(Predict),
             IgnoreEos = r.GetValue(IgnoreEos),
             StopSequences = r.GetValue(Stop) is { Length: > 0 } stops

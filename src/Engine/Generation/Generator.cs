@@ -13,7 +13,7 @@ public sealed record GenerationOptions
 
     public SamplerSettings Sampling { get; init; } = new();
 
-    /// <summary>Keep generating through end-of-sequence tokens (llama.cpp --ignore-eos).</summary>
+    /// <summary>Keep generating through end-of-sequence tokens (llama.cpp --ignore-eos); with a <see cref="Grammar"/>, one it allows still ends the text.</summary>
     public bool IgnoreEos { get; init; }
 
     /// <summary>Keep a copy of the last prompt position's logits in <see cref="Generator.LastPromptLogits"/>.</summary>
@@ -39,6 +39,13 @@ public sealed record GenerationOptions
     /// the context begins with one, -1 = the whole first prompt, N = the first N (and the BOS token).
     /// </summary>
     public int KeepTokens { get; init; }
+
+    /// <summary>
+    /// Constrains the text to a GBNF grammar (llama.cpp --grammar; <see cref="Generation.Grammar.Json"/> for any JSON
+    /// value): every token drawn is one the grammar allows after the text so far, and end-of-sequence comes only once
+    /// the text is a whole sentence of it. The grammar applies to the generated text, not to the prompt.
+    /// </summary>
+    public Grammar? Grammar { get; init; }
 }
 
 /// <summary>Why generation stopped.</summary>
@@ -155,6 +162,8 @@ public sealed class Generator
 
         _pendingToken = -1;
         var sampler = new Sampler(options.Sampling);
+        GrammarMatcher? grammar = options.Grammar is { } g ? new GrammarMatcher(g, tokenizer) : null;
+        float[]? masked = null;
         StopSequences? stops = options.StopSequences.Count > 0 ? new StopSequences(options.StopSequences) : null;
         var history = new List<int>(prompt);
         StreamingDecoder decoder = tokenizer.CreateStreamingDecoder();
@@ -168,7 +177,7 @@ public sealed class Generator
         _firstPrompt = Position == 0 ? prompt.Count : _firstPrompt;
         _cached.AddRange(promptArray);
         LastContextShifts = 0;
-        int next = sampler.IsGreedy ? transformer.ArgmaxLast() : sampler.Sample(transformer.LogitsLast(), history);
+        int next = NextToken(transformer, sampler, grammar, history, ref masked);
         LastPromptLogits = options.KeepPromptLogits ? transformer.LogitsLast().ToArray() : null;
         double promptSeconds = clock.Elapsed.TotalSeconds;
         clock.Restart();
@@ -182,7 +191,8 @@ public sealed class Generator
                 break;
             }
 
-            if (!options.IgnoreEos && tokenizer.IsEos(next))
+            // with a grammar, end-of-sequence comes only where the text is complete, and ends it even with IgnoreEos
+            if ((!options.IgnoreEos || grammar is not null) && tokenizer.IsEos(next))
             {
                 LastStopReason = StopReason.EndOfSequence;
                 break;
@@ -221,7 +231,7 @@ public sealed class Generator
             single[0] = next;
             transformer.Forward(single, Position);
             _cached.Add(next);
-            next = sampler.IsGreedy ? transformer.ArgmaxLast() : sampler.Sample(transformer.LogitsLast(), history);
+            next = NextToken(transformer, sampler, grammar, history, ref masked);
         }
 
         LastTimings = new GenerationTimings(prompt.Count, promptSeconds, generated, clock.Elapsed.TotalSeconds);
@@ -243,6 +253,43 @@ public sealed class Generator
         {
             yield return new GeneratedToken(-1, tail);
         }
+    }
+
+    /// <summary>
+    /// The next token from the last logits: an argmax on the device when greedy and unconstrained; with a grammar,
+    /// llama.cpp's order — the token drawn from all the logits if the grammar allows it, else a draw again from the
+    /// logits of the tokens it allows (<paramref name="masked"/>: reused scratch).
+    /// </summary>
+    private static int NextToken(Transformer transformer, Sampler sampler, GrammarMatcher? grammar, List<int> history, ref float[]? masked)
+    {
+        if (grammar is null)
+        {
+            return sampler.IsGreedy ? transformer.ArgmaxLast() : sampler.Sample(transformer.LogitsLast(), history);
+        }
+
+        ReadOnlySpan<float> logits = transformer.LogitsLast();
+        int token = sampler.Sample(logits, history);
+        if (!grammar.Allows(token))
+        {
+            masked ??= new float[logits.Length];
+            bool any = false;
+            for (int id = 0; id < logits.Length; id++)
+            {
+                bool allowed = grammar.Allows(id);
+                masked[id] = allowed ? logits[id] : float.NegativeInfinity;
+                any |= allowed;
+            }
+
+            if (!any)
+            {
+                throw new GpuLlamaException("the grammar allows no token of the vocabulary after the text so far");
+            }
+
+            token = sampler.Sample(masked, history);
+        }
+
+        grammar.Accept(token);
+        return token;
     }
 
     /// <summary>

@@ -126,16 +126,19 @@ public sealed class Sampler
 
         double r = NextDouble() * total;
         double acc = 0;
+        int last = ids[0];
         for (int i = 0; i < count; i++)
         {
-            acc += Math.Exp((l[ids[i]] - max) * inv);
+            double w = Math.Exp((l[ids[i]] - max) * inv);
+            acc += w;
+            last = w > 0 ? ids[i] : last;
             if (r < acc)
             {
                 return ids[i];
             }
         }
 
-        return ids[count - 1];
+        return last; // r rounded up to the total: the last candidate that has a weight (never a masked −∞ one)
     }
 
     private void ApplyPenalties(Span<float> l, IReadOnlyList<int> history)

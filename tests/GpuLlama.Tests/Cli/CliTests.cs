@@ -85,6 +85,9 @@ public sealed class CliTests
         AssertOneLineError(Run("plan", "synthetic:tiny", "-ctv", "q4_0"), "--cache-type-v q4_0", "blocks of 32 values");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-ctv", "q4_1"), "--cache-type-v q4_1", "not supported", "q8_0 or q4_0");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--keep", "-3"), "--keep -3", "-1");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--grammar", "root ::= foo"), "--grammar:1:10", "'foo' is used but not defined");
+        AssertOneLineError(Run("chat", "synthetic:tiny", "--grammar-file", "/nonexistent/g.gbnf"), "--grammar-file /nonexistent/g.gbnf", "not found");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--grammar", "root ::= \"a\"", "--grammar-file", "x.gbnf"), "only one of --grammar and --grammar-file");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
@@ -129,6 +132,16 @@ public sealed class CliTests
         var text = Run("plan", "synthetic:tiny", "--gpu-layers", "0", "-ctv", "bf16");
         Assert.True(text.Code == 0, text.Err);
         Assert.Contains("KV cache f16 keys / bf16 values", text.Out);
+    }
+
+    [Fact]
+    public void RunFollowsAGrammar()
+    {
+        var r = Run("run", "synthetic:tiny", "-p", "Answer:", "--grammar", "root ::= (\"yes\" | \"no\") \".\"", "-n", "10", "--seed", "3", "--json");
+        Assert.True(r.Code == 0, r.Err);
+        using JsonDocument d = JsonDocument.Parse(r.Out);
+        Assert.Contains(d.RootElement.GetProperty("text").GetString(), new[] { "yes.", "no." });
+        Assert.Equal("eos", d.RootElement.GetProperty("stop_reason").GetString());
     }
 
     [Fact]
