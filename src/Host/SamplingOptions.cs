@@ -70,6 +70,16 @@ public sealed class SamplingOptions
         Description = "Read the GBNF grammar from FILE (e.g. llama.cpp's grammars/json.gbnf).",
     };
 
+    public Option<string?> JsonSchema { get; } = new("--json-schema", "-j")
+    {
+        Description = "Constrain the output to JSON of this JSON Schema, e.g. '{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"}},\"required\":[\"name\"]}' ({} = any JSON).",
+    };
+
+    public Option<string?> JsonSchemaFile { get; } = new("--json-schema-file")
+    {
+        Description = "Read the JSON Schema for --json-schema from FILE.",
+    };
+
     public Option<long> Seed { get; } = new("--seed", "-s")
     {
         Description = "Random seed (-1 = random); the same seed gives the same output.",
@@ -98,7 +108,7 @@ public sealed class SamplingOptions
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, GrammarText, GrammarFile, Seed, IgnoreEos, Stop, NoEscape })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
         }
@@ -120,14 +130,20 @@ public sealed class SamplingOptions
         }
 
         string? grammarText = r.GetValue(GrammarText), grammarFile = r.GetValue(GrammarFile);
-        if (grammarText is not null && grammarFile is not null)
+        string? schema = r.GetValue(JsonSchema), schemaFile = r.GetValue(JsonSchemaFile);
+        if (new[] { grammarText, grammarFile, schema, schemaFile }.Count(x => x is not null) > 1)
         {
-            throw new GpuLlamaException("give only one of --grammar and --grammar-file");
+            throw new GpuLlamaException("give only one of --grammar, --grammar-file, --json-schema and --json-schema-file");
         }
 
+        Grammar? grammar = grammarText is not null ? Grammar.Parse(grammarText, "--grammar")
+            : grammarFile is not null ? Grammar.Load(grammarFile)
+            : schema is not null ? JsonSchemaGrammar.FromSchema(schema, "--json-schema")
+            : schemaFile is not null ? JsonSchemaGrammar.FromSchema(File.Exists(schemaFile) ? File.ReadAllText(schemaFile) : throw new GpuLlamaException($"--json-schema-file {schemaFile}: file not found"), schemaFile)
+            : null;
         return new GenerationOptions
         {
-            Grammar = grammarText is not null ? Grammar.Parse(grammarText, "--grammar") : grammarFile is not null ? Grammar.Load(grammarFile) : null,
+            Grammar = grammar,
             MaxTokens = r.GetValue(Predict),
             IgnoreEos = r.GetValue(IgnoreEos),
             StopSequences = r.GetValue(Stop) is { Length: > 0 } stops

@@ -87,7 +87,9 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--keep", "-3"), "--keep -3", "-1");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--grammar", "root ::= foo"), "--grammar:1:10", "'foo' is used but not defined");
         AssertOneLineError(Run("chat", "synthetic:tiny", "--grammar-file", "/nonexistent/g.gbnf"), "--grammar-file /nonexistent/g.gbnf", "not found");
-        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--grammar", "root ::= \"a\"", "--grammar-file", "x.gbnf"), "only one of --grammar and --grammar-file");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--grammar", "root ::= \"a\"", "--json-schema", "{}"), "only one of --grammar, --grammar-file, --json-schema");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-j", "{\"type\": \"string\", \"format\": \"date\"}"), "--json-schema: the schema: 'format' is not supported");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--json-schema-file", "/nonexistent/s.json"), "--json-schema-file /nonexistent/s.json", "not found");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
