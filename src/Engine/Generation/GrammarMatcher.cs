@@ -122,8 +122,14 @@ public sealed class GrammarMatcher
     }
 
     /// <summary>Adds the stacks <paramref name="stack"/> stands for once every rule reference on top is expanded: tops that are character classes, or null (complete).</summary>
-    private void Expand(Stack? stack, List<Stack?> into)
+    private void Expand(Stack? stack, List<Stack?> into, int depth = 0)
     {
+        if (depth > MaxDepth)
+        {
+            // rules that can be empty nested this deep (e.g. ("a"?){0,5000}) would exhaust the thread's stack
+            throw new GpuLlamaException($"the grammar nests rules that can match nothing more than {MaxDepth} deep");
+        }
+
         if (stack is null)
         {
             into.Add(null);
@@ -132,7 +138,7 @@ public sealed class GrammarMatcher
 
         if (stack.Index == stack.Sequence.Length)
         {
-            Expand(stack.Next, into); // this alternative is done: return to where the rule was referenced
+            Expand(stack.Next, into, depth + 1); // this alternative is done: return to where the rule was referenced
             return;
         }
 
@@ -147,9 +153,11 @@ public sealed class GrammarMatcher
         Stack? after = stack.Index + 1 < stack.Sequence.Length ? new Stack(stack.Sequence, stack.Index + 1, stack.Next) : stack.Next;
         foreach (Symbol[] alt in _grammar.Rules[s.Rule])
         {
-            Expand(alt.Length == 0 ? after : new Stack(alt, 0, after), into);
+            Expand(alt.Length == 0 ? after : new Stack(alt, 0, after), into, depth + 1);
         }
     }
+
+    private const int MaxDepth = 2000;
 
     private static List<Stack?> Distinct(List<Stack?> stacks) => [.. stacks.Distinct(StackComparer.Instance)];
 

@@ -15,7 +15,8 @@ namespace GpuLlama.Generation;
 /// </summary>
 public sealed class JsonSchemaGrammar
 {
-    private static readonly HashSet<string> s_annotations = ["$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated", "readOnly", "writeOnly", "$defs", "definitions"];
+    // JSON text as a model writes it: only what JSON must escape is escaped (not non-ASCII, not < > & ')
+    private static readonly JsonSerializerOptions s_json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private readonly JsonElement _root;
     private readonly StringBuilder _rules = new();
@@ -98,7 +99,7 @@ public sealed class JsonSchemaGrammar
 
         if (schema.TryGetProperty("const", out JsonElement c))
         {
-            return $"{Literal(c.GetRawText())} space";
+            return $"{Literal(Compact(c))} space";
         }
 
         if (schema.TryGetProperty("enum", out JsonElement e))
@@ -251,7 +252,7 @@ public sealed class JsonSchemaGrammar
             }
 
             (string name, JsonElement s) = props[i];
-            string kv = $"{Literal(JsonSerializer.Serialize(name))} space \":\" space {Rule($"{hint}-{Sanitize(name)}", s, $"{at}/properties/{name}")}";
+            string kv = $"{Literal(JsonSerializer.Serialize(name, s_json))} space \":\" space {Rule($"{hint}-{Sanitize(name)}", s, $"{at}/properties/{name}")}";
             if (required.Contains(name))
             {
                 Define(ai, $"{kv} {b}-{i + 1}");
@@ -321,7 +322,7 @@ public sealed class JsonSchemaGrammar
         return s.Length == 0 ? "p" : s;
     }
 
-    private static string Compact(JsonElement e) => JsonSerializer.Serialize(e);
+    private static string Compact(JsonElement e) => JsonSerializer.Serialize(e, s_json);
 
     /// <summary>JSON text as a GBNF string literal.</summary>
     private static string Literal(string json)

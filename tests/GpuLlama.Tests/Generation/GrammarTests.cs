@@ -106,6 +106,14 @@ public sealed class GrammarTests
         Assert.DoesNotContain('\n', e.Message);
     }
 
+    [Fact]
+    public void Rules_that_match_nothing_nested_too_deep_are_an_error_not_a_stack_overflow()
+    {
+        var e = Assert.Throws<GpuLlamaException>(() => new GrammarMatcher(Grammar.Parse("root ::= (\"a\"?){0,3000}"), Tokenizer));
+        Assert.Contains("deep", e.Message);
+        Assert.True(new GrammarMatcher(Grammar.Parse("root ::= (\"a\"?){0,500}"), Tokenizer).AcceptText("aaa"));
+    }
+
     [Theory]
     [InlineData("{\"a\": [1, -2.5e3, \"x\\n\\u00e9\"], \"b\": {\"c\": null}, \"d\": true}", true)]
     [InlineData("  [ ]  ", true)]

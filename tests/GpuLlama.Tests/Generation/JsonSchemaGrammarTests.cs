@@ -51,6 +51,7 @@ public sealed class JsonSchemaGrammarTests
     [InlineData("""{"anyOf": [{"const": 42}, {"type": "boolean"}]}""", "42", true)]
     [InlineData("""{"anyOf": [{"const": 42}, {"type": "boolean"}]}""", "43", false)]
     [InlineData("""{"enum": ["red", 7, null, {"k": [1]}]}""", "{\"k\":[1]}", true)]
+    [InlineData("""{"properties": {"café": {"enum": ["a<b", "ü"]}}, "required": ["café"]}""", "{\"café\": \"a<b\"}", true)] // written as a model writes them, not \u-escaped
     [InlineData("""{"type": "string", "minLength": 2}""", "\"é\"", false)]
     [InlineData("""{"type": "string", "minLength": 2}""", "\"é\\n\"", true)]
     [InlineData("""{}""", "{\"any\": [1, \"json\", {\"at\": null}]}", true)]
