@@ -23,6 +23,7 @@ public static class Program
             PlanCommand.Create(),
             BenchCommand.Create(),
             ExportCommand.Create(),
+            PerplexityCommand.Create(),
         };
 
         return Invoke(root, args);

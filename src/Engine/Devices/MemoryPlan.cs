@@ -20,6 +20,9 @@ public sealed record MemoryPlanOptions
 
     /// <summary>Smallest prompt batch that streams the CPU's layers to a GPU (<see cref="PromptOffload"/>); 0 = never.</summary>
     public int OpOffloadMinBatch { get; init; } = PromptOffload.DefaultMinBatch;
+
+    /// <summary>Positions of a batch that get logits on the output device (<see cref="Model.LoadOptions.LogitRows"/>).</summary>
+    public int LogitRows { get; init; } = 1;
 }
 
 /// <summary>Bytes one device needs for a placement (Scratch includes prompt offload's weight slots on its target).</summary>
@@ -109,7 +112,7 @@ public static class MemoryPlan
         bytes += DeviceBytes((long)options.ContextLength * (c.HeadDim / 2) * 2 * sizeof(float)); // RoPE table
         if (output)
         {
-            bytes += DeviceBytes((long)c.VocabSize * sizeof(float));
+            bytes += DeviceBytes((long)Math.Max(1, Math.Min(options.LogitRows, batch)) * c.VocabSize * sizeof(float));
         }
 
         return bytes;

@@ -58,11 +58,18 @@ public sealed record LoadOptions
     /// <summary>How the KV cache stores values (llama.cpp --cache-type-v); F16 by default.</summary>
     public KvCacheType CacheTypeV { get; init; } = KvCacheType.F16;
 
+    /// <summary>
+    /// Positions of one batch that get logits (llama.cpp's logits_all when it is the batch size): 1 for generation;
+    /// perplexity wants every position of a batch. Each row is the vocabulary's floats on the output device.
+    /// </summary>
+    public int LogitRows { get; init; } = 1;
+
     /// <summary>The memory plan's options for these load options and a context of <paramref name="context"/> tokens.</summary>
     public MemoryPlanOptions MemoryPlan(int context) => new()
     {
         ContextLength = context,
         BatchSize = BatchSize,
+        LogitRows = LogitRows,
         OpOffloadMinBatch = EffectiveOffloadMinBatch,
         CacheTypeK = CacheTypeK,
         CacheTypeV = CacheTypeV,
@@ -181,7 +188,7 @@ public sealed class LlamaModel : IDisposable
             var placement = new DevicePlacement(byName[plan.Input], [.. plan.Layers.Select(n => byName[n])], byName[plan.Output]);
             cancellationToken.ThrowIfCancellationRequested();
             ModelWeights weights = ModelWeights.Upload(source, placement);
-            var transformer = new Transformer(config, weights, placement, context, options.BatchSize, offloadMinBatch: options.EffectiveOffloadMinBatch,
+            var transformer = new Transformer(config, weights, placement, context, options.BatchSize, options.LogitRows, offloadMinBatch: options.EffectiveOffloadMinBatch,
                 cacheTypeK: options.CacheTypeK, cacheTypeV: options.CacheTypeV);
             if (transformer.OffloadDevice is { } offload)
             {

@@ -90,6 +90,7 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--grammar", "root ::= \"a\"", "--json-schema", "{}"), "only one of --grammar, --grammar-file, --json-schema");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-j", "{\"type\": \"string\", \"format\": \"date\"}"), "--json-schema: the schema: 'format' is not supported");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--json-schema-file", "/nonexistent/s.json"), "--json-schema-file /nonexistent/s.json", "not found");
+        AssertOneLineError(Run("perplexity", "synthetic:tiny", "-f", "/nonexistent/wiki.test.raw"), "--file /nonexistent/wiki.test.raw", "not found");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
@@ -134,6 +135,29 @@ public sealed class CliTests
         var text = Run("plan", "synthetic:tiny", "--gpu-layers", "0", "-ctv", "bf16");
         Assert.True(text.Code == 0, text.Err);
         Assert.Contains("KV cache f16 keys / bf16 values", text.Out);
+    }
+
+    [Fact]
+    public void PerplexityPrintsLlamaCppsLinesOrJson()
+    {
+        string text = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(text, string.Join(" ", Enumerable.Range(0, 300).Select(i => $"word{i % 37}")));
+            var plain = Run("perplexity", "synthetic:tiny:f32", "-f", text, "-c", "32", "--chunks", "2");
+            Assert.True(plain.Code == 0, plain.Err);
+            Assert.Matches(@"^\[1\][\d.]+,\[2\][\d.]+,\s+Final estimate: PPL = [\d.]+ \+/- [\d.]+\s*$", plain.Out);
+            var json = Run("perplexity", "synthetic:tiny:f32", "-f", text, "-c", "32", "--chunks", "2", "--json");
+            Assert.True(json.Code == 0, json.Err);
+            using JsonDocument d = JsonDocument.Parse(json.Out);
+            Assert.Equal(2, d.RootElement.GetProperty("chunks").GetInt32());
+            Assert.Equal(2 * 15, d.RootElement.GetProperty("tokens_scored").GetInt32());
+            Assert.Contains($"PPL = {d.RootElement.GetProperty("ppl").GetDouble():F4} ", plain.Out);
+        }
+        finally
+        {
+            File.Delete(text);
+        }
     }
 
     [Fact]
