@@ -24,6 +24,7 @@ public static class Program
             BenchCommand.Create(),
             ExportCommand.Create(),
             PerplexityCommand.Create(),
+            EmbedCommand.Create(),
         };
 
         return Invoke(root, args);

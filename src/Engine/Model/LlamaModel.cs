@@ -216,6 +216,16 @@ public sealed class LlamaModel : IDisposable
     /// <summary>A generator over this model's KV cache (one conversation at a time).</summary>
     public Generator CreateGenerator() => new(this);
 
+    /// <summary>
+    /// The embedding of <paramref name="text"/> as llama-embedding computes it (BOS, every layer, the final norm's
+    /// states pooled, then normalized: <see cref="Embeddings"/>). Uses the KV cache, so a generator's conversation on
+    /// this model starts over afterwards. <see cref="Embeddings.Compute"/> gives one vector per token too.
+    /// </summary>
+    public float[] Embed(string text, Pooling pooling = Pooling.Mean, int normalize = 2, CancellationToken cancellationToken = default) =>
+        pooling == Pooling.None
+            ? throw new ArgumentException("Pooling.None gives one vector per token: use Embeddings.Compute", nameof(pooling))
+            : Embeddings.Compute(this, Tokenizer.Encode(text, addBos: true), pooling, normalize, cancellationToken)[0];
+
     private static int ResolveContext(ModelConfig config, int requested, string path)
     {
         if (requested < 0)

@@ -21,6 +21,8 @@ public sealed class Transformer : IDisposable
     private readonly KvCacheLayer[] _cache;
     private readonly float[] _hostLogits;
     private int _lastRows;
+    private int _lastHiddenRows;
+    private float[]? _hostHidden;
 
     // prompt offload: the device that runs streamed layers, their weight slots on it, and per streamed layer (null
     // for the others) each tensor's slot and where its bytes are, resolved once at construction
@@ -144,11 +146,47 @@ public sealed class Transformer : IDisposable
         for (int start = 0; start < tokens.Length; start += BatchSize)
         {
             int n = Math.Min(BatchSize, tokens.Length - start);
-            ForwardBatch(tokens.Slice(start, n), position + start, allLogits);
+            ForwardBatch(tokens.Slice(start, n), position + start, allLogits ? Outputs.AllLogits : Outputs.LastLogits);
         }
     }
 
-    private void ForwardBatch(ReadOnlySpan<int> tokens, int position, bool allLogits)
+    /// <summary>
+    /// Runs one batch (at most <see cref="BatchSize"/> tokens) at positions position.. and stops after the final
+    /// rmsnorm: <see cref="Hidden"/> then gives every position's normalized hidden state (embeddings), and no
+    /// classifier runs.
+    /// </summary>
+    public void ForwardHidden(ReadOnlySpan<int> tokens, int position)
+    {
+        if (tokens.Length > BatchSize || position < 0 || position + tokens.Length > ContextLength)
+        {
+            throw new GpuLlamaException($"{tokens.Length} tokens at position {position}: a hidden-state batch holds at most {BatchSize} tokens within the context of {ContextLength}");
+        }
+
+        ForwardBatch(tokens, position, Outputs.Hidden);
+    }
+
+    /// <summary>Row <paramref name="row"/> of the last <see cref="ForwardHidden"/> batch: the final-norm hidden state (Dim floats, valid until the next call).</summary>
+    public ReadOnlySpan<float> Hidden(int row)
+    {
+        if ((uint)row >= (uint)_lastHiddenRows)
+        {
+            throw new ArgumentOutOfRangeException(nameof(row), $"the last hidden-state pass produced {_lastHiddenRows} row(s)");
+        }
+
+        RunState o = _states[_placement.Output];
+        _hostHidden ??= new float[_config.Dim];
+        o.Device.Read(o.Xb, _hostHidden, row * _config.Dim);
+        return _hostHidden;
+    }
+
+    private enum Outputs
+    {
+        LastLogits,
+        AllLogits,
+        Hidden,
+    }
+
+    private void ForwardBatch(ReadOnlySpan<int> tokens, int position, Outputs outputs)
     {
         ModelConfig c = _config;
         int n = tokens.Length;
@@ -193,13 +231,22 @@ public sealed class Transformer : IDisposable
             dev.MatMul(s.X, w.FfnDown, s.Hb, n, accumulate: true);
         }
 
-        // final rmsnorm and classifier, on the output device, for the last position only (or all of them)
-        int rows = allLogits ? n : 1;
+        // final rmsnorm and classifier, on the output device, for the last position only (or all of them; the
+        // hidden states of all of them and no classifier)
+        int rows = outputs == Outputs.LastLogits ? 1 : n;
         RunState o = _states[_placement.Output];
         o.Device.CopyFrom(o.Xb2, 0, s.X, (n - rows) * c.Dim, rows * c.Dim);
         o.Device.RmsNorm(o.Xb, o.Xb2, _weights.OutputNorm, rows, c.RmsEps);
+        if (outputs == Outputs.Hidden)
+        {
+            _lastHiddenRows = rows;
+            _lastRows = 0;
+            return;
+        }
+
         o.Device.MatMul(o.Logits!, _weights.Output, o.Xb, rows);
         _lastRows = rows;
+        _lastHiddenRows = 0;
     }
 
     /// <summary>The hidden state of the batch moves to <paramref name="device"/> when the layer runs elsewhere.</summary>

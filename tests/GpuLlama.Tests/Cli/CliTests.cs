@@ -91,6 +91,9 @@ public sealed class CliTests
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "-j", "{\"type\": \"string\", \"format\": \"date\"}"), "--json-schema: the schema: 'format' is not supported");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--json-schema-file", "/nonexistent/s.json"), "--json-schema-file /nonexistent/s.json", "not found");
         AssertOneLineError(Run("perplexity", "synthetic:tiny", "-f", "/nonexistent/wiki.test.raw"), "--file /nonexistent/wiki.test.raw", "not found");
+        AssertOneLineError(Run("embed", "synthetic:tiny", "-p", "hi", "--pooling", "max"), "--pooling max", "mean, last, cls or none");
+        AssertOneLineError(Run("embed", "synthetic:tiny", "-p", "hi", "--embd-normalize", "-2"), "--embd-normalize -2");
+        AssertOneLineError(Run("embed", "synthetic:tiny"), "one of --prompt and --file");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
@@ -158,6 +161,25 @@ public sealed class CliTests
         {
             File.Delete(text);
         }
+    }
+
+    [Fact]
+    public void EmbedPrintsUnitVectorsAndTheGpuPathGivesTheSame()
+    {
+        float[] Vector(params string[] extra)
+        {
+            var r = Run(["embed", "synthetic:tiny:f32", "-p", "Once upon a time", "-ctk", "f32", "-ctv", "f32", .. extra]);
+            Assert.True(r.Code == 0, r.Err);
+            using JsonDocument d = JsonDocument.Parse(r.Out);
+            Assert.Equal(288, d.RootElement.GetProperty("n_embd").GetInt32());
+            JsonElement data = d.RootElement.GetProperty("data");
+            Assert.Equal(1, data.GetArrayLength());
+            return [.. data[0].GetProperty("embedding").EnumerateArray().Select(x => x.GetSingle())];
+        }
+
+        float[] cpu = Vector("--gpu-layers", "0"), gpu = Vector("--devices", "emulated:0", "--gpu-layers", "all");
+        Assert.Equal(1.0, Math.Sqrt(cpu.Sum(v => (double)v * v)), 5);
+        Assert.True(cpu.Zip(gpu).Max(p => Math.Abs(p.First - p.Second)) < 1e-4);
     }
 
     [Fact]
