@@ -204,25 +204,11 @@ internal sealed class GbnfParser
             if (c == '"')
             {
                 _pos++;
-                var literal = new List<Symbol>();
-                while (true)
+                while (!Closes('"', "string literal"))
                 {
-                    if (_pos >= _text.Length || _text[_pos] is '\n' or '\r')
-                    {
-                        throw Error(_pos, "unterminated string literal");
-                    }
-
-                    if (_text[_pos] == '"')
-                    {
-                        _pos++;
-                        break;
-                    }
-
                     int ch = Char();
-                    literal.Add(Symbol.Chars([(ch, ch)], false));
+                    sequence.Add(Symbol.Chars([(ch, ch)], false));
                 }
-
-                sequence.AddRange(literal);
             }
             else if (c == '[')
             {
@@ -230,19 +216,8 @@ internal sealed class GbnfParser
                 bool negated = _pos < _text.Length && _text[_pos] == '^';
                 _pos += negated ? 1 : 0;
                 var ranges = new List<(int, int)>();
-                while (true)
+                while (!Closes(']', "character class"))
                 {
-                    if (_pos >= _text.Length || _text[_pos] is '\n' or '\r')
-                    {
-                        throw Error(_pos, "unterminated character class");
-                    }
-
-                    if (_text[_pos] == ']')
-                    {
-                        _pos++;
-                        break;
-                    }
-
                     int lo = Char(), hi = lo;
                     if (_pos + 1 < _text.Length && _text[_pos] == '-' && _text[_pos + 1] != ']')
                     {
@@ -309,6 +284,23 @@ internal sealed class GbnfParser
         }
 
         return [.. sequence];
+    }
+
+    /// <summary>Whether the literal or class being read ends here (the closing character is consumed); a line end first is an error.</summary>
+    private bool Closes(char close, string what)
+    {
+        if (_pos >= _text.Length || _text[_pos] is '\n' or '\r')
+        {
+            throw Error(_pos, $"unterminated {what}");
+        }
+
+        if (_text[_pos] != close)
+        {
+            return false;
+        }
+
+        _pos++;
+        return true;
     }
 
     /// <summary>item{min,max} (max −1: unbounded) as symbols: item min times, then a chain of optional rules.</summary>
