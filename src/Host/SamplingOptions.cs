@@ -60,6 +60,24 @@ public sealed class SamplingOptions
         DefaultValueFactory = _ => 0f,
     };
 
+    public Option<int> Mirostat { get; } = new("--mirostat")
+    {
+        Description = "Mirostat sampling: 0 off, 1 or 2 (its version); replaces --top-k, --top-p, --min-p and the penalties.",
+        DefaultValueFactory = _ => 0,
+    };
+
+    public Option<float> MirostatLr { get; } = new("--mirostat-lr")
+    {
+        Description = "Mirostat's learning rate (eta).",
+        DefaultValueFactory = _ => 0.1f,
+    };
+
+    public Option<float> MirostatEnt { get; } = new("--mirostat-ent")
+    {
+        Description = "Mirostat's target entropy in bits (tau).",
+        DefaultValueFactory = _ => 5.0f,
+    };
+
     public Option<string?> GrammarText { get; } = new("--grammar")
     {
         Description = "Constrain the output to a GBNF grammar (llama.cpp's format; generation starts at root), e.g. 'root ::= (\"yes\" | \"no\")'.",
@@ -108,7 +126,7 @@ public sealed class SamplingOptions
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, Mirostat, MirostatLr, MirostatEnt, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
         }
@@ -159,6 +177,9 @@ public sealed class SamplingOptions
                 RepeatLastN = r.GetValue(RepeatLastN),
                 FrequencyPenalty = r.GetValue(FrequencyPenalty),
                 PresencePenalty = r.GetValue(PresencePenalty),
+                Mirostat = r.GetValue(Mirostat) is >= 0 and <= 2 and var m ? m : throw new GpuLlamaException($"--mirostat {r.GetValue(Mirostat)}: expected 0 (off), 1 or 2"),
+                MirostatEta = r.GetValue(MirostatLr),
+                MirostatTau = r.GetValue(MirostatEnt),
                 Seed = seed < 0 ? null : (uint)seed,
             },
         };

@@ -27,11 +27,24 @@ public sealed record SamplerSettings
 
     /// <summary>RNG seed; null = a random seed. The same seed gives the same tokens.</summary>
     public uint? Seed { get; init; }
+
+    /// <summary>
+    /// Mirostat (llama.cpp --mirostat, Ollama's mirostat): 0 off; 1 or 2 replace the penalties, top-k, top-p and min-p
+    /// with the algorithm of that version, which keeps each token's surprise near <see cref="MirostatTau"/> (after
+    /// the temperature).
+    /// </summary>
+    public int Mirostat { get; init; }
+
+    /// <summary>Mirostat's target surprise in bits (llama.cpp --mirostat-ent).</summary>
+    public float MirostatTau { get; init; } = 5.0f;
+
+    /// <summary>Mirostat's learning rate (llama.cpp --mirostat-lr).</summary>
+    public float MirostatEta { get; init; } = 0.1f;
 }
 
 /// <summary>
 /// Turns logits into the next token in llama.cpp's default order: penalties → top-k → top-p → min-p →
-/// temperature → random draw (common_sampler_init). Uses its own xoshiro256** generator, not System.Random whose
+/// temperature → random draw (common_sampler_init), or temperature → mirostat v1/v2 when Mirostat is set. Uses its own xoshiro256** generator, not System.Random whose
 /// algorithm may change between .NET versions, so a seed reproduces a run anywhere. Buffers are reused: no
 /// allocation per token.
 /// </summary>
@@ -41,11 +54,18 @@ public sealed class Sampler
     private ulong _s0, _s1, _s2, _s3;
     private float[] _logits = [];
     private int[] _ids = [];
+    private float[] _probs = [];
     private readonly Dictionary<int, int> _counts = [];
 
     public Sampler(SamplerSettings settings)
     {
+        if (settings.Mirostat is < 0 or > 2)
+        {
+            throw new GpuLlamaException($"--mirostat {settings.Mirostat}: expected 0 (off), 1 or 2");
+        }
+
         _settings = settings;
+        _mu = 2 * settings.MirostatTau;
         ulong seed = settings.Seed ?? (ulong)Random.Shared.NextInt64();
         // splitmix64 expands the seed into the generator's state
         _s0 = SplitMix(ref seed);
@@ -55,7 +75,15 @@ public sealed class Sampler
     }
 
     /// <summary>True when the choice is a plain argmax of the logits (so a device can compute it).</summary>
-    public bool IsGreedy => _settings.Temperature <= 0 && !HasPenalties;
+    public bool IsGreedy => _settings.Temperature <= 0 && (_settings.Mirostat != 0 || !HasPenalties);
+
+    /// <summary>Mirostat's running maximum surprise μ (starts at 2τ).</summary>
+    public float MirostatMu => _mu;
+
+    /// <summary>The surprise (bits, −log₂ of its renormalized probability) of the last token mirostat drew: what it steers to τ.</summary>
+    public float MirostatSurprise { get; private set; }
+
+    private float _mu;
 
     private bool HasPenalties => _settings.RepeatPenalty != 1.0f || _settings.FrequencyPenalty != 0 || _settings.PresencePenalty != 0;
 
@@ -66,10 +94,16 @@ public sealed class Sampler
         {
             _logits = new float[n];
             _ids = new int[n];
+            _probs = new float[n];
         }
 
         Span<float> l = _logits.AsSpan(0, n);
         logits.CopyTo(l);
+        if (_settings.Mirostat != 0)
+        {
+            return _settings.Temperature <= 0 ? Argmax(l) : SampleMirostat(l, _ids.AsSpan(0, n));
+        }
+
         ApplyPenalties(l, history);
 
         if (_settings.Temperature <= 0)
@@ -139,6 +173,85 @@ public sealed class Sampler
         }
 
         return last; // r rounded up to the total: the last candidate that has a weight (never a masked −∞ one)
+    }
+
+    /// <summary>
+    /// llama.cpp's mirostat samplers after its temperature: the candidates sorted and their softmax; v1 estimates the
+    /// Zipf exponent ŝ from the top 100 and keeps the top k = (ε̂·2^μ / (1 − N^−ε̂))^(1/ŝ), v2 keeps the tokens whose
+    /// surprise −log₂ p is at most μ; then a draw from the renormalized rest, and μ −= η·(surprise − τ).
+    /// </summary>
+    private int SampleMirostat(Span<float> l, Span<int> ids)
+    {
+        float inv = 1.0f / _settings.Temperature;
+        for (int i = 0; i < l.Length; i++)
+        {
+            l[i] *= inv;
+        }
+
+        int count = TopK(l, ids, l.Length);
+        Span<float> p = _probs.AsSpan(0, count);
+        Softmax(l, ids, p, count);
+        float tau = _settings.MirostatTau, eta = _settings.MirostatEta;
+        if (_settings.Mirostat == 1)
+        {
+            float sumTiBi = 0, sumTiSq = 0;
+            for (int i = 0; i < 99 && i < count - 1; i++)
+            {
+                float t = MathF.Log((float)(i + 2) / (i + 1));
+                float b = MathF.Log(p[i] / p[i + 1]);
+                sumTiBi += t * b;
+                sumTiSq += t * t;
+            }
+
+            float sHat = sumTiBi / sumTiSq, epsilonHat = sHat - 1;
+            float k = MathF.Pow(epsilonHat * MathF.Pow(2, _mu) / (1 - MathF.Pow(l.Length, -epsilonHat)), 1 / sHat);
+            count = Math.Clamp(float.IsFinite(k) ? (int)k : count, 1, count);
+        }
+        else
+        {
+            int kept = 0;
+            while (kept < count && -MathF.Log2(p[kept]) <= _mu)
+            {
+                kept++;
+            }
+
+            count = Math.Max(kept, 1);
+        }
+
+        Softmax(l, ids, p, count);
+        double r = NextDouble(), acc = 0;
+        int chosen = count - 1;
+        for (int i = 0; i < count; i++)
+        {
+            acc += p[i];
+            if (r < acc)
+            {
+                chosen = i;
+                break;
+            }
+        }
+
+        float surprise = -MathF.Log2(p[chosen]);
+        MirostatSurprise = surprise;
+        _mu -= eta * (surprise - tau);
+        return ids[chosen];
+    }
+
+    /// <summary>p[i] = softmax over the first <paramref name="count"/> sorted candidates (llama_sampler_softmax_impl).</summary>
+    private static void Softmax(ReadOnlySpan<float> l, ReadOnlySpan<int> ids, Span<float> p, int count)
+    {
+        float max = l[ids[0]];
+        float sum = 0;
+        for (int i = 0; i < count; i++)
+        {
+            p[i] = MathF.Exp(l[ids[i]] - max);
+            sum += p[i];
+        }
+
+        for (int i = 0; i < count; i++)
+        {
+            p[i] /= sum;
+        }
     }
 
     private void ApplyPenalties(Span<float> l, IReadOnlyList<int> history)

@@ -94,6 +94,7 @@ public sealed class CliTests
         AssertOneLineError(Run("embed", "synthetic:tiny", "-p", "hi", "--pooling", "max"), "--pooling max", "mean, last, cls or none");
         AssertOneLineError(Run("embed", "synthetic:tiny", "-p", "hi", "--embd-normalize", "-2"), "--embd-normalize -2");
         AssertOneLineError(Run("embed", "synthetic:tiny"), "one of --prompt and --file");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--mirostat", "3"), "--mirostat 3", "0 (off), 1 or 2");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
