@@ -117,6 +117,7 @@ internal sealed class ProfilingDevice(IDevice d, ProfilingProvider p) : IDevice
         Time("gate+up " + Shape(gate), () => d.MatMulSwiGlu(dst, gate, up, x, rows, scratch));
     public void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape) => Time("rope", () => d.Rope(q, k, ropeTable, position, rows, shape));
     public void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows) => Time("storekv", () => d.StoreKv(kv, k, v, position, rows));
+    public void ReadKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows) => Time("readkv", () => d.ReadKv(kv, k, v, position, rows));
     public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape) => Time("attention", () => d.Attention(dst, q, kv, position, rows, shape));
     public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count) => Time("swiglu", () => d.SwiGlu(gate, up, count));
     public void Add(DeviceBuffer dst, DeviceBuffer src, int count) => Time("add", () => d.Add(dst, src, count));

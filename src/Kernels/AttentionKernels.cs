@@ -168,6 +168,10 @@ internal static class AttentionKernels
         cache.Cast<ushort>()[scales + block] = (ushort)d;
     }
 
+    /// <summary>dst[i] = element offset + i of a cache of any type as float32 (what attention reads; a context shift reads rows back).</summary>
+    public static void LoadCache(Index1D i, ArrayView<uint> cache, ArrayView<float> dst, long offset, int type, long scales) =>
+        dst[i] = LoadKv(cache, type, offset + i, scales);
+
     /// <summary>Element <paramref name="i"/> of a cache of any type (quantized: its quant times its block's scale).</summary>
     private static float LoadKv(ArrayView<uint> cache, int type, long i, long scales)
     {

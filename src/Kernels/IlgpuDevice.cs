@@ -148,6 +148,7 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int> _storeKv;
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long> _storeCache;
+    private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long> _loadCache;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionCombine;
     private MemoryBuffer1D<float, Stride1D.Dense> _attentionPartial;
@@ -181,6 +182,7 @@ public sealed unsafe class IlgpuDevice : IDevice
         _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
         _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int>(AttentionKernels.StoreKv);
         _storeCache = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long>(AttentionKernels.StoreCache);
+        _loadCache = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long>(AttentionKernels.LoadCache);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionKernels.Attention);
         _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.AttentionCombine);
         _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
@@ -655,6 +657,26 @@ public sealed unsafe class IlgpuDevice : IDevice
         // a quantized cache takes a thread per block of 32 values (each thread writes its block's quants and scale)
         StoreRows(cache.K, cache.KType, cache.KScales, Own(k), offset, rows * cache.KvDim);
         StoreRows(cache.V, cache.VType, cache.VScales, Own(v), offset, rows * cache.KvDim);
+    }
+
+    public void ReadKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows)
+    {
+        IlgpuKvCache cache = Own(kv);
+        if (position < 0 || position + rows > cache.Capacity)
+        {
+            throw new GpuLlamaException($"KV cache read: positions {position}..{position + rows - 1} are outside the context of {cache.Capacity}");
+        }
+
+        if (rows == 0)
+        {
+            return;
+        }
+
+        Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"reading {rows} rows of {cache.KvDim} needs that many floats in k and v");
+        Bind();
+        long offset = (long)position * cache.KvDim;
+        _loadCache(rows * cache.KvDim, cache.K.View, Own(k).View, offset, IlgpuKvCache.Code(cache.KType), cache.KScales);
+        _loadCache(rows * cache.KvDim, cache.V.View, Own(v).View, offset, IlgpuKvCache.Code(cache.VType), cache.VScales);
     }
 
     private void StoreRows(MemoryBuffer1D<uint, Stride1D.Dense> cache, KvCacheType type, long scales, IlgpuBuffer src, long offset, int values) =>

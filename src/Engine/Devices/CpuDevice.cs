@@ -480,6 +480,22 @@ public sealed unsafe partial class CpuDevice : IDevice
         CpuKvCache.FromF32(cache.VType, Own(v).Pointer, cache.Value(position, 0), n);
     }
 
+    public void ReadKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows)
+    {
+        CpuKvCache cache = Own(kv);
+        if (position < 0 || position + rows > cache.Capacity)
+        {
+            throw new GpuLlamaException($"KV cache read: positions {position}..{position + rows - 1} are outside the context of {cache.Capacity}");
+        }
+
+        float* keys = Own(k).Pointer, values = Own(v).Pointer;
+        for (int r = 0; r < rows; r++)
+        {
+            cache.KeyToF32(position + r, 0, keys + (long)r * cache.KvDim, cache.KvDim);
+            CpuKvCache.ToF32(cache.VType, cache.Value(position + r, 0), values + (long)r * cache.KvDim, cache.KvDim);
+        }
+    }
+
     private CpuBuffer? _keyRow;
 
     public void Attention(DeviceBuffer dst, DeviceBuffer q, KvCacheLayer kv, int position, int rows, AttentionShape shape)

@@ -139,6 +139,12 @@ public interface IDevice : IDisposable
     void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows);
 
     /// <summary>
+    /// Reads positions position..position+rows-1 of the cache back into k and v ([rows, KvDim]) as float32 — the
+    /// values attention reads (StoreKv's inverse up to its rounding): a context shift rotates the keys and stores them again.
+    /// </summary>
+    void ReadKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows);
+
+    /// <summary>
     /// Causal grouped-query attention: for row r (absolute position p = position + r) and head h,
     /// dst[r, h] = softmax(q[r, h] · K[0..p, h / KvMul] / sqrt(HeadDim)) · V[0..p, h / KvMul].
     /// </summary>

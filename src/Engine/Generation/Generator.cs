@@ -29,8 +29,8 @@ public sealed record GenerationOptions
     /// <summary>
     /// When the context fills before generation is done, drop the older half of the tokens after the first
     /// <see cref="KeepTokens"/> and go on (llama.cpp's context shift, on by default in llama-cli; --no-context-shift).
-    /// The tokens kept are evaluated again at their new positions, where llama.cpp rotates their cached keys instead:
-    /// a prompt pass per shift, and states exactly those of the kept text. Off: stop with <see cref="StopReason.ContextFull"/>.
+    /// As llama.cpp, the cached keys of the tokens kept are rotated to their new positions (no token is evaluated
+    /// again). Off: stop with <see cref="StopReason.ContextFull"/>.
     /// </summary>
     public bool ContextShift { get; init; } = true;
 
@@ -91,8 +91,8 @@ public sealed class Generator
         _model = model;
     }
 
-    // The tokens in the KV cache, position by position (a context shift evaluates the ones it keeps again), and how
-    // many of them the first prompt was (KeepTokens = -1).
+    // The tokens in the KV cache, position by position (what a context shift keeps), and how many of them the first
+    // prompt was (KeepTokens = -1).
     private readonly List<int> _cached = [];
     private int _firstPrompt;
 
@@ -294,8 +294,8 @@ public sealed class Generator
 
     /// <summary>
     /// llama-cli's context shift: keeps the first n_keep tokens (<paramref name="keep"/>, plus the BOS token the context
-    /// starts with), drops half of the rest — the oldest — and evaluates what is kept again from position 0. False
-    /// when nothing after the kept start could be dropped.
+    /// starts with), drops half of the rest — the oldest — and moves the newer half down in the cache, its keys
+    /// rotated to their new positions (<see cref="Transformer.ShiftCache"/>). False when nothing could be dropped.
     /// </summary>
     private bool ShiftContext(int keep)
     {
@@ -308,8 +308,8 @@ public sealed class Generator
             return false;
         }
 
+        _model.Transformer.ShiftCache(nKeep + discard, nKeep, _cached.Count - nKeep - discard);
         _cached.RemoveRange(nKeep, discard);
-        _model.Transformer.Forward([.. _cached], 0);
         _firstPrompt = Math.Min(_firstPrompt, nKeep);
         LastContextShifts++;
         return true;

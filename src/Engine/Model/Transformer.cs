@@ -165,6 +165,68 @@ public sealed class Transformer : IDisposable
         ForwardBatch(tokens, position, Outputs.Hidden);
     }
 
+    /// <summary>Layer <paramref name="layer"/>'s KV cache (on the layer's device).</summary>
+    internal KvCacheLayer Cache(int layer) => _cache[layer];
+
+    /// <summary>
+    /// llama.cpp's K-shift, for a context shift: the cached positions from..from+count−1 move to to.. (to &lt; from),
+    /// each key rotated by to − from positions — RoPE's angles add, so the key rotated back by d is the one it would
+    /// have at its new position — and each value as it is. Every layer's cache on its own device: read back as
+    /// float32, rotated, and stored again (rounded to the cache type, as llama.cpp writes its shifted keys back).
+    /// </summary>
+    public void ShiftCache(int from, int to, int count)
+    {
+        if (to < 0 || to >= from || count < 0 || from + count > ContextLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(from), $"cannot shift positions {from}..{from + count - 1} to {to} in a context of {ContextLength}");
+        }
+
+        // a table whose every row rotates by −d: cos(d·θ_i), −sin(d·θ_i)
+        int d = from - to, half = _config.HeadDim / 2;
+        float[] forward = RopeTable.Build(_config, d + 1);
+        float[] back = new float[BatchSize * half * 2];
+        for (int r = 0; r < BatchSize; r++)
+        {
+            for (int i = 0; i < half; i++)
+            {
+                back[(r * half + i) * 2] = forward[(d * half + i) * 2];
+                back[(r * half + i) * 2 + 1] = -forward[(d * half + i) * 2 + 1];
+            }
+        }
+
+        var tables = new Dictionary<IDevice, DeviceBuffer>(ReferenceEqualityComparer.Instance);
+        try
+        {
+            for (int l = 0; l < _config.Layers; l++)
+            {
+                IDevice dev = _placement.Layers[l];
+                if (!tables.TryGetValue(dev, out DeviceBuffer? table))
+                {
+                    table = dev.Allocate(back.Length);
+                    dev.Write(table, back);
+                    tables[dev] = table;
+                }
+
+                // ascending chunks: a chunk's new place lies below every position still to be read
+                RunState st = _states[dev];
+                for (int o = 0; o < count; o += BatchSize)
+                {
+                    int n = Math.Min(BatchSize, count - o);
+                    dev.ReadKv(_cache[l], st.K, st.V, from + o, n);
+                    dev.Rope(st.Q, st.K, table, 0, n, _shape); // (q is scratch here)
+                    dev.StoreKv(_cache[l], st.K, st.V, to + o, n);
+                }
+            }
+        }
+        finally
+        {
+            foreach (DeviceBuffer b in tables.Values)
+            {
+                b.Dispose();
+            }
+        }
+    }
+
     /// <summary>Row <paramref name="row"/> of the last <see cref="ForwardHidden"/> batch: the final-norm hidden state (Dim floats, valid until the next call).</summary>
     public ReadOnlySpan<float> Hidden(int row)
     {

@@ -1,4 +1,5 @@
 using GpuLlama.Devices;
+using GpuLlama.Formats;
 using GpuLlama.Generation;
 using GpuLlama.Model;
 using Xunit;
@@ -7,7 +8,7 @@ namespace GpuLlama.Tests.Generation;
 
 /// <summary>
 /// Generation past a full context (llama-cli's context shift): the first n_keep tokens stay, the older half of the
-/// rest goes, and the model goes on from the kept tokens evaluated again.
+/// rest goes, and the newer half moves down the cache with its keys rotated to their new positions.
 /// </summary>
 public sealed class ContextShiftTests
 {
@@ -57,8 +58,9 @@ public sealed class ContextShiftTests
 
             if (cache.Count >= Context)
             {
-                cache.RemoveRange(nKeep, (cache.Count - nKeep) / 2);
-                t.Forward([.. cache], 0);
+                int discard = (cache.Count - nKeep) / 2;
+                t.ShiftCache(nKeep + discard, nKeep, cache.Count - nKeep - discard);
+                cache.RemoveRange(nKeep, discard);
                 shifts++;
             }
 
@@ -71,6 +73,71 @@ public sealed class ContextShiftTests
         Assert.True(shifts >= 2, $"{shifts} shifts");
         Assert.Equal(shifts, shifting.LastContextShifts);
         Assert.Equal(cache.Count, shifting.Position);
+    }
+
+    /// <summary>
+    /// The shift itself, on the CPU for every cache type a 48-value head takes and on the emulated GPU: the moved
+    /// keys are the old ones rotated back by the distance (float64 reference from the model's RoPE frequencies, then
+    /// the cache type's rounding), the values and the kept positions are unchanged.
+    /// </summary>
+    [Theory]
+    [InlineData("cpu", KvCacheType.F32)]
+    [InlineData("cpu", KvCacheType.F16)]
+    [InlineData("cpu", KvCacheType.BF16)]
+    [InlineData("emulated:0", KvCacheType.F16)]
+    public void Shift_moves_the_cache_down_and_rotates_its_keys_back(string device, KvCacheType type)
+    {
+        var load = new LoadOptions { ContextLength = 32, CacheTypeK = type, CacheTypeV = type };
+        load = device == "cpu" ? load with { GpuLayers = 0 } : load with { Devices = [device], GpuLayers = 1 }; // the last layer on the device
+        using LlamaModel model = LlamaModel.Load("synthetic:tiny:f32", load);
+        Transformer t = model.Transformer;
+        int[] tokens = [.. Enumerable.Range(0, 20).Select(i => 300 + 7 * i)];
+        t.Forward(tokens, 0);
+        ModelConfig c = model.Config;
+        int kvDim = c.KvDim, hd = c.HeadDim, half = hd / 2;
+        KvCacheLayer cache0 = model.Transformer.Cache(model.Config.Layers - 1);
+        IDevice dev = cache0.Device;
+        Assert.Equal(device, dev.Name);
+        (float[] K, float[] V) Read(int position, int rows)
+        {
+            // the last layer's cache through its device's ReadKv
+            using DeviceBuffer k = dev.Allocate(rows * kvDim), v = dev.Allocate(rows * kvDim);
+            dev.ReadKv(cache0, k, v, position, rows);
+            float[] kk = new float[rows * kvDim], vv = new float[rows * kvDim];
+            dev.Read(k, kk);
+            dev.Read(v, vv);
+            return (kk, vv);
+        }
+
+        (float[] kept, float[] keptV) = Read(0, 4);
+        (float[] before, float[] values) = Read(12, 8);
+        t.ShiftCache(12, 4, 8);
+        (float[] after, float[] movedV) = Read(4, 8);
+        Assert.Equal(kept, Read(0, 4).K);
+        Assert.Equal(keptV, Read(0, 4).V);
+        Assert.Equal(values, movedV);
+
+        double[] inv = c.RopeInverseFrequencies();
+        double worst = 0;
+        for (int r = 0; r < 8; r++)
+        {
+            for (int h = 0; h < c.KvHeads; h++)
+            {
+                for (int i = 0; i < half; i++)
+                {
+                    // the pair RoPE rotates together: (2i, 2i+1) interleaved, (i, i + hd/2) in halves
+                    (int a, int b) = c.RopeStyle == RopeStyle.Interleaved ? (2 * i, 2 * i + 1) : (i, i + half);
+                    int o = r * kvDim + h * hd;
+                    double angle = -8 * inv[i], x = before[o + a], y = before[o + b];
+                    double wantA = x * Math.Cos(angle) - y * Math.Sin(angle), wantB = x * Math.Sin(angle) + y * Math.Cos(angle);
+                    worst = Math.Max(worst, Math.Max(Math.Abs(after[o + a] - wantA), Math.Abs(after[o + b] - wantB)) / (Math.Abs(x) + Math.Abs(y) + 1e-30));
+                }
+            }
+        }
+
+        double bound = type == KvCacheType.F32 ? 1e-5 : type == KvCacheType.F16 ? 2e-3 : 1.6e-2; // the cache's rounding of the rotated key
+        Assert.True(worst <= bound, $"{device} {type}: worst relative error of a rotated pair {worst:E2} > {bound:E0}");
+        Assert.True(worst > 0 || type == KvCacheType.F32, "the keys did not move");
     }
 
     [Fact]

@@ -627,7 +627,8 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
 
     /// <summary>
     /// <paramref name="values"/> stored as the values of a one-position cache of <paramref name="type"/> on
-    /// <paramref name="d"/> (keys and q zero) and read back through attention, whose one weight is exactly 1.
+    /// <paramref name="d"/> (keys and q zero) and read back through attention, whose one weight is exactly 1; ReadKv
+    /// (a context shift's read) gives the same values and the zero keys.
     /// </summary>
     private static float[] ReadBack(IDevice d, float[] values, KvCacheType type)
     {
@@ -642,6 +643,13 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         d.Attention(o, q, kv, 0, 1, shape);
         float[] got = new float[values.Length];
         d.Read(o, got);
+        using DeviceBuffer rk = d.Allocate(values.Length), rv = d.Allocate(values.Length);
+        d.ReadKv(kv, rk, rv, 0, 1);
+        float[] keys = new float[values.Length], read = new float[values.Length];
+        d.Read(rk, keys);
+        d.Read(rv, read);
+        Assert.All(keys, x => Assert.Equal(0f, x + 0f));
+        Assert.Equal(got.Select(x => x + 0f), read.Select(x => x + 0f));
         return got;
     }
 

@@ -34,6 +34,7 @@ public sealed class PtxGateTests
         { "AttentionKernels.Rope", false, false, false },
         { "AttentionKernels.StoreKv", false, false, false },
         { "AttentionKernels.StoreCache", false, false, false },
+        { "AttentionKernels.LoadCache", false, false, false },
         { "AttentionKernels.Attention", true, true, false },
         { "AttentionKernels.AttentionCombine", true, true, false },
         { "ElementwiseKernels.SwiGlu", false, false, false },
