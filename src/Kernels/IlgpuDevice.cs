@@ -634,18 +634,11 @@ public sealed unsafe class IlgpuDevice : IDevice
     public void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows)
     {
         IlgpuKvCache cache = Own(kv);
-        if (position + rows > cache.Capacity)
-        {
-            throw new GpuLlamaException($"KV cache overflow: positions {position}..{position + rows - 1} exceed the context of {cache.Capacity}");
-        }
-
-        if (rows == 0)
+        if (!KvRows(cache, k, v, position, rows, "storing"))
         {
             return;
         }
 
-        Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"storing {rows} rows of {cache.KvDim} needs that many floats in k and v");
-        Bind();
         long offset = (long)position * cache.KvDim;
         if (!cache.KType.IsQuantized() && !cache.VType.IsQuantized())
         {
@@ -662,21 +655,32 @@ public sealed unsafe class IlgpuDevice : IDevice
     public void ReadKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows)
     {
         IlgpuKvCache cache = Own(kv);
-        if (position < 0 || position + rows > cache.Capacity)
-        {
-            throw new GpuLlamaException($"KV cache read: positions {position}..{position + rows - 1} are outside the context of {cache.Capacity}");
-        }
-
-        if (rows == 0)
+        if (!KvRows(cache, k, v, position, rows, "reading"))
         {
             return;
         }
 
-        Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"reading {rows} rows of {cache.KvDim} needs that many floats in k and v");
-        Bind();
         long offset = (long)position * cache.KvDim;
         _loadCache(rows * cache.KvDim, cache.K.View, Own(k).View, offset, IlgpuKvCache.Code(cache.KType), cache.KScales);
         _loadCache(rows * cache.KvDim, cache.V.View, Own(v).View, offset, IlgpuKvCache.Code(cache.VType), cache.VScales);
+    }
+
+    /// <summary>StoreKv's and ReadKv's checks (positions inside the cache, k and v large enough), then Bind; false when there are no rows.</summary>
+    private bool KvRows(IlgpuKvCache cache, DeviceBuffer k, DeviceBuffer v, int position, int rows, string verb)
+    {
+        if (position < 0 || position + rows > cache.Capacity)
+        {
+            throw new GpuLlamaException($"KV cache overflow: positions {position}..{position + rows - 1} exceed the context of {cache.Capacity}");
+        }
+
+        if (rows == 0)
+        {
+            return false;
+        }
+
+        Need(Own(k).Length >= (long)rows * cache.KvDim && Own(v).Length >= (long)rows * cache.KvDim, $"{verb} {rows} rows of {cache.KvDim} needs that many floats in k and v");
+        Bind();
+        return true;
     }
 
     private void StoreRows(MemoryBuffer1D<uint, Stride1D.Dense> cache, KvCacheType type, long scales, IlgpuBuffer src, long offset, int values) =>

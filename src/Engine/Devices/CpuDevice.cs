@@ -485,7 +485,7 @@ public sealed unsafe partial class CpuDevice : IDevice
         CpuKvCache cache = Own(kv);
         if (position < 0 || position + rows > cache.Capacity)
         {
-            throw new GpuLlamaException($"KV cache read: positions {position}..{position + rows - 1} are outside the context of {cache.Capacity}");
+            throw new GpuLlamaException($"KV cache overflow: positions {position}..{position + rows - 1} exceed the context of {cache.Capacity}");
         }
 
         float* keys = Own(k).Pointer, values = Own(v).Pointer;
