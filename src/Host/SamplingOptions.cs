@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.CommandLine;
 using GpuLlama.Generation;
 
@@ -58,6 +59,13 @@ public sealed class SamplingOptions
     {
         Description = "Subtract this from the logit of every token among the last --repeat-last-n (0 = off).",
         DefaultValueFactory = _ => 0f,
+    };
+
+    public Option<string[]> LogitBias { get; } = new("--logit-bias", "-l")
+    {
+        Description = "Add BIAS to a token's logit, as TOKEN_ID+BIAS or TOKEN_ID-BIAS (e.g. 15043+1, 2-inf bans token 2); repeat for several.",
+        Arity = ArgumentArity.OneOrMore,
+        AllowMultipleArgumentsPerToken = false,
     };
 
     public Option<int> Mirostat { get; } = new("--mirostat")
@@ -126,9 +134,38 @@ public sealed class SamplingOptions
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, Mirostat, MirostatLr, MirostatEnt, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, LogitBias, Mirostat, MirostatLr, MirostatEnt, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
+        }
+    }
+
+    /// <summary>llama.cpp's --logit-bias values: TOKEN_ID followed by +BIAS or -BIAS (inf allowed).</summary>
+    internal static Dictionary<int, float> ParseLogitBias(string[] values)
+    {
+        var biases = new Dictionary<int, float>();
+        foreach (string v in values)
+        {
+            int sign = v.Length > 1 ? v.IndexOfAny(['+', '-'], 1) : -1;
+            if (sign < 0 || !int.TryParse(v.AsSpan(0, sign), NumberStyles.None, CultureInfo.InvariantCulture, out int id) || !TryBias(v[sign..], out float bias))
+            {
+                throw new GpuLlamaException($"--logit-bias {v}: expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1 or 2-inf");
+            }
+
+            biases[id] = bias;
+        }
+
+        return biases;
+
+        static bool TryBias(string text, out float bias)
+        {
+            if (text[1..].Equals("inf", StringComparison.OrdinalIgnoreCase))
+            {
+                bias = text[0] == '-' ? float.NegativeInfinity : float.PositiveInfinity;
+                return true;
+            }
+
+            return float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out bias) && !float.IsNaN(bias);
         }
     }
 
@@ -178,6 +215,7 @@ public sealed class SamplingOptions
                 FrequencyPenalty = r.GetValue(FrequencyPenalty),
                 PresencePenalty = r.GetValue(PresencePenalty),
                 Mirostat = r.GetValue(Mirostat) is >= 0 and <= 2 and var m ? m : throw new GpuLlamaException($"--mirostat {r.GetValue(Mirostat)}: expected 0 (off), 1 or 2"),
+                LogitBias = ParseLogitBias(r.GetValue(LogitBias) ?? []),
                 MirostatEta = r.GetValue(MirostatLr),
                 MirostatTau = r.GetValue(MirostatEnt),
                 Seed = seed < 0 ? null : (uint)seed,

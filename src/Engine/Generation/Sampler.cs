@@ -29,6 +29,12 @@ public sealed record SamplerSettings
     public uint? Seed { get; init; }
 
     /// <summary>
+    /// Added to the logits of these tokens before anything else (llama.cpp --logit-bias, OpenAI's logit_bias);
+    /// −∞ bans a token.
+    /// </summary>
+    public IReadOnlyDictionary<int, float> LogitBias { get; init; } = new Dictionary<int, float>();
+
+    /// <summary>
     /// Mirostat (llama.cpp --mirostat, Ollama's mirostat): 0 off; 1 or 2 replace the penalties, top-k, top-p and min-p
     /// with the algorithm of that version, which keeps each token's surprise near <see cref="MirostatTau"/> (after
     /// the temperature).
@@ -75,7 +81,7 @@ public sealed class Sampler
     }
 
     /// <summary>True when the choice is a plain argmax of the logits (so a device can compute it).</summary>
-    public bool IsGreedy => _settings.Temperature <= 0 && (_settings.Mirostat != 0 || !HasPenalties);
+    public bool IsGreedy => _settings.Temperature <= 0 && _settings.LogitBias.Count == 0 && (_settings.Mirostat != 0 || !HasPenalties);
 
     /// <summary>Mirostat's running maximum surprise μ (starts at 2τ).</summary>
     public float MirostatMu => _mu;
@@ -99,6 +105,14 @@ public sealed class Sampler
 
         Span<float> l = _logits.AsSpan(0, n);
         logits.CopyTo(l);
+        foreach ((int id, float bias) in _settings.LogitBias)
+        {
+            if ((uint)id < (uint)n)
+            {
+                l[id] += bias;
+            }
+        }
+
         if (_settings.Mirostat != 0)
         {
             return _settings.Temperature <= 0 ? Argmax(l) : SampleMirostat(l, _ids.AsSpan(0, n));

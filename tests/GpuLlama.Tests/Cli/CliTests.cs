@@ -95,6 +95,7 @@ public sealed class CliTests
         AssertOneLineError(Run("embed", "synthetic:tiny", "-p", "hi", "--embd-normalize", "-2"), "--embd-normalize -2");
         AssertOneLineError(Run("embed", "synthetic:tiny"), "one of --prompt and --file");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--mirostat", "3"), "--mirostat 3", "0 (off), 1 or 2");
+        AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--logit-bias", "15+x"), "--logit-bias 15+x", "TOKEN_ID+BIAS");
         AssertOneLineError(Run("run", "synthetic:tiny", "-p", "hi", "--cache-type-v", "f8"), "--cache-type-v f8", "f32, f16, bf16");
         AssertOneLineError(Run("bench", "synthetic:tiny", "-p", "8", "-n", "0", "-r", "1", "-ctk", "f16,x"), "--cache-type-k x");
     }
@@ -181,6 +182,23 @@ public sealed class CliTests
         float[] cpu = Vector("--gpu-layers", "0"), gpu = Vector("--devices", "emulated:0", "--gpu-layers", "all");
         Assert.Equal(1.0, Math.Sqrt(cpu.Sum(v => (double)v * v)), 5);
         Assert.True(cpu.Zip(gpu).Max(p => Math.Abs(p.First - p.Second)) < 1e-4);
+    }
+
+    [Fact]
+    public void LogitBiasFlagsReachTheSampler()
+    {
+        int[] Tokens(params string[] flags)
+        {
+            var r = Run(["run", "synthetic:tiny", "-p", "Once", "-n", "3", "--temp", "0", "--ignore-eos", "--json", .. flags]);
+            Assert.True(r.Code == 0, r.Err);
+            using JsonDocument d = JsonDocument.Parse(r.Out);
+            return [.. d.RootElement.GetProperty("tokens").EnumerateArray().Select(x => x.GetInt32())];
+        }
+
+        Assert.Equal([401, 401, 401], Tokens("-l", "401+100"));
+        Assert.Equal([402, 402, 402], Tokens("--logit-bias", "401+100", "--logit-bias", "402+200"));
+        int first = Tokens()[0];
+        Assert.NotEqual(first, Tokens("-l", $"{first}-inf")[0]);
     }
 
     [Fact]

@@ -119,6 +119,19 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void Logit_bias_comes_first_and_minus_infinity_bans()
+    {
+        float[] l = [2.0f, 1.9f, -0.5f];
+        var ban = new SamplerSettings { Temperature = 0, LogitBias = new Dictionary<int, float> { [0] = float.NegativeInfinity } };
+        Assert.False(new Sampler(ban).IsGreedy); // the device's argmax would not see the bias
+        Assert.Equal(1, new Sampler(ban).Sample(l, []));
+        var lift = new SamplerSettings { Temperature = 0, LogitBias = new Dictionary<int, float> { [2] = 2.6f, [99] = 5 } }; // ids past the vocabulary are ignored
+        Assert.Equal(2, new Sampler(lift).Sample(l, []));
+        // banned under sampling too, whatever the draws
+        Assert.Equal(0, Frequencies(Plain with { LogitBias = new Dictionary<int, float> { [2] = float.NegativeInfinity } }, Logits(0.1, 0.2, 0.7), 2000)[2]);
+    }
+
+    [Fact]
     public void A_seed_reproduces_the_draws()
     {
         float[] l = Logits(0.25, 0.25, 0.25, 0.25);
