@@ -31,6 +31,12 @@ public sealed class SamplingOptions
         DefaultValueFactory = _ => 0.95f,
     };
 
+    public Option<float> Typical { get; } = new("--typical")
+    {
+        Description = "Locally typical sampling: keep the tokens nearest the entropy up to this probability mass (1 = off).",
+        DefaultValueFactory = _ => 1.0f,
+    };
+
     public Option<float> MinP { get; } = new("--min-p")
     {
         Description = "Drop tokens less likely than P times the most likely one (0 = off).",
@@ -134,7 +140,7 @@ public sealed class SamplingOptions
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, LogitBias, Mirostat, MirostatLr, MirostatEnt, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, Typical, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, LogitBias, Mirostat, MirostatLr, MirostatEnt, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
         }
@@ -179,9 +185,10 @@ public sealed class SamplingOptions
 
         float topP = r.GetValue(TopP);
         float minP = r.GetValue(MinP);
-        if (topP is < 0 or > 1 || minP is < 0 or > 1)
+        float typical = r.GetValue(Typical);
+        if (topP is < 0 or > 1 || minP is < 0 or > 1 || typical is < 0 or > 1)
         {
-            throw new GpuLlamaException($"--top-p {topP} / --min-p {minP}: must be between 0 and 1");
+            throw new GpuLlamaException($"--top-p {topP} / --min-p {minP} / --typical {typical}: must be between 0 and 1");
         }
 
         string? grammarText = r.GetValue(GrammarText), grammarFile = r.GetValue(GrammarFile);
@@ -210,6 +217,7 @@ public sealed class SamplingOptions
                 TopK = r.GetValue(TopK),
                 TopP = topP,
                 MinP = minP,
+                TypicalP = typical,
                 RepeatPenalty = r.GetValue(RepeatPenalty),
                 RepeatLastN = r.GetValue(RepeatLastN),
                 FrequencyPenalty = r.GetValue(FrequencyPenalty),

@@ -28,6 +28,9 @@ public sealed record SamplerSettings
     /// <summary>RNG seed; null = a random seed. The same seed gives the same tokens.</summary>
     public uint? Seed { get; init; }
 
+    /// <summary>Locally typical sampling's mass (llama.cpp --typical, Ollama's typical_p); 1 = off.</summary>
+    public float TypicalP { get; init; } = 1.0f;
+
     /// <summary>
     /// Added to the logits of these tokens before anything else (llama.cpp --logit-bias, OpenAI's logit_bias);
     /// −∞ bans a token.
@@ -49,7 +52,7 @@ public sealed record SamplerSettings
 }
 
 /// <summary>
-/// Turns logits into the next token in llama.cpp's default order: penalties → top-k → top-p → min-p →
+/// Turns logits into the next token in llama.cpp's default order: logit bias → penalties → top-k → typical → top-p → min-p →
 /// temperature → random draw (common_sampler_init), or temperature → mirostat v1/v2 when Mirostat is set. Uses its own xoshiro256** generator, not System.Random whose
 /// algorithm may change between .NET versions, so a seed reproduces a run anywhere. Buffers are reused: no
 /// allocation per token.
@@ -61,6 +64,8 @@ public sealed class Sampler
     private float[] _logits = [];
     private int[] _ids = [];
     private float[] _probs = [];
+    private double[] _typicalScore = [];
+    private int[] _typicalOrder = [];
     private readonly Dictionary<int, int> _counts = [];
 
     public Sampler(SamplerSettings settings)
@@ -128,6 +133,10 @@ public sealed class Sampler
         // candidates sorted by logit (descending), cut to top-k
         Span<int> ids = _ids.AsSpan(0, n);
         int count = TopK(l, ids, _settings.TopK > 0 ? Math.Min(_settings.TopK, n) : n);
+        if (_settings.TypicalP < 1.0f)
+        {
+            count = Typical(l, ids, count, _settings.TypicalP);
+        }
 
         // probabilities at temperature 1 for top-p and min-p (temperature comes last in llama.cpp's chain)
         float max = l[ids[0]];
@@ -249,6 +258,57 @@ public sealed class Sampler
         MirostatSurprise = surprise;
         _mu -= eta * (surprise - tau);
         return ids[chosen];
+    }
+
+    /// <summary>
+    /// Locally typical sampling (llama_sampler_typical_apply): the candidates whose surprise −ln p is closest to the
+    /// entropy, taken in that order until their probability passes <paramref name="typical"/>; left sorted by logit
+    /// again for the samplers after it. Returns how many stay (the first <paramref name="count"/> ids are sorted).
+    /// </summary>
+    private int Typical(ReadOnlySpan<float> l, Span<int> ids, int count, float typical)
+    {
+        Span<float> p = _probs.AsSpan(0, count);
+        Softmax(l, ids, p, count);
+        double entropy = 0;
+        for (int i = 0; i < count; i++)
+        {
+            entropy -= p[i] > 0 ? p[i] * Math.Log(p[i]) : 0;
+        }
+
+        // candidate positions by |−ln p − H| (scratch reused: no allocation per token)
+        if (_typicalScore.Length < count)
+        {
+            _typicalScore = new double[ids.Length];
+            _typicalOrder = new int[ids.Length];
+        }
+
+        for (int i = 0; i < count; i++)
+        {
+            _typicalScore[i] = Math.Abs(-Math.Log(p[i]) - entropy);
+            _typicalOrder[i] = i;
+        }
+
+        Array.Sort(_typicalScore, _typicalOrder, 0, count);
+        double cumulative = 0;
+        int kept = count;
+        for (int i = 0; i < count; i++)
+        {
+            cumulative += p[_typicalOrder[i]];
+            if (cumulative > typical)
+            {
+                kept = i + 1;
+                break;
+            }
+        }
+
+        // the kept candidates back in logit order (positions ascending), their ids first in ids
+        Array.Sort(_typicalOrder, 0, kept);
+        for (int i = 0; i < kept; i++)
+        {
+            ids[i] = ids[_typicalOrder[i]];
+        }
+
+        return kept;
     }
 
     /// <summary>p[i] = softmax over the first <paramref name="count"/> sorted candidates (llama_sampler_softmax_impl).</summary>

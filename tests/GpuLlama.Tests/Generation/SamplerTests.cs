@@ -119,6 +119,18 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void Typical_keeps_the_tokens_nearest_the_entropy()
+    {
+        // p = 0.5, 0.3, 0.1, 0.1: H = 1.168 nats; |−ln p − H| = 0.475, 0.036, 1.135, 1.135 — token 1 first (0.3),
+        // then 0: 0.8 passes 0.7, so tokens 2 and 3 go, and 0 and 1 are drawn 5:3
+        float[] l = Logits(0.5, 0.3, 0.1, 0.1);
+        double[] f = Frequencies(Plain with { TypicalP = 0.7f }, l, 30000);
+        Assert.Equal([5 / 8.0, 3 / 8.0, 0, 0], f, (a, b) => Math.Abs(a - b) < 0.012);
+        // 0.25 is passed by token 1 alone: only it stays
+        Assert.Equal([0, 1.0, 0, 0], Frequencies(Plain with { TypicalP = 0.25f }, l, 1000));
+    }
+
+    [Fact]
     public void Logit_bias_comes_first_and_minus_infinity_bans()
     {
         float[] l = [2.0f, 1.9f, -0.5f];
