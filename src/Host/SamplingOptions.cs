@@ -37,6 +37,18 @@ public sealed class SamplingOptions
         DefaultValueFactory = _ => 1.0f,
     };
 
+    public Option<float> XtcProbability { get; } = new("--xtc-probability")
+    {
+        Description = "XTC: the chance per token of removing the likeliest candidates (all above --xtc-threshold but the last); 0 = off.",
+        DefaultValueFactory = _ => 0f,
+    };
+
+    public Option<float> XtcThreshold { get; } = new("--xtc-threshold")
+    {
+        Description = "XTC's probability threshold (above 0.5: off).",
+        DefaultValueFactory = _ => 0.1f,
+    };
+
     public Option<float> MinP { get; } = new("--min-p")
     {
         Description = "Drop tokens less likely than P times the most likely one (0 = off).",
@@ -140,7 +152,7 @@ public sealed class SamplingOptions
 
     public void AddTo(Command command)
     {
-        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, Typical, MinP, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, LogitBias, Mirostat, MirostatLr, MirostatEnt, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
+        foreach (Option o in new Option[] { Predict, Temperature, TopK, TopP, Typical, MinP, XtcProbability, XtcThreshold, RepeatPenalty, RepeatLastN, FrequencyPenalty, PresencePenalty, LogitBias, Mirostat, MirostatLr, MirostatEnt, GrammarText, GrammarFile, JsonSchema, JsonSchemaFile, Seed, IgnoreEos, Stop, NoEscape })
         {
             command.Options.Add(o);
         }
@@ -218,6 +230,8 @@ public sealed class SamplingOptions
                 TopP = topP,
                 MinP = minP,
                 TypicalP = typical,
+                XtcProbability = r.GetValue(XtcProbability) is >= 0 and <= 1 and var xp ? xp : throw new GpuLlamaException($"--xtc-probability {r.GetValue(XtcProbability)}: must be between 0 and 1"),
+                XtcThreshold = r.GetValue(XtcThreshold),
                 RepeatPenalty = r.GetValue(RepeatPenalty),
                 RepeatLastN = r.GetValue(RepeatLastN),
                 FrequencyPenalty = r.GetValue(FrequencyPenalty),

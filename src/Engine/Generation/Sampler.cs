@@ -28,6 +28,15 @@ public sealed record SamplerSettings
     /// <summary>RNG seed; null = a random seed. The same seed gives the same tokens.</summary>
     public uint? Seed { get; init; }
 
+    /// <summary>
+    /// XTC, "exclude top choices" (llama.cpp --xtc-probability): with this probability per token, the candidates at
+    /// least <see cref="XtcThreshold"/> likely are removed, all but the least likely of them; 0 = off.
+    /// </summary>
+    public float XtcProbability { get; init; }
+
+    /// <summary>XTC's threshold (llama.cpp --xtc-threshold); above 0.5 XTC is off.</summary>
+    public float XtcThreshold { get; init; } = 0.1f;
+
     /// <summary>Locally typical sampling's mass (llama.cpp --typical, Ollama's typical_p); 1 = off.</summary>
     public float TypicalP { get; init; } = 1.0f;
 
@@ -52,7 +61,7 @@ public sealed record SamplerSettings
 }
 
 /// <summary>
-/// Turns logits into the next token in llama.cpp's default order: logit bias → penalties → top-k → typical → top-p → min-p →
+/// Turns logits into the next token in llama.cpp's default order: logit bias → penalties → top-k → typical → top-p → min-p → XTC →
 /// temperature → random draw (common_sampler_init), or temperature → mirostat v1/v2 when Mirostat is set. Uses its own xoshiro256** generator, not System.Random whose
 /// algorithm may change between .NET versions, so a seed reproduces a run anywhere. Buffers are reused: no
 /// allocation per token.
@@ -171,6 +180,29 @@ public sealed class Sampler
             }
 
             count = kept;
+        }
+
+        // XTC: with its probability, every candidate at least as likely as the threshold but the last of them goes
+        if (_settings.XtcProbability > 0 && _settings.XtcThreshold <= 0.5f && count >= 2 && NextDouble() <= _settings.XtcProbability)
+        {
+            double z = 0;
+            for (int i = 0; i < count; i++)
+            {
+                z += Math.Exp(l[ids[i]] - max);
+            }
+
+            int top = 0; // the last candidate at or above the threshold
+            while (top + 1 < count && Math.Exp(l[ids[top + 1]] - max) / z >= _settings.XtcThreshold)
+            {
+                top++;
+            }
+
+            if (top > 0)
+            {
+                ids.Slice(top, count - top).CopyTo(ids);
+                count -= top;
+                max = l[ids[0]];
+            }
         }
 
         // temperature, softmax, draw

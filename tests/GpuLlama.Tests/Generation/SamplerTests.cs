@@ -131,6 +131,19 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void Xtc_removes_the_likeliest_but_the_last_above_the_threshold()
+    {
+        // p = 0.5, 0.3, 0.15, 0.05, threshold 0.1: 0.5, 0.3 and 0.15 are above it, all but 0.15 go — tokens 2 and 3
+        // then drawn 3:1; at probability 0.5, half the draws are of the whole distribution
+        float[] l = Logits(0.5, 0.3, 0.15, 0.05);
+        Assert.Equal([0, 0, 0.75, 0.25], Frequencies(Plain with { XtcProbability = 1, XtcThreshold = 0.1f }, l, 30000), (a, b) => Math.Abs(a - b) < 0.012);
+        Assert.Equal([0.25, 0.15, 0.45, 0.15], Frequencies(Plain with { XtcProbability = 0.5f, XtcThreshold = 0.1f }, l, 40000), (a, b) => Math.Abs(a - b) < 0.012);
+        // a threshold above 0.5 turns it off; so does a single candidate above the threshold
+        Assert.Equal([0.5, 0.3, 0.15, 0.05], Frequencies(Plain with { XtcProbability = 1, XtcThreshold = 0.6f }, l, 40000), (a, b) => Math.Abs(a - b) < 0.012);
+        Assert.Equal([0.5, 0.3, 0.15, 0.05], Frequencies(Plain with { XtcProbability = 1, XtcThreshold = 0.45f }, l, 40000), (a, b) => Math.Abs(a - b) < 0.012);
+    }
+
+    [Fact]
     public void Logit_bias_comes_first_and_minus_infinity_bans()
     {
         float[] l = [2.0f, 1.9f, -0.5f];
