@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using System.Text.Json.Nodes;
 using GpuLlama.Generation;
 using GpuLlama.Model;
@@ -53,7 +52,7 @@ public static class EmbedCommand
                 string other => throw new GpuLlamaException($"--pooling {other}: expected mean, last, cls or none"),
             };
             int norm = r.GetValue(normalize);
-            Embeddings.Normalize([], norm); // a bad value fails before the model loads
+            Embeddings.CheckNormalize(norm); // a bad value fails before the model loads
             using LlamaModel llama = LlamaModel.Load(r.GetValue(model.Model)!, model.ToLoadOptions(r, s => Console.Error.WriteLine(s)), Program.Cancellation);
             int[] tokens = llama.Tokenizer.Encode(text!, addBos: true);
             float[][] vectors = Embeddings.Compute(llama, tokens, pool, norm, Program.Cancellation);

@@ -88,31 +88,28 @@ public static class Embeddings
     /// <summary>llama.cpp's common_embd_normalize, in place.</summary>
     public static void Normalize(float[] e, int norm)
     {
-        if (norm < -1)
+        CheckNormalize(norm);
+        double sum = norm switch
         {
-            throw new GpuLlamaException($"--embd-normalize {norm}: expected -1 (none), 0 (max-abs), 1 (taxicab), 2 (Euclidean) or a larger p");
-        }
-
-        double sum = 0;
-        switch (norm)
-        {
-            case -1:
-                return;
-            case 0:
-                sum = e.Max(v => Math.Abs(v)) / 32760.0; // int16 range
-                break;
-            case 2:
-                sum = Math.Sqrt(e.Sum(v => (double)v * v));
-                break;
-            default:
-                sum = Math.Pow(e.Sum(v => Math.Pow(Math.Abs(v), norm)), 1.0 / norm);
-                break;
-        }
+            -1 => 1,
+            0 => e.Aggregate(0.0, (m, v) => Math.Max(m, Math.Abs(v))) / 32760.0, // int16 range
+            2 => Math.Sqrt(e.Sum(v => (double)v * v)),
+            _ => Math.Pow(e.Sum(v => Math.Pow(Math.Abs(v), norm)), 1.0 / norm),
+        };
 
         float scale = sum > 0 ? (float)(1.0 / sum) : 0f;
         for (int i = 0; i < e.Length; i++)
         {
             e[i] *= scale;
+        }
+    }
+
+    /// <summary>Throws the one-line error for a normalization llama.cpp does not have (below −1).</summary>
+    public static void CheckNormalize(int norm)
+    {
+        if (norm < -1)
+        {
+            throw new GpuLlamaException($"--embd-normalize {norm}: expected -1 (none), 0 (max-abs), 1 (taxicab), 2 (Euclidean) or a larger p");
         }
     }
 }

@@ -39,7 +39,7 @@ public sealed class GrammarMatcher
         }
 
         ReadOnlySpan<byte> bytes = _tokenizer.TextBytes(token);
-        return !bytes.IsEmpty && Advance(_stacks, _partial, bytes, out _, out _, probe: true);
+        return !bytes.IsEmpty && Advance(bytes, out _, out _);
     }
 
     /// <summary>Moves past <paramref name="token"/> (one <see cref="Allows"/> said yes to).</summary>
@@ -50,7 +50,7 @@ public sealed class GrammarMatcher
             return;
         }
 
-        if (!Advance(_stacks, _partial, _tokenizer.TextBytes(token), out List<Stack?> stacks, out Utf8State partial, probe: false))
+        if (!Advance(_tokenizer.TextBytes(token), out List<Stack?> stacks, out Utf8State partial))
         {
             throw new GpuLlamaException($"the grammar does not allow token {token} ('{_tokenizer.Piece(token)}') here");
         }
@@ -59,13 +59,10 @@ public sealed class GrammarMatcher
         _partial = partial;
     }
 
-    /// <summary>Whether <paramref name="text"/> could continue the text so far (for tests and callers without tokens).</summary>
-    public bool AllowsText(string text) => Advance(_stacks, _partial, System.Text.Encoding.UTF8.GetBytes(text), out _, out _, probe: true);
-
     /// <summary>Moves past <paramref name="text"/>; false (and no move) when the grammar does not allow it.</summary>
     public bool AcceptText(string text)
     {
-        if (!Advance(_stacks, _partial, System.Text.Encoding.UTF8.GetBytes(text), out List<Stack?> stacks, out Utf8State partial, probe: false))
+        if (!Advance(System.Text.Encoding.UTF8.GetBytes(text), out List<Stack?> stacks, out Utf8State partial))
         {
             return false;
         }
@@ -75,10 +72,11 @@ public sealed class GrammarMatcher
         return true;
     }
 
-    private bool Advance(List<Stack?> stacks, Utf8State partial, ReadOnlySpan<byte> bytes, out List<Stack?> result, out Utf8State rest, bool probe)
+    /// <summary>The stacks and UTF-8 state after <paramref name="bytes"/> from the current ones; false where the grammar refuses them (nothing changes here).</summary>
+    private bool Advance(ReadOnlySpan<byte> bytes, out List<Stack?> result, out Utf8State rest)
     {
-        result = stacks;
-        rest = partial;
+        result = _stacks;
+        rest = _partial;
         foreach (byte b in bytes)
         {
             if (!rest.Push(b, out int codePoint, out bool invalid))

@@ -358,6 +358,11 @@ public sealed class Transformer : IDisposable
     /// <summary>Greedy choice over the last position's logits, computed on the output device (4 bytes come back).</summary>
     public int ArgmaxLast()
     {
+        if (_lastRows == 0)
+        {
+            throw new InvalidOperationException("no logits: the last pass was a hidden-state pass (ForwardHidden)");
+        }
+
         RunState o = _states[_placement.Output];
         return o.Device.Argmax(o.Logits!, (_lastRows - 1) * _config.VocabSize, _config.VocabSize);
     }

@@ -181,6 +181,7 @@ public sealed class CliTests
 
         float[] cpu = Vector("--gpu-layers", "0"), gpu = Vector("--devices", "emulated:0", "--gpu-layers", "all");
         Assert.Equal(1.0, Math.Sqrt(cpu.Sum(v => (double)v * v)), 5);
+        Assert.Equal(32760f, Vector("--gpu-layers", "0", "--embd-normalize", "0").Max(Math.Abs), 1); // max-abs to the int16 range
         Assert.True(cpu.Zip(gpu).Max(p => Math.Abs(p.First - p.Second)) < 1e-4);
     }
 
