@@ -8,6 +8,9 @@
 #    streaming pays (the default, 256, is a guess until then);
 # 4. (mode depth) tg at context depth 0 and 4096 with f16, f32, q8_0 and q4_0 key caches and f16 or q8_0 value
 #    caches (CTK, CTV: comma lists; every pair is run), all layers on the GPU.
+# 5. (mode ab) the decode fusions (RMSNorm in the projections, RoPE in the KV store) and the shared-memory prompt
+#    GEMM against the kernels before them (GPULLAMA_UNFUSED=1 GPULLAMA_NO_SHARED_GEMM=1), alternated ROUNDS times,
+#    pp512 and tg128 all on the GPU: new/old per pair.
 # Writes logs and JSON under $OUT.
 set -uo pipefail
 G="bash .gpu/run gpullama"
@@ -62,4 +65,23 @@ if [ "$MODE" = depth ]; then
 import json; rows=json.load(open('$OUT/depth.json'))
 for r in rows: print(r['model_type'], 'kv', r['type_k'], r['type_v'], 'tg%d @ d%d'%(r['n_gen'], r['n_depth']), '%.2f +- %.2f tok/s'%(r['avg_ts'], r['stddev_ts']), 'roofline %', r.get('roofline_pct'))
 " || tail -5 "$OUT/depth.err"
+fi
+if [ "$MODE" = ab ]; then
+  for round in $(seq 1 ${ROUNDS:-3}); do
+    for variant in new old; do
+      if [ $variant = old ]; then export GPULLAMA_UNFUSED=1 GPULLAMA_NO_SHARED_GEMM=1; else unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM; fi
+      $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p ${PP:-512} -n 128 -r 3 -o json \
+        > "$OUT/ab-$round-$variant.json" 2> "$OUT/ab-$round-$variant.err" || tail -3 "$OUT/ab-$round-$variant.err"
+    done
+  done
+  unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM
+  python3 - "$OUT" ${ROUNDS:-3} <<'PY'
+import json, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+for r in range(1, rounds + 1):
+    new = json.load(open(f"{out}/ab-{r}-new.json")); old = json.load(open(f"{out}/ab-{r}-old.json"))
+    for a, b in zip(new, old):
+        test = 'pp%d' % a['n_prompt'] if a['n_prompt'] else 'tg%d' % a['n_gen']
+        print(f"round {r} {test}: new {a['avg_ts']:.2f} old {b['avg_ts']:.2f} t/s  new/old {a['avg_ts'] / b['avg_ts']:.3f}  roofline % new {a.get('roofline_pct')} old {b.get('roofline_pct')}")
+PY
 fi

@@ -115,6 +115,12 @@ internal sealed class ProfilingDevice(IDevice d, ProfilingProvider p) : IDevice
         Time("qkv " + Shape(w0), () => d.MatMul3(d0, w0, d1, w1, d2, w2, x, rows));
     public void MatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, int rows, DeviceBuffer scratch) =>
         Time("gate+up " + Shape(gate), () => d.MatMulSwiGlu(dst, gate, up, x, rows, scratch));
+    public void NormMatMul3(DeviceBuffer d0, DeviceWeight w0, DeviceBuffer d1, DeviceWeight w1, DeviceBuffer d2, DeviceWeight w2, DeviceBuffer x, DeviceWeight norm, float eps, int rows, DeviceBuffer xb) =>
+        Time("norm+qkv " + Shape(w0), () => d.NormMatMul3(d0, w0, d1, w1, d2, w2, x, norm, eps, rows, xb));
+    public void NormMatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, DeviceWeight norm, float eps, int rows, DeviceBuffer xb, DeviceBuffer scratch) =>
+        Time("norm+gate+up " + Shape(gate), () => d.NormMatMulSwiGlu(dst, gate, up, x, norm, eps, rows, xb, scratch));
+    public void RopeStoreKv(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer ropeTable, KvCacheLayer kv, int position, int rows, AttentionShape shape) =>
+        Time("rope+storekv", () => d.RopeStoreKv(q, k, v, ropeTable, kv, position, rows, shape));
     public void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape) => Time("rope", () => d.Rope(q, k, ropeTable, position, rows, shape));
     public void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows) => Time("storekv", () => d.StoreKv(kv, k, v, position, rows));
     public void ReadKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows) => Time("readkv", () => d.ReadKv(kv, k, v, position, rows));

@@ -68,6 +68,39 @@ internal static class AttentionKernels
         }
     }
 
+    /// <summary>
+    /// <see cref="Rope"/> and <see cref="StoreKv"/> in one launch, for plain-typed caches: a thread of a q pair rotates
+    /// it in place; a thread of a k pair rotates it, writes it back and stores it at element <paramref name="offset"/>
+    /// + its index, with v's two values at the same places (the pairs of the k heads cover every value of v).
+    /// </summary>
+    public static void RopeStoreKv(Index1D i, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> table,
+        ArrayView<uint> kCache, ArrayView<uint> vCache, RopeArgs a, long offset, int kType, int vType)
+    {
+        int half = a.HeadDim / 2;
+        int pair = i % half;
+        int rest = i / half;
+        int heads = a.Heads + a.KvHeads;
+        int head = rest % heads;
+        int r = rest / heads;
+        long cs = ((long)(a.Position + r) * half + pair) * 2;
+        float c = table[cs];
+        float s = table[cs + 1];
+        int ia = a.Interleaved != 0 ? 2 * pair : pair;
+        int ib = a.Interleaved != 0 ? 2 * pair + 1 : pair + half;
+        if (head < a.Heads)
+        {
+            Rotate(q, (long)r * a.Heads * a.HeadDim + head * a.HeadDim, ia, ib, c, s);
+            return;
+        }
+
+        long kBase = (long)r * a.KvHeads * a.HeadDim + (head - a.Heads) * a.HeadDim;
+        Rotate(k, kBase, ia, ib, c, s);
+        Store(kCache, kType, offset + kBase + ia, k[kBase + ia]);
+        Store(kCache, kType, offset + kBase + ib, k[kBase + ib]);
+        Store(vCache, vType, offset + kBase + ia, v[kBase + ia]);
+        Store(vCache, vType, offset + kBase + ib, v[kBase + ib]);
+    }
+
     private static void Rotate(ArrayView<float> v, long baseIndex, int ia, int ib, float c, float s)
     {
         float x0 = v[baseIndex + ia];

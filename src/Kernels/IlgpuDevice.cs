@@ -143,10 +143,15 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int, int> _gemv;
     private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> _gemv3;
     private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int> _gemvSwiGlu;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<float>, NormGemvArgs> _gemv3Norm;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<U4>, ArrayView<float>, NormGemvArgs> _gemvSwiGluNorm;
     private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs> _matMulTiled;
     private readonly Action<KernelConfig, ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs> _matMulScalar;
+    private readonly Action<KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs, int, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>> _matMulShared;
+    private readonly int _sharedSide;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs> _rope;
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int> _storeKv;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, RopeArgs, long, int, int> _ropeStoreKv;
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long> _storeCache;
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long> _loadCache;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attention;
@@ -171,16 +176,24 @@ public sealed unsafe class IlgpuDevice : IDevice
         _attentionGroup = GroupSize(128, maxGroup);
         _argmaxGroup = GroupSize(1024, maxGroup);
         _normGroup = GroupSize(1024, maxGroup); // a 4096-wide row in 4 steps per thread: the norm is latency-bound, not bandwidth-bound
+        // the shared-memory GEMM's group: side² threads of 4 × 4 outputs, side a power of two up to 16 (a 64 × 64 tile)
+        for (_sharedSide = 1; _sharedSide * 2 <= MatMulKernels.MaxSharedTile / 4 && 4 * _sharedSide * _sharedSide <= maxGroup; _sharedSide *= 2)
+        {
+        }
         Bind();
 
         _rmsNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, int, int, float>(NormKernels.RmsNorm);
         _gemv = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int, int>(MatMulKernels.Gemv);
         _gemv3 = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(MatMulKernels.Gemv3);
         _gemvSwiGlu = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, int, int, int>(MatMulKernels.GemvSwiGlu);
+        _gemv3Norm = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<U4>, ArrayView<float>, ArrayView<float>, ArrayView<float>, NormGemvArgs>(MatMulKernels.Gemv3Norm);
+        _gemvSwiGluNorm = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<U4>, ArrayView<float>, NormGemvArgs>(MatMulKernels.GemvSwiGluNorm);
         _matMulTiled = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulTiled);
         _matMulScalar = accelerator.LoadStreamKernel<ArrayView<uint>, ArrayView<float>, ArrayView<float>, MatMulArgs>(MatMulKernels.MatMulScalar);
+        _matMulShared = accelerator.LoadStreamKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatMulArgs, int, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<uint>>(MatMulKernels.MatMulShared);
         _rope = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, RopeArgs>(AttentionKernels.Rope);
         _storeKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, long, int, int>(AttentionKernels.StoreKv);
+        _ropeStoreKv = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, RopeArgs, long, int, int>(AttentionKernels.RopeStoreKv);
         _storeCache = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long>(AttentionKernels.StoreCache);
         _loadCache = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long>(AttentionKernels.LoadCache);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionKernels.Attention);
@@ -539,6 +552,26 @@ public sealed unsafe class IlgpuDevice : IDevice
         ArrayView<float> input = activations.View;
         int acc = accumulate ? 1 : 0;
         Bind();
+        int code = weight.Quant is not null ? (int)weight.Type : Code(weight.Type); // quantized: the ggml type id
+        var args = new MatMulArgs { OutRows = outRows, Cols = cols, Rows = rows, Type = code, Accumulate = acc };
+        if (SharedGemm && rows >= SharedTile && cols % MatMulKernels.SharedDepth == 0)
+        {
+            // a prompt batch: the shared-memory GEMM, for plain and block-quantized weights alike
+            int tile = SharedTile;
+            long groups = (long)((rows + tile - 1) / tile) * ((outRows + tile - 1) / tile);
+            var shared = new KernelConfig(checked((int)groups), _sharedSide * _sharedSide);
+            if (weight.Quant is { } q)
+            {
+                _matMulShared(shared, ArrayView<U4>.Empty, input.Cast<F4>(), y, args, _sharedSide, q.Quants.View, q.High.View, q.Scales.View, q.Aux.View);
+            }
+            else
+            {
+                _matMulShared(shared, weight.Vectors, input.Cast<F4>(), y, args, _sharedSide, ArrayView<uint>.Empty, ArrayView<uint>.Empty, ArrayView<float>.Empty, ArrayView<uint>.Empty);
+            }
+
+            return;
+        }
+
         if (weight.Quant is { } quant)
         {
             QuantKernels.MatMul(_accelerator.DefaultStream, y, quant, input, rows, accumulate);
@@ -546,8 +579,6 @@ public sealed unsafe class IlgpuDevice : IDevice
         }
 
         var config = new KernelConfig(checked((int)(((long)outRows * _warp + _group - 1) / _group)), _group);
-        int code = Code(weight.Type);
-        var args = new MatMulArgs { OutRows = outRows, Cols = cols, Rows = rows, Type = code, Accumulate = acc };
         if (cols % 8 != 0)
         {
             // no 16-byte loads possible for every type: scalar fallback
@@ -563,6 +594,16 @@ public sealed unsafe class IlgpuDevice : IDevice
 
         _gemv(config, weight.Vectors, input.Cast<F4>(), y, outRows, Chunks(weight), code, acc);
     }
+
+    /// <summary>
+    /// Whether prompt batches of at least <see cref="SharedTile"/> rows of plain weights take the shared-memory GEMM
+    /// (MatMulKernels.MatMulShared) rather than the warp-per-row kernel. On by default; GPULLAMA_NO_SHARED_GEMM=1
+    /// turns it off, to measure the two against each other.
+    /// </summary>
+    internal bool SharedGemm { get; set; } = Environment.GetEnvironmentVariable("GPULLAMA_NO_SHARED_GEMM") is not "1";
+
+    /// <summary>Activation rows (and weight rows) of one shared-memory GEMM tile: 64 on a GPU, 16 on the emulator.</summary>
+    internal int SharedTile => _sharedSide * 4;
 
     /// <summary>16-byte chunks per row of a plain weight.</summary>
     private static int Chunks(IlgpuWeight w) => w.Type == DType.F32 ? w.Cols / 4 : w.Cols / 8;
@@ -610,6 +651,77 @@ public sealed unsafe class IlgpuDevice : IDevice
         _gemvSwiGlu(config, g.Vectors, u.Vectors, Own(x).View.Cast<F4>(), Own(dst).View, g.Rows, Chunks(g), Code(g.Type));
     }
 
+    /// <summary>
+    /// Whether decode folds RMSNorm into the projections and RoPE into the KV store (fewer launches per layer: 7
+    /// instead of 9). On by default; GPULLAMA_UNFUSED=1 turns it off, to measure the two against each other.
+    /// </summary>
+    internal bool FuseDecode { get; set; } = Environment.GetEnvironmentVariable("GPULLAMA_UNFUSED") is not "1";
+
+    /// <summary>Whether the norm-fused GEMVs apply: one row of 16-bit weights and a plain norm weight as wide as x.</summary>
+    private bool NormFusable(int rows, IlgpuWeight w, IlgpuWeight norm) =>
+        FuseDecode && rows == 1 && w.Quant is null && w.Type is DType.F16 or DType.BF16 && w.Cols % 8 == 0
+        && norm.Quant is null && norm.Type is DType.F32 or DType.F16 or DType.BF16 && norm.Cols == w.Cols && norm.Rows == 1;
+
+    public void NormMatMul3(DeviceBuffer d0, DeviceWeight w0, DeviceBuffer d1, DeviceWeight w1, DeviceBuffer d2, DeviceWeight w2,
+        DeviceBuffer x, DeviceWeight norm, float eps, int rows, DeviceBuffer xb)
+    {
+        IlgpuWeight a = Own(w0), b = Own(w1), c = Own(w2), n = Own(norm);
+        if (!NormFusable(rows, a, n) || !FusableDecode(rows, a, b) || !FusableDecode(rows, a, c))
+        {
+            RmsNorm(xb, x, norm, rows, eps);
+            MatMul3(d0, w0, d1, w1, d2, w2, xb, rows);
+            return;
+        }
+
+        Need(Own(x).Length >= a.Cols, $"x holds {Own(x).Length} floats, a row of {a.Cols} is needed");
+        Need(Own(d0).Length >= a.Rows && Own(d1).Length >= b.Rows && Own(d2).Length >= c.Rows,
+            $"outputs of {a.Rows}, {b.Rows} and {c.Rows} floats are needed");
+        Bind();
+        long total = (long)a.Rows + b.Rows + c.Rows;
+        var config = new KernelConfig(checked((int)((total * _warp + _group - 1) / _group)), _group);
+        var args = new NormGemvArgs { Rows0 = a.Rows, Rows1 = b.Rows, Rows2 = c.Rows, Chunks = Chunks(a), Type = Code(a.Type), NormType = Code(n.Type), Eps = eps };
+        _gemv3Norm(config, a.Vectors, b.Vectors, c.Vectors, Own(x).View.Cast<F4>(), n.Vectors, Own(d0).View, Own(d1).View, Own(d2).View, args);
+    }
+
+    public void NormMatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, DeviceWeight norm, float eps, int rows,
+        DeviceBuffer xb, DeviceBuffer scratch)
+    {
+        IlgpuWeight g = Own(gate), u = Own(up), n = Own(norm);
+        if (!NormFusable(rows, g, n) || !FusableDecode(rows, g, u) || g.Rows != u.Rows)
+        {
+            RmsNorm(xb, x, norm, rows, eps);
+            MatMulSwiGlu(dst, gate, up, xb, rows, scratch);
+            return;
+        }
+
+        Need(Own(x).Length >= g.Cols, $"x holds {Own(x).Length} floats, a row of {g.Cols} is needed");
+        Need(Own(dst).Length >= g.Rows, $"dst holds {Own(dst).Length} floats, {g.Rows} are needed");
+        Bind();
+        var config = new KernelConfig(checked((int)(((long)g.Rows * _warp + _group - 1) / _group)), _group);
+        var args = new NormGemvArgs { Rows0 = g.Rows, Chunks = Chunks(g), Type = Code(g.Type), NormType = Code(n.Type), Eps = eps };
+        _gemvSwiGluNorm(config, g.Vectors, u.Vectors, Own(x).View.Cast<F4>(), n.Vectors, Own(dst).View, args);
+    }
+
+    public void RopeStoreKv(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer ropeTable, KvCacheLayer kv, int position, int rows, AttentionShape shape)
+    {
+        IlgpuKvCache cache = Own(kv);
+        if (!FuseDecode || cache.KType.IsQuantized() || cache.VType.IsQuantized() || cache.KvDim != shape.KvDim)
+        {
+            Rope(q, k, ropeTable, position, rows, shape);
+            StoreKv(kv, k, v, position, rows);
+            return;
+        }
+
+        if (!KvRows(cache, k, v, position, rows, "storing"))
+        {
+            return;
+        }
+
+        RopeArgs args = RopeChecks(q, k, ropeTable, position, rows, shape);
+        _ropeStoreKv(rows * (shape.Heads + shape.KvHeads) * (shape.HeadDim / 2), Own(q).View, Own(k).View, Own(v).View, Own(ropeTable).View,
+            cache.K.View, cache.V.View, args, (long)position * cache.KvDim, IlgpuKvCache.Code(cache.KType), IlgpuKvCache.Code(cache.VType));
+    }
+
     public void Rope(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape)
     {
         if (rows == 0)
@@ -617,10 +729,17 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        RopeArgs args = RopeChecks(q, k, ropeTable, position, rows, shape);
+        _rope(rows * (shape.Heads + shape.KvHeads) * (shape.HeadDim / 2), Own(q).View, Own(k).View, Own(ropeTable).View, args);
+    }
+
+    /// <summary>Rope's checks (q, k and the table large enough), then Bind; the kernel's arguments.</summary>
+    private RopeArgs RopeChecks(DeviceBuffer q, DeviceBuffer k, DeviceBuffer ropeTable, int position, int rows, AttentionShape shape)
+    {
         Need(Own(q).Length >= (long)rows * shape.QDim && Own(k).Length >= (long)rows * shape.KvDim, $"rope of {rows} rows needs {rows}x{shape.QDim} q and {rows}x{shape.KvDim} k floats");
         Need(Own(ropeTable).Length >= (long)(position + rows) * shape.HeadDim, $"the RoPE table holds {Own(ropeTable).Length / Math.Max(1, shape.HeadDim)} positions, position {position + rows - 1} was asked for");
         Bind();
-        var args = new RopeArgs
+        return new RopeArgs
         {
             Position = position,
             Heads = shape.Heads,
@@ -628,7 +747,6 @@ public sealed unsafe class IlgpuDevice : IDevice
             HeadDim = shape.HeadDim,
             Interleaved = shape.Style == RopeStyle.Interleaved ? 1 : 0,
         };
-        _rope(rows * (shape.Heads + shape.KvHeads) * (shape.HeadDim / 2), Own(q).View, Own(k).View, Own(ropeTable).View, args);
     }
 
     public void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows)

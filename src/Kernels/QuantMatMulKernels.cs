@@ -537,10 +537,15 @@ public sealed class QuantMatMulKernels
     }
 
     /// <summary>One dequantized element per thread: value e of row tokens[i / cols], by the formats' element formulas.</summary>
-    private static void EmbedKernel(Index1D i, ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<int> tokens, int cols, int type)
+    private static void EmbedKernel(Index1D i, ArrayView<float> dst, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<int> tokens, int cols, int type) =>
+        dst[i] = Dequant(tokens[i / cols], i % cols, quants, high, scales, aux, cols, type);
+
+    /// <summary>
+    /// Element <paramref name="e"/> of row <paramref name="o"/> of a repacked quantized weight, dequantized as ggml's
+    /// dequantize_row_* computes it (the embedding lookup, and the shared-memory prompt GEMM's weight tiles).
+    /// </summary>
+    internal static float Dequant(long o, int e, ArrayView<uint> quants, ArrayView<uint> high, ArrayView<float> scales, ArrayView<uint> aux, int cols, int type)
     {
-        int e = i % cols;
-        long o = tokens[i / cols];
         float v;
         if (type == (int)DType.Q8_0)
         {
@@ -596,6 +601,6 @@ public sealed class QuantMatMulKernels
             v = scales[sb] * I8(aux[4 * sb + (rr / 16) / 4], (rr / 16) % 4) * q;
         }
 
-        dst[i] = v;
+        return v;
     }
 }

@@ -129,6 +129,25 @@ public interface IDevice : IDisposable
     }
 
     /// <summary>
+    /// The attention block's input: xb = RmsNorm(x, norm), then <see cref="MatMul3"/> of xb. A GPU folds the norm into
+    /// the projections' decode launch (and may leave <paramref name="xb"/> unwritten); the default runs the two ops.
+    /// </summary>
+    void NormMatMul3(DeviceBuffer d0, DeviceWeight w0, DeviceBuffer d1, DeviceWeight w1, DeviceBuffer d2, DeviceWeight w2,
+        DeviceBuffer x, DeviceWeight norm, float eps, int rows, DeviceBuffer xb)
+    {
+        RmsNorm(xb, x, norm, rows, eps);
+        MatMul3(d0, w0, d1, w1, d2, w2, xb, rows);
+    }
+
+    /// <summary>The FFN's input: xb = RmsNorm(x, norm), then <see cref="MatMulSwiGlu"/> of xb (fused as <see cref="NormMatMul3"/>).</summary>
+    void NormMatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, DeviceWeight norm, float eps, int rows,
+        DeviceBuffer xb, DeviceBuffer scratch)
+    {
+        RmsNorm(xb, x, norm, rows, eps);
+        MatMulSwiGlu(dst, gate, up, xb, rows, scratch);
+    }
+
+    /// <summary>
     /// Rotary embedding of q ([rows, QDim]) and k ([rows, KvDim]) in place, row r at absolute position
     /// position + r. <paramref name="ropeTable"/> holds, for each position p and frequency i &lt; HeadDim/2,
     /// cos at [(p*HeadDim/2 + i)*2] and sin at [(p*HeadDim/2 + i)*2 + 1] (see <see cref="RopeTable"/>).
@@ -137,6 +156,16 @@ public interface IDevice : IDisposable
 
     /// <summary>Writes k and v ([rows, KvDim]) into the cache at positions position..position+rows-1.</summary>
     void StoreKv(KvCacheLayer kv, DeviceBuffer k, DeviceBuffer v, int position, int rows);
+
+    /// <summary>
+    /// <see cref="Rope"/> of q and k, then <see cref="StoreKv"/> of the rotated k and v: one launch on a GPU (for caches of
+    /// a plain type), the two ops by default.
+    /// </summary>
+    void RopeStoreKv(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer ropeTable, KvCacheLayer kv, int position, int rows, AttentionShape shape)
+    {
+        Rope(q, k, ropeTable, position, rows, shape);
+        StoreKv(kv, k, v, position, rows);
+    }
 
     /// <summary>
     /// Reads positions position..position+rows-1 of the cache back into k and v ([rows, KvDim]) as float32 — the

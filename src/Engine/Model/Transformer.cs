@@ -266,17 +266,13 @@ public sealed class Transformer : IDisposable
             s = Hop(s, streams ? _offload! : _placement.Layers[l], n);   // move the residual stream x to this layer's device
             IDevice dev = s.Device;
 
-            // attention rmsnorm
-            dev.RmsNorm(s.Xb, s.X, w.AttnNorm, n, c.RmsEps);
+            // attention rmsnorm and the qkv matmuls for these positions (a GPU decodes them in one launch)
+            dev.NormMatMul3(s.Q, w.Wq, s.K, w.Wk, s.V, w.Wv, s.X, w.AttnNorm, c.RmsEps, n, s.Xb);
 
-            // qkv matmuls for these positions
-            dev.MatMul3(s.Q, w.Wq, s.K, w.Wk, s.V, w.Wv, s.Xb, n);
-
-            // RoPE, then remember k and v for later positions and attend, where the layer's KV cache lives (a streamed
+            // RoPE, remember k and v for later positions and attend, where the layer's KV cache lives (a streamed
             // layer's stays on the CPU: q, k and v go there and the attention output comes back)
-            dev.Rope(s.Q, s.K, s.Rope, position, n, _shape);
             RunState a = HopQkv(s, _placement.Layers[l], n);
-            a.Device.StoreKv(_cache[l], a.K, a.V, position, n);
+            a.Device.RopeStoreKv(a.Q, a.K, a.V, a.Rope, _cache[l], position, n, _shape);
 
             // grouped-query attention over positions 0..position+n-1, then the output projection + residual
             a.Device.Attention(a.Xb, a.Q, _cache[l], position, n, _shape);
@@ -287,9 +283,8 @@ public sealed class Transformer : IDisposable
 
             dev.MatMul(s.X, w.Wo, s.Xb, n, accumulate: true);
 
-            // ffn rmsnorm and SwiGLU: x += w2(silu(w1·x) * w3·x)
-            dev.RmsNorm(s.Xb, s.X, w.FfnNorm, n, c.RmsEps);
-            dev.MatMulSwiGlu(s.Hb, w.FfnGate, w.FfnUp, s.Xb, n, s.Hb2);
+            // ffn rmsnorm and SwiGLU: x += w2(silu(w1·xb) * w3·xb), xb = rmsnorm(x)
+            dev.NormMatMulSwiGlu(s.Hb, w.FfnGate, w.FfnUp, s.X, w.FfnNorm, c.RmsEps, n, s.Xb, s.Hb2);
             dev.MatMul(s.X, w.FfnDown, s.Hb, n, accumulate: true);
         }
 

@@ -294,6 +294,9 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
             data.Add(t, 2, 24, 9, true);    // batched, two tiles, accumulate
             data.Add(t, 3, 36, 2, false);   // row bytes not a multiple of 16 for 16-bit types: scalar fallback
             data.Add(t, 4, 13, 1, true);    // odd length: scalar fallback for every type
+            data.Add(t, 21, 48, 37, false); // shared-memory GEMM (16-row tiles here): partial tiles of both kinds of rows, 3 steps
+            data.Add(t, 16, 32, 16, true);  // shared-memory GEMM, one whole tile, accumulate
+            data.Add(t, 5, 40, 17, false);  // 16+ rows but columns not a multiple of 16: the warp-per-row kernel
         }
 
         return data;
@@ -429,6 +432,146 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
 
             Near(want, got[(r * hidden)..((r + 1) * hidden)], 1e-5, scale);
         }
+    }
+
+    /// <summary>RmsNorm(x) ⊙ g in float64, as NormKernels.RmsNorm defines it.</summary>
+    private static float[] NormReference(float[] x, HostWeight g, float eps)
+    {
+        double ss = x.Sum(v => (double)v * v);
+        double inv = 1 / Math.Sqrt(ss / x.Length + eps);
+        return [.. x.Select((v, i) => (float)(v * inv * g.Values[i]))];
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, DType.F32, 168)]   // fused: norm, Q, K and V in one launch (unrolled body and tail)
+    [InlineData(DType.F16, DType.BF16, 64)]    // a 16-bit norm weight (Hugging Face checkpoints)
+    [InlineData(DType.F16, DType.F16, 168)]
+    [InlineData(DType.F32, DType.F32, 64)]     // F32 weights: the norm, then the fused projections
+    public void NormMatMul3_is_the_projections_of_the_normalized_input(DType type, DType normType, int cols)
+    {
+        int[] outs = [7, 3, 3];
+        const float eps = 1e-5f;
+        float[] x = Random(cols, 41, 3);
+        float[] gv = Random(cols, 42, 2);
+        using var gh = new HostWeight("norm", normType, 1, cols, i => gv[i]);
+        using DeviceWeight g = _d.Upload(gh.View);
+        float[] xn = NormReference(x, gh, eps);
+        var hosts = new HostWeight[3];
+        var weights = new DeviceWeight[3];
+        var ys = new DeviceBuffer[3];
+        for (int i = 0; i < 3; i++)
+        {
+            float[] wv = Random(outs[i] * cols, 43 + i);
+            hosts[i] = new HostWeight("w" + i, type, outs[i], cols, j => wv[j]);
+            weights[i] = _d.Upload(hosts[i].View);
+            ys[i] = _d.Allocate(outs[i]);
+        }
+
+        using DeviceBuffer xb = Buffer(x);
+        using DeviceBuffer normed = Buffer(Enumerable.Repeat(float.NaN, cols).ToArray());
+        _d.NormMatMul3(ys[0], weights[0], ys[1], weights[1], ys[2], weights[2], xb, g, eps, 1, normed);
+        for (int i = 0; i < 3; i++)
+        {
+            var (want, scale) = Reference(hosts[i], outs[i], cols, xn);
+            Near(want, Get(ys[i], outs[i]), 1e-5, scale);
+            ys[i].Dispose();
+            weights[i].Dispose();
+            hosts[i].Dispose();
+        }
+
+        // the fused kernel never writes the normalized row; the unfused path does
+        Assert.Equal(type != DType.F32, float.IsNaN(Get(normed, cols)[0]));
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, DType.F32, 168, 1)]   // fused: norm, gate, up and SwiGLU in one launch
+    [InlineData(DType.F16, DType.BF16, 64, 1)]
+    [InlineData(DType.BF16, DType.F32, 64, 2)]    // a batch: the norm, then the batched products
+    public void NormMatMulSwiGlu_is_silu_of_gate_times_up_of_the_normalized_input(DType type, DType normType, int cols, int rows)
+    {
+        const int hidden = 9;
+        const float eps = 1e-6f;
+        float[] gv = Random(hidden * cols, 51);
+        float[] uv = Random(hidden * cols, 52);
+        float[] x = Random(rows * cols, 53, 2);
+        float[] nv = Random(cols, 54, 2);
+        using var gh = new HostWeight("gate", type, hidden, cols, i => gv[i]);
+        using var uh = new HostWeight("up", type, hidden, cols, i => uv[i]);
+        using var nh = new HostWeight("norm", normType, 1, cols, i => nv[i]);
+        using DeviceWeight g = _d.Upload(gh.View);
+        using DeviceWeight u = _d.Upload(uh.View);
+        using DeviceWeight norm = _d.Upload(nh.View);
+        using DeviceBuffer xb = Buffer(x);
+        using DeviceBuffer normed = _d.Allocate(rows * cols);
+        using DeviceBuffer y = _d.Allocate(rows * hidden);
+        using DeviceBuffer scratch = _d.Allocate(rows * hidden);
+        _d.NormMatMulSwiGlu(y, g, u, xb, norm, eps, rows, normed, scratch);
+        float[] got = Get(y, rows * hidden);
+        for (int r = 0; r < rows; r++)
+        {
+            float[] xr = NormReference(x[(r * cols)..((r + 1) * cols)], nh, eps);
+            var (gw, gs) = Reference(gh, hidden, cols, xr);
+            var (uw, us) = Reference(uh, hidden, cols, xr);
+            var want = new double[hidden];
+            var scale = new double[hidden];
+            for (int i = 0; i < hidden; i++)
+            {
+                double silu = gw[i] / (1 + Math.Exp(-gw[i]));
+                want[i] = silu * uw[i];
+                scale[i] = 1.1 * Math.Abs(uw[i]) * gs[i] + Math.Abs(silu) * us[i];
+            }
+
+            Near(want, got[(r * hidden)..((r + 1) * hidden)], 1e-5, scale);
+        }
+    }
+
+    [Theory]
+    [InlineData(KvCacheType.F32, KvCacheType.F16, RopeStyle.Interleaved, 1)]   // fused: one launch rotates q and k and stores k and v
+    [InlineData(KvCacheType.BF16, KvCacheType.F32, RopeStyle.Halves, 3)]
+    [InlineData(KvCacheType.F16, KvCacheType.F16, RopeStyle.Halves, 2)]
+    [InlineData(KvCacheType.Q8_0, KvCacheType.F16, RopeStyle.Interleaved, 1)] // a quantized cache: Rope, then StoreKv
+    public void RopeStoreKv_stores_what_Rope_then_StoreKv_store(KvCacheType kType, KvCacheType vType, RopeStyle style, int rows)
+    {
+        var shape = new AttentionShape(4, 2, 32, style);
+        const int position = 3, capacity = 8;
+        float[] table = RopeTable.Build(new ModelConfig { Dim = 128, HiddenDim = 8, Layers = 1, Heads = 4, KvHeads = 2, HeadDim = 32, VocabSize = 4, ContextLength = capacity, RopeStyle = style }, capacity);
+        float[] q = Random(rows * shape.QDim, 61);
+        float[] k = Random(rows * shape.KvDim, 62);
+        float[] v = Random(rows * shape.KvDim, 63);
+        (float[] Q, float[] K, float[] V) Run(IDevice d)
+        {
+            using DeviceBuffer qb = d.Allocate(q.Length), kb = d.Allocate(k.Length), vb = d.Allocate(v.Length), tb = d.Allocate(table.Length);
+            d.Write(qb, q);
+            d.Write(kb, k);
+            d.Write(vb, v);
+            d.Write(tb, table);
+            using KvCacheLayer kv = d.AllocateKv(capacity, shape.KvDim, kType, vType);
+            if (ReferenceEquals(d, _cpu))
+            {
+                d.Rope(qb, kb, tb, position, rows, shape);
+                d.StoreKv(kv, kb, vb, position, rows);
+            }
+            else
+            {
+                d.RopeStoreKv(qb, kb, vb, tb, kv, position, rows, shape);
+            }
+
+            using DeviceBuffer rk = d.Allocate(k.Length), rv = d.Allocate(v.Length);
+            d.ReadKv(kv, rk, rv, position, rows);
+            var result = (new float[q.Length], new float[k.Length], new float[v.Length]);
+            d.Read(qb, result.Item1);
+            d.Read(rk, result.Item2);
+            d.Read(rv, result.Item3);
+            return result;
+        }
+
+        var want = Run(_cpu);
+        var got = Run(_d);
+        Near([.. want.Q.Select(x => (double)x)], got.Q, 1e-6);
+        // the caches hold the same rounded values (a rotated key may differ by an ulp before rounding: one step of its type)
+        double step = kType switch { KvCacheType.F32 => 1e-6, KvCacheType.BF16 => 8e-3, KvCacheType.F16 => 1e-3, _ => 2e-2 };
+        Near([.. want.K.Select(x => (double)x)], got.K, step, [.. want.K.Select(_ => 1.0)]);
+        Near([.. want.V.Select(x => (double)x)], got.V, 0);
     }
 
     [Theory]

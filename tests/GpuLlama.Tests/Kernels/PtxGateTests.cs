@@ -29,10 +29,14 @@ public sealed class PtxGateTests
         { "MatMulKernels.Gemv", true, true, true },
         { "MatMulKernels.Gemv3", true, true, true },
         { "MatMulKernels.GemvSwiGlu", true, true, true },
+        { "MatMulKernels.Gemv3Norm", true, true, true },
+        { "MatMulKernels.GemvSwiGluNorm", true, true, true },
         { "MatMulKernels.MatMulTiled", true, true, true },
+        { "MatMulKernels.MatMulShared", true, true, true },
         { "MatMulKernels.MatMulScalar", true, true, false },
         { "AttentionKernels.Rope", false, false, false },
         { "AttentionKernels.StoreKv", false, false, false },
+        { "AttentionKernels.RopeStoreKv", false, true, false },
         { "AttentionKernels.StoreCache", false, false, false },
         { "AttentionKernels.LoadCache", false, false, false },
         { "AttentionKernels.Attention", true, true, false },
@@ -110,6 +114,15 @@ public sealed class PtxGateTests
         string ptx = CompilePtx(Find("MatMulKernels.Gemv"), true);
         Assert.Contains("cvt.f32.f16", ptx);
         Assert.DoesNotContain("cvt.rn.f16.f32", ptx);
+    }
+
+    [Fact]
+    public void Shared_memory_GEMM_reads_its_tiles_with_16_byte_shared_loads()
+    {
+        // a thread's four activations and four weights of a column are one ld.shared.v4 each: the inner loop's only loads
+        string ptx = CompilePtx(Find("MatMulKernels.MatMulShared"), true);
+        Assert.Contains("ld.shared.v4.f32", ptx);
+        Assert.Contains("bar.sync", ptx);
     }
 
     [Fact]

@@ -13,9 +13,22 @@ public sealed unsafe class QuantDeviceTests
 {
     public static TheoryData<DType> DeviceTypes() => [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K];
 
+    /// <summary>Every device format with 2 activation rows (the warp-per-row kernels) and 17 (the shared-memory GEMM's 16-row tiles here).</summary>
+    public static TheoryData<DType, int> DeviceTypesAndBatches()
+    {
+        var data = new TheoryData<DType, int>();
+        foreach (DType t in DeviceTypes())
+        {
+            data.Add(t, 2);
+            data.Add(t, 17);
+        }
+
+        return data;
+    }
+
     [Theory]
-    [MemberData(nameof(DeviceTypes))]
-    public void Upload_matmul_and_embed_match_the_cpu(DType type)
+    [MemberData(nameof(DeviceTypesAndBatches))]
+    public void Upload_matmul_and_embed_match_the_cpu(DType type, int xRows)
     {
         var rng = new Random(71 + (int)type);
         const int rows = 6;
@@ -27,7 +40,7 @@ public sealed unsafe class QuantDeviceTests
             BlockSpec.RandomRow(type, cols, rng).CopyTo(w.AsSpan(r * rowBytes));
         }
 
-        float[] x = Enumerable.Range(0, 2 * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, xRows * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         var info = new TensorInfo("blk.0.ffn_up.weight", type, [rows, cols], 0, 0, w.Length);
         using IDevice device = new IlgpuDeviceProvider().Create("emulated:0");
         var ilgpu = (IlgpuDevice)device;
@@ -37,15 +50,16 @@ public sealed unsafe class QuantDeviceTests
             using DeviceWeight weight = device.Upload(new WeightView(info, pw));
             Assert.Equal(QuantRepack.DeviceBytes(info), ilgpu.AllocatedBytes - before);
 
-            using DeviceBuffer xs = device.Allocate(2 * cols);
-            using DeviceBuffer dst = device.Allocate(2 * rows);
+            Assert.Equal(16, ilgpu.SharedTile);
+            using DeviceBuffer xs = device.Allocate(xRows * cols);
+            using DeviceBuffer dst = device.Allocate(xRows * rows);
             device.Write(xs, x);
-            device.MatMul(dst, weight, xs, 2);
-            float[] got = new float[2 * rows];
+            device.MatMul(dst, weight, xs, xRows);
+            float[] got = new float[xRows * rows];
             device.Read(dst, got);
             fixed (float* px = x)
             {
-                for (int r = 0; r < 2; r++)
+                for (int r = 0; r < xRows; r++)
                 {
                     for (int o = 0; o < rows; o++)
                     {
