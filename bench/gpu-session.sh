@@ -8,9 +8,9 @@
 #    streaming pays (the default, 256, is a guess until then);
 # 4. (mode depth) tg at context depth 0 and 4096 with f16, f32, q8_0 and q4_0 key caches and f16 or q8_0 value
 #    caches (CTK, CTV: comma lists; every pair is run), all layers on the GPU.
-# 5. (mode ab) the decode fusions (RMSNorm in the projections, RoPE in the KV store) and the shared-memory prompt
-#    GEMM against the kernels before them (GPULLAMA_UNFUSED=1 GPULLAMA_NO_SHARED_GEMM=1), alternated ROUNDS times,
-#    pp512 and tg128 all on the GPU: new/old per pair.
+# 5. (mode ab) the decode fusions (RMSNorm in the projections, RoPE in the KV store), the one-row attention kernel
+#    and the shared-memory prompt GEMM against the kernels before them (GPULLAMA_UNFUSED=1 GPULLAMA_NO_SHARED_GEMM=1
+#    GPULLAMA_NO_DECODE_ATTENTION=1), alternated ROUNDS times, pp512 and tg128 all on the GPU: new/old per pair.
 # Writes logs and JSON under $OUT.
 set -uo pipefail
 G="bash .gpu/run gpullama"
@@ -69,12 +69,12 @@ fi
 if [ "$MODE" = ab ]; then
   for round in $(seq 1 ${ROUNDS:-3}); do
     for variant in new old; do
-      if [ $variant = old ]; then export GPULLAMA_UNFUSED=1 GPULLAMA_NO_SHARED_GEMM=1; else unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM; fi
+      if [ $variant = old ]; then export GPULLAMA_UNFUSED=1 GPULLAMA_NO_SHARED_GEMM=1 GPULLAMA_NO_DECODE_ATTENTION=1; else unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM GPULLAMA_NO_DECODE_ATTENTION; fi
       $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p ${PP:-512} -n 128 -r 3 -o json \
         > "$OUT/ab-$round-$variant.json" 2> "$OUT/ab-$round-$variant.err" || tail -3 "$OUT/ab-$round-$variant.err"
     done
   done
-  unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM
+  unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM GPULLAMA_NO_DECODE_ATTENTION
   python3 - "$OUT" ${ROUNDS:-3} <<'PY'
 import json, sys
 out, rounds = sys.argv[1], int(sys.argv[2])

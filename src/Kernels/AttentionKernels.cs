@@ -416,6 +416,264 @@ internal static class AttentionKernels
         }
     }
 
+    /// <summary>Floats of <see cref="AttentionDecode"/>'s per-warp output partials: warps × HeadDim must fit.</summary>
+    public const int DecodeOutputs = 1024;
+
+    /// <summary>
+    /// Values e..e+3 of a cache (e a multiple of 4) widened to float32: one 16-byte load of F32, one 8-byte load of four
+    /// 16-bit values, or one word of Q8_0 quants / Q4_0 nibbles and their block's scale (IlgpuKvCache's planes).
+    /// </summary>
+    private static F4 Load4(ArrayView<uint> cache, int type, long e, long scales)
+    {
+        F4 r;
+        if (type == WeightCode.F32)
+        {
+            r = cache.Cast<F4>()[e >> 2];
+        }
+        else if (type == WeightCode.F16 || type == WeightCode.BF16)
+        {
+            U2 w = cache.Cast<U2>()[e >> 2];
+            bool bf = type == WeightCode.BF16;
+            r.X = bf ? KernelMath.Bf16(w.X) : KernelMath.F16(w.X);
+            r.Y = bf ? KernelMath.Bf16High(w.X) : KernelMath.F16High(w.X);
+            r.Z = bf ? KernelMath.Bf16(w.Y) : KernelMath.F16(w.Y);
+            r.W = bf ? KernelMath.Bf16High(w.Y) : KernelMath.F16High(w.Y);
+        }
+        else if (type == WeightCode.Q8_0)
+        {
+            uint w = cache[e >> 2];
+            float d = KernelMath.F16(cache.Cast<ushort>()[scales + (e >> 5)]);
+            r.X = d * ((int)(w << 24) >> 24);
+            r.Y = d * ((int)(w << 16) >> 24);
+            r.Z = d * ((int)(w << 8) >> 24);
+            r.W = d * ((int)w >> 24);
+        }
+        else
+        {
+            // Q4_0: values j..j+3 of a block are the low nibbles of its bytes j..j+3 (j < 16) or the high ones of j-16..
+            int j = (int)(e & 31);
+            uint w = cache[(e >> 5) * 4 + ((j & 15) >> 2)] >> (j >= 16 ? 4 : 0);
+            float d = KernelMath.F16(cache.Cast<ushort>()[scales + (e >> 5)]);
+            r.X = d * ((int)(w & 0xFu) - 8);
+            r.Y = d * ((int)((w >> 8) & 0xFu) - 8);
+            r.Z = d * ((int)((w >> 16) & 0xFu) - 8);
+            r.W = d * ((int)((w >> 24) & 0xFu) - 8);
+        }
+
+        return r;
+    }
+
+    private static float Dot(F4 a, F4 b) => a.X * b.X + a.Y * b.Y + a.Z * b.Z + a.W * b.W;
+
+    private static F4 Scale(F4 x, float s)
+    {
+        F4 r;
+        r.X = x.X * s;
+        r.Y = x.Y * s;
+        r.Z = x.Z * s;
+        r.W = x.W * s;
+        return r;
+    }
+
+    private static F4 Axpy(float s, F4 x, F4 y)
+    {
+        F4 r;
+        r.X = y.X + s * x.X;
+        r.Y = y.Y + s * x.Y;
+        r.Z = y.Z + s * x.Z;
+        r.W = y.W + s * x.W;
+        return r;
+    }
+
+    /// <summary>
+    /// <see cref="Attention"/> for one row (decode), with the same splits and partial records, laid out for latency: a
+    /// warp reads a whole key (or value) row at once — lane l holds dimensions 4l..4l+3 and, for heads wider than 4 lanes'
+    /// worth, 4l+4w..4l+4w+3 (w the warp size; heads up to 8w) — and the group's warps take the chunk's keys in turn,
+    /// four at a time, so a chunk costs a few round trips to memory instead of one per key (thread-per-key scores) and
+    /// one per key again (thread-per-dimension values). Keys past the chunk's end are clamped to its last key for
+    /// loading and their results discarded, so the loads carry no branches. The warps' outputs meet in shared memory.
+    /// </summary>
+    public static void AttentionDecode(ArrayView<float> dst, ArrayView<float> partial, ArrayView<float> q, ArrayView<uint> kCache, ArrayView<uint> vCache, AttentionArgs a)
+    {
+        ArrayView<float> ps = SharedMemory.Allocate<float>(KernelMath.MaxGroupSize);
+        ArrayView<float> os = SharedMemory.Allocate<float>(DecodeOutputs);
+        ArrayView<float> scratch = SharedMemory.Allocate<float>(KernelMath.MaxWarps);
+        int tid = Group.IdxX;
+        int gs = Group.DimX;
+        int ws = Warp.WarpSize;
+        int lane = Warp.LaneIdx;
+        int warp = tid / ws;
+        int warps = gs / ws;
+        int hd = a.HeadDim;
+        int h = Grid.IdxX / a.Splits;
+        int split = Grid.IdxX - h * a.Splits;
+        int p = a.Position;
+        int kvDim = a.KvHeads * hd;
+        long kvOffset = h / (a.Heads / a.KvHeads) * hd;
+        long qBase = (long)h * hd;
+        int first = split * a.SplitLength;
+        int last = XMath.Min(p, first + a.SplitLength - 1);
+
+        // this lane's dimensions (clamped into the head for loading; the flags say which are real)
+        int da = 4 * lane;
+        int db = da + 4 * ws;
+        bool ia = da < hd;
+        bool ib = db < hd;
+        bool two = 4 * ws < hd;
+        int ca = XMath.Min(da, hd - 4);
+        int cb = XMath.Min(db, hd - 4);
+        F4 qa = q.Cast<F4>()[(qBase + ca) >> 2];
+        F4 qb = q.Cast<F4>()[(qBase + cb) >> 2];
+        F4 oa = default;
+        F4 ob = default;
+        float m = float.NegativeInfinity;
+        float l = 0;
+        for (int t0 = first; t0 <= last; t0 += gs)
+        {
+            int n = XMath.Min(gs, last - t0 + 1);
+
+            // scores: keys u, u + warps, u + 2·warps, u + 3·warps of the chunk per step of a warp
+            for (int u = warp; u < n; u += 4 * warps)
+            {
+                int u1 = u + warps;
+                int u2 = u + 2 * warps;
+                int u3 = u + 3 * warps;
+                long e0 = (long)(t0 + u) * kvDim + kvOffset;
+                long e1 = (long)(t0 + XMath.Min(u1, n - 1)) * kvDim + kvOffset;
+                long e2 = (long)(t0 + XMath.Min(u2, n - 1)) * kvDim + kvOffset;
+                long e3 = (long)(t0 + XMath.Min(u3, n - 1)) * kvDim + kvOffset;
+                F4 k0 = Load4(kCache, a.KType, e0 + ca, a.KScales);
+                F4 k1 = Load4(kCache, a.KType, e1 + ca, a.KScales);
+                F4 k2 = Load4(kCache, a.KType, e2 + ca, a.KScales);
+                F4 k3 = Load4(kCache, a.KType, e3 + ca, a.KScales);
+                float s0 = ia ? Dot(qa, k0) : 0.0f;
+                float s1 = ia ? Dot(qa, k1) : 0.0f;
+                float s2 = ia ? Dot(qa, k2) : 0.0f;
+                float s3 = ia ? Dot(qa, k3) : 0.0f;
+                if (two)
+                {
+                    F4 k4 = Load4(kCache, a.KType, e0 + cb, a.KScales);
+                    F4 k5 = Load4(kCache, a.KType, e1 + cb, a.KScales);
+                    F4 k6 = Load4(kCache, a.KType, e2 + cb, a.KScales);
+                    F4 k7 = Load4(kCache, a.KType, e3 + cb, a.KScales);
+                    s0 += ib ? Dot(qb, k4) : 0.0f;
+                    s1 += ib ? Dot(qb, k5) : 0.0f;
+                    s2 += ib ? Dot(qb, k6) : 0.0f;
+                    s3 += ib ? Dot(qb, k7) : 0.0f;
+                }
+
+                s0 = KernelMath.WarpSum(s0);
+                s1 = KernelMath.WarpSum(s1);
+                s2 = KernelMath.WarpSum(s2);
+                s3 = KernelMath.WarpSum(s3);
+                if (lane == 0)
+                {
+                    ps[u] = s0 * a.Scale;
+                    if (u1 < n)
+                    {
+                        ps[u1] = s1 * a.Scale;
+                    }
+
+                    if (u2 < n)
+                    {
+                        ps[u2] = s2 * a.Scale;
+                    }
+
+                    if (u3 < n)
+                    {
+                        ps[u3] = s3 * a.Scale;
+                    }
+                }
+            }
+
+            Group.Barrier();
+            float score = tid < n ? ps[tid] : float.NegativeInfinity;
+            float mNew = XMath.Max(m, KernelMath.GroupMax(score, scratch));
+            float w = tid < n ? XMath.Exp(score - mNew) : 0.0f;
+            float alpha = XMath.Exp(m - mNew);
+            ps[tid] = w;
+            l = l * alpha + KernelMath.GroupSum(w, scratch);
+            m = mNew;
+
+            // values: the same keys per warp, each weighted by its softmax numerator, into the warp's accumulators
+            oa = Scale(oa, alpha);
+            ob = Scale(ob, alpha);
+            for (int u = warp; u < n; u += 4 * warps)
+            {
+                int u1 = u + warps;
+                int u2 = u + 2 * warps;
+                int u3 = u + 3 * warps;
+                long e0 = (long)(t0 + u) * kvDim + kvOffset;
+                long e1 = (long)(t0 + XMath.Min(u1, n - 1)) * kvDim + kvOffset;
+                long e2 = (long)(t0 + XMath.Min(u2, n - 1)) * kvDim + kvOffset;
+                long e3 = (long)(t0 + XMath.Min(u3, n - 1)) * kvDim + kvOffset;
+                float p0 = ps[u];
+                float p1 = u1 < n ? ps[u1] : 0.0f;
+                float p2 = u2 < n ? ps[u2] : 0.0f;
+                float p3 = u3 < n ? ps[u3] : 0.0f;
+                F4 v0 = Load4(vCache, a.VType, e0 + ca, a.VScales);
+                F4 v1 = Load4(vCache, a.VType, e1 + ca, a.VScales);
+                F4 v2 = Load4(vCache, a.VType, e2 + ca, a.VScales);
+                F4 v3 = Load4(vCache, a.VType, e3 + ca, a.VScales);
+                oa = Axpy(p0, v0, oa);
+                oa = u1 < n ? Axpy(p1, v1, oa) : oa;
+                oa = u2 < n ? Axpy(p2, v2, oa) : oa;
+                oa = u3 < n ? Axpy(p3, v3, oa) : oa;
+                if (two)
+                {
+                    F4 v4 = Load4(vCache, a.VType, e0 + cb, a.VScales);
+                    F4 v5 = Load4(vCache, a.VType, e1 + cb, a.VScales);
+                    F4 v6 = Load4(vCache, a.VType, e2 + cb, a.VScales);
+                    F4 v7 = Load4(vCache, a.VType, e3 + cb, a.VScales);
+                    ob = Axpy(p0, v4, ob);
+                    ob = u1 < n ? Axpy(p1, v5, ob) : ob;
+                    ob = u2 < n ? Axpy(p2, v6, ob) : ob;
+                    ob = u3 < n ? Axpy(p3, v7, ob) : ob;
+                }
+            }
+
+            Group.Barrier(); // the next chunk's scores overwrite ps
+        }
+
+        // the warps' outputs, summed in warp order
+        ArrayView<F4> os4 = os.Cast<F4>();
+        if (ia)
+        {
+            os4[(warp * hd + da) >> 2] = oa;
+        }
+
+        if (ib)
+        {
+            os4[(warp * hd + db) >> 2] = ob;
+        }
+
+        Group.Barrier();
+        long pBase = (long)Grid.IdxX * (hd + 2);
+        for (int d = tid; d < hd; d += gs)
+        {
+            float o = 0;
+            for (int i = 0; i < warps; i++)
+            {
+                o += os[i * hd + d];
+            }
+
+            if (a.Splits == 1)
+            {
+                dst[qBase + d] = o / l;
+            }
+            else
+            {
+                partial[pBase + d] = o;
+            }
+        }
+
+        if (a.Splits != 1 && tid == 0)
+        {
+            partial[pBase + hd] = m;
+            partial[pBase + hd + 1] = l;
+        }
+    }
+
     /// <summary>q[d..d+8) · eight 16-bit key values (F16 or BF16, two per word, low half first).</summary>
     private static float Dot8(ArrayView<float> qs, int d, U4 k, int type)
     {

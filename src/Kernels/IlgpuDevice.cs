@@ -155,6 +155,7 @@ public sealed unsafe class IlgpuDevice : IDevice
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long> _storeCache;
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long> _loadCache;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs> _attentionDecode;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AttentionArgs> _attentionCombine;
     private MemoryBuffer1D<float, Stride1D.Dense> _attentionPartial;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
@@ -197,6 +198,7 @@ public sealed unsafe class IlgpuDevice : IDevice
         _storeCache = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long>(AttentionKernels.StoreCache);
         _loadCache = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, long, int, long>(AttentionKernels.LoadCache);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionKernels.Attention);
+        _attentionDecode = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, AttentionArgs>(AttentionKernels.AttentionDecode);
         _attentionCombine = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AttentionArgs>(AttentionKernels.AttentionCombine);
         _swiGlu = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
         _add = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
@@ -853,9 +855,10 @@ public sealed unsafe class IlgpuDevice : IDevice
         }
 
         ArrayView<float> output = Own(dst).View;
+        var attention = rows == 1 && DecodeAttentionFits(shape.HeadDim) ? _attentionDecode : _attention;
         if (args.Splits == 1)
         {
-            _attention(new KernelConfig(jobs, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
+            attention(new KernelConfig(jobs, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
             return;
         }
 
@@ -863,12 +866,12 @@ public sealed unsafe class IlgpuDevice : IDevice
         if (_attentionPartial.Length < need)
         {
             // grows to the longest context seen, then stays: no allocation in steady-state decoding
+            Interlocked.Add(ref _allocated, (need - _attentionPartial.Length) * sizeof(float));
             _attentionPartial.Dispose();
             _attentionPartial = _accelerator.Allocate1D<float>(need);
-            Interlocked.Add(ref _allocated, need * sizeof(float));
         }
 
-        _attention(new KernelConfig(jobs * args.Splits, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
+        attention(new KernelConfig(jobs * args.Splits, _attentionGroup), output, _attentionPartial.View, Own(q).View, cache.K.View, cache.V.View, args);
         _attentionCombine(new KernelConfig(jobs, _attentionGroup), output, _attentionPartial.View, args);
     }
 
@@ -877,6 +880,16 @@ public sealed unsafe class IlgpuDevice : IDevice
     /// Tests lower it to exercise the split path on the emulator.
     /// </summary>
     internal int AttentionParallelism { get; set; }
+
+    /// <summary>
+    /// Whether one-row attention takes AttentionKernels.AttentionDecode (a head of whole 4-value groups, at most 8 per
+    /// lane, whose per-warp outputs fit its shared memory). On by default; GPULLAMA_NO_DECODE_ATTENTION=1 keeps every
+    /// row on the general kernel, to measure the two against each other.
+    /// </summary>
+    internal bool DecodeAttention { get; set; } = Environment.GetEnvironmentVariable("GPULLAMA_NO_DECODE_ATTENTION") is not "1";
+
+    private bool DecodeAttentionFits(int headDim) =>
+        DecodeAttention && headDim % 4 == 0 && headDim <= 8 * _warp && _attentionGroup / _warp * headDim <= AttentionKernels.DecodeOutputs;
 
     public void SwiGlu(DeviceBuffer gate, DeviceBuffer up, int count)
     {

@@ -13,6 +13,13 @@ public struct U4
     public uint W;
 }
 
+/// <summary>8 bytes: four 16-bit values, one 8-byte load (ld.global.v2.b32).</summary>
+public struct U2
+{
+    public uint X;
+    public uint Y;
+}
+
 /// <summary>Four activations read with one 16-byte load.</summary>
 public struct F4
 {

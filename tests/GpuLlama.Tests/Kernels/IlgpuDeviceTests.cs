@@ -643,6 +643,13 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
     [InlineData(2, 2, 32, 9, 5, 3, false, KvCacheType.Q8_0, KvCacheType.F16)]
     [InlineData(3, 3, 96, 9, 0, 2, false, KvCacheType.F16, KvCacheType.Q4_0)]     // three blocks a head, quantized values
     [InlineData(2, 1, 32, 40, 39, 1, true, KvCacheType.Q4_0, KvCacheType.Q4_0)]   // decode, split
+    // decode rows on the one-row kernel (the emulator's 4-lane warps: 16 values a lane group, 32 at most)
+    [InlineData(4, 2, 8, 9, 5, 1, false)]                                         // a head narrower than the warp's 16 values
+    [InlineData(2, 1, 16, 37, 36, 1, false, KvCacheType.F16, KvCacheType.BF16)]  // several chunks of keys, GQA
+    [InlineData(4, 1, 32, 70, 69, 1, true, KvCacheType.BF16, KvCacheType.F32)]   // two 4-value groups a lane, split keys
+    [InlineData(2, 2, 32, 70, 63, 1, true, KvCacheType.Q8_0, KvCacheType.Q4_0)]  // quantized caches, split
+    [InlineData(2, 1, 32, 37, 20, 1, false, KvCacheType.Q4_0, KvCacheType.Q8_0)]
+    [InlineData(3, 3, 12, 9, 0, 1, false)]                                        // position 0: one key
     public void Attention_matches_the_float64_reference(int heads, int kvHeads, int headDim, int capacity, int position, int rows, bool split,
         KvCacheType kType = KvCacheType.F32, KvCacheType vType = KvCacheType.F32)
     {

@@ -41,6 +41,7 @@ public sealed class PtxGateTests
         { "AttentionKernels.LoadCache", false, false, false },
         { "AttentionKernels.Attention", true, true, false },
         { "AttentionKernels.AttentionCombine", true, true, false },
+        { "AttentionKernels.AttentionDecode", true, true, true },
         { "ElementwiseKernels.SwiGlu", false, false, false },
         { "ElementwiseKernels.Add", false, false, false },
         { "ElementwiseKernels.Embed", false, false, false },
