@@ -67,15 +67,18 @@ for r in rows: print(r['model_type'], 'kv', r['type_k'], r['type_v'], 'tg%d @ d%
 " || tail -5 "$OUT/depth.err"
 fi
 if [ "$MODE" = ab ]; then
-  for round in $(seq 1 ${ROUNDS:-3}); do
+  # one file for every run: the synthetic weights are generated once, then mapped from the page cache
+  AB_MODEL=${AB_MODEL:-/tmp/ab-${PRESET:-llama3-8b}-${DTYPE:-bf16}.gguf}
+  [ -f "$AB_MODEL" ] || $G export synthetic:${PRESET:-llama3-8b}:${DTYPE:-bf16} "$AB_MODEL" > /dev/null
+  for round in $(seq 1 ${ROUNDS:-2}); do
     for variant in new old; do
       if [ $variant = old ]; then export GPULLAMA_UNFUSED=1 GPULLAMA_NO_SHARED_GEMM=1 GPULLAMA_NO_DECODE_ATTENTION=1; else unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM GPULLAMA_NO_DECODE_ATTENTION; fi
-      $G bench --synthetic ${PRESET:-llama3-8b} --dtype ${DTYPE:-bf16} -ngl 99 --devices cuda:0 -p ${PP:-512} -n 128 -r 3 -o json \
+      $G bench "$AB_MODEL" -ngl 99 --devices cuda:0 -p ${PP:-512} -n 128 -r 3 -o json \
         > "$OUT/ab-$round-$variant.json" 2> "$OUT/ab-$round-$variant.err" || tail -3 "$OUT/ab-$round-$variant.err"
     done
   done
   unset GPULLAMA_UNFUSED GPULLAMA_NO_SHARED_GEMM GPULLAMA_NO_DECODE_ATTENTION
-  python3 - "$OUT" ${ROUNDS:-3} <<'PY'
+  python3 - "$OUT" ${ROUNDS:-2} <<'PY'
 import json, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 for r in range(1, rounds + 1):
