@@ -119,6 +119,8 @@ public sealed class QuantMatMulKernels
                 DType.Q4_K => Q4_KKernel,
                 DType.Q5_K => Q5_KKernel,
                 DType.Q6_K => Q6_KKernel,
+                DType.IQ4_NL => IQ4_NLKernel,
+                DType.IQ4_XS => IQ4_XSKernel,
                 _ => throw new NotSupportedException($"no device kernel for {DTypeInfo.DisplayName(type)} weights"),
             };
             kernel = _accelerator.LoadKernel(method);
@@ -273,6 +275,74 @@ public sealed class QuantMatMulKernels
         }
 
         Finish(dst, rows, o, r, sum0 + sum1, accumulate);
+    }
+
+    /// <summary>
+    /// IQ4_NL's level of a nibble (ggml kvalues_iq4nl): the 16 int8 levels packed four to a word, the word picked by the
+    /// nibble's top two bits and the byte by its low two (kernels take no lookup tables).
+    /// </summary>
+    private static float Level(uint q)
+    {
+        uint w = (q & 8) != 0 ? ((q & 4) != 0 ? 0x71594535u : 0x26190D01u) : ((q & 4) != 0 ? 0xF6EADDCFu : 0xBFAD9881u);
+        return (int)(w << (24 - 8 * (int)(q & 3))) >> 24;
+    }
+
+    /// <summary>Σ level(nibble t of byte t at <paramref name="shift"/>) · x_t over a word's four bytes.</summary>
+    private static float DotLevels(uint q, int shift, F4 x) =>
+        Level((q >> shift) & 0xF) * x.X + Level((q >> (shift + 8)) & 0xF) * x.Y + Level((q >> (shift + 16)) & 0xF) * x.Z + Level((q >> (shift + 24)) & 0xF) * x.W;
+
+    /// <summary>IQ4_NL: Q4_0Kernel's loop (a quant word per lane, four in flight) with the levels for q − 8.</summary>
+    private static void IQ4_NLKernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate) =>
+        IQ4Rows(dst, q, scales, x4, rows, cols, accumulate);
+
+    /// <summary>IQ4_XS: repacked as eight IQ4_NL blocks a super-block (QuantRepack), so the same loop.</summary>
+    private static void IQ4_XSKernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate) =>
+        IQ4Rows(dst, q, scales, x4, rows, cols, accumulate);
+
+    private static void IQ4Rows(ArrayView<float> dst, ArrayView<U4> q, ArrayView<float> scales, ArrayView<F4> x4, int rows, int cols, int accumulate)
+    {
+        int o = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        int r = Grid.IdxY;
+        if (o >= rows)
+        {
+            return;
+        }
+
+        ArrayView<uint> words = q.Cast<uint>();
+        int ws = Warp.WarpSize;
+        int n = cols / 8;
+        long qBase = (long)o * n;
+        long sBase = (long)o * (cols / 32);
+        long xBase = (long)r * (cols / 4);
+        float sum0 = 0;
+        float sum1 = 0;
+        int w = Warp.LaneIdx;
+        for (; w + 3 * ws < n; w += 4 * ws)
+        {
+            uint a = words[qBase + w];
+            uint b = words[qBase + w + ws];
+            uint c = words[qBase + w + 2 * ws];
+            uint d = words[qBase + w + 3 * ws];
+            sum0 += scales[sBase + w / 4] * IQ4Word(a, w, x4, xBase);
+            sum1 += scales[sBase + (w + ws) / 4] * IQ4Word(b, w + ws, x4, xBase);
+            sum0 += scales[sBase + (w + 2 * ws) / 4] * IQ4Word(c, w + 2 * ws, x4, xBase);
+            sum1 += scales[sBase + (w + 3 * ws) / 4] * IQ4Word(d, w + 3 * ws, x4, xBase);
+        }
+
+        for (; w < n; w += ws)
+        {
+            sum0 += scales[sBase + w / 4] * IQ4Word(words[qBase + w], w, x4, xBase);
+        }
+
+        Finish(dst, rows, o, r, sum0 + sum1, accumulate);
+    }
+
+    /// <summary>Quant word <paramref name="w"/> of an IQ4 row · its 8 activations (the layout of <see cref="Q4Word"/>).</summary>
+    private static float IQ4Word(uint q, int w, ArrayView<F4> x, long xBase)
+    {
+        int j = w % 4;
+        long xi = xBase + 8L * (w / 4) + j;
+        return DotLevels(q, 0, x[xi]) + DotLevels(q, 4, x[xi + 4]);
     }
 
     private static void Q5_0Kernel(ArrayView<float> dst, ArrayView<U4> q, ArrayView<uint> high, ArrayView<U4> high4, ArrayView<float> scales, ArrayView<uint> aux, ArrayView<F4> x4, int rows, int cols, int accumulate)
@@ -573,6 +643,13 @@ public sealed class QuantMatMulKernels
             {
                 v = Affine((uint)q, scales[2 * block], scales[2 * block + 1]);
             }
+        }
+        else if (type == (int)DType.IQ4_NL || type == (int)DType.IQ4_XS)
+        {
+            // both repacked as 32-value blocks of 4 quant words and one scale (IQ4_XS: the sub-block's dl)
+            long block = o * (cols / 32) + e / 32;
+            int j = e % 32;
+            v = scales[block] * Level((quants[4 * block + (j % 16) / 4] >> (8 * (j % 4) + (j >= 16 ? 4 : 0))) & 0xF);
         }
         else if (type == (int)DType.Q4_K || type == (int)DType.Q5_K)
         {

@@ -382,10 +382,10 @@ internal static unsafe class CpuQ8Dot
     /// <summary>Whether <paramref name="type"/> has an integer kernel here.</summary>
     public static bool Handles(DType type) =>
         IsSupported && type is DType.Q8_0 or DType.Q4_0 or DType.Q5_0 or DType.Q4_1 or DType.Q5_1
-            or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+            or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_NL or DType.IQ4_XS;
 
     /// <summary>Whether the kernel for <paramref name="type"/> reads 256-blocks (Q8_K) rather than 32-blocks (Q8_0/Q8_1).</summary>
-    public static bool UsesBlocks256(DType type) => type is DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+    public static bool UsesBlocks256(DType type) => type is DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.IQ4_XS;
 
     /// <summary>Σ dequant(w)·dequant(x row r) for one weight row of <paramref name="type"/>, llama.cpp's way.</summary>
     public static float Dot(DType type, byte* w, Q8Activations x, int r) => Dot(type, w, x, r, Has512);
@@ -469,6 +469,8 @@ internal static unsafe class CpuQ8Dot
             DType.Q5_K when use512 && x.QsK != null => DotQ5_K512(w, x.QsK + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q5_K => DotQ5_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
             DType.Q6_K => DotQ6_K(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), x.BSums + (long)r * (cols / 16), cols / 256),
+            DType.IQ4_NL => DotIQ4_NL(w, x.Qs32 + (long)r * cols, x.D32 + (long)r * (cols / 32), cols / 32),
+            DType.IQ4_XS => DotIQ4_XS(w, x.Qs + (long)r * cols, x.D256 + (long)r * (cols / 256), cols / 256),
             _ => throw new ArgumentException($"no integer kernel for {DTypeInfo.DisplayName(type)}", nameof(type)),
         };
     }
@@ -530,6 +532,92 @@ internal static unsafe class CpuQ8Dot
     }
 
     private static Vector256<int> NaturalOrder => Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+
+    /// <summary>IQ4_NL's 16 levels in both 128-bit lanes, for vpshufb (<see cref="QuantBlocks.IQ4Values"/>).</summary>
+    private static Vector128<sbyte> IQ4Levels => Vector128.Create(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+
+    /// <summary>
+    /// The 32 int8 levels of an IQ4_NL-shaped block (16 bytes of nibbles: values 0-15 low, 16-31 high) looked up by
+    /// vpshufb, times 32 int8 activations: eight int32 partial sums, through |w| and sign(w)·x as Q8_0's (|level| ≤ 127).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> IQ4Pairs(byte* qs, sbyte* x)
+    {
+        Vector128<byte> v = Vector128.Load(qs);
+        Vector128<byte> m = Vector128.Create((byte)0x0F);
+        Vector128<sbyte> levels = IQ4Levels;
+        Vector256<sbyte> q = Vector256.Create(Ssse3.Shuffle(levels, (v & m).AsSByte()), Ssse3.Shuffle(levels, (Vector128.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m).AsSByte()));
+        return Avx2.MultiplyAddAdjacent(Avx2.Sign(q, q).AsByte(), Avx2.Sign(Vector256.Load(x), q));
+    }
+
+    /// <summary>
+    /// IQ4_NL × Q8_0, as llama.cpp's AVX2 ggml_vec_dot_iq4_nl_q8_0: blocks in pairs, each block's eight int32 sums scaled
+    /// by d_x·d_w into one of two accumulators (the even and the odd blocks), a last odd block in scalar arithmetic.
+    /// </summary>
+    private static float DotIQ4_NL(byte* w, sbyte* xq, float* xd, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc1 = default, acc2 = default;
+        int b = 0;
+        for (; b + 1 < nb; b += 2)
+        {
+            byte* w0 = w + 18 * b;
+            CpuPrefetch.Ahead(w0, 36);
+            Vector256<int> p1 = Avx2.MultiplyAddAdjacent(IQ4Pairs(w0 + 2, xq + 32 * b), Ones16);
+            Vector256<int> p2 = Avx2.MultiplyAddAdjacent(IQ4Pairs(w0 + 20, xq + 32 * b + 32), Ones16);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(xd[b] * H(ht, w0)), Avx.ConvertToVector256Single(p1), acc1);
+            acc2 = Fma.MultiplyAdd(Vector256.Create(xd[b + 1] * H(ht, w0 + 18)), Avx.ConvertToVector256Single(p2), acc2);
+        }
+
+        float sum = Sum(acc1 + acc2);
+        ReadOnlySpan<sbyte> levels = QuantBlocks.IQ4Values;
+        for (; b < nb; b++)
+        {
+            byte* w0 = w + 18 * b;
+            sbyte* x0 = xq + 32 * b;
+            int s1 = 0, s2 = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                s1 += x0[j] * levels[w0[2 + j] & 0xF];
+                s2 += x0[j + 16] * levels[w0[2 + j] >> 4];
+            }
+
+            sum += xd[b] * H(ht, w0) * (s1 + s2);
+        }
+
+        return sum;
+    }
+
+    /// <summary>
+    /// IQ4_XS × Q8_K, as llama.cpp's AVX2 ggml_vec_dot_iq4_xs_q8_K: per super-block, each sub-block's int16 pair sums
+    /// times its scale ls − 32 (vpmaddwd) summed exactly in int32, then one FMA by d_w·d_x.
+    /// </summary>
+    private static float DotIQ4_XS(byte* w, sbyte* xq, float* xd, int nb)
+    {
+        float* ht = CpuQuantDot.HalfTable;
+        Vector256<float> acc = default;
+        for (int i = 0; i < nb; i++)
+        {
+            byte* wb = w + 136 * i;
+            CpuPrefetch.Ahead(wb, 136);
+            sbyte* x0 = xq + 256 * i;
+            int sh = *(ushort*)(wb + 2);
+            Vector256<int> sum1 = default, sum2 = default;
+            for (int ib = 0; ib < 8; ib += 2)
+            {
+                int sl = wb[4 + ib / 2];
+                short ls1 = (short)(((sl & 0xF) | ((sh << 4) & 0x30)) - 32);
+                short ls2 = (short)(((sl >> 4) | ((sh << 2) & 0x30)) - 32);
+                sh >>= 4;
+                sum1 += Avx2.MultiplyAddAdjacent(IQ4Pairs(wb + 8 + 16 * ib, x0 + 32 * ib), Vector256.Create(ls1));
+                sum2 += Avx2.MultiplyAddAdjacent(IQ4Pairs(wb + 24 + 16 * ib, x0 + 32 * ib + 32), Vector256.Create(ls2));
+            }
+
+            acc = Fma.MultiplyAdd(Vector256.Create(H(ht, wb) * xd[i]), Avx.ConvertToVector256Single(sum1 + sum2), acc);
+        }
+
+        return Sum(acc);
+    }
 
     /// <summary>
     /// Q4_0: 18-byte blocks (F16 d, 16 bytes of nibbles). Eight blocks per step: two blocks share a register (their

@@ -169,7 +169,8 @@ public static unsafe class CpuQuantDot
     }
 
     private static bool HasAvx512Kernel(DType type) =>
-        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K
+            or DType.IQ4_NL or DType.IQ4_XS;
 
     private static float DotAvx512(DType type, byte* row, float* x, int cols) => type switch
     {
@@ -182,6 +183,8 @@ public static unsafe class CpuQuantDot
         DType.Q3_K => Dot<Q3_KDecoder>(type, row, x, cols),
         DType.Q4_K => Dot<Q4_KDecoder>(type, row, x, cols),
         DType.Q5_K => Dot<Q5_KDecoder>(type, row, x, cols),
+        DType.IQ4_NL => Dot<IQ4_NLDecoder>(type, row, x, cols),
+        DType.IQ4_XS => Dot<IQ4_XSDecoder>(type, row, x, cols),
         _ => Dot<Q6_KDecoder>(type, row, x, cols),
     };
 
@@ -198,6 +201,8 @@ public static unsafe class CpuQuantDot
             case DType.Q3_K: Store<Q3_KDecoder>(type, row, dst, cols); break;
             case DType.Q4_K: Store<Q4_KDecoder>(type, row, dst, cols); break;
             case DType.Q5_K: Store<Q5_KDecoder>(type, row, dst, cols); break;
+            case DType.IQ4_NL: Store<IQ4_NLDecoder>(type, row, dst, cols); break;
+            case DType.IQ4_XS: Store<IQ4_XSDecoder>(type, row, dst, cols); break;
             default: Store<Q6_KDecoder>(type, row, dst, cols); break;
         }
     }
@@ -314,6 +319,43 @@ public static unsafe class CpuQuantDot
             Vector512<float> t1 = iotaMinus8 * BroadcastHalf(b + 18);
             Nibbles(t0, t0, b + 2, out w0, out w1);
             Nibbles(t1, t1, b + 20, out w2, out w3);
+        }
+    }
+
+    /// <summary>IQ4_NL's 16 levels as floats (<see cref="QuantBlocks.IQ4Values"/>).</summary>
+    private static Vector512<float> IQ4Levels => Vector512.Create(-127f, -104f, -83f, -65f, -49f, -35f, -22f, -10f, 1f, 13f, 25f, 38f, 53f, 69f, 89f, 113f);
+
+    /// <summary>IQ4_NL: table levels·d, two blocks a group.</summary>
+    private struct IQ4_NLDecoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
+        {
+            byte* b = row + 36 * g;
+            Vector512<float> t0 = IQ4Levels * BroadcastHalf(b);
+            Vector512<float> t1 = IQ4Levels * BroadcastHalf(b + 18);
+            Nibbles(t0, t0, b + 2, out w0, out w1);
+            Nibbles(t1, t1, b + 20, out w2, out w3);
+        }
+    }
+
+    /// <summary>IQ4_XS: table levels·dl per 32-value sub-block, dl = d·(ls − 32); a group is two sub-blocks.</summary>
+    private struct IQ4_XSDecoder : IDecoder
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Decode(byte* row, int g, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
+        {
+            byte* b = row + 136 * (g >> 2);
+            int pair = g & 3;
+            float d = Half(b);
+            int scalesH = *(ushort*)(b + 2), scalesL = b[4 + pair];
+            int ls0 = (scalesL & 0xF) | (((scalesH >> (4 * pair)) & 3) << 4);
+            int ls1 = (scalesL >> 4) | (((scalesH >> (4 * pair + 2)) & 3) << 4);
+            Vector512<float> t0 = IQ4Levels * Vector512.Create(d * (ls0 - 32));
+            Vector512<float> t1 = IQ4Levels * Vector512.Create(d * (ls1 - 32));
+            byte* qs = b + 8 + 32 * pair;
+            Nibbles(t0, t0, qs, out w0, out w1);
+            Nibbles(t1, t1, qs + 16, out w2, out w3);
         }
     }
 

@@ -5,7 +5,7 @@ using GpuLlama.Formats;
 namespace GpuLlama.Devices;
 
 /// <summary>
-/// A block-quantized weight matrix repacked for a GPU (host side, at upload). GGUF blocks are 18/20/22/24/34/144/176/210 bytes,
+/// A block-quantized weight matrix repacked for a GPU (host side, at upload). GGUF blocks are 18/20/22/24/34/136/144/176/210 bytes,
 /// so their fields are misaligned for word loads; here each field is its own word-aligned stream and binary16 block
 /// scales are widened to float once. K-quant sub-block scales stay 6/8-bit (one byte each), so the repacked matrix is
 /// at most ~11% larger than the file's. Kernels compute exactly ggml's dequantization from these streams.
@@ -21,13 +21,17 @@ namespace GpuLlama.Devices;
 /// <item>Q4_K: Quants = qs as 32 words; Scales = d, dmin; Aux = the 8 six-bit scales then the 8 mins, one byte each (4 words).</item>
 /// <item>Q5_K: as Q4_K, plus High = qh as 8 words (bit s of byte l is the 5th bit of value l of sub-block s).</item>
 /// <item>Q6_K: Quants = ql as 32 words; High = qh as 16 words; Scales = d; Aux = the 16 int8 scales (4 words).</item>
+/// <item>IQ4_NL: as Q4_0 (Quants = the 16 nibble bytes as 4 words; Scales = d); the nibbles index the 16 levels.</item>
+/// <item>IQ4_XS: as eight IQ4_NL blocks: Quants = qs as 32 words; Scales = each sub-block's dl = d·(ls − 32), so one
+/// kernel serves both.</item>
 /// </list>
 /// </remarks>
 public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, uint[] High, float[] Scales, uint[] Aux)
 {
     /// <summary>Types the device kernels compute in place.</summary>
     public static bool Supports(DType type) =>
-        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+        type is DType.Q8_0 or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q4_K or DType.Q5_K or DType.Q6_K
+            or DType.IQ4_NL or DType.IQ4_XS;
 
     /// <summary>Whether a GPU backend holds a weight of this type and row width: plain floats as stored, these formats repacked.</summary>
     public static bool Uploadable(DType type, long cols) =>
@@ -44,6 +48,8 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
         DType.Q4_K => (32, 0, 2, 4),
         DType.Q5_K => (32, 8, 2, 4),
         DType.Q6_K => (32, 16, 1, 4),
+        DType.IQ4_NL => (4, 0, 1, 0),
+        DType.IQ4_XS => (32, 0, 8, 0),
         _ => throw new NotSupportedException($"device kernels for {DTypeInfo.DisplayName(type)} weights are not implemented"),
     };
 
@@ -165,6 +171,24 @@ public sealed record QuantRepack(DType Type, int Rows, int Cols, uint[] Quants, 
                         CopyWords(b.Slice(48, 128), quants.AsSpan((int)(i * 32), 32));
                     }
 
+                    break;
+                }
+
+                case DType.IQ4_NL:
+                    scales[i] = H(b, 0);
+                    CopyWords(b.Slice(2, 16), quants.AsSpan((int)(i * 4), 4));
+                    break;
+                case DType.IQ4_XS:
+                {
+                    float d = H(b, 0);
+                    int scalesH = BinaryPrimitives.ReadUInt16LittleEndian(b.Slice(2));
+                    for (int s = 0; s < 8; s++)
+                    {
+                        int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 0xF) | (((scalesH >> (2 * s)) & 3) << 4);
+                        scales[8 * i + s] = d * (ls - 32);
+                    }
+
+                    CopyWords(b.Slice(8, 128), quants.AsSpan((int)(i * 32), 32));
                     break;
                 }
 

@@ -6,7 +6,8 @@ namespace GpuLlama.Formats;
 /// Float32 → block-quantized rows, for writing quantized models and for tests. Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
 /// Q5_K follow ggml's <c>quantize_row_*_ref</c> exactly (same search, same rounding, same clamping, float32
 /// arithmetic in the same order without FMA contraction), which is what llama-quantize writes without an importance
-/// matrix. Q2_K, Q3_K, Q4_K and Q6_K use a plain min/max (or abs-max) fit per sub-block instead of ggml's
+/// matrix; IQ4_NL and IQ4_XS follow quantize_iq4_nl/quantize_iq4_xs without an importance matrix (llama-quantize's
+/// search over 15 scales per 32 values). Q2_K, Q3_K, Q4_K and Q6_K use a plain min/max (or abs-max) fit per sub-block instead of ggml's
 /// error-minimizing scale search, which yields valid blocks with a somewhat larger error than llama-quantize.
 /// </summary>
 public static class BlockQuantizer
@@ -15,7 +16,7 @@ public static class BlockQuantizer
     public static IReadOnlyList<DType> SupportedTypes { get; } =
     [
         DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0,
-        DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.Q8_K,
+        DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.Q8_K, DType.IQ4_NL, DType.IQ4_XS,
     ];
 
     /// <summary>Quantizes <paramref name="src"/> (a whole number of blocks) into <paramref name="dst"/> (its <see cref="DTypeInfo.RowBytes"/>).</summary>
@@ -57,6 +58,8 @@ public static class BlockQuantizer
                 case DType.Q5_K: QuantizeQ5_K(x, y); break;
                 case DType.Q6_K: QuantizeQ6_K(x, y); break;
                 case DType.Q8_K: QuantizeQ8_K(x, y); break;
+                case DType.IQ4_NL: QuantizeIQ4(x, y); break;
+                case DType.IQ4_XS: QuantizeIQ4(x, y); break;
             }
         }
     }
@@ -110,6 +113,161 @@ public static class BlockQuantizer
             int xi1 = Math.Min(15, (int)(sbyte)(x[16 + j] * id + 8.5f));
             y[2 + j] = (byte)(xi0 | (xi1 << 4));
         }
+    }
+
+    /// <summary>
+    /// ggml quantize_row_iq4_nl_impl with ntry = 7 and no importance matrix, for a 32-value IQ4_NL block or a 256-value
+    /// IQ4_XS super-block (x.Length tells which): per 32 values, the scale d = Σw·q·x / Σw·q² (w = x²) of the best of
+    /// the grid fits with 1/d = (t + levels[0]) / max, t = −7..7; an IQ4_XS super-block then keeps one F16 scale and a
+    /// six-bit multiple of it per sub-block, and re-picks each value's level against that.
+    /// </summary>
+    private static void QuantizeIQ4(ReadOnlySpan<float> x, Span<byte> y)
+    {
+        const int ntry = 7;
+        const float groupMaxEps = 1e-15f;
+        ReadOnlySpan<sbyte> values = QuantBlocks.IQ4Values;
+        int n = x.Length, blocks = n / 32;
+        Span<byte> levels = stackalloc byte[256];
+        Span<float> scales = stackalloc float[8];
+        Span<float> weight = stackalloc float[32];
+        levels.Clear();
+        float maxScale = 0, amaxScale = 0;
+        for (int ib = 0; ib < blocks; ib++)
+        {
+            ReadOnlySpan<float> xb = x.Slice(32 * ib, 32);
+            Span<byte> lb = levels.Slice(32 * ib, 32);
+            float amax = 0, max = 0;
+            for (int j = 0; j < 32; j++)
+            {
+                weight[j] = xb[j] * xb[j];
+                float ax = MathF.Abs(xb[j]);
+                if (ax > amax)
+                {
+                    amax = ax;
+                    max = xb[j];
+                }
+            }
+
+            if (amax < groupMaxEps)
+            {
+                scales[ib] = 0;
+                continue;
+            }
+
+            float d = -max / values[0];
+            float id = 1 / d;
+            float sumqx = 0, sumq2 = 0;
+            for (int j = 0; j < 32; j++)
+            {
+                int l = BestIndex(values, id * xb[j]);
+                lb[j] = (byte)l;
+                float q = values[l];
+                sumqx += weight[j] * q * xb[j];
+                sumq2 += weight[j] * q * q;
+            }
+
+            d = sumqx / sumq2;
+            float best = d * sumqx;
+            for (int itry = -ntry; itry <= ntry; itry++)
+            {
+                id = (itry + values[0]) / max;
+                sumqx = sumq2 = 0;
+                for (int j = 0; j < 32; j++)
+                {
+                    float q = values[BestIndex(values, id * xb[j])];
+                    sumqx += weight[j] * q * xb[j];
+                    sumq2 += weight[j] * q * q;
+                }
+
+                if (sumq2 > 0 && sumqx * sumqx > best * sumq2)
+                {
+                    d = sumqx / sumq2;
+                    best = d * sumqx;
+                }
+            }
+
+            scales[ib] = d;
+            if (MathF.Abs(d) > amaxScale)
+            {
+                amaxScale = MathF.Abs(d);
+                maxScale = d;
+            }
+        }
+
+        int qsAt;
+        if (blocks > 1)
+        {
+            float d = -maxScale / 32;
+            WriteHalf(y, 0, d);
+            float id = d != 0 ? 1 / d : 0f;
+            int scalesH = 0;
+            for (int ib = 0; ib < blocks; ib++)
+            {
+                int l = Math.Clamp(NearestInt(id * scales[ib]), -32, 31);
+                float dl = d * l;
+                float idl = dl != 0 ? 1 / dl : 0f;
+                for (int j = 0; j < 32; j++)
+                {
+                    levels[32 * ib + j] = (byte)BestIndex(values, idl * x[32 * ib + j]);
+                }
+
+                l += 32;
+                y[4 + ib / 2] |= (byte)((l & 0xF) << (4 * (ib % 2)));
+                scalesH |= (l >> 4) << (2 * ib);
+            }
+
+            BinaryPrimitives.WriteUInt16LittleEndian(y.Slice(2), (ushort)scalesH);
+            qsAt = 8;
+        }
+        else
+        {
+            WriteHalf(y, 0, scales[0]);
+            float id = scales[0] != 0 ? 1 / scales[0] : 0f;
+            for (int j = 0; j < 32; j++)
+            {
+                levels[j] = (byte)BestIndex(values, id * x[j]);
+            }
+
+            qsAt = 2;
+        }
+
+        for (int i = 0; i < blocks; i++)
+        {
+            for (int j = 0; j < 16; j++)
+            {
+                y[qsAt + 16 * i + j] = (byte)(levels[32 * i + j] | (levels[32 * i + 16 + j] << 4));
+            }
+        }
+    }
+
+    /// <summary>ggml best_index_int8: the level nearest <paramref name="x"/> (the upper one of a tie).</summary>
+    private static int BestIndex(ReadOnlySpan<sbyte> values, float x)
+    {
+        if (x <= values[0])
+        {
+            return 0;
+        }
+
+        if (x >= values[15])
+        {
+            return 15;
+        }
+
+        int ml = 0, mu = 15;
+        while (mu - ml > 1)
+        {
+            int mav = (ml + mu) / 2;
+            if (x < values[mav])
+            {
+                mu = mav;
+            }
+            else
+            {
+                ml = mav;
+            }
+        }
+
+        return x - values[mu - 1] < values[mu] - x ? mu - 1 : mu;
     }
 
     // quantize_row_q4_1_ref: affine, d = (max - min) / 15, m = min.

@@ -17,6 +17,8 @@ public enum DType
     Q5_K = 13,
     Q6_K = 14,
     Q8_K = 15,
+    IQ4_NL = 20,
+    IQ4_XS = 23,
     I8 = 24,
     I16 = 25,
     I32 = 26,
@@ -32,8 +34,8 @@ public static class DTypeInfo
     public static int BlockSize(this DType t) => t switch
     {
         DType.F32 or DType.F16 or DType.BF16 or DType.I8 or DType.I16 or DType.I32 or DType.I64 or DType.F64 => 1,
-        DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q8_0 or DType.Q8_1 => 32,
-        DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.Q8_K => 256,
+        DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1 or DType.Q8_0 or DType.Q8_1 or DType.IQ4_NL => 32,
+        DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K or DType.Q6_K or DType.Q8_K or DType.IQ4_XS => 256,
         _ => 0,
     };
 
@@ -58,10 +60,12 @@ public static class DTypeInfo
         DType.Q5_K => 176,
         DType.Q6_K => 210,
         DType.Q8_K => 292,
+        DType.IQ4_NL => 18,
+        DType.IQ4_XS => 136,
         _ => 0,
     };
 
-    /// <summary>True for the types this engine knows the layout of (ggml has more, e.g. IQ types).</summary>
+    /// <summary>True for the types this engine knows the layout of (ggml has more, e.g. the 1- to 3-bit IQ types).</summary>
     public static bool IsKnown(this DType t) => t.BlockSize() != 0;
 
     /// <summary>True for block-quantized types.</summary>

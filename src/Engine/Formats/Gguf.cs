@@ -175,6 +175,8 @@ public static class Gguf
         DType.Q4_K => 15, // Q4_K_M
         DType.Q5_K => 17, // Q5_K_M
         DType.Q6_K => 18,
+        DType.IQ4_NL => 25,
+        DType.IQ4_XS => 30,
         DType.BF16 => 32,
         _ => 0,
     };

@@ -23,6 +23,9 @@ namespace GpuLlama.Formats;
 /// <item>Q5_K (256 / 176): d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48.</item>
 /// <item>Q6_K (256 / 210): ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208; value (q-32)·d·scale.</item>
 /// <item>Q8_K (256 / 292): d float32 @0, int8 qs[256] @4, int16 bsums[16] @260; value q·d.</item>
+/// <item>IQ4_NL (32 / 18): d @0, qs[16] @2 (nibbles as Q4_0's); value d·<see cref="IQ4Values"/>[q] (a non-uniform 16-level grid).</item>
+/// <item>IQ4_XS (256 / 136): d @0, scales_h u16 @2, scales_l[4] @4, qs[128] @8: eight 32-value sub-blocks as IQ4_NL's, sub-block
+/// i's six-bit scale ls = low nibble i of scales_l | bits 2i..2i+1 of scales_h &lt;&lt; 4; value d·(ls − 32)·IQ4Values[q].</item>
 /// </list>
 /// </remarks>
 public static class QuantBlocks
@@ -32,6 +35,9 @@ public static class QuantBlocks
 
     /// <summary>Elements per super-block of the K-quants (ggml <c>QK_K</c>).</summary>
     public const int QK_K = 256;
+
+    /// <summary>The 16 levels of IQ4_NL and IQ4_XS (ggml <c>kvalues_iq4nl</c>).</summary>
+    public static ReadOnlySpan<sbyte> IQ4Values => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
     /// <summary>Bytes of packed 6-bit scales in Q3_K/Q4_K/Q5_K (ggml <c>K_SCALE_SIZE</c>).</summary>
     public const int KScaleSize = 12;
@@ -103,6 +109,8 @@ public static class QuantBlocks
             case DType.Q5_K: DequantizeQ5_K(block, y); break;
             case DType.Q6_K: DequantizeQ6_K(block, y); break;
             case DType.Q8_K: DequantizeQ8_K(block, y); break;
+            case DType.IQ4_NL: DequantizeIQ4_NL(block, y); break;
+            case DType.IQ4_XS: DequantizeIQ4_XS(block, y); break;
             default: throw new NotSupportedException($"{DTypeInfo.DisplayName(type)} is not a block-quantized type this engine knows");
         }
     }
@@ -245,6 +253,37 @@ public static class QuantBlocks
             }
 
             q = q.Slice(32);
+        }
+    }
+
+    /// <summary>ggml dequantize_row_iq4_nl: y[j] = d·levels[low nibble j], y[j+16] = d·levels[high nibble j].</summary>
+    private static void DequantizeIQ4_NL(ReadOnlySpan<byte> b, Span<float> y)
+    {
+        float d = Half(b, 0);
+        ReadOnlySpan<sbyte> levels = IQ4Values;
+        for (int j = 0; j < 16; j++)
+        {
+            y[j] = d * levels[b[2 + j] & 0xF];
+            y[j + 16] = d * levels[b[2 + j] >> 4];
+        }
+    }
+
+    /// <summary>ggml dequantize_row_iq4_xs: eight IQ4_NL-shaped sub-blocks, each scaled by dl = d·(ls − 32).</summary>
+    private static void DequantizeIQ4_XS(ReadOnlySpan<byte> b, Span<float> y)
+    {
+        float d = Half(b, 0);
+        int scalesH = BinaryPrimitives.ReadUInt16LittleEndian(b.Slice(2));
+        ReadOnlySpan<sbyte> levels = IQ4Values;
+        for (int ib = 0; ib < 8; ib++)
+        {
+            int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((scalesH >> (2 * ib)) & 3) << 4);
+            float dl = d * (ls - 32);
+            ReadOnlySpan<byte> qs = b.Slice(8 + 16 * ib, 16);
+            for (int j = 0; j < 16; j++)
+            {
+                y[32 * ib + j] = dl * levels[qs[j] & 0xF];
+                y[32 * ib + j + 16] = dl * levels[qs[j] >> 4];
+            }
         }
     }
 

@@ -247,7 +247,7 @@ public sealed unsafe class SyntheticSource : IWeightSource
     /// <summary>The dtypes weights can be generated in.</summary>
     /// <remarks>Quantized types go through <see cref="BlockQuantizer"/> (norm vectors stay F32, as in llama.cpp's files).</remarks>
     public static IReadOnlyList<DType> SupportedTypes { get; } =
-        [DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K];
+        [DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_NL, DType.IQ4_XS];
 
     /// <summary>Creates a model from "NAME" or "NAME:dtype" (an optional "synthetic:" prefix is allowed); F16 by default.</summary>
     public static SyntheticSource Create(string spec, ulong seed = DefaultSeed)

@@ -54,6 +54,8 @@ public sealed class PtxGateTests
         { "QuantMatMulKernels.Q4_KKernel", true, true, true },
         { "QuantMatMulKernels.Q5_KKernel", true, true, false },
         { "QuantMatMulKernels.Q6_KKernel", true, true, true },
+        { "QuantMatMulKernels.IQ4_NLKernel", true, true, true },
+        { "QuantMatMulKernels.IQ4_XSKernel", true, true, true },
         { "QuantMatMulKernels.EmbedKernel", false, true, false },
     };
 

@@ -13,8 +13,11 @@ internal static class BlockSpec
     public static readonly DType[] QuantTypes =
     [
         DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q8_0,
-        DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.Q8_K,
+        DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.Q8_K, DType.IQ4_NL, DType.IQ4_XS,
     ];
+
+    /// <summary>ggml's kvalues_iq4nl, written out here rather than read from the production table.</summary>
+    private static readonly int[] s_iq4Levels = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
     private static double H(ReadOnlySpan<byte> b, int at) => (double)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(b.Slice(at)));
 
@@ -137,6 +140,26 @@ internal static class BlockSpec
                 return (v, Math.Abs(v));
             }
 
+            case DType.IQ4_NL:
+            {
+                int q = e < 16 ? b[2 + e] & 15 : b[2 + e - 16] >> 4;
+                double v = H(b, 0) * s_iq4Levels[q];
+                return (v, Math.Abs(v));
+            }
+
+            case DType.IQ4_XS:
+            {
+                // Sub-block s (32 values): its scale's low nibble is nibble s of scales_l (byte 4 + s/2, low half for even
+                // s), its top 2 bits bits 2s, 2s+1 of scales_h (u16 at 2); bias 32. Values as IQ4_NL's from byte 8 + 16s.
+                int s = e / 32;
+                int low4 = (b[4 + s / 2] >> (4 * (s % 2))) & 15;
+                int high2 = (BinaryPrimitives.ReadUInt16LittleEndian(b.Slice(2)) >> (2 * s)) & 3;
+                int r = e % 32;
+                int q = r < 16 ? b[8 + 16 * s + r] & 15 : b[8 + 16 * s + r - 16] >> 4;
+                double v = H(b, 0) * ((low4 | (high2 << 4)) - 32) * s_iq4Levels[q];
+                return (v, Math.Abs(v));
+            }
+
             default:
                 throw new ArgumentOutOfRangeException(nameof(type), type, null);
         }
@@ -145,7 +168,7 @@ internal static class BlockSpec
     /// <summary>Byte offsets of the binary16 scale fields (the rest of a block is any bit pattern).</summary>
     private static int[] HalfFields(DType type) => type switch
     {
-        DType.Q4_0 or DType.Q5_0 or DType.Q8_0 => [0],
+        DType.Q4_0 or DType.Q5_0 or DType.Q8_0 or DType.IQ4_NL or DType.IQ4_XS => [0],
         DType.Q4_1 or DType.Q5_1 or DType.Q4_K or DType.Q5_K => [0, 2],
         DType.Q2_K => [80, 82],
         DType.Q3_K => [108],

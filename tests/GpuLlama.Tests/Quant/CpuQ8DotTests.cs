@@ -11,7 +11,7 @@ namespace GpuLlama.Tests.Quant;
 /// </summary>
 public sealed unsafe class CpuQ8DotTests
 {
-    public static TheoryData<DType> Types => [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_1, DType.Q5_1, DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K];
+    public static TheoryData<DType> Types => [DType.Q8_0, DType.Q4_0, DType.Q5_0, DType.Q4_1, DType.Q5_1, DType.Q2_K, DType.Q3_K, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_NL, DType.IQ4_XS];
 
     [Theory]
     [MemberData(nameof(Types))]

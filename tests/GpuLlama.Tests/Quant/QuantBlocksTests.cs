@@ -74,7 +74,7 @@ public class QuantBlocksTests
     {
         Assert.Throws<ArgumentException>(() => QuantBlocks.DequantizeRow(DType.Q4_0, new byte[18], new float[48]));
         Assert.Throws<ArgumentException>(() => QuantBlocks.DequantizeRow(DType.Q4_0, new byte[17], new float[32]));
-        Assert.Throws<NotSupportedException>(() => QuantBlocks.DequantizeRow((DType)20, new byte[32], new float[32]));
+        Assert.Throws<NotSupportedException>(() => QuantBlocks.DequantizeRow((DType)16, new byte[32], new float[32])); // IQ2_XXS
     }
 
     [Fact]
@@ -153,12 +153,15 @@ public class QuantBlocksTests
 
     /// <summary>
     /// SHA-256 of llama.cpp's <c>quantize_row_*_ref</c> output (ggml's ggml-quants.c built with gcc, with and without
-    /// -march=native: the same bytes) for <see cref="ReferenceTestValue"/>'s 16384 values.
+    /// -march=native: the same bytes) for <see cref="ReferenceTestValue"/>'s 16384 values; for IQ4_NL and IQ4_XS, of
+    /// <c>ggml_quantize_chunk</c> without an importance matrix (llama-quantize's call) from llama.cpp c392e509's libggml-base.
     /// </summary>
     [Theory]
     [InlineData(DType.Q4_1, "09431984a9fb21c674b7c7f170c1ca630710c2dc55e7afc2dbeeb563b56e9404")]
     [InlineData(DType.Q5_1, "85f99227537df3d0313c7aa2b9c1b807a447d1c7799c86f22dabb298abb53628")]
     [InlineData(DType.Q5_K, "ca6f305b2f47711e479359ffd226c7c03062d0e5c8057ad92f18ac4ec0470e1d")]
+    [InlineData(DType.IQ4_NL, "2e5365658642762e5df00ab1f7fcf58b804c2de8c45508fba6183a44b07028f1")] // ggml_quantize_chunk, as llama-quantize calls it
+    [InlineData(DType.IQ4_XS, "d31d89aa3337145b8001aca22f9e7a03d012ffd7d89d849a765d6b64d172954c")]
     public void Quantizer_reproduces_llama_cpp_reference_bytes(DType type, string sha256)
     {
         float[] x = Enumerable.Range(0, 256 * 64).Select(ReferenceTestValue).ToArray();
@@ -234,7 +237,7 @@ public class QuantBlocksTests
         {
             DType.Q2_K => 2,
             DType.Q3_K => 3,
-            DType.Q4_0 or DType.Q4_1 or DType.Q4_K => 4,
+            DType.Q4_0 or DType.Q4_1 or DType.Q4_K or DType.IQ4_NL or DType.IQ4_XS => 4,
             DType.Q5_0 or DType.Q5_1 or DType.Q5_K => 5,
             DType.Q6_K => 6,
             _ => 8,

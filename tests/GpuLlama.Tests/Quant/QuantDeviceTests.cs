@@ -11,7 +11,7 @@ namespace GpuLlama.Tests.Quant;
 /// <summary>Quantized weights through IlgpuDevice (upload repacking, MatMul, Embed, memory accounting) on the emulator.</summary>
 public sealed unsafe class QuantDeviceTests
 {
-    public static TheoryData<DType> DeviceTypes() => [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K];
+    public static TheoryData<DType> DeviceTypes() => [DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q4_K, DType.Q5_K, DType.Q6_K, DType.IQ4_NL, DType.IQ4_XS];
 
     /// <summary>Every device format with 2 activation rows (the warp-per-row kernels) and 17 (the shared-memory GEMM's 16-row tiles here).</summary>
     public static TheoryData<DType, int> DeviceTypesAndBatches()
@@ -92,6 +92,8 @@ public sealed unsafe class QuantDeviceTests
     [InlineData(DType.Q4_1, 64)]
     [InlineData(DType.Q5_1, 64)]
     [InlineData(DType.Q5_K, 256)]
+    [InlineData(DType.IQ4_NL, 64)]
+    [InlineData(DType.IQ4_XS, 256)]
     public void Written_models_run_the_same_on_the_device_and_the_cpu(DType type, int dim)
     {
         var preset = new SyntheticPreset("quant-test", "a one-layer test model", dim, 1, 4, 2, dim, 260, 64);
