@@ -24,7 +24,7 @@ public class MatVecBenchmarks : IKernelWork
     [ParamsSource(nameof(Shapes))]
     public string Shape { get; set; } = "2048x2048";
 
-    public static IEnumerable<DType> Types() => BenchData.Values(DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q6_K);
+    public static IEnumerable<DType> Types() => BenchData.Values(DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q6_K, DType.IQ4_XS);
 
     public static IEnumerable<string> Shapes() => BenchData.Values("2048x2048", "5632x2048", "2048x5632", "4096x4096");
 
@@ -88,7 +88,7 @@ public class PromptMatMulBenchmarks : IKernelWork
     [ParamsSource(nameof(Shapes))]
     public string Shape { get; set; } = "2048x2048";
 
-    public static IEnumerable<DType> Types() => BenchData.Values(DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q6_K);
+    public static IEnumerable<DType> Types() => BenchData.Values(DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q6_K, DType.IQ4_XS);
 
     public static IEnumerable<string> Shapes() => BenchData.Values("2048x2048", "4096x4096");
 
