@@ -47,25 +47,43 @@ internal static class AttentionKernels
     /// <summary>One thread per rotated pair of q or k: rows × (Heads + KvHeads) × HeadDim/2 threads.</summary>
     public static void Rope(Index1D i, ArrayView<float> q, ArrayView<float> k, ArrayView<float> table, RopeArgs a)
     {
+        RopePair p = Pair(i, table, a);
+        if (p.Head < a.Heads)
+        {
+            Rotate(q, (long)p.Row * a.Heads * a.HeadDim + p.Head * a.HeadDim, p.A, p.B, p.Cos, p.Sin);
+        }
+        else
+        {
+            Rotate(k, (long)p.Row * a.KvHeads * a.HeadDim + (p.Head - a.Heads) * a.HeadDim, p.A, p.B, p.Cos, p.Sin);
+        }
+    }
+
+    /// <summary>Thread i's rotated pair: its row, its head (q heads first, then k heads), the pair's two indices in the head, cos and sin.</summary>
+    private struct RopePair
+    {
+        public int Row;
+        public int Head;
+        public int A;
+        public int B;
+        public float Cos;
+        public float Sin;
+    }
+
+    private static RopePair Pair(int i, ArrayView<float> table, RopeArgs a)
+    {
         int half = a.HeadDim / 2;
         int pair = i % half;
         int rest = i / half;
         int heads = a.Heads + a.KvHeads;
-        int head = rest % heads;
-        int r = rest / heads;
-        long cs = ((long)(a.Position + r) * half + pair) * 2;
-        float c = table[cs];
-        float s = table[cs + 1];
-        int ia = a.Interleaved != 0 ? 2 * pair : pair;
-        int ib = a.Interleaved != 0 ? 2 * pair + 1 : pair + half;
-        if (head < a.Heads)
-        {
-            Rotate(q, (long)r * a.Heads * a.HeadDim + head * a.HeadDim, ia, ib, c, s);
-        }
-        else
-        {
-            Rotate(k, (long)r * a.KvHeads * a.HeadDim + (head - a.Heads) * a.HeadDim, ia, ib, c, s);
-        }
+        RopePair p;
+        p.Head = rest % heads;
+        p.Row = rest / heads;
+        long cs = ((long)(a.Position + p.Row) * half + pair) * 2;
+        p.Cos = table[cs];
+        p.Sin = table[cs + 1];
+        p.A = a.Interleaved != 0 ? 2 * pair : pair;
+        p.B = a.Interleaved != 0 ? 2 * pair + 1 : pair + half;
+        return p;
     }
 
     /// <summary>
@@ -76,29 +94,19 @@ internal static class AttentionKernels
     public static void RopeStoreKv(Index1D i, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> table,
         ArrayView<uint> kCache, ArrayView<uint> vCache, RopeArgs a, long offset, int kType, int vType)
     {
-        int half = a.HeadDim / 2;
-        int pair = i % half;
-        int rest = i / half;
-        int heads = a.Heads + a.KvHeads;
-        int head = rest % heads;
-        int r = rest / heads;
-        long cs = ((long)(a.Position + r) * half + pair) * 2;
-        float c = table[cs];
-        float s = table[cs + 1];
-        int ia = a.Interleaved != 0 ? 2 * pair : pair;
-        int ib = a.Interleaved != 0 ? 2 * pair + 1 : pair + half;
-        if (head < a.Heads)
+        RopePair p = Pair(i, table, a);
+        if (p.Head < a.Heads)
         {
-            Rotate(q, (long)r * a.Heads * a.HeadDim + head * a.HeadDim, ia, ib, c, s);
+            Rotate(q, (long)p.Row * a.Heads * a.HeadDim + p.Head * a.HeadDim, p.A, p.B, p.Cos, p.Sin);
             return;
         }
 
-        long kBase = (long)r * a.KvHeads * a.HeadDim + (head - a.Heads) * a.HeadDim;
-        Rotate(k, kBase, ia, ib, c, s);
-        Store(kCache, kType, offset + kBase + ia, k[kBase + ia]);
-        Store(kCache, kType, offset + kBase + ib, k[kBase + ib]);
-        Store(vCache, vType, offset + kBase + ia, v[kBase + ia]);
-        Store(vCache, vType, offset + kBase + ib, v[kBase + ib]);
+        long kBase = (long)p.Row * a.KvHeads * a.HeadDim + (p.Head - a.Heads) * a.HeadDim;
+        Rotate(k, kBase, p.A, p.B, p.Cos, p.Sin);
+        Store(kCache, kType, offset + kBase + p.A, k[kBase + p.A]);
+        Store(kCache, kType, offset + kBase + p.B, k[kBase + p.B]);
+        Store(vCache, vType, offset + kBase + p.A, v[kBase + p.A]);
+        Store(vCache, vType, offset + kBase + p.B, v[kBase + p.B]);
     }
 
     private static void Rotate(ArrayView<float> v, long baseIndex, int ia, int ib, float c, float s)

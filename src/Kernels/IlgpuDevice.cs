@@ -625,14 +625,20 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        KernelConfig config = Gemv3Launch(d0, d1, d2, x, a, b, c);
+        _gemv3(config, a.Vectors, b.Vectors, c.Vectors, Own(x).View.Cast<F4>(), Own(d0).View, Own(d1).View, Own(d2).View,
+            a.Rows, b.Rows, c.Rows, Chunks(a), Code(a.Type));
+    }
+
+    /// <summary>The fused Q/K/V launch's checks (one row of x, outputs large enough), then Bind; a warp per output row.</summary>
+    private KernelConfig Gemv3Launch(DeviceBuffer d0, DeviceBuffer d1, DeviceBuffer d2, DeviceBuffer x, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c)
+    {
         Need(Own(x).Length >= a.Cols, $"x holds {Own(x).Length} floats, a row of {a.Cols} is needed");
         Need(Own(d0).Length >= a.Rows && Own(d1).Length >= b.Rows && Own(d2).Length >= c.Rows,
             $"outputs of {a.Rows}, {b.Rows} and {c.Rows} floats are needed");
         Bind();
         long total = (long)a.Rows + b.Rows + c.Rows;
-        var config = new KernelConfig(checked((int)((total * _warp + _group - 1) / _group)), _group);
-        _gemv3(config, a.Vectors, b.Vectors, c.Vectors, Own(x).View.Cast<F4>(), Own(d0).View, Own(d1).View, Own(d2).View,
-            a.Rows, b.Rows, c.Rows, Chunks(a), Code(a.Type));
+        return new KernelConfig(checked((int)((total * _warp + _group - 1) / _group)), _group);
     }
 
     public void MatMulSwiGlu(DeviceBuffer dst, DeviceWeight gate, DeviceWeight up, DeviceBuffer x, int rows, DeviceBuffer scratch)
@@ -646,11 +652,17 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
+        KernelConfig config = SwiGluLaunch(dst, x, g);
+        _gemvSwiGlu(config, g.Vectors, u.Vectors, Own(x).View.Cast<F4>(), Own(dst).View, g.Rows, Chunks(g), Code(g.Type));
+    }
+
+    /// <summary>The fused gate/up launch's checks, then Bind; a warp per output row.</summary>
+    private KernelConfig SwiGluLaunch(DeviceBuffer dst, DeviceBuffer x, IlgpuWeight g)
+    {
         Need(Own(x).Length >= g.Cols, $"x holds {Own(x).Length} floats, a row of {g.Cols} is needed");
         Need(Own(dst).Length >= g.Rows, $"dst holds {Own(dst).Length} floats, {g.Rows} are needed");
         Bind();
-        var config = new KernelConfig(checked((int)(((long)g.Rows * _warp + _group - 1) / _group)), _group);
-        _gemvSwiGlu(config, g.Vectors, u.Vectors, Own(x).View.Cast<F4>(), Own(dst).View, g.Rows, Chunks(g), Code(g.Type));
+        return new KernelConfig(checked((int)(((long)g.Rows * _warp + _group - 1) / _group)), _group);
     }
 
     /// <summary>
@@ -675,12 +687,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
-        Need(Own(x).Length >= a.Cols, $"x holds {Own(x).Length} floats, a row of {a.Cols} is needed");
-        Need(Own(d0).Length >= a.Rows && Own(d1).Length >= b.Rows && Own(d2).Length >= c.Rows,
-            $"outputs of {a.Rows}, {b.Rows} and {c.Rows} floats are needed");
-        Bind();
-        long total = (long)a.Rows + b.Rows + c.Rows;
-        var config = new KernelConfig(checked((int)((total * _warp + _group - 1) / _group)), _group);
+        KernelConfig config = Gemv3Launch(d0, d1, d2, x, a, b, c);
         var args = new NormGemvArgs { Rows0 = a.Rows, Rows1 = b.Rows, Rows2 = c.Rows, Chunks = Chunks(a), Type = Code(a.Type), NormType = Code(n.Type), Eps = eps };
         _gemv3Norm(config, a.Vectors, b.Vectors, c.Vectors, Own(x).View.Cast<F4>(), n.Vectors, Own(d0).View, Own(d1).View, Own(d2).View, args);
     }
@@ -696,10 +703,7 @@ public sealed unsafe class IlgpuDevice : IDevice
             return;
         }
 
-        Need(Own(x).Length >= g.Cols, $"x holds {Own(x).Length} floats, a row of {g.Cols} is needed");
-        Need(Own(dst).Length >= g.Rows, $"dst holds {Own(dst).Length} floats, {g.Rows} are needed");
-        Bind();
-        var config = new KernelConfig(checked((int)(((long)g.Rows * _warp + _group - 1) / _group)), _group);
+        KernelConfig config = SwiGluLaunch(dst, x, g);
         var args = new NormGemvArgs { Rows0 = g.Rows, Chunks = Chunks(g), Type = Code(g.Type), NormType = Code(n.Type), Eps = eps };
         _gemvSwiGluNorm(config, g.Vectors, u.Vectors, Own(x).View.Cast<F4>(), n.Vectors, Own(dst).View, args);
     }

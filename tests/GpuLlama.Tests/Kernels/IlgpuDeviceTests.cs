@@ -417,21 +417,26 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         float[] got = Get(y, rows * hidden);
         for (int r = 0; r < rows; r++)
         {
-            float[] xr = x[(r * cols)..((r + 1) * cols)];
-            var (gw, gs) = Reference(gh, hidden, cols, xr);
-            var (uw, us) = Reference(uh, hidden, cols, xr);
-            var want = new double[hidden];
-            var scale = new double[hidden];
-            for (int i = 0; i < hidden; i++)
-            {
-                double silu = gw[i] / (1 + Math.Exp(-gw[i]));
-                want[i] = silu * uw[i];
-                // d(silu·u) = silu'·u·dg + silu·du, with |silu'| <= 1.1
-                scale[i] = 1.1 * Math.Abs(uw[i]) * gs[i] + Math.Abs(silu) * us[i];
-            }
-
+            var (want, scale) = SwiGluReference(gh, uh, hidden, cols, x[(r * cols)..((r + 1) * cols)]);
             Near(want, got[(r * hidden)..((r + 1) * hidden)], 1e-5, scale);
         }
+    }
+
+    /// <summary>silu(G · x) * (U · x) in float64, with its error scale: d(silu·u) = silu'·u·dg + silu·du, |silu'| &lt;= 1.1.</summary>
+    private static (double[] Want, double[] Scale) SwiGluReference(HostWeight gh, HostWeight uh, int hidden, int cols, float[] x)
+    {
+        var (gw, gs) = Reference(gh, hidden, cols, x);
+        var (uw, us) = Reference(uh, hidden, cols, x);
+        var want = new double[hidden];
+        var scale = new double[hidden];
+        for (int i = 0; i < hidden; i++)
+        {
+            double silu = gw[i] / (1 + Math.Exp(-gw[i]));
+            want[i] = silu * uw[i];
+            scale[i] = 1.1 * Math.Abs(uw[i]) * gs[i] + Math.Abs(silu) * us[i];
+        }
+
+        return (want, scale);
     }
 
     /// <summary>RmsNorm(x) ⊙ g in float64, as NormKernels.RmsNorm defines it.</summary>
@@ -509,18 +514,7 @@ public sealed class IlgpuDeviceTests : IClassFixture<EmulatedDeviceFixture>
         float[] got = Get(y, rows * hidden);
         for (int r = 0; r < rows; r++)
         {
-            float[] xr = NormReference(x[(r * cols)..((r + 1) * cols)], nh, eps);
-            var (gw, gs) = Reference(gh, hidden, cols, xr);
-            var (uw, us) = Reference(uh, hidden, cols, xr);
-            var want = new double[hidden];
-            var scale = new double[hidden];
-            for (int i = 0; i < hidden; i++)
-            {
-                double silu = gw[i] / (1 + Math.Exp(-gw[i]));
-                want[i] = silu * uw[i];
-                scale[i] = 1.1 * Math.Abs(uw[i]) * gs[i] + Math.Abs(silu) * us[i];
-            }
-
+            var (want, scale) = SwiGluReference(gh, uh, hidden, cols, NormReference(x[(r * cols)..((r + 1) * cols)], nh, eps));
             Near(want, got[(r * hidden)..((r + 1) * hidden)], 1e-5, scale);
         }
     }
