@@ -471,6 +471,9 @@ internal static class AttentionKernels
         return r;
     }
 
+    /// <summary>The element where key <paramref name="u"/> of the chunk at <paramref name="t0"/> starts in this head, u clamped to the chunk's last key.</summary>
+    private static long KeyRow(int t0, int u, int n, int kvDim, long kvOffset) => (long)(t0 + XMath.Min(u, n - 1)) * kvDim + kvOffset;
+
     private static float Dot(F4 a, F4 b) => a.X * b.X + a.Y * b.Y + a.Z * b.Z + a.W * b.W;
 
     private static F4 Scale(F4 x, float s)
@@ -546,10 +549,10 @@ internal static class AttentionKernels
                 int u1 = u + warps;
                 int u2 = u + 2 * warps;
                 int u3 = u + 3 * warps;
-                long e0 = (long)(t0 + u) * kvDim + kvOffset;
-                long e1 = (long)(t0 + XMath.Min(u1, n - 1)) * kvDim + kvOffset;
-                long e2 = (long)(t0 + XMath.Min(u2, n - 1)) * kvDim + kvOffset;
-                long e3 = (long)(t0 + XMath.Min(u3, n - 1)) * kvDim + kvOffset;
+                long e0 = KeyRow(t0, u, n, kvDim, kvOffset);
+                long e1 = KeyRow(t0, u1, n, kvDim, kvOffset);
+                long e2 = KeyRow(t0, u2, n, kvDim, kvOffset);
+                long e3 = KeyRow(t0, u3, n, kvDim, kvOffset);
                 F4 k0 = Load4(kCache, a.KType, e0 + ca, a.KScales);
                 F4 k1 = Load4(kCache, a.KType, e1 + ca, a.KScales);
                 F4 k2 = Load4(kCache, a.KType, e2 + ca, a.KScales);
@@ -611,10 +614,10 @@ internal static class AttentionKernels
                 int u1 = u + warps;
                 int u2 = u + 2 * warps;
                 int u3 = u + 3 * warps;
-                long e0 = (long)(t0 + u) * kvDim + kvOffset;
-                long e1 = (long)(t0 + XMath.Min(u1, n - 1)) * kvDim + kvOffset;
-                long e2 = (long)(t0 + XMath.Min(u2, n - 1)) * kvDim + kvOffset;
-                long e3 = (long)(t0 + XMath.Min(u3, n - 1)) * kvDim + kvOffset;
+                long e0 = KeyRow(t0, u, n, kvDim, kvOffset);
+                long e1 = KeyRow(t0, u1, n, kvDim, kvOffset);
+                long e2 = KeyRow(t0, u2, n, kvDim, kvOffset);
+                long e3 = KeyRow(t0, u3, n, kvDim, kvOffset);
                 float p0 = ps[u];
                 float p1 = u1 < n ? ps[u1] : 0.0f;
                 float p2 = u2 < n ? ps[u2] : 0.0f;
