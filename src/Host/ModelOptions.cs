@@ -10,7 +10,8 @@ public sealed class ModelOptions
 {
     public Argument<string> Model { get; } = new("MODEL")
     {
-        Description = "A GGUF file, a Hugging Face model directory, a llama2.c .bin checkpoint, or synthetic:PRESET[:f32|f16|bf16] (presets: " + string.Join(", ", Formats.SyntheticPreset.All.Select(p => p.Name)) + ").",
+        Description = "A GGUF file, a Hugging Face model directory, a llama2.c .bin checkpoint, or synthetic:PRESET[:DTYPE] (presets: " + string.Join(", ", Formats.SyntheticPreset.All.Select(p => p.Name)) + "; dtypes: "
+            + string.Join(", ", Formats.SyntheticSource.SupportedTypes.Select(t => t.ToString().ToLowerInvariant())) + ").",
     };
 
     public Option<string> GpuLayers { get; } = new("--gpu-layers", "-ngl", "--n-gpu-layers")

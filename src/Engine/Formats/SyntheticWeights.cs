@@ -288,7 +288,7 @@ public sealed unsafe class SyntheticSource : IWeightSource
         }
     }
 
-    /// <summary>Parses "NAME" or "NAME:dtype" (dtype f32, f16 or bf16, any case), with an optional "synthetic:" prefix.</summary>
+    /// <summary>Parses "NAME" or "NAME:dtype" (dtype one of <see cref="SupportedTypes"/>, any case), with an optional "synthetic:" prefix.</summary>
     public static (SyntheticPreset Preset, DType Type) Parse(string spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
