@@ -158,6 +158,36 @@ public static class Gguf
     public static long Align(long offset, long alignment) => (offset + alignment - 1) / alignment * alignment;
 
     /// <summary>
+    /// The name of a ggml tensor type this engine does not read (ggml.h <c>enum ggml_type</c>: the 1- to 3-bit IQ
+    /// formats, the ternary ones, the repacked ARM layouts), for the one-line error that names it; null for ids ggml
+    /// never had or has removed (Q4_2, Q4_3).
+    /// </summary>
+    public static string? GgmlTypeName(uint id) => id switch
+    {
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        29 => "IQ1_M",
+        31 => "Q4_0_4_4",
+        32 => "Q4_0_4_8",
+        33 => "Q4_0_8_8",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        36 => "IQ4_NL_4_4",
+        37 => "IQ4_NL_4_8",
+        38 => "IQ4_NL_8_8",
+        _ => null,
+    };
+
+    /// <summary>The weight types GGUF files may hold for this engine, as llama.cpp names them (not the integer types or the activations' Q8_1/Q8_K).</summary>
+    public static string ReadableTypes => string.Join(", ", Enum.GetValues<DType>()
+        .Where(t => t.IsKnown() && t is not (DType.I8 or DType.I16 or DType.I32 or DType.I64 or DType.F64 or DType.Q8_1 or DType.Q8_K))
+        .Select(DTypeInfo.DisplayName));
+
+    /// <summary>
     /// llama.cpp's <c>llama_ftype</c> for a model whose matrices are stored as <paramref name="type"/>
     /// (general.file_type; informational, llama.cpp prints it).
     /// </summary>

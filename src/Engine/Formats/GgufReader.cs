@@ -303,7 +303,9 @@ internal sealed unsafe class GgufReader
         var type = (DType)typeId;
         if (!Enum.IsDefined(type) || !type.IsKnown())
         {
-            throw Error($"tensor {Gguf.Quote(name)} has unknown type id {typeId}");
+            throw Error(Gguf.GgmlTypeName(typeId) is { } ggml
+                ? $"tensor {Gguf.Quote(name)} is {ggml} (ggml type {typeId}), which this engine does not read; requantize the model with llama-quantize to one it does ({Gguf.ReadableTypes})"
+                : $"tensor {Gguf.Quote(name)} has unknown type id {typeId}");
         }
 
         long cols = shape[^1];

@@ -288,6 +288,7 @@ public sealed class GgufTests
             new("dimension above int64", null, (m, b) => GgufTestModel.PutU64(b, m.DimOffset(v, 1), ulong.MaxValue), [v, "overflow"]),
             new("unknown dtype", null, (m, b) => GgufTestModel.PutU32(b, m.TypeIdOffset(q), 99), [q, "unknown type id 99"]),
             new("removed dtype Q4_2", null, (m, b) => GgufTestModel.PutU32(b, m.TypeIdOffset(q), 4), [q, "unknown type id 4"]),
+            new("an IQ type this engine does not read", null, (m, b) => GgufTestModel.PutU32(b, m.TypeIdOffset(q), 21), [q, "is IQ3_S (ggml type 21)", "llama-quantize", "IQ4_XS"]),
             new("columns not a block multiple", null, (m, b) => GgufTestModel.PutU32(b, m.TypeIdOffset(v), (uint)DType.Q4_K), [v, "block size 256"]),
             new("offset past the end", null, (m, b) => GgufTestModel.PutU64(b, m.DataOffsetField("output.weight"), 1UL << 40), ["output.weight", "past the end"]),
             new("data past the end", null, (m, b) => GgufTestModel.PutU64(b, m.DataOffsetField("output.weight"), (ulong)(b.Length - m.Layout.DataOffset - 32)), ["output.weight", "past the end"]),
