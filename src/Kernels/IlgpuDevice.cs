@@ -598,8 +598,8 @@ public sealed unsafe class IlgpuDevice : IDevice
     }
 
     /// <summary>
-    /// Whether prompt batches of at least <see cref="SharedTile"/> rows of plain weights take the shared-memory GEMM
-    /// (MatMulKernels.MatMulShared) rather than the warp-per-row kernel. On by default; GPULLAMA_NO_SHARED_GEMM=1
+    /// Whether prompt batches of at least <see cref="SharedTile"/> rows take the shared-memory GEMM
+    /// (MatMulKernels.MatMulShared) rather than the warp-per-row kernels (plain weights) or the quant kernels. On by default; GPULLAMA_NO_SHARED_GEMM=1
     /// turns it off, to measure the two against each other.
     /// </summary>
     internal bool SharedGemm { get; set; } = Environment.GetEnvironmentVariable("GPULLAMA_NO_SHARED_GEMM") is not "1";

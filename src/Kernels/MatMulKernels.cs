@@ -311,8 +311,10 @@ internal static class MatMulKernels
     }
 
     /// <summary>The warp's dot and squares summed across lanes, scaled by 1/rms as NormKernels.RmsNorm computes it.</summary>
-    private static float Normalized(DotSquares s, int cols, float eps) =>
-        KernelMath.WarpSum(s.Dot) * (1.0f / XMath.Sqrt(KernelMath.WarpSum(s.Squares) / cols + eps));
+    private static float Normalized(DotSquares s, int cols, float eps) => KernelMath.WarpSum(s.Dot) * InverseRms(s.Squares, cols, eps);
+
+    /// <summary>1/sqrt(mean(x²) + eps) from each lane's share of Σ x².</summary>
+    private static float InverseRms(float laneSquares, int cols, float eps) => 1.0f / XMath.Sqrt(KernelMath.WarpSum(laneSquares) / cols + eps);
 
     /// <summary>
     /// <see cref="Gemv3"/> of the RMSNorm of x: y_i = W_i · (x ⊙ g) / rms(x), for 16-bit weights — the attention
@@ -359,9 +361,12 @@ internal static class MatMulKernels
             return;
         }
 
+        // the norm's scale once, from the gate pass (the up pass sums the same squares in the same order)
         long rowBase = (long)row * a.Chunks;
-        float gate = Normalized(RowDotNorm(wg, x, g, rowBase, a.Chunks, a.Type, a.NormType), a.Chunks * 8, a.Eps);
-        float up = Normalized(RowDotNorm(wu, x, g, rowBase, a.Chunks, a.Type, a.NormType), a.Chunks * 8, a.Eps);
+        DotSquares gs = RowDotNorm(wg, x, g, rowBase, a.Chunks, a.Type, a.NormType);
+        float scale = InverseRms(gs.Squares, a.Chunks * 8, a.Eps);
+        float gate = KernelMath.WarpSum(gs.Dot) * scale;
+        float up = KernelMath.WarpSum(RowDotNorm(wu, x, g, rowBase, a.Chunks, a.Type, a.NormType).Dot) * scale;
         if (Warp.LaneIdx == 0)
         {
             y[row] = gate / (1.0f + XMath.Exp(-gate)) * up;
